@@ -24,3 +24,6 @@ pub mod upstream;
 pub mod wire;
 
 pub use time::Timestamp;
+
+#[cfg(test)]
+pub(crate) mod testutil;
