@@ -1,0 +1,122 @@
+//! What the engine counts: every outcome and every drop, per worker.
+
+use crate::stats::Counter;
+
+macro_rules! drop_reasons {
+    ($($(#[$m:meta])* $v:ident => $s:expr,)*) => {
+        /// Why a packet was dropped without a reply. Each has a counter.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DropReason { $($(#[$m])* $v,)* }
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$v,)*];
+            /// Short snake_case name for metrics.
+            pub const fn name(self) -> &'static str {
+                match self { $(DropReason::$v => $s,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// A query shorter than a DNS header.
+    QueryTooShort => "query_too_short",
+    /// A "query" with QR set (a response sent to us).
+    QueryIsResponse => "query_is_response",
+    /// A client outside the allowed networks whose packet was not even a
+    /// readable query (readable ones get REFUSED).
+    NotAllowed => "not_allowed",
+    /// The output buffer could not hold the reply.
+    NoBufferSpace => "no_buffer_space",
+    /// Every pending slot or ID was in use.
+    PendingFull => "pending_full",
+    /// A backend answer shorter than a header or malformed.
+    AnswerMalformed => "answer_malformed",
+    /// A backend answer with an ID nobody is waiting for (late or spoofed).
+    AnswerUnknownId => "answer_unknown_id",
+    /// A backend answer from an address other than the backend asked.
+    AnswerWrongSource => "answer_wrong_source",
+    /// A backend answer whose question is not the one asked.
+    AnswerWrongQuestion => "answer_wrong_question",
+    /// A backend answer without QR set.
+    AnswerNotResponse => "answer_not_response",
+}
+
+/// Per-worker engine counters; another thread reads them through an `Arc`.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Packets handed to `handle_query`.
+    pub queries: Counter,
+    /// Queries over TCP (included in `queries`).
+    pub queries_tcp: Counter,
+    /// Replies sent, by rcode (index = rcode; BADVERS is 16).
+    pub rcodes: [Counter; 17],
+    /// Answered from the cache.
+    pub cache_hits: Counter,
+    /// Not in the cache (or only stale).
+    pub cache_misses: Counter,
+    /// Cache hits that were negative answers.
+    pub cache_negative_hits: Counter,
+    /// Replies with TC set because the answer did not fit.
+    pub truncated: Counter,
+    /// Queries sent to backends (first tries).
+    pub forwarded: Counter,
+    /// Queries sent again to another backend after a timeout.
+    pub retried: Counter,
+    /// Tries that timed out.
+    pub timeouts: Counter,
+    /// Early refreshes of popular entries sent.
+    pub refreshes: Counter,
+    /// Probes sent to down backends.
+    pub probes: Counter,
+    /// Stale answers served because no backend answered (RFC 8767).
+    pub stale_answers: Counter,
+    /// SERVFAILs sent because no backend answered in time.
+    pub gave_up: Counter,
+    /// Backend answers accepted.
+    pub answers: Counter,
+    /// Backend answers not cached (TC, rcode, no SOA, zero TTL, too long).
+    pub not_cached: Counter,
+    /// Backends marked down.
+    pub backend_down: Counter,
+    /// Backends back up.
+    pub backend_up: Counter,
+    /// REFUSED sent to clients outside the allowed networks.
+    pub refused_acl: Counter,
+    /// FORMERR sent.
+    pub formerr: Counter,
+    /// NOTIMP sent.
+    pub notimp: Counter,
+    /// BADVERS sent.
+    pub badvers: Counter,
+    /// Drops, by [`DropReason`] (index = position in `DropReason::ALL`).
+    pub drops: [Counter; DropReason::ALL.len()],
+}
+
+impl EngineStats {
+    /// Counts a drop.
+    #[inline]
+    pub fn count_drop(&self, r: DropReason) {
+        self.drops[r as usize].inc();
+    }
+
+    /// The drop counter for `r`.
+    pub fn drops_for(&self, r: DropReason) -> u64 {
+        self.drops[r as usize].get()
+    }
+
+    /// Replies sent with `rcode`.
+    pub fn replies_with(&self, rcode: crate::wire::Rcode) -> u64 {
+        self.rcodes.get(rcode.0 as usize).map_or(0, |c| c.get())
+    }
+
+    /// All replies sent.
+    pub fn replies(&self) -> u64 {
+        self.rcodes.iter().map(|c| c.get()).sum()
+    }
+
+    /// All drops.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().map(|c| c.get()).sum()
+    }
+}

@@ -1,0 +1,527 @@
+//! The backend pool: backend selection and in-band health tracking.
+//!
+//! A [`Pool`] holds up to [`MAX_BACKENDS`] resolvers. The engine asks it for
+//! a backend with [`Pool::select`] and reports what happened to each query
+//! ([`Pool::on_sent`], then exactly one of [`Pool::on_answer`],
+//! [`Pool::on_timeout`] or [`Pool::on_cancel`]). From those reports alone the
+//! pool decides which backends are [`BackendState::Up`]:
+//!
+//! * `down_after_timeouts` consecutive timeouts, or more than
+//!   `down_failure_ratio` timeouts among the last `window` outcomes, take a
+//!   backend down. Only timeouts count as failures; the engine decides what
+//!   a bad answer is and may report it as a timeout.
+//! * A down backend gets no regular traffic. [`Pool::probe_due`] hands it
+//!   out for one real query (a probe) after `probe_initial`; each failed
+//!   probe doubles the wait, up to `probe_max`. A successful probe makes the
+//!   next one due at once, and `up_after_successes` good probes in a row
+//!   bring the backend back up.
+//! * Queries still outstanding when a backend changes state are *stale*:
+//!   their outcomes are counted in the stats but do not drive the health
+//!   logic (the pool only counts them; it assumes, as with one fixed query
+//!   timeout, that stale queries time out before the probe sent after them).
+//!
+//! All decisions read plain fields owned by the worker; the atomics in
+//! [`BackendStats`] are written alongside for other threads to read through
+//! [`Pool::shared_stats`]. Nothing allocates after [`Pool::new`].
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+use std::sync::Arc;
+
+pub use super::{
+    BackendId, BackendSpec, BackendState, BackendStats, HealthConfig, PoolError, Selection,
+    Transition, TriedSet, MAX_BACKENDS,
+};
+use crate::time::Timestamp;
+
+/// Probe progress of a down backend.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Probe {
+    /// No probe out; one is due at `Slot::next_probe`.
+    Idle,
+    /// Returned by `probe_due`, waiting for the engine's `on_sent`.
+    Dispensed,
+    /// Sent at `sent_at`, waiting for its answer or timeout.
+    InFlight { sent_at: Timestamp },
+}
+
+/// The worker-owned state of one backend (plain fields, read by selection).
+#[derive(Clone, Debug)]
+struct Slot {
+    weight: i64,
+    /// Smooth weighted round-robin credit.
+    current: i64,
+    outstanding: u32,
+    /// Outstanding queries whose outcome must not drive health decisions.
+    stale: u32,
+    state: BackendState,
+    /// Time of the last state change (start of the current epoch).
+    since: Timestamp,
+    timeouts_in_row: u32,
+    /// Recent outcomes, newest in bit 0; 1 = timeout.
+    window_bits: u64,
+    window_filled: u32,
+    good_probes: u32,
+    probe: Probe,
+    next_probe: Timestamp,
+    backoff: Duration,
+}
+
+/// The backend pool (see the module docs). Owned by one worker.
+#[derive(Debug)]
+pub struct Pool {
+    slots: Vec<Slot>,
+    addrs: Vec<SocketAddr>,
+    /// `addr_key` of each backend, scanned by `find`.
+    keys: Vec<u64>,
+    /// Bit `i` set while backend `i` is up.
+    up: u64,
+    /// Bit `i` set for every backend.
+    all: u64,
+    cfg: HealthConfig,
+    window_mask: u64,
+    /// A full window with more failures than this goes down.
+    ratio_limit: u32,
+    selection: Selection,
+    /// Where least-outstanding starts its scan (round-robin tie break).
+    cursor: usize,
+    stats: Arc<[BackendStats]>,
+}
+
+/// Address comparison for answer sources: IPv4-mapped IPv6 equals IPv4,
+/// flow info is ignored and a zero scope id matches any.
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    let scope = |s: SocketAddr| match s {
+        SocketAddr::V6(v6) => v6.scope_id(),
+        SocketAddr::V4(_) => 0,
+    };
+    let (sa, sb) = (scope(a), scope(b));
+    a.port() == b.port()
+        && a.ip().to_canonical() == b.ip().to_canonical()
+        && (sa == sb || sa == 0 || sb == 0)
+}
+
+/// A cheap key equal for all addresses `same_endpoint` considers equal.
+fn addr_key(a: SocketAddr) -> u64 {
+    let ip = match a.ip().to_canonical() {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let x = u128::from(v6);
+            (x as u64) ^ ((x >> 64) as u64).rotate_left(17)
+        }
+    };
+    ip ^ (u64::from(a.port()) << 48)
+}
+
+impl Pool {
+    /// A pool of `specs`, all up, in the given order ([`BackendId`]`(i)` is
+    /// `specs[i]`). An empty pool is allowed; it never selects anything.
+    pub fn new(
+        specs: &[BackendSpec],
+        cfg: HealthConfig,
+        selection: Selection,
+    ) -> Result<Pool, PoolError> {
+        if specs.len() > MAX_BACKENDS {
+            return Err(PoolError::TooManyBackends { count: specs.len() });
+        }
+        for (i, s) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|o| same_endpoint(o.addr, s.addr)) {
+                return Err(PoolError::DuplicateAddress(s.addr));
+            }
+        }
+        let mut cfg = cfg;
+        cfg.window = cfg.window.min(64);
+        cfg.up_after_successes = cfg.up_after_successes.max(1);
+        cfg.probe_max = cfg.probe_max.max(cfg.probe_initial);
+        let window_mask = 1u64.checked_shl(cfg.window).map_or(u64::MAX, |b| b - 1);
+        let r = cfg.down_failure_ratio;
+        let ratio_limit = if cfg.window == 0 || r.is_nan() || r >= 1.0 {
+            u32::MAX
+        } else {
+            // The epsilon keeps 0.7 * 10 at 7 despite f32 rounding.
+            (f64::from(r.max(0.0)) * f64::from(cfg.window) + 1e-6).floor() as u32
+        };
+        let slots = specs
+            .iter()
+            .map(|s| Slot {
+                weight: i64::from(s.weight.max(1)),
+                current: 0,
+                outstanding: 0,
+                stale: 0,
+                state: BackendState::Up,
+                since: Timestamp::ZERO,
+                timeouts_in_row: 0,
+                window_bits: 0,
+                window_filled: 0,
+                good_probes: 0,
+                probe: Probe::Idle,
+                next_probe: Timestamp::ZERO,
+                backoff: cfg.probe_initial,
+            })
+            .collect();
+        let all = 1u64
+            .checked_shl(specs.len() as u32)
+            .map_or(u64::MAX, |b| b - 1);
+        Ok(Pool {
+            slots,
+            addrs: specs.iter().map(|s| s.addr).collect(),
+            keys: specs.iter().map(|s| addr_key(s.addr)).collect(),
+            up: all,
+            all,
+            cfg,
+            window_mask,
+            ratio_limit,
+            selection,
+            cursor: 0,
+            stats: specs.iter().map(|s| BackendStats::new(s.addr)).collect(),
+        })
+    }
+
+    /// The health configuration in force (after clamping, see
+    /// [`HealthConfig`]).
+    pub fn config(&self) -> &HealthConfig {
+        &self.cfg
+    }
+
+    /// Number of backends.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the pool has no backends.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The ids of all backends.
+    pub fn ids(&self) -> impl Iterator<Item = BackendId> {
+        (0..self.slots.len() as u16).map(BackendId)
+    }
+
+    /// The address of backend `id`. Panics if `id` is not from this pool.
+    pub fn addr(&self, id: BackendId) -> SocketAddr {
+        self.addrs[id.index()]
+    }
+
+    /// The backend at `addr` (IPv4-mapped IPv6 sources match IPv4 backends),
+    /// if any. A scan of one `u64` per backend.
+    pub fn find(&self, addr: SocketAddr) -> Option<BackendId> {
+        let key = addr_key(addr);
+        self.keys
+            .iter()
+            .zip(&self.addrs)
+            .position(|(&k, &a)| k == key && same_endpoint(a, addr))
+            .map(|i| BackendId(i as u16))
+    }
+
+    /// Whether backend `id` is up. Panics if `id` is not from this pool.
+    pub fn state(&self, id: BackendId) -> BackendState {
+        self.slots[id.index()].state
+    }
+
+    /// Number of backends that are up.
+    pub fn up_count(&self) -> usize {
+        self.up.count_ones() as usize
+    }
+
+    /// Queries in flight to backend `id`. Panics if `id` is not from this
+    /// pool.
+    pub fn outstanding(&self, id: BackendId) -> u32 {
+        self.slots[id.index()].outstanding
+    }
+
+    /// When backend `id` is next due a probe: `None` while it is up or a
+    /// probe to it is out. Panics if `id` is not from this pool.
+    pub fn next_probe(&self, id: BackendId) -> Option<Timestamp> {
+        let s = &self.slots[id.index()];
+        (s.state == BackendState::Down && s.probe == Probe::Idle).then_some(s.next_probe)
+    }
+
+    /// Chooses an up backend not in `tried` for a query, or `None` if there
+    /// is none. `now` is unused today (selection does not depend on time).
+    pub fn select(&mut self, now: Timestamp, tried: TriedSet) -> Option<BackendId> {
+        let _ = now;
+        let eligible = self.up & !tried.0;
+        if eligible == 0 {
+            return None;
+        }
+        if eligible & (eligible - 1) == 0 {
+            return Some(BackendId(eligible.trailing_zeros() as u16));
+        }
+        let i = match self.selection {
+            Selection::RoundRobin => self.pick_weighted(eligible),
+            Selection::LeastOutstanding => self.pick_least(eligible),
+        };
+        Some(BackendId(i as u16))
+    }
+
+    fn pick_weighted(&mut self, mut eligible: u64) -> usize {
+        let (mut total, mut best, mut best_cur) = (0, 0, i64::MIN);
+        while eligible != 0 {
+            let i = eligible.trailing_zeros() as usize;
+            eligible &= eligible - 1;
+            let s = &mut self.slots[i];
+            s.current += s.weight;
+            total += s.weight;
+            if s.current > best_cur {
+                (best, best_cur) = (i, s.current);
+            }
+        }
+        self.slots[best].current -= total;
+        best
+    }
+
+    fn pick_least(&mut self, eligible: u64) -> usize {
+        // Scan from the cursor upwards, then wrap, so ties go round-robin.
+        let from_cursor = eligible & (u64::MAX << self.cursor);
+        let (mut best, mut best_load, mut best_w) = (usize::MAX, 0u64, 1u64);
+        for mut bits in [from_cursor, eligible & !from_cursor] {
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let s = &self.slots[i];
+                let (load, w) = (u64::from(s.outstanding), s.weight as u64);
+                // load / w < best_load / best_w, without division.
+                if best == usize::MAX || load * best_w < best_load * w {
+                    (best, best_load, best_w) = (i, load, w);
+                }
+            }
+        }
+        self.cursor = (best + 1) % self.slots.len();
+        best
+    }
+
+    /// A down backend whose probe is due at `now` (the most overdue one), for
+    /// the engine to send one real query to as a probe. The engine then calls
+    /// [`Pool::on_sent`] for it (or [`Pool::on_cancel`] if it could not send);
+    /// the backend is not returned again until the probe's outcome is known.
+    pub fn probe_due(&mut self, now: Timestamp) -> Option<BackendId> {
+        let mut down = self.all & !self.up;
+        let mut best: Option<usize> = None;
+        while down != 0 {
+            let i = down.trailing_zeros() as usize;
+            down &= down - 1;
+            let s = &self.slots[i];
+            if s.probe == Probe::Idle
+                && s.next_probe <= now
+                && best.map_or(true, |b| s.next_probe < self.slots[b].next_probe)
+            {
+                best = Some(i);
+            }
+        }
+        let i = best?;
+        self.slots[i].probe = Probe::Dispensed;
+        self.stats[i].probes.inc();
+        Some(BackendId(i as u16))
+    }
+
+    /// The earliest time a probe becomes due; `None` if no backend is down
+    /// or every down backend has a probe out.
+    pub fn next_probe_at(&self) -> Option<Timestamp> {
+        let mut down = self.all & !self.up;
+        let mut at: Option<Timestamp> = None;
+        while down != 0 {
+            let i = down.trailing_zeros() as usize;
+            down &= down - 1;
+            let s = &self.slots[i];
+            if s.probe == Probe::Idle {
+                at = Some(at.map_or(s.next_probe, |t| t.min(s.next_probe)));
+            }
+        }
+        at
+    }
+
+    /// A query (or a probe) was sent to `id` at `now`. Unknown ids are
+    /// ignored.
+    pub fn on_sent(&mut self, id: BackendId, now: Timestamp) {
+        let Some(s) = self.slots.get_mut(id.index()) else {
+            return;
+        };
+        let st = &self.stats[id.index()];
+        s.outstanding = s.outstanding.saturating_add(1);
+        st.outstanding.set(u64::from(s.outstanding));
+        st.sent.inc();
+        if s.state == BackendState::Down {
+            if s.probe == Probe::Dispensed {
+                s.probe = Probe::InFlight { sent_at: now };
+            } else {
+                // Regular traffic to a down backend: not a probe.
+                s.stale = s.stale.saturating_add(1);
+            }
+        }
+    }
+
+    /// Takes one query off `id`'s outstanding count; false (and counted as
+    /// spurious) if there was none.
+    fn settle(&mut self, i: usize) -> bool {
+        let s = &mut self.slots[i];
+        if s.outstanding == 0 {
+            self.stats[i].spurious.inc();
+            return false;
+        }
+        s.outstanding -= 1;
+        self.stats[i].outstanding.set(u64::from(s.outstanding));
+        true
+    }
+
+    /// An answer from `id` arrived at `now`, `rtt` after its query was sent.
+    /// A good probe answer may bring a down backend up.
+    pub fn on_answer(
+        &mut self,
+        id: BackendId,
+        now: Timestamp,
+        rtt: Duration,
+    ) -> Option<Transition> {
+        let i = id.index();
+        if i >= self.slots.len() || !self.settle(i) {
+            return None;
+        }
+        self.stats[i].answers.inc();
+        self.stats[i].record_rtt(rtt);
+        let rtt_ns = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
+        let sent_at = Timestamp::from_nanos(now.as_nanos().saturating_sub(rtt_ns));
+        let s = &mut self.slots[i];
+        match (s.state, s.probe) {
+            (BackendState::Up, _) => {
+                if s.stale > 0 && sent_at < s.since {
+                    s.stale -= 1;
+                }
+                // Attribution by send time is a guess; the count is not.
+                s.stale = s.stale.min(s.outstanding);
+                s.timeouts_in_row = 0;
+                self.push_outcome(i, false);
+                None
+            }
+            (BackendState::Down, Probe::InFlight { sent_at: p })
+                if s.stale == 0 || sent_at >= p =>
+            {
+                s.probe = Probe::Idle;
+                s.good_probes += 1;
+                if s.good_probes >= self.cfg.up_after_successes {
+                    self.transition(i, BackendState::Up, now);
+                    return Some(Transition::CameUp);
+                }
+                s.backoff = self.cfg.probe_initial;
+                s.next_probe = now;
+                None
+            }
+            (BackendState::Down, _) => {
+                s.stale = s.stale.saturating_sub(1);
+                None
+            }
+        }
+    }
+
+    /// A query to `id` timed out at `now`. May take the backend down; a
+    /// failed probe doubles the backoff.
+    pub fn on_timeout(&mut self, id: BackendId, now: Timestamp) -> Option<Transition> {
+        let i = id.index();
+        if i >= self.slots.len() || !self.settle(i) {
+            return None;
+        }
+        self.stats[i].timeouts.inc();
+        let s = &mut self.slots[i];
+        if s.stale > 0 {
+            s.stale -= 1;
+            return None;
+        }
+        match s.state {
+            BackendState::Up => {
+                s.timeouts_in_row += 1;
+                let k = self.cfg.down_after_timeouts;
+                let in_row = k > 0 && s.timeouts_in_row >= k;
+                if self.push_outcome(i, true) || in_row {
+                    self.transition(i, BackendState::Down, now);
+                    return Some(Transition::WentDown);
+                }
+                None
+            }
+            BackendState::Down => {
+                if let Probe::InFlight { .. } = s.probe {
+                    s.probe = Probe::Idle;
+                    s.good_probes = 0;
+                    s.backoff = s.backoff.saturating_mul(2).min(self.cfg.probe_max);
+                    s.next_probe = now + s.backoff;
+                }
+                None
+            }
+        }
+    }
+
+    /// A query to `id` was dropped without an outcome (also: a probe from
+    /// [`Pool::probe_due`] that could not be sent, whose turn stays due).
+    pub fn on_cancel(&mut self, id: BackendId) {
+        let i = id.index();
+        let Some(s) = self.slots.get_mut(i) else {
+            return;
+        };
+        if s.probe == Probe::Dispensed {
+            s.probe = Probe::Idle;
+            return;
+        }
+        if !self.settle(i) {
+            return;
+        }
+        self.stats[i].cancelled.inc();
+        let s = &mut self.slots[i];
+        match s.state {
+            BackendState::Up => s.stale = s.stale.min(s.outstanding),
+            BackendState::Down if s.stale > 0 => s.stale -= 1,
+            BackendState::Down => s.probe = Probe::Idle,
+        }
+    }
+
+    /// Counters of backend `id`. Panics if `id` is not from this pool.
+    pub fn stats(&self, id: BackendId) -> &BackendStats {
+        &self.stats[id.index()]
+    }
+
+    /// All backends' counters, indexed by [`BackendId::index`], for another
+    /// thread to read while the worker runs.
+    pub fn shared_stats(&self) -> Arc<[BackendStats]> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Records an outcome in `i`'s window; true if a full window now holds
+    /// too many failures.
+    fn push_outcome(&mut self, i: usize, failure: bool) -> bool {
+        let s = &mut self.slots[i];
+        s.window_bits = ((s.window_bits << 1) | u64::from(failure)) & self.window_mask;
+        s.window_filled = (s.window_filled + 1).min(self.cfg.window);
+        self.cfg.window > 0
+            && s.window_filled == self.cfg.window
+            && s.window_bits.count_ones() > self.ratio_limit
+    }
+
+    fn transition(&mut self, i: usize, to: BackendState, now: Timestamp) {
+        let s = &mut self.slots[i];
+        s.state = to;
+        s.since = now;
+        s.stale = s.outstanding;
+        s.current = 0;
+        s.timeouts_in_row = 0;
+        s.window_bits = 0;
+        s.window_filled = 0;
+        s.good_probes = 0;
+        s.probe = Probe::Idle;
+        s.backoff = self.cfg.probe_initial;
+        s.next_probe = now + self.cfg.probe_initial;
+        let st = &self.stats[i];
+        let bit = 1u64 << i;
+        match to {
+            BackendState::Up => {
+                self.up |= bit;
+                st.came_up.inc();
+                st.state_up.set(1);
+            }
+            BackendState::Down => {
+                self.up &= !bit;
+                st.went_down.inc();
+                st.state_up.set(0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
