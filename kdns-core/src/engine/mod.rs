@@ -624,7 +624,7 @@ impl Engine {
             let in_time = now < u.first_sent + self.query_deadline.saturating_sub(self.try_timeout / 4);
             let next = if u.tries < self.max_tries && in_time {
                 // Prefer a backend not asked yet; else any that is up.
-                self.pool.select(now, u.tried).or_else(|| self.pool.select(now, TriedSet::EMPTY.with(f.backend)))
+                self.pool.select(now, u.tried).or_else(|| self.pool.select(now, TriedSet::EMPTY))
             } else {
                 None
             };
