@@ -2,9 +2,6 @@
 //! yet; today the engine lives in the `kdns-core` library.
 
 fn main() {
-    eprintln!(
-        "kdns {}: the daemon's I/O drivers are not built yet; the DNS engine is the kdns-core library",
-        env!("CARGO_PKG_VERSION")
-    );
+    eprintln!("kdns {}: the daemon's I/O drivers are not built yet; the DNS engine is the kdns-core library", env!("CARGO_PKG_VERSION"));
     std::process::exit(2);
 }

@@ -68,12 +68,7 @@ impl AddAssign<Duration> for Timestamp {
 
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "t+{}.{:09}s",
-            self.0 / 1_000_000_000,
-            self.0 % 1_000_000_000
-        )
+        write!(f, "t+{}.{:09}s", self.0 / 1_000_000_000, self.0 % 1_000_000_000)
     }
 }
 
@@ -86,13 +81,7 @@ mod tests {
         let t = Timestamp::from_secs(2);
         assert_eq!(t + Duration::from_millis(500), Timestamp::from_millis(2500));
         assert_eq!(t.saturating_since(Timestamp::from_secs(3)), Duration::ZERO);
-        assert_eq!(
-            Timestamp::from_nanos(u64::MAX) + Duration::from_secs(1),
-            Timestamp::from_nanos(u64::MAX)
-        );
-        assert_eq!(
-            format!("{:?}", Timestamp::from_millis(1500)),
-            "t+1.500000000s"
-        );
+        assert_eq!(Timestamp::from_nanos(u64::MAX) + Duration::from_secs(1), Timestamp::from_nanos(u64::MAX));
+        assert_eq!(format!("{:?}", Timestamp::from_millis(1500)), "t+1.500000000s");
     }
 }

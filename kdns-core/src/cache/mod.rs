@@ -30,8 +30,8 @@ use hashbrown::HashTable;
 use crate::stats::{Counter, Gauge};
 use crate::time::Timestamp;
 use crate::wire::{Class, Header, Message, Rcode, Rtype, HEADER_LEN, MAX_NAME_LEN};
-pub use store::CHUNK;
 use store::ChunkStore;
+pub use store::CHUNK;
 
 /// Most records an answer may have to be cached (TTL offsets kept per record).
 pub const MAX_RECORDS: usize = 256;

@@ -74,7 +74,12 @@ impl FromStr for IpNet {
         let addr: IpAddr = a.trim().parse().map_err(|_| IpNetError(format!("'{s}' is not an IP address or network")))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| IpNetError(format!("'{s}': prefix length must be 0..={max}")))?,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| IpNetError(format!("'{s}': prefix length must be 0..={max}")))?,
             None => max,
         };
         IpNet::new(addr, prefix).ok_or_else(|| IpNetError(format!("'{s}': bad prefix")))

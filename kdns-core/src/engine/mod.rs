@@ -263,7 +263,7 @@ pub struct Engine {
 impl Engine {
     /// An engine with everything preallocated.
     pub fn new(cfg: EngineConfig) -> Result<Engine, ConfigError> {
-        let pool = Pool::new(&cfg.backends, cfg.health.clone(), cfg.selection).map_err(ConfigError::Backends)?;
+        let pool = Pool::new(&cfg.backends, cfg.health, cfg.selection).map_err(ConfigError::Backends)?;
         let mut probe_name = [0u8; 255];
         let probe_len = encode_name(&cfg.probe_name, &mut probe_name).map_err(|_| ConfigError::ProbeName(cfg.probe_name.clone()))?;
         let capacity = cfg.pending_capacity.clamp(1, 1 << 15);
@@ -475,7 +475,16 @@ impl Engine {
 
     fn start_refresh(&mut self, now: Timestamp, qname: &[u8], qtype: Rtype, qclass: Class, key_flags: KeyFlags) {
         let fill = |u: &mut Upstream| {
-            *u = Upstream { purpose: Purpose::Refresh, client_flags: flags::RD, key_flags, qlen: qname.len() as u8, qtype, qclass, first_sent: now, ..Upstream::default() };
+            *u = Upstream {
+                purpose: Purpose::Refresh,
+                client_flags: flags::RD,
+                key_flags,
+                qlen: qname.len() as u8,
+                qtype,
+                qclass,
+                first_sent: now,
+                ..Upstream::default()
+            };
             u.qname[..qname.len()].copy_from_slice(qname);
         };
         let handle = self.pending.insert(fill);
@@ -503,7 +512,7 @@ impl Engine {
     fn send(&mut self, now: Timestamp, h: Handle, backend: BackendId, out: &mut [u8]) -> Option<Transmit> {
         let id = self.next_id()?;
         let u = self.pending.get_mut(h)?;
-        let len = reply::upstream_query(out, id, u.client_flags, u.qname(), u.qtype, u.qclass, self.udp_size, u.key_flags)?;
+        let len = reply::upstream_query(out, id, u.client_flags, &u_question(u), self.udp_size, u.key_flags)?;
         u.tries += 1;
         u.tried.insert(backend);
         let deadline = now + self.try_timeout;
@@ -642,7 +651,16 @@ impl Engine {
         while self.actions.len() < self.actions.capacity() {
             let Some(b) = self.pool.probe_due(now) else { break };
             let fill = |u: &mut Upstream| {
-                *u = Upstream { purpose: Purpose::Probe, client_flags: 0, qlen: self.probe_len as u8, qtype: Rtype::TXT, qclass: Class::CH, next: b, first_sent: now, ..Upstream::default() };
+                *u = Upstream {
+                    purpose: Purpose::Probe,
+                    client_flags: 0,
+                    qlen: self.probe_len as u8,
+                    qtype: Rtype::TXT,
+                    qclass: Class::CH,
+                    next: b,
+                    first_sent: now,
+                    ..Upstream::default()
+                };
                 u.qname[..self.probe_len].copy_from_slice(&self.probe_name[..self.probe_len]);
             };
             match self.pending.insert(fill) {
@@ -706,7 +724,8 @@ impl Engine {
         .min(out.len());
         let opt = u.client_edns.map(|_| OptSpec { udp_size: self.udp_size, ext_rcode: 0, dnssec_ok: u.key_flags.0 & KeyFlags::DO != 0 });
         let room = limit.saturating_sub(if opt.is_some() { OPT_LEN } else { 0 });
-        let stale = self.cache.key(u.qname(), u.qtype, u.qclass, u.key_flags).and_then(|k| self.cache.lookup_stale(now, &k, &mut out[..room]));
+        let stale =
+            self.cache.key(u.qname(), u.qtype, u.qclass, u.key_flags).and_then(|k| self.cache.lookup_stale(now, &k, &mut out[..room]));
         let len = match stale {
             Some(len) => {
                 self.stats.stale_answers.inc();

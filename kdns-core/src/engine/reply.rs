@@ -46,7 +46,15 @@ pub(crate) fn finish(out: &mut [u8], len: usize, client_id: u16, client_flags: u
 /// Writes the query sent to a backend: our ID, RD set, CD as the client
 /// asked, the question with the client's spelling, and an OPT with our UDP
 /// size and the client's DO bit.
-pub(crate) fn upstream_query(out: &mut [u8], id: u16, client_flags: u16, qname: &[u8], qtype: Rtype, qclass: Class, udp_size: u16, key_flags: KeyFlags) -> Option<usize> {
+pub(crate) fn upstream_query(
+    out: &mut [u8],
+    id: u16,
+    client_flags: u16,
+    q: &QuestionParts<'_>,
+    udp_size: u16,
+    key_flags: KeyFlags,
+) -> Option<usize> {
+    let (qname, qtype, qclass) = (q.name, q.qtype, q.qclass);
     let len = HEADER_LEN + qname.len() + 4 + OPT_LEN;
     let out = out.get_mut(..len)?;
     out[0..2].copy_from_slice(&id.to_be_bytes());
@@ -103,7 +111,14 @@ fn header_only(out: &mut [u8], q: &QuestionParts<'_>, id: u16, f: u16, rcode: Rc
 
 /// A reply with TC set and no records, carrying the answer's rcode and
 /// flags, for an answer too large for the client's UDP size.
-pub(crate) fn truncated(out: &mut [u8], q: &QuestionParts<'_>, id: u16, client_flags: u16, answer: &[u8], opt: Option<OptSpec>) -> Option<usize> {
+pub(crate) fn truncated(
+    out: &mut [u8],
+    q: &QuestionParts<'_>,
+    id: u16,
+    client_flags: u16,
+    answer: &[u8],
+    opt: Option<OptSpec>,
+) -> Option<usize> {
     let ah = Header::new_checked(answer).ok()?;
     let f = (ah.flags() & (flags::AA | flags::RA | flags::AD)) | flags::QR | flags::TC | (client_flags & (flags::RD | flags::CD));
     header_only(out, q, id, f, ah.rcode(), opt)

@@ -272,7 +272,7 @@ fn with_every_backend_down_a_stale_answer_then_servfail() {
     let sent = w.ask_forwarded("s.test");
     w.deliver(&sent, &[a(10, [10, 9, 9, 9])]);
     w.advance(secs(11)); // expired, within the stale window
-    // The backend has died: three tries time out, then the stale answer.
+                         // The backend has died: three tries time out, then the stale answer.
     let first = w.ask_forwarded("s.test");
     assert_eq!(first.addr, B0.parse().unwrap());
     let mut stale = None;

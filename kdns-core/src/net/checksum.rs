@@ -126,11 +126,7 @@ mod tests {
         let mut i = 0;
         while i < data.len() {
             let hi = u64::from(data[i]) << 8;
-            let lo = if i + 1 < data.len() {
-                u64::from(data[i + 1])
-            } else {
-                0
-            };
+            let lo = if i + 1 < data.len() { u64::from(data[i + 1]) } else { 0 };
             s += hi | lo;
             i += 2;
         }
@@ -156,17 +152,11 @@ mod tests {
         // (header with checksum zeroed at bytes 10..12, expected checksum)
         let cases: [([u8; 20], u16); 2] = [
             (
-                [
-                    0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0,
-                    0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
-                ],
+                [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7],
                 0xb861,
             ),
             (
-                [
-                    0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 0xac,
-                    0x10, 0x0a, 0x63, 0xac, 0x10, 0x0a, 0x0c,
-                ],
+                [0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 0xac, 0x10, 0x0a, 0x63, 0xac, 0x10, 0x0a, 0x0c],
                 0xb1e6,
             ),
         ];
@@ -184,10 +174,7 @@ mod tests {
         assert_eq!(checksum(&[0xFF]), 0x00FF);
         assert_eq!(fold(0xFFFF_FFFF), 0xFFFF);
         assert_eq!(fold(0x0001_FFFF), 0x0001);
-        assert_eq!(
-            sum(&[0xFF; 64], u32::MAX) as u64 % 0xFFFF,
-            (ref_sum(&[0xFF; 64]) + u64::from(u32::MAX)) % 0xFFFF
-        );
+        assert_eq!(sum(&[0xFF; 64], u32::MAX) as u64 % 0xFFFF, (ref_sum(&[0xFF; 64]) + u64::from(u32::MAX)) % 0xFFFF);
         // Odd chaining is only defined for the last piece.
         let d = [1u8, 2, 3, 4, 5];
         assert_eq!(fold(sum(&d[2..], sum(&d[..2], 0))), fold(sum(&d, 0)));
@@ -195,22 +182,14 @@ mod tests {
 
     #[test]
     fn pseudo_headers() {
-        let s4 = pseudo_header_v4(
-            Ipv4Addr::new(192, 168, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 2),
-            17,
-            0x1234,
-        );
+        let s4 = pseudo_header_v4(Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 17, 0x1234);
         assert_eq!(s4, 0xc0a8 + 0x0001 + 0x0a00 + 0x0002 + 17 + 0x1234);
         let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let b: Ipv6Addr = "fe80::ffff".parse().unwrap();
         let s6 = pseudo_header_v6(&a, &b, 17, 0x0001_0002);
         assert_eq!(s6, 0x2001 + 0x0db8 + 1 + 0xfe80 + 0xffff + 1 + 2 + 17);
         // Symmetric in source and destination.
-        assert_eq!(
-            pseudo_header_v6(&b, &a, 17, 9),
-            pseudo_header_v6(&a, &b, 17, 9)
-        );
+        assert_eq!(pseudo_header_v6(&b, &a, 17, 9), pseudo_header_v6(&a, &b, 17, 9));
     }
 
     proptest! {

@@ -195,18 +195,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
 
 /// Writes an Ethernet header (tagged if `vlan` is some TCI) at the start of
 /// `buf` and returns its length. [`FrameError::TooLarge`] if it does not fit.
-pub fn emit_header(
-    buf: &mut [u8],
-    dst: MacAddr,
-    src: MacAddr,
-    vlan: Option<u16>,
-    ethertype: EtherType,
-) -> Result<usize, FrameError> {
-    let len = if vlan.is_some() {
-        VLAN_HEADER_LEN
-    } else {
-        HEADER_LEN
-    };
+pub fn emit_header(buf: &mut [u8], dst: MacAddr, src: MacAddr, vlan: Option<u16>, ethertype: EtherType) -> Result<usize, FrameError> {
+    let len = if vlan.is_some() { VLAN_HEADER_LEN } else { HEADER_LEN };
     let hdr = buf.get_mut(..len).ok_or(FrameError::TooLarge)?;
     hdr[field::DST].copy_from_slice(&dst);
     hdr[field::SRC].copy_from_slice(&src);
@@ -244,13 +234,7 @@ mod tests {
         // (bytes, vlan, ethertype, header_len, payload)
         type Case = (&'static [u8], Option<u16>, EtherType, usize, &'static [u8]);
         let cases: [Case; 3] = [
-            (
-                &UNTAGGED,
-                None,
-                EtherType::IPV4,
-                14,
-                &[0xaa, 0xbb, 0xcc, 0xdd],
-            ),
+            (&UNTAGGED, None, EtherType::IPV4, 14, &[0xaa, 0xbb, 0xcc, 0xdd]),
             (&TAGGED, Some(0x2064), EtherType::IPV6, 18, &[0xaa, 0xbb]),
             (&TAGGED[..18], Some(0x2064), EtherType::IPV6, 18, &[]),
         ];
@@ -263,27 +247,16 @@ mod tests {
             assert_eq!(f.header_len(), hl);
             assert_eq!(f.payload(), payload);
         }
-        assert_eq!(
-            Frame::new_checked(&TAGGED[..]).unwrap().outer_ethertype(),
-            EtherType::VLAN
-        );
+        assert_eq!(Frame::new_checked(&TAGGED[..]).unwrap().outer_ethertype(), EtherType::VLAN);
     }
 
     #[test]
     fn truncated_everywhere() {
         for n in 0..14 {
-            assert_eq!(
-                Frame::new_checked(&UNTAGGED[..n]),
-                Err(FrameError::Truncated),
-                "len {n}"
-            );
+            assert_eq!(Frame::new_checked(&UNTAGGED[..n]), Err(FrameError::Truncated), "len {n}");
         }
         for n in 0..18 {
-            assert_eq!(
-                Frame::new_checked(&TAGGED[..n]),
-                Err(FrameError::Truncated),
-                "len {n}"
-            );
+            assert_eq!(Frame::new_checked(&TAGGED[..n]), Err(FrameError::Truncated), "len {n}");
         }
     }
 
@@ -305,31 +278,16 @@ mod tests {
         assert_eq!(buf[18], 0x11);
 
         let mut out = [0u8; 18];
-        assert_eq!(
-            emit_header(&mut out, [1; 6], [2; 6], Some(0x2064), EtherType::IPV6),
-            Ok(18)
-        );
+        assert_eq!(emit_header(&mut out, [1; 6], [2; 6], Some(0x2064), EtherType::IPV6), Ok(18));
         let mut want = [0u8; 18];
         want[..6].copy_from_slice(&[1; 6]);
         want[6..12].copy_from_slice(&[2; 6]);
         want[12..].copy_from_slice(&TAGGED[12..18]);
         assert_eq!(out, want);
-        assert_eq!(
-            emit_header(&mut out, [1; 6], [2; 6], None, EtherType::ARP),
-            Ok(14)
-        );
-        assert_eq!(
-            Frame::new_checked(&out[..]).unwrap().ethertype(),
-            EtherType::ARP
-        );
-        assert_eq!(
-            emit_header(&mut out[..17], [1; 6], [2; 6], Some(1), EtherType::IPV4),
-            Err(FrameError::TooLarge)
-        );
-        assert_eq!(
-            emit_header(&mut out[..13], [1; 6], [2; 6], None, EtherType::IPV4),
-            Err(FrameError::TooLarge)
-        );
+        assert_eq!(emit_header(&mut out, [1; 6], [2; 6], None, EtherType::ARP), Ok(14));
+        assert_eq!(Frame::new_checked(&out[..]).unwrap().ethertype(), EtherType::ARP);
+        assert_eq!(emit_header(&mut out[..17], [1; 6], [2; 6], Some(1), EtherType::IPV4), Err(FrameError::TooLarge));
+        assert_eq!(emit_header(&mut out[..13], [1; 6], [2; 6], None, EtherType::IPV4), Err(FrameError::TooLarge));
     }
 
     #[test]

@@ -168,10 +168,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The options (between the fixed header and the payload).
     pub fn options(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
-            .get(HEADER_LEN..self.header_len())
-            .unwrap_or(&[])
+        self.buffer.as_ref().get(HEADER_LEN..self.header_len()).unwrap_or(&[])
     }
 
     /// Whether the header checksum is correct.
@@ -284,18 +281,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 /// correct checksum at the start of `buf`; returns [`HEADER_LEN`].
 /// [`FrameError::TooLarge`] if the buffer is too short or the total length
 /// would not fit 16 bits.
-pub fn emit_header(
-    buf: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    protocol: u8,
-    ttl: u8,
-    payload_len: usize,
-) -> Result<usize, FrameError> {
-    let total = payload_len
-        .checked_add(HEADER_LEN)
-        .and_then(|t| u16::try_from(t).ok())
-        .ok_or(FrameError::TooLarge)?;
+pub fn emit_header(buf: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, ttl: u8, payload_len: usize) -> Result<usize, FrameError> {
+    let total = payload_len.checked_add(HEADER_LEN).and_then(|t| u16::try_from(t).ok()).ok_or(FrameError::TooLarge)?;
     let hdr = buf.get_mut(..HEADER_LEN).ok_or(FrameError::TooLarge)?;
     let mut p = Packet::new_unchecked(hdr);
     p.set_version_and_header_len(HEADER_LEN);
@@ -317,14 +304,12 @@ mod tests {
 
     /// 10.0.0.2 -> 10.0.0.1, UDP, 28 bytes total, 8 bytes payload, DF.
     const PLAIN: [u8; 28] = [
-        0x45, 0x00, 0x00, 0x1c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x14, 0x9b, 10, 0, 0, 2, 10, 0,
-        0, 1, // header
+        0x45, 0x00, 0x00, 0x1c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x14, 0x9b, 10, 0, 0, 2, 10, 0, 0, 1, // header
         1, 2, 3, 4, 5, 6, 7, 8, // payload
     ];
     /// IHL 6 with a 4-byte option (router alert), 2 payload bytes, 2 padding bytes.
     const WITH_OPTS: [u8; 30] = [
-        0x46, 0x00, 0x00, 0x1a, 0x00, 0x00, 0x00, 0x00, 0x01, 0x11, 0x00, 0x00, 192, 0, 2, 1, 192,
-        0, 2, 2, // fixed header
+        0x46, 0x00, 0x00, 0x1a, 0x00, 0x00, 0x00, 0x00, 0x01, 0x11, 0x00, 0x00, 192, 0, 2, 1, 192, 0, 2, 2, // fixed header
         0x94, 0x04, 0x00, 0x00, // option
         0xaa, 0xbb, // payload
         0x00, 0x00, 0x00, 0x00, // Ethernet padding
@@ -382,16 +367,8 @@ mod tests {
             ("version 0", |b| b[0] = 0x05, FrameError::BadIpHeader),
             ("ihl 4", |b| b[0] = 0x44, FrameError::BadIpHeader),
             ("ihl 0", |b| b[0] = 0x40, FrameError::BadIpHeader),
-            (
-                "total < header",
-                |b| b[2..4].copy_from_slice(&19u16.to_be_bytes()),
-                FrameError::BadIpHeader,
-            ),
-            (
-                "total > buffer",
-                |b| b[2..4].copy_from_slice(&29u16.to_be_bytes()),
-                FrameError::Truncated,
-            ),
+            ("total < header", |b| b[2..4].copy_from_slice(&19u16.to_be_bytes()), FrameError::BadIpHeader),
+            ("total > buffer", |b| b[2..4].copy_from_slice(&29u16.to_be_bytes()), FrameError::Truncated),
         ];
         for (name, mutate, want) in cases {
             let mut b = PLAIN;
@@ -401,10 +378,7 @@ mod tests {
         // IHL 15 (60 bytes) does not fit a 28-byte buffer.
         let mut b = PLAIN;
         b[0] = 0x4f;
-        assert_eq!(
-            Packet::new_checked(&b[..]).err(),
-            Some(FrameError::Truncated)
-        );
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(FrameError::Truncated));
         // Total length == header length: valid, empty payload.
         let mut b = PLAIN;
         b[2..4].copy_from_slice(&20u16.to_be_bytes());
@@ -414,14 +388,8 @@ mod tests {
     #[test]
     fn fragments() {
         // (flags+offset word, is_fragment, frag_offset bytes)
-        let cases = [
-            (0x0000, false, 0),
-            (0x4000, false, 0),
-            (0x2000, true, 0),
-            (0x0001, true, 8),
-            (0x1fff, true, 0xfff8),
-            (0x6000, true, 0),
-        ];
+        let cases =
+            [(0x0000, false, 0), (0x4000, false, 0), (0x2000, true, 0), (0x0001, true, 8), (0x1fff, true, 0xfff8), (0x6000, true, 0)];
         for (word, frag, off) in cases {
             let mut b = PLAIN;
             b[6..8].copy_from_slice(&u16::to_be_bytes(word));
@@ -457,20 +425,11 @@ mod tests {
         let (s, d) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(emit_header(&mut b, s, d, 17, 64, 8), Ok(20));
         let p = Packet::new_checked(&b[..]).unwrap();
-        assert_eq!(
-            (p.src_addr(), p.dst_addr(), p.protocol(), p.ttl()),
-            (s, d, 17, 64)
-        );
+        assert_eq!((p.src_addr(), p.dst_addr(), p.protocol(), p.ttl()), (s, d, 17, 64));
         assert_eq!((p.total_len(), p.ident(), p.dont_frag()), (28, 0, true));
         assert!(p.verify_checksum());
-        assert_eq!(
-            emit_header(&mut b[..19], s, d, 17, 64, 8),
-            Err(FrameError::TooLarge)
-        );
-        assert_eq!(
-            emit_header(&mut b, s, d, 17, 64, 65516),
-            Err(FrameError::TooLarge)
-        );
+        assert_eq!(emit_header(&mut b[..19], s, d, 17, 64, 8), Err(FrameError::TooLarge));
+        assert_eq!(emit_header(&mut b, s, d, 17, 64, 65516), Err(FrameError::TooLarge));
         assert_eq!(emit_header(&mut b, s, d, 17, 64, 65515), Ok(20));
     }
 }

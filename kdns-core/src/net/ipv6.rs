@@ -21,10 +21,7 @@ pub const HEADER_LEN: usize = 40;
 /// Next-header values that are IPv6 extension headers (RFC 7045 / the IANA
 /// "IPv6 Extension Header Types" registry), as opposed to upper layers.
 pub fn is_extension_header(next_header: u8) -> bool {
-    matches!(
-        next_header,
-        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254
-    )
+    matches!(next_header, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
 }
 
 /// Next-header value of the fragment extension header.
@@ -183,10 +180,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// The mutable payload, bounded by the payload length field.
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = HEADER_LEN + usize::from(self.payload_len());
-        self.buffer
-            .as_mut()
-            .get_mut(HEADER_LEN..end)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(HEADER_LEN..end).unwrap_or(&mut [])
     }
 }
 
@@ -243,11 +237,7 @@ mod tests {
     #[test]
     fn truncated_everywhere() {
         for n in 0..44 {
-            assert_eq!(
-                Packet::new_checked(&PACKET[..n]).err(),
-                Some(FrameError::Truncated),
-                "len {n}"
-            );
+            assert_eq!(Packet::new_checked(&PACKET[..n]).err(), Some(FrameError::Truncated), "len {n}");
         }
         assert!(Packet::new_checked(&PACKET[..44]).is_ok());
     }
@@ -293,28 +283,16 @@ mod tests {
         assert_eq!(p.dst_addr(), "2001:db8::2".parse::<Ipv6Addr>().unwrap());
         assert_eq!(p.payload_mut().len(), 6);
         p.set_payload_len(100);
-        assert!(
-            p.payload().is_empty(),
-            "inconsistent length: empty, no panic"
-        );
+        assert!(p.payload().is_empty(), "inconsistent length: empty, no panic");
 
         let (s, d): (Ipv6Addr, Ipv6Addr) = ("fe80::1".parse().unwrap(), "fe80::2".parse().unwrap());
         let mut out = [0xffu8; 48];
         assert_eq!(emit_header(&mut out, &s, &d, 17, 64, 8), Ok(40));
         let p = Packet::new_checked(&out[..]).unwrap();
         assert_eq!((p.version(), p.traffic_class(), p.flow_label()), (6, 0, 0));
-        assert_eq!(
-            (p.src_addr(), p.dst_addr(), p.next_header(), p.hop_limit()),
-            (s, d, 17, 64)
-        );
+        assert_eq!((p.src_addr(), p.dst_addr(), p.next_header(), p.hop_limit()), (s, d, 17, 64));
         assert_eq!(p.payload_len(), 8);
-        assert_eq!(
-            emit_header(&mut out[..39], &s, &d, 17, 64, 8),
-            Err(FrameError::TooLarge)
-        );
-        assert_eq!(
-            emit_header(&mut out, &s, &d, 17, 64, 65536),
-            Err(FrameError::TooLarge)
-        );
+        assert_eq!(emit_header(&mut out[..39], &s, &d, 17, 64, 8), Err(FrameError::TooLarge));
+        assert_eq!(emit_header(&mut out, &s, &d, 17, 64, 65536), Err(FrameError::TooLarge));
     }
 }

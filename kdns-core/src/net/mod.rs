@@ -120,11 +120,7 @@ impl L2Header {
     /// The header of the reply to a frame with this header: MACs swapped,
     /// same VLAN tag.
     pub fn reversed(&self) -> L2Header {
-        L2Header {
-            dst_mac: self.src_mac,
-            src_mac: self.dst_mac,
-            vlan: self.vlan,
-        }
+        L2Header { dst_mac: self.src_mac, src_mac: self.dst_mac, vlan: self.vlan }
     }
 }
 
@@ -165,11 +161,7 @@ impl FrameInfo {
 /// ignored: lengths come from the IP and UDP length fields.
 pub fn parse_udp_frame(frame: &[u8]) -> Result<FrameInfo, FrameError> {
     let eth = EthernetFrame::new_checked(frame)?;
-    let l2 = L2Header {
-        dst_mac: eth.dst_addr(),
-        src_mac: eth.src_addr(),
-        vlan: eth.vlan(),
-    };
+    let l2 = L2Header { dst_mac: eth.dst_addr(), src_mac: eth.src_addr(), vlan: eth.vlan() };
     let l3_offset = eth.header_len();
     let (ip_header_len, src_ip, dst_ip, ip_ttl, udp_buf) = match eth.ethertype() {
         EtherType::IPV4 => {
@@ -195,13 +187,7 @@ pub fn parse_udp_frame(frame: &[u8]) -> Result<FrameInfo, FrameError> {
                 _ => return Err(FrameError::NotUdp),
             }
             let (src, dst) = (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()));
-            (
-                ipv6::HEADER_LEN,
-                src,
-                dst,
-                ip.hop_limit(),
-                ip.into_payload(),
-            )
+            (ipv6::HEADER_LEN, src, dst, ip.hop_limit(), ip.into_payload())
         }
         _ => return Err(FrameError::NotIp),
     };
@@ -234,35 +220,17 @@ pub fn parse_udp_frame(frame: &[u8]) -> Result<FrameInfo, FrameError> {
 /// Errors: [`FrameError::TooLarge`] if `payload_offset + reply_len` exceeds
 /// the buffer or a length field; [`FrameError::BadIpHeader`] if `info` does
 /// not describe this frame (then the frame is left unchanged).
-pub fn turn_around(
-    frame: &mut [u8],
-    info: &FrameInfo,
-    reply_len: usize,
-) -> Result<usize, FrameError> {
+pub fn turn_around(frame: &mut [u8], info: &FrameInfo, reply_len: usize) -> Result<usize, FrameError> {
     let (l3, l4) = (info.l3_offset, info.l4_offset);
     let ipv6 = info.src.is_ipv6();
     let ip_hl = l4.checked_sub(l3).ok_or(FrameError::BadIpHeader)?;
-    let hl_ok = if ipv6 {
-        ip_hl == ipv6::HEADER_LEN
-    } else {
-        (ipv4::HEADER_LEN..=ipv4::MAX_HEADER_LEN).contains(&ip_hl)
-    };
-    if !hl_ok
-        || l3 < ethernet::HEADER_LEN
-        || info.dst.is_ipv6() != ipv6
-        || l4.checked_add(udp::HEADER_LEN) != Some(info.payload_offset)
-    {
+    let hl_ok = if ipv6 { ip_hl == ipv6::HEADER_LEN } else { (ipv4::HEADER_LEN..=ipv4::MAX_HEADER_LEN).contains(&ip_hl) };
+    if !hl_ok || l3 < ethernet::HEADER_LEN || info.dst.is_ipv6() != ipv6 || l4.checked_add(udp::HEADER_LEN) != Some(info.payload_offset) {
         return Err(FrameError::BadIpHeader);
     }
 
-    let udp_len = reply_len
-        .checked_add(udp::HEADER_LEN)
-        .and_then(|l| u16::try_from(l).ok())
-        .ok_or(FrameError::TooLarge)?;
-    let end = info
-        .payload_offset
-        .checked_add(reply_len)
-        .ok_or(FrameError::TooLarge)?;
+    let udp_len = reply_len.checked_add(udp::HEADER_LEN).and_then(|l| u16::try_from(l).ok()).ok_or(FrameError::TooLarge)?;
+    let end = info.payload_offset.checked_add(reply_len).ok_or(FrameError::TooLarge)?;
     let pkt = frame.get_mut(..end).ok_or(FrameError::TooLarge)?;
 
     // From here on: 14 <= l3 < l4 = l3 + ip_hl, l4 + 8 + reply_len == end == pkt.len().
@@ -288,8 +256,7 @@ pub fn turn_around(
         if ip.version() != 4 || ip.header_len() != ip_hl {
             return Err(FrameError::BadIpHeader);
         }
-        let ip_total =
-            u16::try_from(ip_hl + usize::from(udp_len)).map_err(|_| FrameError::TooLarge)?;
+        let ip_total = u16::try_from(ip_hl + usize::from(udp_len)).map_err(|_| FrameError::TooLarge)?;
         EthernetFrame::new_unchecked(l2_buf).swap_addrs();
         ip.set_total_len(ip_total);
         ip.set_ident(0);
@@ -309,16 +276,8 @@ pub fn turn_around(
 /// Headers length (Ethernet [+ VLAN] + IPv4 20 or IPv6 40 + UDP 8) of a
 /// frame built by [`write_udp_frame`]: the offset of its payload.
 pub fn udp_headers_len(l2: &L2Header, ipv6: bool) -> usize {
-    let eth = if l2.vlan.is_some() {
-        ethernet::VLAN_HEADER_LEN
-    } else {
-        ethernet::HEADER_LEN
-    };
-    let ip = if ipv6 {
-        ipv6::HEADER_LEN
-    } else {
-        ipv4::HEADER_LEN
-    };
+    let eth = if l2.vlan.is_some() { ethernet::VLAN_HEADER_LEN } else { ethernet::HEADER_LEN };
+    let ip = if ipv6 { ipv6::HEADER_LEN } else { ipv4::HEADER_LEN };
     eth + ip + udp::HEADER_LEN
 }
 
@@ -331,13 +290,7 @@ pub fn udp_headers_len(l2: &L2Header, ipv6: bool) -> usize {
 /// Errors: [`FrameError::BadIpHeader`] if `src` and `dst` are not the same
 /// family, [`FrameError::TooLarge`] if the frame does not fit `buf` or a
 /// length field.
-pub fn write_udp_frame(
-    buf: &mut [u8],
-    l2: &L2Header,
-    src: SocketAddr,
-    dst: SocketAddr,
-    payload_len: usize,
-) -> Result<usize, FrameError> {
+pub fn write_udp_frame(buf: &mut [u8], l2: &L2Header, src: SocketAddr, dst: SocketAddr, payload_len: usize) -> Result<usize, FrameError> {
     let ipv6 = match (src, dst) {
         (SocketAddr::V4(_), SocketAddr::V4(_)) => false,
         (SocketAddr::V6(_), SocketAddr::V6(_)) => true,
@@ -346,26 +299,17 @@ pub fn write_udp_frame(
     let hl = udp_headers_len(l2, ipv6);
     let total = hl.checked_add(payload_len).ok_or(FrameError::TooLarge)?;
     let udp_len = payload_len + udp::HEADER_LEN;
-    let ip_len_ok = if ipv6 {
-        udp_len <= 0xFFFF
-    } else {
-        udp_len + ipv4::HEADER_LEN <= 0xFFFF
-    };
+    let ip_len_ok = if ipv6 { udp_len <= 0xFFFF } else { udp_len + ipv4::HEADER_LEN <= 0xFFFF };
     if !ip_len_ok {
         return Err(FrameError::TooLarge);
     }
     let pkt = buf.get_mut(..total).ok_or(FrameError::TooLarge)?;
-    let ethertype = if ipv6 {
-        EtherType::IPV6
-    } else {
-        EtherType::IPV4
-    };
+    let ethertype = if ipv6 { EtherType::IPV6 } else { EtherType::IPV4 };
     let l3 = ethernet::emit_header(pkt, l2.dst_mac, l2.src_mac, l2.vlan, ethertype)?;
     let ip_buf = pkt.get_mut(l3..).ok_or(FrameError::TooLarge)?;
     match (src, dst) {
         (SocketAddr::V4(s), SocketAddr::V4(d)) => {
-            let ip_hl =
-                ipv4::emit_header(ip_buf, *s.ip(), *d.ip(), IPPROTO_UDP, REPLY_TTL, udp_len)?;
+            let ip_hl = ipv4::emit_header(ip_buf, *s.ip(), *d.ip(), IPPROTO_UDP, REPLY_TTL, udp_len)?;
             let udp_buf = ip_buf.get_mut(ip_hl..).ok_or(FrameError::TooLarge)?;
             udp::emit_header(udp_buf, s.port(), d.port(), payload_len)?;
             UdpPacket::new_unchecked(udp_buf).fill_checksum_v4(*s.ip(), *d.ip());

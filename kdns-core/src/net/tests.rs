@@ -10,11 +10,7 @@ use proptest::prelude::*;
 fn parse_real_query() {
     let info = parse_udp_frame(&REAL_V4_QUERY).unwrap();
     let want = FrameInfo {
-        l2: L2Header {
-            dst_mac: SERVER_MAC,
-            src_mac: CLIENT_MAC,
-            vlan: None,
-        },
+        l2: L2Header { dst_mac: SERVER_MAC, src_mac: CLIENT_MAC, vlan: None },
         l3_offset: 14,
         l4_offset: 34,
         payload_offset: 42,
@@ -29,78 +25,26 @@ fn parse_real_query() {
 
 #[test]
 fn parse_table() {
-    type Case = (
-        &'static str,
-        fn(&mut Spec),
-        Result<(usize, usize, usize), FrameError>,
-    );
+    type Case = (&'static str, fn(&mut Spec), Result<(usize, usize, usize), FrameError>);
     // (name, mutation of the default spec, Ok((l3, l4, payload_len)) or error)
     let cases: [Case; 17] = [
         ("ipv4", |_| {}, Ok((14, 34, 29))),
-        (
-            "ipv4 options",
-            |s| s.ip_opts = vec![0x94, 4, 0, 0, 1, 1, 1, 0],
-            Ok((14, 42, 29)),
-        ),
+        ("ipv4 options", |s| s.ip_opts = vec![0x94, 4, 0, 0, 1, 1, 1, 0], Ok((14, 42, 29))),
         ("ipv4 vlan", |s| s.vlan = Some(0x0064), Ok((18, 38, 29))),
         ("ipv6", |s| *s = spec(true), Ok((14, 54, 29))),
-        (
-            "ipv6 vlan",
-            |s| (*s, s.vlan) = (spec(true), Some(7)),
-            Ok((18, 58, 29)),
-        ),
-        (
-            "ipv6 hop-by-hop",
-            |s| (*s, s.ext_hop_by_hop) = (spec(true), true),
-            Err(FrameError::Ipv6ExtensionHeader),
-        ),
-        (
-            "ipv6 fragment hdr",
-            |s| (*s, s.proto) = (spec(true), 44),
-            Err(FrameError::Fragment),
-        ),
-        (
-            "ipv6 icmp",
-            |s| (*s, s.proto) = (spec(true), 58),
-            Err(FrameError::NotUdp),
-        ),
+        ("ipv6 vlan", |s| (*s, s.vlan) = (spec(true), Some(7)), Ok((18, 58, 29))),
+        ("ipv6 hop-by-hop", |s| (*s, s.ext_hop_by_hop) = (spec(true), true), Err(FrameError::Ipv6ExtensionHeader)),
+        ("ipv6 fragment hdr", |s| (*s, s.proto) = (spec(true), 44), Err(FrameError::Fragment)),
+        ("ipv6 icmp", |s| (*s, s.proto) = (spec(true), 58), Err(FrameError::NotUdp)),
         ("arp", |s| s.ethertype = 0x0806, Err(FrameError::NotIp)),
-        (
-            "qinq",
-            |s| (s.vlan, s.ethertype) = (Some(1), 0x8100),
-            Err(FrameError::NotIp),
-        ),
+        ("qinq", |s| (s.vlan, s.ethertype) = (Some(1), 0x8100), Err(FrameError::NotIp)),
         ("tcp", |s| s.proto = 6, Err(FrameError::NotUdp)),
-        (
-            "more fragments",
-            |s| s.frag = 0x2000,
-            Err(FrameError::Fragment),
-        ),
-        (
-            "fragment offset",
-            |s| s.frag = 0x00b9,
-            Err(FrameError::Fragment),
-        ),
-        (
-            "padding, short udp",
-            |s| (s.payload, s.padding) = (vec![1, 2, 3, 4], 14),
-            Ok((14, 34, 4)),
-        ),
-        (
-            "udp len < ip payload",
-            |s| s.udp_extra_len = -9,
-            Ok((14, 34, 20)),
-        ),
-        (
-            "udp len > ip payload",
-            |s| s.udp_extra_len = 1,
-            Err(FrameError::BadUdpLength),
-        ),
-        (
-            "udp len < 8",
-            |s| s.udp_extra_len = -30,
-            Err(FrameError::BadUdpLength),
-        ),
+        ("more fragments", |s| s.frag = 0x2000, Err(FrameError::Fragment)),
+        ("fragment offset", |s| s.frag = 0x00b9, Err(FrameError::Fragment)),
+        ("padding, short udp", |s| (s.payload, s.padding) = (vec![1, 2, 3, 4], 14), Ok((14, 34, 4))),
+        ("udp len < ip payload", |s| s.udp_extra_len = -9, Ok((14, 34, 20))),
+        ("udp len > ip payload", |s| s.udp_extra_len = 1, Err(FrameError::BadUdpLength)),
+        ("udp len < 8", |s| s.udp_extra_len = -30, Err(FrameError::BadUdpLength)),
     ];
     for (name, mutate, want) in cases {
         let mut s = spec(false);
@@ -109,23 +53,12 @@ fn parse_table() {
         let got = parse_udp_frame(&frame).map(|i| (i.l3_offset, i.l4_offset, i.payload_len));
         assert_eq!(got, want, "{name}");
         if let Ok(info) = parse_udp_frame(&frame) {
-            assert_eq!(
-                (info.src, info.dst, info.ip_ttl),
-                (client(s.v6), server(s.v6), 57),
-                "{name}"
-            );
+            assert_eq!((info.src, info.dst, info.ip_ttl), (client(s.v6), server(s.v6), 57), "{name}");
             assert_eq!(info.l2.vlan, s.vlan, "{name}");
-            assert_eq!(
-                &frame[info.payload_offset..][..info.payload_len],
-                &s.payload[..info.payload_len]
-            );
+            assert_eq!(&frame[info.payload_offset..][..info.payload_len], &s.payload[..info.payload_len]);
             // Truncation at every byte before the end of the IP packet.
             for n in 0..frame.len() - s.padding {
-                assert_eq!(
-                    parse_udp_frame(&frame[..n]).err(),
-                    Some(FrameError::Truncated),
-                    "{name} at {n}"
-                );
+                assert_eq!(parse_udp_frame(&frame[..n]).err(), Some(FrameError::Truncated), "{name} at {n}");
             }
         }
     }
@@ -147,12 +80,7 @@ fn turn_around_matrix() {
             for opts in opt_sets {
                 for csum in [Csum::Valid, Csum::Zero, Csum::Partial, Csum::Garbage] {
                     for reply_len in [0usize, 12, 28, 29, 30, 101, 1400] {
-                        let s = Spec {
-                            vlan,
-                            ip_opts: opts.to_vec(),
-                            csum,
-                            ..spec(v6)
-                        };
+                        let s = Spec { vlan, ip_opts: opts.to_vec(), csum, ..spec(v6) };
                         let query = build(&s);
                         let info = parse_udp_frame(&query).unwrap();
                         let mut buf = vec![0xEE; 2048];
@@ -167,10 +95,7 @@ fn turn_around_matrix() {
                             assert_eq!(out.l2, info.l2.reversed());
                             assert_eq!((out.src, out.dst), (info.dst, info.src));
                             assert_eq!(out.ip_ttl, 64);
-                            assert_eq!(
-                                (out.l3_offset, out.l4_offset),
-                                (info.l3_offset, info.l4_offset)
-                            );
+                            assert_eq!((out.l3_offset, out.l4_offset), (info.l3_offset, info.l4_offset));
                             assert_eq!(out.payload_len, reply_len);
                             assert_eq!(&frame[out.payload_offset..][..reply_len], &reply[..]);
                             check_checksums(frame, &out);
@@ -197,10 +122,7 @@ fn turn_around_too_large() {
         let room = query.len() - info.payload_offset;
         let mut buf = query.clone();
         for reply_len in [room + 1, usize::MAX, usize::MAX - info.payload_offset + 1] {
-            assert_eq!(
-                turn_around(&mut buf, &info, reply_len),
-                Err(FrameError::TooLarge)
-            );
+            assert_eq!(turn_around(&mut buf, &info, reply_len), Err(FrameError::TooLarge));
             assert_eq!(buf, query, "unchanged on error");
         }
         assert_eq!(turn_around(&mut buf, &info, room), Ok(query.len()));
@@ -208,23 +130,12 @@ fn turn_around_too_large() {
     // Length fields: IPv4 total <= 65535 (counting options), UDP length <= 65535.
     let mut big = vec![0u8; 70_000];
     // (spec, largest reply that fits the length fields)
-    let opts = Spec {
-        ip_opts: vec![1, 1, 1, 0],
-        ..spec(false)
-    };
-    for (s, max) in [
-        (spec(false), 65535 - 28),
-        (opts, 65535 - 32),
-        (spec(true), 65535 - 8),
-    ] {
+    let opts = Spec { ip_opts: vec![1, 1, 1, 0], ..spec(false) };
+    for (s, max) in [(spec(false), 65535 - 28), (opts, 65535 - 32), (spec(true), 65535 - 8)] {
         let query = build(&s);
         let info = parse_udp_frame(&query).unwrap();
         big[..query.len()].copy_from_slice(&query);
-        assert_eq!(
-            turn_around(&mut big, &info, max + 1),
-            Err(FrameError::TooLarge),
-            "{s:?}"
-        );
+        assert_eq!(turn_around(&mut big, &info, max + 1), Err(FrameError::TooLarge), "{s:?}");
         let n = turn_around(&mut big, &info, max).unwrap();
         let out = parse_udp_frame(&big[..n]).unwrap();
         assert_eq!(out.payload_len, max);
@@ -239,55 +150,17 @@ fn turn_around_rejects_mismatched_info() {
     let i6 = parse_udp_frame(&build(&spec(true))).unwrap();
     let cases = [
         ("v6 info on v4 frame", i6),
-        (
-            "v4 info, ihl mismatch",
-            FrameInfo {
-                l4_offset: 38,
-                payload_offset: 46,
-                ..i4
-            },
-        ),
-        (
-            "l4 before l3",
-            FrameInfo {
-                l4_offset: 10,
-                payload_offset: 18,
-                ..i4
-            },
-        ),
-        (
-            "payload not after udp",
-            FrameInfo {
-                payload_offset: 43,
-                ..i4
-            },
-        ),
-        (
-            "l3 inside ethernet",
-            FrameInfo {
-                l3_offset: 4,
-                l4_offset: 24,
-                payload_offset: 32,
-                ..i4
-            },
-        ),
-        (
-            "mixed families",
-            FrameInfo {
-                dst: server(true),
-                ..i4
-            },
-        ),
+        ("v4 info, ihl mismatch", FrameInfo { l4_offset: 38, payload_offset: 46, ..i4 }),
+        ("l4 before l3", FrameInfo { l4_offset: 10, payload_offset: 18, ..i4 }),
+        ("payload not after udp", FrameInfo { payload_offset: 43, ..i4 }),
+        ("l3 inside ethernet", FrameInfo { l3_offset: 4, l4_offset: 24, payload_offset: 32, ..i4 }),
+        ("mixed families", FrameInfo { dst: server(true), ..i4 }),
     ];
     for (name, info) in cases {
         let mut buf = q4.clone();
         buf.resize(512, 0);
         let before = buf.clone();
-        assert_eq!(
-            turn_around(&mut buf, &info, 20),
-            Err(FrameError::BadIpHeader),
-            "{name}"
-        );
+        assert_eq!(turn_around(&mut buf, &info, 20), Err(FrameError::BadIpHeader), "{name}");
         assert_eq!(buf, before, "{name}: unchanged");
     }
 }
@@ -296,28 +169,17 @@ fn turn_around_rejects_mismatched_info() {
 fn write_frames() {
     for v6 in [false, true] {
         for vlan in [None, Some(0x0fff)] {
-            let l2 = L2Header {
-                dst_mac: CLIENT_MAC,
-                src_mac: SERVER_MAC,
-                vlan,
-            };
+            let l2 = L2Header { dst_mac: CLIENT_MAC, src_mac: SERVER_MAC, vlan };
             let hl = udp_headers_len(&l2, v6);
-            assert_eq!(
-                hl,
-                14 + 4 * usize::from(vlan.is_some()) + if v6 { 48 } else { 28 }
-            );
+            assert_eq!(hl, 14 + 4 * usize::from(vlan.is_some()) + if v6 { 48 } else { 28 });
             for payload_len in [0usize, 1, 33, 512] {
                 let mut buf = vec![0xEE; 600];
                 let payload: Vec<u8> = (0..payload_len).map(|i| (i * 13) as u8).collect();
                 buf[hl..hl + payload_len].copy_from_slice(&payload);
-                let n =
-                    write_udp_frame(&mut buf, &l2, server(v6), client(v6), payload_len).unwrap();
+                let n = write_udp_frame(&mut buf, &l2, server(v6), client(v6), payload_len).unwrap();
                 assert_eq!(n, hl + payload_len);
                 let info = parse_udp_frame(&buf[..n]).unwrap();
-                assert_eq!(
-                    (info.l2, info.src, info.dst, info.ip_ttl),
-                    (l2, server(v6), client(v6), 64)
-                );
+                assert_eq!((info.l2, info.src, info.dst, info.ip_ttl), (l2, server(v6), client(v6), 64));
                 assert_eq!((info.payload_offset, info.payload_len), (hl, payload_len));
                 assert_eq!(&buf[hl..n], &payload[..]);
                 check_checksums(&buf[..n], &info);
@@ -332,31 +194,15 @@ fn write_frames() {
             }
         }
     }
-    let l2 = L2Header {
-        dst_mac: CLIENT_MAC,
-        src_mac: SERVER_MAC,
-        vlan: None,
-    };
+    let l2 = L2Header { dst_mac: CLIENT_MAC, src_mac: SERVER_MAC, vlan: None };
     let mut buf = [0u8; 128];
-    assert_eq!(
-        write_udp_frame(&mut buf, &l2, server(false), client(true), 4),
-        Err(FrameError::BadIpHeader)
-    );
-    assert_eq!(
-        write_udp_frame(&mut buf, &l2, server(true), client(false), 4),
-        Err(FrameError::BadIpHeader)
-    );
-    assert_eq!(
-        write_udp_frame(&mut buf, &l2, server(true), client(true), usize::MAX),
-        Err(FrameError::TooLarge)
-    );
+    assert_eq!(write_udp_frame(&mut buf, &l2, server(false), client(true), 4), Err(FrameError::BadIpHeader));
+    assert_eq!(write_udp_frame(&mut buf, &l2, server(true), client(false), 4), Err(FrameError::BadIpHeader));
+    assert_eq!(write_udp_frame(&mut buf, &l2, server(true), client(true), usize::MAX), Err(FrameError::TooLarge));
     let mut big = vec![0u8; 70_000];
     for (v6, max) in [(false, 65535 - 28), (true, 65535 - 8)] {
         assert!(write_udp_frame(&mut big, &l2, server(v6), client(v6), max).is_ok());
-        assert_eq!(
-            write_udp_frame(&mut big, &l2, server(v6), client(v6), max + 1),
-            Err(FrameError::TooLarge)
-        );
+        assert_eq!(write_udp_frame(&mut big, &l2, server(v6), client(v6), max + 1), Err(FrameError::TooLarge));
     }
 }
 
@@ -367,25 +213,12 @@ fn error_names_and_l2() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), names.len());
-    assert!(names.iter().all(|n| n
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')));
+    assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')));
     assert_eq!(FrameError::Fragment.name(), "fragment");
     assert_eq!(FrameError::Truncated.to_string(), "frame truncated");
     let _: &dyn std::error::Error = &FrameError::TooLarge;
-    let l2 = L2Header {
-        dst_mac: SERVER_MAC,
-        src_mac: CLIENT_MAC,
-        vlan: Some(3),
-    };
-    assert_eq!(
-        l2.reversed(),
-        L2Header {
-            dst_mac: CLIENT_MAC,
-            src_mac: SERVER_MAC,
-            vlan: Some(3)
-        }
-    );
+    let l2 = L2Header { dst_mac: SERVER_MAC, src_mac: CLIENT_MAC, vlan: Some(3) };
+    assert_eq!(l2.reversed(), L2Header { dst_mac: CLIENT_MAC, src_mac: SERVER_MAC, vlan: Some(3) });
     assert_eq!(l2.reversed().reversed(), l2);
 }
 
@@ -396,12 +229,7 @@ fn any_spec() -> impl Strategy<Value = Spec> {
         0usize..=10,
         proptest::collection::vec(any::<u8>(), 0..120),
         0usize..20,
-        prop_oneof![
-            Just(Csum::Valid),
-            Just(Csum::Zero),
-            Just(Csum::Partial),
-            Just(Csum::Garbage)
-        ],
+        prop_oneof![Just(Csum::Valid), Just(Csum::Zero), Just(Csum::Partial), Just(Csum::Garbage)],
     )
         .prop_map(|(v6, vlan, opt_words, payload, padding, csum)| Spec {
             vlan,

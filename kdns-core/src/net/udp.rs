@@ -102,13 +102,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Whether the checksum is correct for an IPv4 datagram from `src` to
     /// `dst`. A zero checksum means "none" over IPv4 and is accepted.
     pub fn verify_checksum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        self.checksum() == 0
-            || self.verify(checksum::pseudo_header_v4(
-                src,
-                dst,
-                IPPROTO_UDP,
-                self.len(),
-            ))
+        self.checksum() == 0 || self.verify(checksum::pseudo_header_v4(src, dst, IPPROTO_UDP, self.len()))
     }
 
     /// Whether the checksum is correct for an IPv6 datagram from `src` to
@@ -136,8 +130,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Swaps the source and destination ports.
     pub fn swap_ports(&mut self) {
-        let (src, dst) =
-            self.buffer.as_mut()[field::SRC_PORT.start..field::DST_PORT.end].split_at_mut(2);
+        let (src, dst) = self.buffer.as_mut()[field::SRC_PORT.start..field::DST_PORT.end].split_at_mut(2);
         src.swap_with_slice(dst);
     }
 
@@ -161,47 +154,26 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Computes the checksum for an IPv4 datagram from `src` to `dst`.
     pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
-        self.fill(checksum::pseudo_header_v4(
-            src,
-            dst,
-            IPPROTO_UDP,
-            self.len(),
-        ));
+        self.fill(checksum::pseudo_header_v4(src, dst, IPPROTO_UDP, self.len()));
     }
 
     /// Computes the checksum for an IPv6 datagram from `src` to `dst`.
     pub fn fill_checksum_v6(&mut self, src: &Ipv6Addr, dst: &Ipv6Addr) {
-        self.fill(checksum::pseudo_header_v6(
-            src,
-            dst,
-            IPPROTO_UDP,
-            u32::from(self.len()),
-        ));
+        self.fill(checksum::pseudo_header_v6(src, dst, IPPROTO_UDP, u32::from(self.len())));
     }
 
     /// The mutable payload, bounded by the length field.
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = usize::from(self.len());
-        self.buffer
-            .as_mut()
-            .get_mut(HEADER_LEN..end)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(HEADER_LEN..end).unwrap_or(&mut [])
     }
 }
 
 /// Writes a UDP header (checksum zeroed, to be filled) at the start of
 /// `buf`; returns [`HEADER_LEN`]. [`FrameError::TooLarge`] if the buffer is
 /// too short or the length does not fit 16 bits.
-pub fn emit_header(
-    buf: &mut [u8],
-    src_port: u16,
-    dst_port: u16,
-    payload_len: usize,
-) -> Result<usize, FrameError> {
-    let len = payload_len
-        .checked_add(HEADER_LEN)
-        .and_then(|l| u16::try_from(l).ok())
-        .ok_or(FrameError::TooLarge)?;
+pub fn emit_header(buf: &mut [u8], src_port: u16, dst_port: u16, payload_len: usize) -> Result<usize, FrameError> {
+    let len = payload_len.checked_add(HEADER_LEN).and_then(|l| u16::try_from(l).ok()).ok_or(FrameError::TooLarge)?;
     let hdr = buf.get_mut(..HEADER_LEN).ok_or(FrameError::TooLarge)?;
     let mut p = Packet::new_unchecked(hdr);
     p.set_src_port(src_port);
@@ -216,9 +188,7 @@ mod tests {
     use super::*;
 
     /// 53000 -> 53, length 12, 4-byte payload, 3 trailing bytes beyond length.
-    const DGRAM: [u8; 15] = [
-        0xcf, 0x08, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, 1, 2, 3, 4, 9, 9, 9,
-    ];
+    const DGRAM: [u8; 15] = [0xcf, 0x08, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, 1, 2, 3, 4, 9, 9, 9];
 
     /// Reference checksum: byte-by-byte over a built pseudo-header + datagram.
     fn ref_checksum(pseudo: &[u8], dgram: &[u8]) -> u16 {
@@ -226,11 +196,7 @@ mod tests {
         all.extend_from_slice(dgram);
         let mut s = 0u64;
         for (i, b) in all.iter().enumerate() {
-            s += if i % 2 == 0 {
-                u64::from(*b) << 8
-            } else {
-                u64::from(*b)
-            };
+            s += if i % 2 == 0 { u64::from(*b) << 8 } else { u64::from(*b) };
         }
         while s > 0xFFFF {
             s = (s & 0xFFFF) + (s >> 16);
@@ -244,10 +210,7 @@ mod tests {
     #[test]
     fn valid_datagram() {
         let p = Packet::new_checked(&DGRAM[..]).unwrap();
-        assert_eq!(
-            (p.src_port(), p.dst_port(), p.len(), p.checksum()),
-            (53000, 53, 12, 0)
-        );
+        assert_eq!((p.src_port(), p.dst_port(), p.len(), p.checksum()), (53000, 53, 12, 0));
         assert_eq!(p.payload(), &[1, 2, 3, 4]);
         assert_eq!(p.datagram().len(), 12);
     }
@@ -255,16 +218,8 @@ mod tests {
     #[test]
     fn truncated_everywhere() {
         for n in 0..12 {
-            let want = if n < 8 {
-                FrameError::Truncated
-            } else {
-                FrameError::BadUdpLength
-            };
-            assert_eq!(
-                Packet::new_checked(&DGRAM[..n]).err(),
-                Some(want),
-                "len {n}"
-            );
+            let want = if n < 8 { FrameError::Truncated } else { FrameError::BadUdpLength };
+            assert_eq!(Packet::new_checked(&DGRAM[..n]).err(), Some(want), "len {n}");
         }
         assert!(Packet::new_checked(&DGRAM[..12]).is_ok());
     }
@@ -309,10 +264,7 @@ mod tests {
 
     #[test]
     fn checksum_v6_and_zero_rule() {
-        let (s, d): (Ipv6Addr, Ipv6Addr) = (
-            "2001:db8::2".parse().unwrap(),
-            "2001:db8::1".parse().unwrap(),
-        );
+        let (s, d): (Ipv6Addr, Ipv6Addr) = ("2001:db8::2".parse().unwrap(), "2001:db8::1".parse().unwrap());
         let mut b = DGRAM;
         let mut p = Packet::new_checked(&mut b[..]).unwrap();
         assert!(!p.verify_checksum_v6(&s, &d), "zero is invalid over IPv6");
@@ -328,8 +280,7 @@ mod tests {
 
         // Choose the last payload word so that the computed sum is 0xFFFF,
         // i.e. the checksum computes to 0 and must be sent as 0xFFFF.
-        let mut p2 =
-            Packet::new_checked([0xcf, 0x08, 0x00, 0x35, 0x00, 0x0c, 0, 0, 0, 0, 0, 0]).unwrap();
+        let mut p2 = Packet::new_checked([0xcf, 0x08, 0x00, 0x35, 0x00, 0x0c, 0, 0, 0, 0, 0, 0]).unwrap();
         let base = checksum::pseudo_header_v6(&s, &d, 17, 12);
         let partial = checksum::fold(checksum::sum(p2.datagram(), base));
         let word = !partial; // partial + word == 0xFFFF
@@ -346,21 +297,12 @@ mod tests {
         p.swap_ports();
         assert_eq!((p.src_port(), p.dst_port()), (53, 53000));
         p.set_len(200);
-        assert!(
-            p.payload().is_empty() && p.payload_mut().is_empty(),
-            "no panic"
-        );
+        assert!(p.payload().is_empty() && p.payload_mut().is_empty(), "no panic");
         assert_eq!(p.datagram().len(), 15);
         let mut out = [0xffu8; 10];
         assert_eq!(emit_header(&mut out, 53, 1000, 2), Ok(8));
         assert_eq!(out, [0, 53, 0x03, 0xe8, 0, 10, 0, 0, 0xff, 0xff]);
-        assert_eq!(
-            emit_header(&mut out[..7], 53, 1000, 2),
-            Err(FrameError::TooLarge)
-        );
-        assert_eq!(
-            emit_header(&mut out, 53, 1000, 65528),
-            Err(FrameError::TooLarge)
-        );
+        assert_eq!(emit_header(&mut out[..7], 53, 1000, 2), Err(FrameError::TooLarge));
+        assert_eq!(emit_header(&mut out, 53, 1000, 65528), Err(FrameError::TooLarge));
     }
 }

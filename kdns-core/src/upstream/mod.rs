@@ -10,8 +10,8 @@
 //! Everything here is sans-IO: the caller passes the time in and performs
 //! the sends; the pool only decides and counts.
 
-pub mod pool;
 pub mod pending;
+pub mod pool;
 
 pub use pool::Pool;
 
@@ -198,10 +198,7 @@ impl fmt::Display for PoolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PoolError::TooManyBackends { count } => {
-                write!(
-                    f,
-                    "{count} backends given, at most {MAX_BACKENDS} supported"
-                )
+                write!(f, "{count} backends given, at most {MAX_BACKENDS} supported")
             }
             PoolError::DuplicateAddress(a) => write!(f, "backend {a} listed twice"),
         }
@@ -271,9 +268,7 @@ impl BackendStats {
     pub fn bucket_of(rtt: Duration) -> usize {
         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
         let log2 = 63 - (us | 1).leading_zeros();
-        (log2 + 1)
-            .saturating_sub(RTT_BASE_LOG2)
-            .min(RTT_BUCKETS as u32 - 1) as usize
+        (log2 + 1).saturating_sub(RTT_BASE_LOG2).min(RTT_BUCKETS as u32 - 1) as usize
     }
 
     /// Lower and upper bound (exclusive) of bucket `i` in microseconds; the

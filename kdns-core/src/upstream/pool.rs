@@ -29,8 +29,7 @@ use core::time::Duration;
 use std::sync::Arc;
 
 pub use super::{
-    BackendId, BackendSpec, BackendState, BackendStats, HealthConfig, PoolError, Selection,
-    Transition, TriedSet, MAX_BACKENDS,
+    BackendId, BackendSpec, BackendState, BackendStats, HealthConfig, PoolError, Selection, Transition, TriedSet, MAX_BACKENDS,
 };
 use crate::time::Timestamp;
 
@@ -96,9 +95,7 @@ fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
         SocketAddr::V4(_) => 0,
     };
     let (sa, sb) = (scope(a), scope(b));
-    a.port() == b.port()
-        && a.ip().to_canonical() == b.ip().to_canonical()
-        && (sa == sb || sa == 0 || sb == 0)
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical() && (sa == sb || sa == 0 || sb == 0)
 }
 
 /// A cheap key equal for all addresses `same_endpoint` considers equal.
@@ -116,11 +113,7 @@ fn addr_key(a: SocketAddr) -> u64 {
 impl Pool {
     /// A pool of `specs`, all up, in the given order ([`BackendId`]`(i)` is
     /// `specs[i]`). An empty pool is allowed; it never selects anything.
-    pub fn new(
-        specs: &[BackendSpec],
-        cfg: HealthConfig,
-        selection: Selection,
-    ) -> Result<Pool, PoolError> {
+    pub fn new(specs: &[BackendSpec], cfg: HealthConfig, selection: Selection) -> Result<Pool, PoolError> {
         if specs.len() > MAX_BACKENDS {
             return Err(PoolError::TooManyBackends { count: specs.len() });
         }
@@ -159,9 +152,7 @@ impl Pool {
                 backoff: cfg.probe_initial,
             })
             .collect();
-        let all = 1u64
-            .checked_shl(specs.len() as u32)
-            .map_or(u64::MAX, |b| b - 1);
+        let all = 1u64.checked_shl(specs.len() as u32).map_or(u64::MAX, |b| b - 1);
         Ok(Pool {
             slots,
             addrs: specs.iter().map(|s| s.addr).collect(),
@@ -207,11 +198,7 @@ impl Pool {
     /// if any. A scan of one `u64` per backend.
     pub fn find(&self, addr: SocketAddr) -> Option<BackendId> {
         let key = addr_key(addr);
-        self.keys
-            .iter()
-            .zip(&self.addrs)
-            .position(|(&k, &a)| k == key && same_endpoint(a, addr))
-            .map(|i| BackendId(i as u16))
+        self.keys.iter().zip(&self.addrs).position(|(&k, &a)| k == key && same_endpoint(a, addr)).map(|i| BackendId(i as u16))
     }
 
     /// Whether backend `id` is up. Panics if `id` is not from this pool.
@@ -302,10 +289,7 @@ impl Pool {
             let i = down.trailing_zeros() as usize;
             down &= down - 1;
             let s = &self.slots[i];
-            if s.probe == Probe::Idle
-                && s.next_probe <= now
-                && best.map_or(true, |b| s.next_probe < self.slots[b].next_probe)
-            {
+            if s.probe == Probe::Idle && s.next_probe <= now && best.map_or(true, |b| s.next_probe < self.slots[b].next_probe) {
                 best = Some(i);
             }
         }
@@ -366,12 +350,7 @@ impl Pool {
 
     /// An answer from `id` arrived at `now`, `rtt` after its query was sent.
     /// A good probe answer may bring a down backend up.
-    pub fn on_answer(
-        &mut self,
-        id: BackendId,
-        now: Timestamp,
-        rtt: Duration,
-    ) -> Option<Transition> {
+    pub fn on_answer(&mut self, id: BackendId, now: Timestamp, rtt: Duration) -> Option<Transition> {
         let i = id.index();
         if i >= self.slots.len() || !self.settle(i) {
             return None;
@@ -392,9 +371,7 @@ impl Pool {
                 self.push_outcome(i, false);
                 None
             }
-            (BackendState::Down, Probe::InFlight { sent_at: p })
-                if s.stale == 0 || sent_at >= p =>
-            {
+            (BackendState::Down, Probe::InFlight { sent_at: p }) if s.stale == 0 || sent_at >= p => {
                 s.probe = Probe::Idle;
                 s.good_probes += 1;
                 if s.good_probes >= self.cfg.up_after_successes {
@@ -488,9 +465,7 @@ impl Pool {
         let s = &mut self.slots[i];
         s.window_bits = ((s.window_bits << 1) | u64::from(failure)) & self.window_mask;
         s.window_filled = (s.window_filled + 1).min(self.cfg.window);
-        self.cfg.window > 0
-            && s.window_filled == self.cfg.window
-            && s.window_bits.count_ones() > self.ratio_limit
+        self.cfg.window > 0 && s.window_filled == self.cfg.window && s.window_bits.count_ones() > self.ratio_limit
     }
 
     fn transition(&mut self, i: usize, to: BackendState, now: Timestamp) {

@@ -121,7 +121,15 @@ impl<'a> MessageBuilder<'a> {
     /// Adds a record whose owner is a compression pointer to `owner_offset`
     /// (12 for the question name). Returns `Ok(false)` and marks the message
     /// truncated if it does not fit.
-    pub fn record_at(&mut self, section: Section, owner_offset: u16, rtype: Rtype, class: Class, ttl: u32, rdata: &[u8]) -> Result<bool, WireError> {
+    pub fn record_at(
+        &mut self,
+        section: Section,
+        owner_offset: u16,
+        rtype: Rtype,
+        class: Class,
+        ttl: u32,
+        rdata: &[u8],
+    ) -> Result<bool, WireError> {
         let ptr = (0xc000 | (owner_offset & 0x3fff)).to_be_bytes();
         self.record(section, &ptr, rtype, class, ttl, rdata)
     }
@@ -129,7 +137,15 @@ impl<'a> MessageBuilder<'a> {
     /// Adds a record with the owner given in wire form (may end in a
     /// compression pointer). Returns `Ok(false)` and marks the message
     /// truncated if it does not fit. Sections must be filled in order.
-    pub fn record(&mut self, section: Section, owner: &[u8], rtype: Rtype, class: Class, ttl: u32, rdata: &[u8]) -> Result<bool, WireError> {
+    pub fn record(
+        &mut self,
+        section: Section,
+        owner: &[u8],
+        rtype: Rtype,
+        class: Class,
+        ttl: u32,
+        rdata: &[u8],
+    ) -> Result<bool, WireError> {
         if section < self.section || rdata.len() > u16::MAX as usize {
             return Err(WireError::NoSpace);
         }
@@ -185,7 +201,13 @@ impl<'a> MessageBuilder<'a> {
 /// RD and CD, QR and RA set, the given rcode, the question copied as the
 /// client wrote it (when it could be read), and an OPT record when the
 /// query had one (`opt`; the extended rcode bits are filled from `rcode`).
-pub fn write_empty_reply(query: &[u8], question: Option<&Question>, opt: Option<OptSpec>, rcode: Rcode, out: &mut [u8]) -> Result<usize, WireError> {
+pub fn write_empty_reply(
+    query: &[u8],
+    question: Option<&Question>,
+    opt: Option<OptSpec>,
+    rcode: Rcode,
+    out: &mut [u8],
+) -> Result<usize, WireError> {
     let qh = Header::new_checked(query)?;
     let mut b = MessageBuilder::new(out, usize::MAX)?;
     let keep = qh.flags() & (flags::OPCODE_MASK | flags::RD | flags::CD);

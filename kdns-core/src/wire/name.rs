@@ -45,12 +45,7 @@ impl Name {
                 0x00 => {
                     if len == 0 {
                         let end = end.unwrap_or(pos + 1);
-                        return Ok(Name {
-                            start,
-                            end,
-                            wire_len: wire_len as u16,
-                            compressed: hops > 0,
-                        });
+                        return Ok(Name { start, end, wire_len: wire_len as u16, compressed: hops > 0 });
                     }
                     wire_len += len + 1;
                     if wire_len > MAX_NAME_LEN {
@@ -347,9 +342,9 @@ mod tests {
             (&[3, b'a', b'b'], WireError::Truncated),
             (&[3, b'a', b'b', b'c'], WireError::Truncated),
             (&[0xc0], WireError::Truncated),
-            (&[0xc0, 0x00], WireError::BadPointer),          // points at itself
+            (&[0xc0, 0x00], WireError::BadPointer),             // points at itself
             (&[0xc0, 0x05, 0, 0, 0, 0], WireError::BadPointer), // forward
-            (&[1, b'a', 0xc0, 0x00], WireError::PointerLoop), // back into its own labels
+            (&[1, b'a', 0xc0, 0x00], WireError::PointerLoop),   // back into its own labels
             (&[0x40, 0], WireError::BadLabelType),
             (&[0x80, 0], WireError::BadLabelType),
         ];
@@ -359,7 +354,7 @@ mod tests {
         // Two names pointing at each other: a at 0 -> b at 4, b -> a.
         let msg = [1, b'a', 0xc0, 4, 1, b'b', 0xc0, 0];
         // The jump back to "a" meets a pointer forward to "b" again.
-    assert_eq!(Name::parse(&msg, 4), Err(WireError::BadPointer));
+        assert_eq!(Name::parse(&msg, 4), Err(WireError::BadPointer));
     }
 
     #[test]

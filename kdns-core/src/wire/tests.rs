@@ -17,7 +17,9 @@ fn response() -> Vec<u8> {
     m.extend_from_slice(&[7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o', b'm', 0, 0, 1, 0, 1]);
     m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4, 192, 0, 2, 1]);
     // SOA: mname ns.example.com (ns + ptr), rname ptr, 5 x u32
-    let rdata: Vec<u8> = [&[2, b'n', b's', 0xc0, 12][..], &[0xc0, 12], &[0, 0, 0, 1], &[0, 0, 0, 2], &[0, 0, 0, 3], &[0, 0, 0, 4], &[0, 0, 3, 0x84]].concat();
+    let rdata: Vec<u8> =
+        [&[2, b'n', b's', 0xc0, 12][..], &[0xc0, 12], &[0, 0, 0, 1], &[0, 0, 0, 2], &[0, 0, 0, 3], &[0, 0, 0, 4], &[0, 0, 3, 0x84]]
+            .concat();
     m.extend_from_slice(&[0xc0, 12, 0, 6, 0, 1, 0, 0, 0x0e, 0x10, 0, rdata.len() as u8]);
     m.extend_from_slice(&rdata);
     m

@@ -11,9 +11,7 @@ fn addr(i: u16) -> SocketAddr {
 }
 
 fn pool_with(weights: &[u16], cfg: HealthConfig, sel: Selection) -> Pool {
-    let specs: Vec<_> = (0..weights.len() as u16)
-        .map(|i| BackendSpec::new(addr(i)).with_weight(weights[i as usize]))
-        .collect();
+    let specs: Vec<_> = (0..weights.len() as u16).map(|i| BackendSpec::new(addr(i)).with_weight(weights[i as usize])).collect();
     Pool::new(&specs, cfg, sel).unwrap()
 }
 
@@ -47,9 +45,7 @@ fn take_down(p: &mut Pool, id: BackendId, now: Timestamp) {
 }
 
 fn picks(p: &mut Pool, n: usize) -> Vec<u16> {
-    (0..n)
-        .map(|_| p.select(ms(0), TriedSet::EMPTY).unwrap().0)
-        .collect()
+    (0..n).map(|_| p.select(ms(0), TriedSet::EMPTY).unwrap().0).collect()
 }
 
 #[test]
@@ -190,11 +186,7 @@ fn failure_ratio_over_a_full_window_takes_it_down() {
     let pattern = [true, false, true, true, false];
     let mut outcomes = 0;
     let went = loop {
-        let t = if pattern[outcomes % 5] {
-            lose(&mut p, A, ms(outcomes as u64))
-        } else {
-            answer(&mut p, A, ms(outcomes as u64))
-        };
+        let t = if pattern[outcomes % 5] { lose(&mut p, A, ms(outcomes as u64)) } else { answer(&mut p, A, ms(outcomes as u64)) };
         outcomes += 1;
         if t.is_some() {
             break t;
@@ -282,11 +274,7 @@ fn a_probe_that_could_not_be_sent_stays_due() {
 
 #[test]
 fn least_outstanding_prefers_the_idle_one() {
-    let mut p = pool_with(
-        &[1, 1, 1],
-        HealthConfig::default(),
-        Selection::LeastOutstanding,
-    );
+    let mut p = pool_with(&[1, 1, 1], HealthConfig::default(), Selection::LeastOutstanding);
     p.on_sent(A, ms(0));
     p.on_sent(A, ms(0));
     p.on_sent(BackendId(2), ms(0));
@@ -295,11 +283,7 @@ fn least_outstanding_prefers_the_idle_one() {
     p.on_sent(B, ms(0));
     assert_eq!(p.select(ms(0), TriedSet::EMPTY), Some(BackendId(2)));
     // All idle: ties go round-robin.
-    let mut idle = pool_with(
-        &[1, 1, 1],
-        HealthConfig::default(),
-        Selection::LeastOutstanding,
-    );
+    let mut idle = pool_with(&[1, 1, 1], HealthConfig::default(), Selection::LeastOutstanding);
     assert_eq!(picks(&mut idle, 6), [0, 1, 2, 0, 1, 2]);
 }
 
@@ -314,13 +298,7 @@ fn stats_are_readable_from_another_thread() {
     let reader = std::thread::spawn(move || {
         let a = &shared[A.index()];
         let b = &shared[B.index()];
-        (
-            a.timeouts.get(),
-            a.state_up.get(),
-            b.answers.get(),
-            b.addr,
-            b.mean_rtt(),
-        )
+        (a.timeouts.get(), a.state_up.get(), b.answers.get(), b.addr, b.mean_rtt())
     });
     let seen = reader.join().unwrap();
     assert_eq!(seen, (3, 0, 10, addr(1), Some(RTT)));

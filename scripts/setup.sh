@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kdns needs to build, test and benchmark.
+# Idempotent and quiet; fails loudly. Run as root (or through sudo).
+set -euo pipefail
+
+# What each package is for:
+#   valgrind        bench/callgrind.sh (instructions per query)
+#   pkg-config      building crates that link system libraries
+PACKAGES=(valgrind pkg-config)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null; then SUDO=sudo; else
+        echo "setup.sh: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+else
+    SUDO=
+fi
+
+echo "setup.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/kdns-setup.log 2>&1; then
+    # The package lists may be missing or stale on a new machine.
+    $SUDO apt-get update -qq >>/tmp/kdns-setup.log 2>&1 || { cat /tmp/kdns-setup.log >&2; echo "setup.sh: apt-get update failed" >&2; exit 1; }
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >>/tmp/kdns-setup.log 2>&1 || {
+        cat /tmp/kdns-setup.log >&2
+        echo "setup.sh: apt-get install ${missing[*]} failed (log above)" >&2
+        exit 1
+    }
+fi
+echo "setup.sh: done" >&2

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every test.
+#   scripts/test.sh            format check, clippy, all tests
+#   KDNS_QUICK=1 scripts/test.sh   tests only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+if ! command -v cargo >/dev/null; then
+    echo "test.sh: cargo not found; install Rust (rustup) first" >&2
+    exit 1
+fi
+
+if [[ -z "${KDNS_QUICK:-}" ]]; then
+    echo "== cargo fmt --check"
+    cargo fmt --all -- --check
+    echo "== cargo clippy"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+echo "== cargo test"
+cargo test --workspace --locked
