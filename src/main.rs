@@ -1,7 +1,304 @@
-//! The kdns daemon. Its I/O drivers (UDP/TCP sockets, AF_XDP) are not built
-//! yet; today the engine lives in the `kdns-core` library.
+//! kdns: a host-local DNS fast path for containers.
+//!
+//! This is the daemon: configuration, workers, the TCP server, the control
+//! socket and signal handling. The DNS logic lives in `kdns-core`.
 
-fn main() {
-    eprintln!("kdns {}: the daemon's I/O drivers are not built yet; the DNS engine is the kdns-core library", env!("CARGO_PKG_VERSION"));
-    std::process::exit(2);
+mod config;
+mod control;
+mod handle;
+mod io;
+mod tcp;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::config::{Overrides, Settings};
+use crate::handle::{IoStats, WorkerHandle};
+
+const LONG_ABOUT: &str = "\
+kdns answers the DNS queries of the containers on a host from per-core
+caches and sends cache misses round-robin to a pool of recursive resolvers
+(Unbound), tracking their health from the traffic itself: a backend that
+stops answering costs one retry on another backend, is marked down after a
+few timeouts, probed with backoff, and taken back when it answers again.
+
+Each worker thread is pinned to a core and owns its own cache, its own
+SO_REUSEPORT UDP sockets (batched with recvmmsg/sendmmsg) and its own
+sockets to the backends; nothing is shared between workers. A TCP server
+on the same addresses answers TCP queries (RFC 7766: pipelining, idle
+timeout, connection limit) and clients whose UDP answer was truncated.
+
+With no arguments kdns serves at once: UDP and TCP on 127.0.0.1:5353,
+backends taken from /etc/resolv.conf (kdns's own addresses skipped),
+clients allowed from loopback only. Options on the command line override
+the configuration file; every setting has a default.";
+
+const AFTER_HELP: &str = "\
+CONFIGURATION FILE (TOML; every key optional, defaults shown):
+    [server]
+    listen = [\"127.0.0.1:5353\"]    # UDP and TCP; \"[::1]:53\" for IPv6
+    workers = \"auto\"                # or a number; one per core by default
+    pin_workers = true
+    allow = [\"127.0.0.0/8\", \"::1/128\"]   # others get REFUSED
+    udp_size = 1232                  # EDNS UDP payload size we offer
+    control_socket = \"/run/kdns/control.sock\"
+    metrics = \"\"                     # e.g. \"127.0.0.1:9153\" for /metrics
+    log_level = \"info\"
+
+    [cache]                          # per worker
+    entries = 65536
+    min_ttl = 0
+    max_ttl = 86400
+    negative_max_ttl = 3600          # NXDOMAIN/NODATA (RFC 2308)
+    servfail_ttl = 2                 # at most 30
+    stale_window = 3600              # serve expired answers this long if no backend answers
+    prefetch_percent = 10            # refresh popular entries in the last 10% of their TTL
+
+    [upstream]
+    backends = [\"10.53.0.2\", { address = \"10.53.0.3:53\", weight = 2 }]
+    selection = \"round-robin\"       # or \"least-outstanding\"
+    try_timeout_ms = 1000            # then the next backend is asked
+    max_tries = 3
+    query_deadline_ms = 3500         # then a stale answer or SERVFAIL
+    down_after_timeouts = 3
+    failure_ratio = 0.5              # over the last `window` outcomes
+    window = 20
+    up_after = 2                     # good probe answers to come back
+    probe_initial_ms = 500
+    probe_max_ms = 8000
+    probe_name = \"id.server.\"        # probed with CH TXT; any answer counts
+    max_in_flight = 4096             # per worker
+
+    [tcp]
+    enabled = true
+    idle_timeout_ms = 10000
+    max_connections = 1024
+
+EXIT STATUS:
+    0  stopped by SIGINT or SIGTERM
+    1  could not start (a socket could not be opened, ...)
+    2  bad command line or configuration (the message names the key)
+
+EXAMPLES:
+    kdns
+    kdns --listen 10.53.0.1:53 --backend 10.53.1.1 --backend 10.53.1.2 --allow 10.0.0.0/8
+    kdns --config /etc/kdns/kdns.toml
+    kdns-ctl stats";
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(name = "kdns", version, about = "Host-local DNS fast path for containers", long_about = LONG_ABOUT, after_long_help = AFTER_HELP)]
+struct Cli {
+    /// Configuration file (TOML). Without it, built-in defaults apply.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to serve UDP and TCP on; repeat for several (replaces server.listen).
+    #[arg(short, long, value_name = "ADDR[:PORT]")]
+    listen: Vec<String>,
+    /// Resolver to send misses to, port 53 by default; repeat for several (replaces upstream.backends).
+    #[arg(short, long, value_name = "ADDR[:PORT][@WEIGHT]")]
+    backend: Vec<String>,
+    /// UDP worker threads: a number or "auto" (one per core).
+    #[arg(short, long, value_name = "N|auto")]
+    workers: Option<String>,
+    /// Cache entries per worker.
+    #[arg(long, value_name = "N")]
+    cache_entries: Option<usize>,
+    /// Network allowed to query (others get REFUSED); repeat for several (replaces server.allow).
+    #[arg(short, long, value_name = "NET")]
+    allow: Vec<String>,
+    /// Control socket path (for kdns-ctl).
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<String>,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    metrics: Option<String>,
+    /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Check the configuration, print the settings that would be used, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = match &cli.config {
+        Some(p) => match config::read_file(p) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("kdns: configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => config::FileConfig::default(),
+    };
+    let overrides = Overrides {
+        listen: cli.listen.clone(),
+        backends: cli.backend.clone(),
+        workers: cli.workers.clone(),
+        cache_entries: cli.cache_entries,
+        allow: cli.allow.clone(),
+        control_socket: cli.control_socket.clone(),
+        metrics: cli.metrics.clone(),
+        log_level: cli.log_level.clone(),
+    };
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
+    let cores = core_affinity::get_core_ids().map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |c| c.len());
+    let settings = match config::settle(file, &overrides, resolv.as_deref(), cores) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kdns: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        print_settings(&settings);
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&settings.log_level);
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("kdns: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kdns={level},warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+}
+
+fn print_settings(s: &Settings) {
+    println!("listen:          {}", join(&s.listen));
+    println!("workers:         {} (pinned: {})", s.workers, s.pin_workers);
+    let b: Vec<String> = s
+        .engine
+        .backends
+        .iter()
+        .map(|b| if b.weight > 1 { format!("{} (weight {})", b.addr, b.weight) } else { b.addr.to_string() })
+        .collect();
+    println!("backends:        {} (from {})", b.join(", "), s.backends_from);
+    println!("allowed clients: {}", s.engine.acl.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "));
+    println!(
+        "cache:           {} entries per worker, TTL {}..{} s",
+        s.engine.cache.max_entries, s.engine.cache.min_ttl, s.engine.cache.max_ttl
+    );
+    println!("tcp:             {}", if s.tcp.enabled { "on" } else { "off" });
+    println!("control socket:  {}", s.control_socket.display());
+    println!("metrics:         {}", s.metrics.map_or("off".into(), |m| m.to_string()));
+}
+
+fn join(a: &[SocketAddr]) -> String {
+    a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// A random seed per worker (IDs, cache hash) from the kernel.
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // getrandom(2) never fails for 8 bytes once the pool is initialised;
+    // fall back to time and pid if it does.
+    // SAFETY: `b` is a valid writable buffer of 8 bytes.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        t ^ (u64::from(std::process::id()) << 32)
+    }
+}
+
+fn run(s: Settings) -> Result<(), String> {
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = if s.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    let mut handles: Vec<WorkerHandle> = Vec::new();
+    let mut threads = Vec::new();
+    for id in 0..s.workers {
+        let mut listen = Vec::new();
+        for &addr in &s.listen {
+            let sock = worker::reuseport_udp(addr).map_err(|e| format!("cannot listen on udp {addr}: {e}{}", hint(&e)))?;
+            listen.push((addr, sock));
+        }
+        let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
+        let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        let (h, t) = worker::spawn(worker::WorkerSetup { id, core, engine, listen, stop: Arc::clone(&stop) })
+            .map_err(|e| format!("worker {id}: {e}"))?;
+        handles.push(h);
+        threads.push(t);
+    }
+    if s.tcp.enabled {
+        let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
+        let (h, t) =
+            tcp::spawn(tcp::TcpSetup { id: s.workers, listen: s.listen.clone(), engine, cfg: s.tcp.clone(), stop: Arc::clone(&stop) })
+                .map_err(|e| format!("tcp: {e}"))?;
+        handles.push(h);
+        threads.push(t);
+    }
+    let backends: Vec<SocketAddr> = s.engine.backends.iter().map(|b| b.addr).collect();
+    tracing::info!(
+        "kdns {} serving udp{} on {} with {} worker{}; backends {} (from {}); clients allowed from {}",
+        env!("CARGO_PKG_VERSION"),
+        if s.tcp.enabled { "+tcp" } else { "" },
+        join(&s.listen),
+        s.workers,
+        if s.workers == 1 { "" } else { "s" },
+        join(&backends),
+        s.backends_from,
+        s.engine.acl.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+    );
+    let info = control::DaemonInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        started,
+        listen: s.listen.clone(),
+        backends,
+        pid: std::process::id(),
+    };
+    let control = match control::spawn(&s.control_socket, s.metrics, handles.clone(), info) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("control socket {} not available: {e}; kdns-ctl will not reach this instance", s.control_socket.display());
+            None
+        }
+    };
+
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signals: {e}"))?;
+    let sig = signals.forever().next().unwrap_or(SIGTERM);
+    tracing::info!("{} received: finishing queries in flight", if sig == SIGINT { "SIGINT" } else { "SIGTERM" });
+    stop.store(true, Ordering::Relaxed);
+    for h in &handles {
+        let _ = h.waker.wake();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Some(c) = control {
+        c.shutdown();
+    }
+    let queries: u64 = handles.iter().map(|h| h.engine.queries.get()).sum();
+    let replies: u64 = handles.iter().map(|h| h.engine.replies()).sum();
+    let lost: u64 = handles.iter().map(|h| IoStats::get(&h.io.lost_at_shutdown)).sum();
+    tracing::info!("stopped after {:.1} s: {queries} queries, {replies} replies, {lost} lost in flight", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => " (another DNS server on that address?)",
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+        std::io::ErrorKind::AddrNotAvailable => " (no interface has that address)",
+        _ => "",
+    }
 }

@@ -257,6 +257,7 @@ pub struct Engine {
     probe_name: [u8; 255],
     probe_len: usize,
     rng: u64,
+    last_rtt: Option<(BackendId, Duration)>,
     stats: Arc<EngineStats>,
 }
 
@@ -280,6 +281,7 @@ impl Engine {
             probe_name,
             probe_len,
             rng: cfg.seed | 1,
+            last_rtt: None,
             stats: Arc::new(EngineStats::default()),
         })
     }
@@ -307,6 +309,13 @@ impl Engine {
     /// The backend pool (for states and counters).
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The round-trip time of the last answer accepted from a backend, once:
+    /// a driver that keeps its own latency histograms calls this after each
+    /// `handle_backend_answer`.
+    pub fn take_rtt_sample(&mut self) -> Option<(BackendId, Duration)> {
+        self.last_rtt.take()
     }
 
     /// Queries waiting for a backend.
@@ -555,6 +564,7 @@ impl Engine {
         self.pending.remove(handle);
         self.stats.answers.inc();
         let rtt = now.saturating_since(flight.sent_at);
+        self.last_rtt = Some((flight.backend, rtt));
         let t = self.pool.on_answer(flight.backend, now, rtt);
         self.note(t);
         let st = &*self.stats;

@@ -1,0 +1,618 @@
+//! The configuration: a TOML file, command-line overrides, defaults for
+//! everything, and validation that names the key at fault.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kdns_core::cache::CacheConfig;
+use kdns_core::engine::{Acl, EngineConfig, IpNet};
+use kdns_core::upstream::{BackendSpec, HealthConfig, Selection};
+use serde::{Deserialize, Serialize};
+
+/// Where kdns listens when nothing says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+/// Where the control socket goes when nothing says otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/kdns/control.sock";
+
+/// A configuration error: the key at fault and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `section.key` (or a file path when the file itself is at fault).
+    pub key: String,
+    /// What is wrong.
+    pub msg: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+        ConfigError { key: key.into(), msg: msg.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.msg)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The file, as written. Every field has a default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// `[server]`
+    pub server: ServerSection,
+    /// `[cache]`
+    pub cache: CacheSection,
+    /// `[upstream]`
+    pub upstream: UpstreamSection,
+    /// `[tcp]`
+    pub tcp: TcpSection,
+}
+
+/// `workers = "auto"` or a number.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Workers {
+    /// A fixed count.
+    Count(usize),
+    /// `"auto"`: one per core.
+    Word(String),
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers::Word("auto".into())
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// UDP and TCP listen addresses.
+    pub listen: Vec<String>,
+    /// Worker threads: a count or "auto" (one per core).
+    pub workers: Workers,
+    /// Pin each worker to its own core.
+    pub pin_workers: bool,
+    /// Networks allowed to query.
+    pub allow: Vec<String>,
+    /// Our EDNS UDP payload size.
+    pub udp_size: u16,
+    /// The control socket.
+    pub control_socket: String,
+    /// Prometheus metrics address (empty: off).
+    pub metrics: String,
+    /// Log level: error, warn, info, debug, trace.
+    pub log_level: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: vec![DEFAULT_LISTEN.into()],
+            workers: Workers::default(),
+            pin_workers: true,
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            udp_size: 1232,
+            control_socket: DEFAULT_CONTROL_SOCKET.into(),
+            metrics: String::new(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// Entries per worker.
+    pub entries: usize,
+    /// Lowest TTL handed out (seconds).
+    pub min_ttl: u32,
+    /// Highest TTL handed out (seconds).
+    pub max_ttl: u32,
+    /// Cap on negative-answer TTLs (seconds).
+    pub negative_max_ttl: u32,
+    /// How long SERVFAIL is cached (seconds, at most 30).
+    pub servfail_ttl: u32,
+    /// How long expired answers may be served when no backend answers (seconds; 0: never).
+    pub stale_window: u64,
+    /// Refresh popular entries in the last N percent of their TTL (0: never).
+    pub prefetch_percent: u32,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        let c = CacheConfig::default();
+        CacheSection {
+            entries: c.max_entries,
+            min_ttl: c.min_ttl,
+            max_ttl: c.max_ttl,
+            negative_max_ttl: c.negative_max_ttl,
+            servfail_ttl: c.servfail_ttl,
+            stale_window: c.stale_window.as_secs(),
+            prefetch_percent: c.prefetch_percent,
+        }
+    }
+}
+
+/// A backend: `"addr[:port]"` or `{ address = "...", weight = N }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum BackendEntry {
+    /// `"10.0.0.2:53"`, `"10.0.0.2"`, `"[fd00::2]:53"`.
+    Addr(String),
+    /// `{ address = "10.0.0.2:53", weight = 2 }`.
+    Table {
+        /// The address.
+        address: String,
+        /// The weight (default 1).
+        #[serde(default = "one")]
+        weight: u16,
+    },
+}
+
+fn one() -> u16 {
+    1
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    /// The resolvers misses go to (empty: from /etc/resolv.conf).
+    pub backends: Vec<BackendEntry>,
+    /// "round-robin" or "least-outstanding".
+    pub selection: String,
+    /// One try's timeout (ms).
+    pub try_timeout_ms: u64,
+    /// Most backends asked per query.
+    pub max_tries: u8,
+    /// Give up (stale answer or SERVFAIL) after this long (ms).
+    pub query_deadline_ms: u64,
+    /// Consecutive timeouts that mark a backend down.
+    pub down_after_timeouts: u32,
+    /// Failure share over the window that marks a backend down.
+    pub failure_ratio: f32,
+    /// Outcomes in the failure window.
+    pub window: u32,
+    /// Good probe answers that bring a backend back.
+    pub up_after: u32,
+    /// First probe delay (ms).
+    pub probe_initial_ms: u64,
+    /// Longest probe delay (ms).
+    pub probe_max_ms: u64,
+    /// The name probed (CH TXT).
+    pub probe_name: String,
+    /// Queries in flight per worker.
+    pub max_in_flight: usize,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        let h = HealthConfig::default();
+        UpstreamSection {
+            backends: Vec::new(),
+            selection: "round-robin".into(),
+            try_timeout_ms: e.try_timeout.as_millis() as u64,
+            max_tries: e.max_tries,
+            query_deadline_ms: e.query_deadline.as_millis() as u64,
+            down_after_timeouts: h.down_after_timeouts,
+            failure_ratio: h.down_failure_ratio,
+            window: h.window,
+            up_after: h.up_after_successes,
+            probe_initial_ms: h.probe_initial.as_millis() as u64,
+            probe_max_ms: h.probe_max.as_millis() as u64,
+            probe_name: e.probe_name,
+            max_in_flight: e.pending_capacity,
+        }
+    }
+}
+
+/// `[tcp]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpSection {
+    /// Serve TCP on the listen addresses.
+    pub enabled: bool,
+    /// Close a connection idle this long (ms).
+    pub idle_timeout_ms: u64,
+    /// Most open client connections.
+    pub max_connections: usize,
+}
+
+impl Default for TcpSection {
+    fn default() -> Self {
+        TcpSection { enabled: true, idle_timeout_ms: 10_000, max_connections: 1024 }
+    }
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Vec<String>,
+    /// `--backend`
+    pub backends: Vec<String>,
+    /// `--workers`
+    pub workers: Option<String>,
+    /// `--cache-entries`
+    pub cache_entries: Option<usize>,
+    /// `--allow`
+    pub allow: Vec<String>,
+    /// `--control-socket`
+    pub control_socket: Option<String>,
+    /// `--metrics`
+    pub metrics: Option<String>,
+    /// `--log-level`
+    pub log_level: Option<String>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// UDP/TCP listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Number of UDP workers.
+    pub workers: usize,
+    /// Pin workers to cores.
+    pub pin_workers: bool,
+    /// The engine settings (backends, cache, health, ACL) shared by all workers;
+    /// each worker gets its own seed.
+    pub engine: EngineConfig,
+    /// Where backends came from, for the log.
+    pub backends_from: String,
+    /// Control socket path.
+    pub control_socket: PathBuf,
+    /// Metrics address.
+    pub metrics: Option<SocketAddr>,
+    /// Log filter.
+    pub log_level: String,
+    /// TCP settings.
+    pub tcp: TcpSection,
+}
+
+/// Reads `path` (TOML).
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read: {e}")))?;
+    parse(&text).map_err(|e| ConfigError::new(path.display().to_string(), e.msg))
+}
+
+/// Parses TOML text.
+pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::new("config", e.to_string().trim_end().to_string()))
+}
+
+/// Parses `addr[:port]` with a default port (IPv6 with a port in brackets).
+pub fn parse_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let ip = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, default_port))
+}
+
+/// Parses a `--backend` value: `addr[:port][@weight]`.
+fn parse_backend_arg(s: &str) -> Option<BackendEntry> {
+    match s.rsplit_once('@') {
+        Some((a, w)) => Some(BackendEntry::Table { address: a.into(), weight: w.parse().ok()? }),
+        None => Some(BackendEntry::Addr(s.into())),
+    }
+}
+
+/// Nameservers from resolv.conf text, skipping any of `ours` (kdns itself).
+pub fn resolv_conf_backends(text: &str, ours: &[SocketAddr]) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+        })
+        .filter_map(|a| a.split('%').next().and_then(|a| a.parse::<IpAddr>().ok()))
+        .map(|ip| SocketAddr::new(ip, 53))
+        .filter(|a| !ours.iter().any(|o| o.port() == a.port() && (o.ip() == a.ip() || o.ip().is_unspecified())))
+        .collect()
+}
+
+/// Merges the file, the overrides and the defaults, and checks everything.
+/// `resolv_conf` is the text of /etc/resolv.conf (used when no backend is
+/// configured); `cores` the number of usable cores.
+pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores: usize) -> Result<Settings, ConfigError> {
+    let s = &file.server;
+    let listen_src: Vec<String> = if o.listen.is_empty() { s.listen.clone() } else { o.listen.clone() };
+    let key_listen = if o.listen.is_empty() { "server.listen" } else { "--listen" };
+    let mut listen = Vec::new();
+    for (i, l) in listen_src.iter().enumerate() {
+        let a =
+            parse_addr(l, 53).ok_or_else(|| ConfigError::new(format!("{key_listen}[{i}]"), format!("'{l}' is not an address[:port]")))?;
+        listen.push(a);
+    }
+    if listen.is_empty() {
+        return Err(ConfigError::new(key_listen, "at least one listen address is needed"));
+    }
+
+    let workers = match (&o.workers, &s.workers) {
+        (Some(w), _) => parse_workers(w, cores).ok_or_else(|| ConfigError::new("--workers", format!("'{w}' is not a number or 'auto'")))?,
+        (None, Workers::Count(n)) => *n,
+        (None, Workers::Word(w)) => {
+            parse_workers(w, cores).ok_or_else(|| ConfigError::new("server.workers", format!("'{w}' is not a number or 'auto'")))?
+        }
+    };
+    if workers == 0 || workers > 1024 {
+        return Err(ConfigError::new("server.workers", format!("{workers} workers: must be 1..=1024")));
+    }
+
+    let allow_src: Vec<String> = if o.allow.is_empty() { s.allow.clone() } else { o.allow.clone() };
+    let key_allow = if o.allow.is_empty() { "server.allow" } else { "--allow" };
+    let mut nets = Vec::new();
+    for (i, n) in allow_src.iter().enumerate() {
+        nets.push(n.parse::<IpNet>().map_err(|e| ConfigError::new(format!("{key_allow}[{i}]"), e.to_string()))?);
+    }
+    if !(512..=65_535).contains(&s.udp_size) {
+        return Err(ConfigError::new("server.udp_size", format!("{} is outside 512..=65535", s.udp_size)));
+    }
+
+    let c = &file.cache;
+    let entries = o.cache_entries.unwrap_or(c.entries);
+    if entries == 0 || entries > 1 << 28 {
+        return Err(ConfigError::new("cache.entries", format!("{entries}: must be 1..=268435456")));
+    }
+    if c.min_ttl > c.max_ttl {
+        return Err(ConfigError::new("cache.min_ttl", format!("{} is above cache.max_ttl ({})", c.min_ttl, c.max_ttl)));
+    }
+    if c.servfail_ttl > 30 {
+        return Err(ConfigError::new("cache.servfail_ttl", format!("{} s: at most 30", c.servfail_ttl)));
+    }
+    if c.prefetch_percent > 50 {
+        return Err(ConfigError::new("cache.prefetch_percent", format!("{}: at most 50", c.prefetch_percent)));
+    }
+    let cache = CacheConfig {
+        min_ttl: c.min_ttl,
+        max_ttl: c.max_ttl,
+        negative_max_ttl: c.negative_max_ttl,
+        servfail_ttl: c.servfail_ttl,
+        stale_window: Duration::from_secs(c.stale_window),
+        prefetch_percent: c.prefetch_percent,
+        ..CacheConfig::for_entries(entries)
+    };
+
+    let u = &file.upstream;
+    let mut entries_b: Vec<(String, BackendEntry)> =
+        u.backends.iter().enumerate().map(|(i, b)| (format!("upstream.backends[{i}]"), b.clone())).collect();
+    if !o.backends.is_empty() {
+        entries_b.clear();
+        for (i, b) in o.backends.iter().enumerate() {
+            let e = parse_backend_arg(b)
+                .ok_or_else(|| ConfigError::new(format!("--backend[{i}]"), format!("'{b}' is not addr[:port][@weight]")))?;
+            entries_b.push((format!("--backend[{i}]"), e));
+        }
+    }
+    let mut backends = Vec::new();
+    let backends_from;
+    if entries_b.is_empty() {
+        let found = resolv_conf.map(|t| resolv_conf_backends(t, &listen)).unwrap_or_default();
+        if found.is_empty() {
+            return Err(ConfigError::new(
+                "upstream.backends",
+                "no backends configured and none usable in /etc/resolv.conf; set upstream.backends or pass --backend",
+            ));
+        }
+        backends.extend(found.into_iter().map(BackendSpec::new));
+        backends_from = "/etc/resolv.conf".to_string();
+    } else {
+        for (key, e) in entries_b {
+            let (addr, weight) = match &e {
+                BackendEntry::Addr(a) => (a.as_str(), 1),
+                BackendEntry::Table { address, weight } => (address.as_str(), *weight),
+            };
+            let a = parse_addr(addr, 53).ok_or_else(|| ConfigError::new(&key, format!("'{addr}' is not an address[:port]")))?;
+            if weight == 0 {
+                return Err(ConfigError::new(&key, "weight must be at least 1"));
+            }
+            if listen.contains(&a) {
+                return Err(ConfigError::new(&key, format!("{a} is one of kdns's own listen addresses")));
+            }
+            backends.push(BackendSpec::new(a).with_weight(weight));
+        }
+        backends_from = if o.backends.is_empty() { "the configuration".into() } else { "--backend".into() };
+    }
+    let selection = match u.selection.as_str() {
+        "round-robin" => Selection::RoundRobin,
+        "least-outstanding" => Selection::LeastOutstanding,
+        other => return Err(ConfigError::new("upstream.selection", format!("'{other}': expected 'round-robin' or 'least-outstanding'"))),
+    };
+    if u.try_timeout_ms == 0 || u.try_timeout_ms > 60_000 {
+        return Err(ConfigError::new("upstream.try_timeout_ms", format!("{}: must be 1..=60000", u.try_timeout_ms)));
+    }
+    if u.query_deadline_ms < u.try_timeout_ms {
+        return Err(ConfigError::new("upstream.query_deadline_ms", "must be at least upstream.try_timeout_ms"));
+    }
+    if u.max_tries == 0 {
+        return Err(ConfigError::new("upstream.max_tries", "must be at least 1"));
+    }
+    if !(0.0..=1.0).contains(&u.failure_ratio) {
+        return Err(ConfigError::new("upstream.failure_ratio", format!("{}: must be within 0..=1", u.failure_ratio)));
+    }
+    if u.probe_initial_ms == 0 || u.probe_max_ms < u.probe_initial_ms {
+        return Err(ConfigError::new("upstream.probe_max_ms", "probe_initial_ms must be > 0 and probe_max_ms >= probe_initial_ms"));
+    }
+    if u.max_in_flight == 0 || u.max_in_flight > 32_768 {
+        return Err(ConfigError::new("upstream.max_in_flight", format!("{}: must be 1..=32768", u.max_in_flight)));
+    }
+    let health = HealthConfig {
+        down_after_timeouts: u.down_after_timeouts,
+        window: u.window,
+        down_failure_ratio: u.failure_ratio,
+        up_after_successes: u.up_after,
+        probe_initial: Duration::from_millis(u.probe_initial_ms),
+        probe_max: Duration::from_millis(u.probe_max_ms),
+    };
+    let engine = EngineConfig {
+        cache,
+        backends,
+        health,
+        selection,
+        acl: Acl::new(nets),
+        udp_size: s.udp_size,
+        try_timeout: Duration::from_millis(u.try_timeout_ms),
+        max_tries: u.max_tries,
+        query_deadline: Duration::from_millis(u.query_deadline_ms),
+        pending_capacity: u.max_in_flight,
+        probe_name: u.probe_name.clone(),
+        seed: 0,
+    };
+    // Let the engine check what only it knows (probe name, pool limits).
+    kdns_core::engine::Engine::new(EngineConfig { cache: CacheConfig::for_entries(1), ..engine.clone() })
+        .map_err(|e| ConfigError::new("upstream", e.to_string()))?;
+
+    let metrics_src = o.metrics.clone().unwrap_or_else(|| s.metrics.clone());
+    let metrics = if metrics_src.is_empty() {
+        None
+    } else {
+        Some(
+            parse_addr(&metrics_src, 9153)
+                .ok_or_else(|| ConfigError::new("server.metrics", format!("'{metrics_src}' is not an address[:port]")))?,
+        )
+    };
+    let log_level = o.log_level.clone().unwrap_or_else(|| s.log_level.clone());
+    if !matches!(log_level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
+        return Err(ConfigError::new("server.log_level", format!("'{log_level}': expected error, warn, info, debug or trace")));
+    }
+    let t = &file.tcp;
+    if t.max_connections == 0 {
+        return Err(ConfigError::new("tcp.max_connections", "must be at least 1"));
+    }
+    Ok(Settings {
+        listen,
+        workers,
+        pin_workers: s.pin_workers,
+        engine,
+        backends_from,
+        control_socket: PathBuf::from(o.control_socket.clone().unwrap_or_else(|| s.control_socket.clone())),
+        metrics,
+        log_level,
+        tcp: t.clone(),
+    })
+}
+
+fn parse_workers(w: &str, cores: usize) -> Option<usize> {
+    if w == "auto" {
+        Some(cores.max(1))
+    } else {
+        w.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settle_text(text: &str) -> Result<Settings, ConfigError> {
+        settle(parse(text)?, &Overrides::default(), Some("nameserver 10.0.0.53\n"), 4)
+    }
+
+    #[test]
+    fn defaults_serve_on_loopback_with_resolv_conf_backends() {
+        let s =
+            settle(FileConfig::default(), &Overrides::default(), Some("# x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n"), 2).unwrap();
+        assert_eq!(s.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(s.workers, 2);
+        let b: Vec<SocketAddr> = s.engine.backends.iter().map(|b| b.addr).collect();
+        assert_eq!(b, vec!["192.0.2.53:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]);
+        assert_eq!(s.backends_from, "/etc/resolv.conf");
+        assert!(s.engine.acl.allows("127.0.0.1".parse().unwrap()));
+        assert!(!s.engine.acl.allows("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn resolv_conf_skips_kdns_itself() {
+        let ours = ["0.0.0.0:53".parse().unwrap()];
+        assert!(resolv_conf_backends("nameserver 127.0.0.1\n", &ours).is_empty());
+        let ours = ["127.0.0.1:5353".parse().unwrap()];
+        assert_eq!(resolv_conf_backends("nameserver 127.0.0.1\n", &ours).len(), 1);
+        let err = settle(
+            FileConfig::default(),
+            &Overrides { listen: vec!["127.0.0.1:53".into()], ..Default::default() },
+            Some("nameserver 127.0.0.1"),
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "upstream.backends");
+    }
+
+    #[test]
+    fn a_full_file() {
+        let s = settle_text(
+            r#"
+            [server]
+            listen = ["10.53.0.1:53", "[fd00::53]"]
+            workers = 2
+            allow = ["10.53.0.0/16"]
+            [cache]
+            entries = 1000
+            min_ttl = 5
+            [upstream]
+            backends = ["10.53.1.1", { address = "10.53.1.2:5300", weight = 3 }]
+            selection = "least-outstanding"
+            try_timeout_ms = 700
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.listen[1], "[fd00::53]:53".parse().unwrap());
+        assert_eq!(s.workers, 2);
+        assert_eq!(s.engine.backends[1].weight, 3);
+        assert_eq!(s.engine.backends[1].addr, "10.53.1.2:5300".parse().unwrap());
+        assert_eq!(s.engine.try_timeout, Duration::from_millis(700));
+        assert_eq!(s.engine.cache.max_entries, 1000);
+        assert_eq!(s.engine.cache.min_ttl, 5);
+        assert_eq!(s.engine.selection, Selection::LeastOutstanding);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = [\"nope\"]", "server.listen[0]"),
+            ("[server]\nworkers = \"many\"", "server.workers"),
+            ("[server]\nallow = [\"10.0.0.0/40\"]", "server.allow[0]"),
+            ("[cache]\nmin_ttl = 10\nmax_ttl = 5", "cache.min_ttl"),
+            ("[upstream]\nbackends = [\"x.y\"]", "upstream.backends[0]"),
+            ("[upstream]\nselection = \"random\"", "upstream.selection"),
+            ("[upstream]\ntry_timeout_ms = 0", "upstream.try_timeout_ms"),
+            ("[upstream]\nbackends = [{ address = \"10.0.0.1\", weight = 0 }]", "upstream.backends[0]"),
+            ("[server]\nlog_level = \"loud\"", "server.log_level"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(settle_text(text).unwrap_err().key, key, "{text}");
+        }
+        // Unknown keys and wrong types are caught by the parser, with the key in the message.
+        let e = settle_text("[server]\nlisten_on = []").unwrap_err();
+        assert!(e.msg.contains("listen_on"), "{e}");
+        let e = settle_text("[cache]\nentries = \"lots\"").unwrap_err();
+        assert!(e.msg.contains("entries"), "{e}");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let o = Overrides {
+            listen: vec!["127.0.0.2:53".into()],
+            backends: vec!["127.0.0.1:5301@2".into(), "[::1]:5302".into()],
+            workers: Some("3".into()),
+            cache_entries: Some(77),
+            ..Default::default()
+        };
+        let s = settle(FileConfig::default(), &o, None, 8).unwrap();
+        assert_eq!(s.workers, 3);
+        assert_eq!(s.engine.cache.max_entries, 77);
+        assert_eq!(s.engine.backends[0].weight, 2);
+        assert_eq!(s.engine.backends[1].addr, "[::1]:5302".parse().unwrap());
+        assert_eq!(s.backends_from, "--backend");
+        let bad = Overrides { backends: vec!["x@y".into()], ..Default::default() };
+        assert_eq!(settle(FileConfig::default(), &bad, None, 1).unwrap_err().key, "--backend[0]");
+    }
+}

@@ -1,0 +1,126 @@
+//! What the control thread holds of each worker: its counters (read
+//! without stopping it) and a channel to send it messages.
+//!
+//! Workers own their engines outright. The control thread never touches an
+//! engine; it reads the single-writer counters behind `Arc`s and asks for
+//! anything else (flush, histograms) with a [`Control`] message, which the
+//! worker drains once per loop turn after the waker has interrupted its poll.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use kdns_core::cache::CacheStats;
+use kdns_core::engine::EngineStats;
+use kdns_core::upstream::BackendStats;
+
+/// A message to a worker.
+#[derive(Debug)]
+pub enum Control {
+    /// Empty the cache.
+    FlushCache,
+    /// Send back a [`WorkerSnapshot`].
+    Snapshot(Sender<WorkerSnapshot>),
+}
+
+/// What a worker sends back for [`Control::Snapshot`].
+#[derive(Debug, Clone)]
+pub struct WorkerSnapshot {
+    /// The worker's index.
+    pub worker: usize,
+    /// Round-trip times per backend (index = backend id), in microseconds.
+    pub rtt_us: Vec<hdrhistogram::Histogram<u64>>,
+    /// Queries waiting for a backend.
+    pub in_flight: usize,
+}
+
+/// UDP worker or TCP worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerKind {
+    /// Serves UDP on SO_REUSEPORT sockets.
+    Udp,
+    /// Serves TCP connections.
+    Tcp,
+}
+
+impl WorkerKind {
+    /// "udp" or "tcp".
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerKind::Udp => "udp",
+            WorkerKind::Tcp => "tcp",
+        }
+    }
+}
+
+/// Counters of the socket layer of one worker (the engine counts DNS).
+#[derive(Debug, Default)]
+pub struct IoStats {
+    /// Datagrams or TCP messages received from clients.
+    pub rx: AtomicU64,
+    /// Datagrams longer than any query we accept (dropped).
+    pub rx_oversized: AtomicU64,
+    /// Datagrams or TCP messages sent to clients.
+    pub tx: AtomicU64,
+    /// Sends that failed (counted, not retried).
+    pub tx_errors: AtomicU64,
+    /// Queries sent to backends.
+    pub backend_tx: AtomicU64,
+    /// Answers received from backends.
+    pub backend_rx: AtomicU64,
+    /// TCP connections accepted.
+    pub tcp_accepted: AtomicU64,
+    /// TCP connections refused at the connection limit.
+    pub tcp_refused: AtomicU64,
+    /// TCP connections closed for idleness.
+    pub tcp_idle_closed: AtomicU64,
+    /// TCP connections open now.
+    pub tcp_open: AtomicU64,
+    /// TCP queries answered over a TCP exchange with a backend after a truncated UDP answer.
+    pub tcp_upstream: AtomicU64,
+    /// Queries still in flight when the worker stopped (never answered).
+    pub lost_at_shutdown: AtomicU64,
+}
+
+impl IoStats {
+    /// Adds `n` to a counter owned by this worker (single writer).
+    #[inline]
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// The control thread's view of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    /// Index among all workers.
+    pub id: usize,
+    /// UDP or TCP.
+    pub kind: WorkerKind,
+    /// The core it is pinned to, if pinned.
+    pub core: Option<usize>,
+    /// DNS counters.
+    pub engine: Arc<EngineStats>,
+    /// Cache counters.
+    pub cache: Arc<CacheStats>,
+    /// Per-backend counters and state, as this worker sees them.
+    pub backends: Arc<[BackendStats]>,
+    /// Socket counters.
+    pub io: Arc<IoStats>,
+    /// Messages to the worker.
+    pub tx: Sender<Control>,
+    /// Interrupts the worker's poll so it reads `tx` at once.
+    pub waker: Arc<mio::Waker>,
+}
+
+impl WorkerHandle {
+    /// Sends `c` and wakes the worker. False if the worker is gone.
+    pub fn send(&self, c: Control) -> bool {
+        self.tx.send(c).is_ok() && self.waker.wake().is_ok()
+    }
+}

@@ -1,0 +1,4 @@
+//! The I/O drivers' building blocks. The only place with `unsafe`.
+
+pub mod sockaddr;
+pub mod udp;
