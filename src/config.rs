@@ -394,8 +394,7 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         }
     }
     let mut backends = Vec::new();
-    let backends_from;
-    if entries_b.is_empty() {
+    let backends_from = if entries_b.is_empty() {
         let found = resolv_conf.map(|t| resolv_conf_backends(t, &listen)).unwrap_or_default();
         if found.is_empty() {
             return Err(ConfigError::new(
@@ -404,7 +403,7 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
             ));
         }
         backends.extend(found.into_iter().map(BackendSpec::new));
-        backends_from = "/etc/resolv.conf".to_string();
+        "/etc/resolv.conf".to_string()
     } else {
         for (key, e) in entries_b {
             let (addr, weight) = match &e {
@@ -420,8 +419,12 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
             }
             backends.push(BackendSpec::new(a).with_weight(weight));
         }
-        backends_from = if o.backends.is_empty() { "the configuration".into() } else { "--backend".into() };
-    }
+        if o.backends.is_empty() {
+            "the configuration".to_string()
+        } else {
+            "--backend".to_string()
+        }
+    };
     let selection = match u.selection.as_str() {
         "round-robin" => Selection::RoundRobin,
         "least-outstanding" => Selection::LeastOutstanding,

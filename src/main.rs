@@ -269,7 +269,7 @@ fn run(s: Settings) -> Result<(), String> {
     let control = match control::spawn(&s.control_socket, s.metrics, handles.clone(), info) {
         Ok(c) => Some(c),
         Err(e) => {
-            tracing::warn!("control socket {} not available: {e}; kdns-ctl will not reach this instance", s.control_socket.display());
+            tracing::warn!("{e}; kdns-ctl will not reach this instance");
             None
         }
     };

@@ -99,13 +99,9 @@ impl std::fmt::Debug for ControlServer {
 }
 
 impl ControlServer {
-    /// The control socket's path.
-    pub fn socket_path(&self) -> &Path {
-        &self.socket
-    }
-
     /// The address the metrics server listens on (with the real port when
     /// port 0 was asked for), if any.
+    #[cfg_attr(not(test), allow(dead_code))] // the daemon logs it; tests bind port 0
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
     }

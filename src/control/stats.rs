@@ -289,10 +289,16 @@ fn snapshots(workers: &[WorkerHandle]) -> Vec<Snap> {
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     asked
         .into_iter()
-        .map(|rx| match rx {
+        .zip(workers)
+        .map(|(rx, w)| match rx {
             None => Snap::Gone,
             Some(rx) => match rx.recv_deadline(deadline) {
-                Ok(s) => Snap::Ok(s),
+                Ok(s) => {
+                    if s.worker != w.id {
+                        tracing::debug!("snapshot of worker {} says it is from worker {}", w.id, s.worker);
+                    }
+                    Snap::Ok(s)
+                }
                 Err(RecvTimeoutError::Timeout) => Snap::Timeout,
                 Err(RecvTimeoutError::Disconnected) => Snap::Gone,
             },

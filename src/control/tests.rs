@@ -384,9 +384,12 @@ fn stale_live_and_foreign_socket_paths() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A parsed sample: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// Checks `text` line by line against the exposition format 0.0.4; returns
 /// the samples as `(name, labels, value)`.
-fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn parse_exposition(text: &str) -> Vec<Sample> {
     fn is_name(s: &str) -> bool {
         let mut c = s.chars();
         c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
@@ -528,4 +531,24 @@ fn label_values_are_escaped() {
     let mut s = String::new();
     super::metrics::sample(&mut s, "m", &[("l", "a\"b\\c\nd")], 1);
     assert_eq!(s, "m{l=\"a\\\"b\\\\c\\nd\"} 1\n");
+}
+
+#[test]
+fn a_stopped_worker_is_reported_gone() {
+    let dir = temp_dir();
+    let sock = dir.join("control.sock");
+    let mut f = fake(0, WorkerKind::Udp, vec![], true);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    drop(rx);
+    f.handle.tx = tx;
+    f.handle.engine.queries.add(3);
+    let server = spawn(&sock, None, vec![f.handle.clone()], info()).unwrap();
+    let t = Instant::now();
+    let v = request(&sock, "GET", "/v1/stats").json();
+    assert!(t.elapsed() < Duration::from_millis(400), "no wait for a worker that is gone");
+    assert_eq!(v["workers"][0]["snapshot"], "gone");
+    assert_eq!(v["totals"]["queries"], 3);
+    assert_eq!(request(&sock, "POST", "/v1/cache/flush").json()["flushed_workers"], 0);
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -166,11 +166,6 @@ impl SendBatch {
         self.count == self.hdr.len()
     }
 
-    /// Datagrams waiting.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.count == 0

@@ -20,7 +20,7 @@
 
 mod store;
 
-use core::hash::BuildHasher;
+use core::hash::{BuildHasher, Hasher};
 use core::time::Duration;
 use std::sync::Arc;
 
@@ -256,7 +256,9 @@ impl Cache {
         let scratch = vec![0; cfg.max_answer_len.min(u16::MAX as usize) + 2 * MAX_RECORDS];
         Cache {
             hasher: FixedState::with_seed(seed),
-            index: HashTable::with_capacity(n),
+            // Twice the entries: evictions leave tombstones, and hashbrown then
+            // rehashes in place (no allocation) only while at most half full.
+            index: HashTable::with_capacity(2 * n),
             entries: vec![EMPTY; n],
             free_entries: (0..n as u32).rev().collect(),
             store: ChunkStore::new(chunks),
@@ -300,16 +302,18 @@ impl Cache {
         if name.len() > MAX_NAME_LEN {
             return None;
         }
-        let mut lower = [0u8; MAX_NAME_LEN + 5];
-        for (o, b) in lower.iter_mut().zip(name) {
-            *o = b.to_ascii_lowercase();
+        // The name is hashed 8 bytes at a time, lower-cased on the fly.
+        let mut h = self.hasher.build_hasher();
+        let mut words = name.chunks_exact(8);
+        for w in &mut words {
+            h.write_u64(lower8(u64::from_le_bytes(w.try_into().expect("8 bytes"))));
         }
-        let n = name.len();
-        lower[n..n + 2].copy_from_slice(&qtype.0.to_be_bytes());
-        lower[n + 2..n + 4].copy_from_slice(&qclass.0.to_be_bytes());
-        lower[n + 4] = flags.0;
-        let hash = self.hasher.hash_one(&lower[..n + 5]);
-        Some(Key { hash, name, qtype, qclass, flags })
+        let rest = words.remainder();
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        h.write_u64(lower8(u64::from_le_bytes(last)));
+        h.write_u64((name.len() as u64) << 40 | u64::from(qtype.0) << 24 | u64::from(qclass.0) << 8 | u64::from(flags.0));
+        Some(Key { hash: h.finish(), name, qtype, qclass, flags })
     }
 
     fn find(&self, key: &Key<'_>) -> Option<u32> {
@@ -321,11 +325,17 @@ impl Cache {
         self.index
             .find(key.hash, |&i| {
                 let e = &entries[i as usize];
-                e.hash == key.hash
-                    && e.flags == key.flags
-                    && e.qname_len as usize == qlen
-                    && store.eq_ignore_case(e.first_chunk, HEADER_LEN, key.name)
-                    && store.eq_ignore_case(e.first_chunk, HEADER_LEN + qlen, &tail)
+                if e.hash != key.hash || e.flags != key.flags || e.qname_len as usize != qlen {
+                    return false;
+                }
+                // Stored names are lower case (see `insert`).
+                match store.first_chunk_slice(e.first_chunk, HEADER_LEN, qlen + 4) {
+                    Some(stored) => eq_lower(key.name, &stored[..qlen]) && stored[qlen..] == tail,
+                    None => {
+                        store.eq_ignore_case(e.first_chunk, HEADER_LEN, key.name)
+                            && store.eq_ignore_case(e.first_chunk, HEADER_LEN + qlen, &tail)
+                    }
+                }
             })
             .copied()
     }
@@ -415,6 +425,8 @@ impl Cache {
             scratch[10..12].copy_from_slice(&ar.to_be_bytes());
         }
         scratch[..2].fill(0);
+        // Store the question name lower case: lookups then compare words.
+        scratch[HEADER_LEN..HEADER_LEN + key.name.len()].make_ascii_lowercase();
         // Walk the records: TTL offsets (shifted past the OPT) and the TTL.
         let (lo, hi) = (self.cfg.min_ttl, self.cfg.max_ttl.max(self.cfg.min_ttl));
         let mut ttl = u32::MAX;
@@ -575,17 +587,61 @@ impl Cache {
 #[inline]
 fn copy_out(store: &ChunkStore, e: &Entry, out: &mut [u8], ttl: impl Fn(u32) -> u32) {
     let len = e.len as usize;
-    store.read(e.first_chunk, len, out);
-    let mut offs = [0u8; 2 * MAX_RECORDS];
-    let offs = &mut offs[..2 * e.n_ttl as usize];
-    store.read_at(e.first_chunk, len, offs);
-    for o in offs.chunks_exact(2) {
+    let n = 2 * e.n_ttl as usize;
+    let patch = |out: &mut [u8], o: &[u8]| {
         let at = u16::from_be_bytes([o[0], o[1]]) as usize;
         if let Some(f) = out.get_mut(at..at + 4) {
             let t = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
             f.copy_from_slice(&ttl(t).to_be_bytes());
         }
+    };
+    match store.first_chunk_slice(e.first_chunk, 0, len + n) {
+        // One chunk (the common case): copy, then patch from the offsets in place.
+        Some(blob) => {
+            out[..len].copy_from_slice(&blob[..len]);
+            for o in blob[len..].chunks_exact(2) {
+                patch(out, o);
+            }
+        }
+        None => {
+            store.read(e.first_chunk, len, out);
+            for i in 0..e.n_ttl as usize {
+                let mut o = [0u8; 2];
+                store.read_at(e.first_chunk, len + 2 * i, &mut o);
+                patch(out, &o);
+            }
+        }
     }
+}
+
+/// ASCII lower-casing of 8 bytes at once: bytes `A..=Z` get 0x20 added,
+/// every other byte is kept.
+#[inline(always)]
+fn lower8(x: u64) -> u64 {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = x & !HIGH;
+    // Adding 0x3f sets a byte's top bit when it is >= 'A'; adding 0x25 when
+    // it is > 'Z'. Neither carries into the next byte (0x7f + 0x3f < 0x100).
+    let ge_a = low7.wrapping_add(0x3f3f_3f3f_3f3f_3f3f);
+    let gt_z = low7.wrapping_add(0x2525_2525_2525_2525);
+    let upper = ge_a & !gt_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
+/// Whether `name` lower-cased equals `lower` (already lower case).
+#[inline(always)]
+fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
+    if name.len() != lower.len() {
+        return false;
+    }
+    let mut a = name.chunks_exact(8);
+    let mut b = lower.chunks_exact(8);
+    for (x, y) in (&mut a).zip(&mut b) {
+        if lower8(u64::from_le_bytes(x.try_into().expect("8 bytes"))) != u64::from_le_bytes(y.try_into().expect("8 bytes")) {
+            return false;
+        }
+    }
+    a.remainder().iter().zip(b.remainder()).all(|(x, y)| x.to_ascii_lowercase() == *y)
 }
 
 #[cfg(test)]

@@ -109,6 +109,17 @@ impl ChunkStore {
         }
     }
 
+    /// The bytes `offset..offset + len` of the chain starting at `first`,
+    /// if they lie in its first chunk (the common case: one slice, no copy).
+    #[inline(always)]
+    pub(crate) fn first_chunk_slice(&self, first: u32, offset: usize, len: usize) -> Option<&[u8]> {
+        if offset + len > CHUNK {
+            return None;
+        }
+        let at = first as usize * CHUNK + offset;
+        self.bytes.get(at..at + len)
+    }
+
     /// Compares the bytes at `offset..offset + want.len()` of the chain to
     /// `want`, ASCII case ignored.
     #[inline]

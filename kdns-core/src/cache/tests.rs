@@ -211,3 +211,14 @@ fn typical_a_answer_costs_under_256_bytes_per_entry() {
     println!("cache memory: {} bytes per entry (entry {} + index + storage)", per_entry, core::mem::size_of::<Entry>());
     assert!(per_entry <= 256, "{per_entry} bytes per entry");
 }
+
+#[test]
+fn swar_lower_case_matches_std() {
+    for b in 0..=255u8 {
+        let w = u64::from_le_bytes([b, b'A', b'z', b'@', b'[', b'Z', 0xc1, b]);
+        let want = u64::from_le_bytes([b.to_ascii_lowercase(), b'a', b'z', b'@', b'[', b'z', 0xc1, b.to_ascii_lowercase()]);
+        assert_eq!(lower8(w), want, "byte {b:#x}");
+    }
+    assert!(eq_lower(b"\x03WwW\x07ExAmple", b"\x03www\x07example"));
+    assert!(!eq_lower(b"\x03www", b"\x03wwx"));
+}

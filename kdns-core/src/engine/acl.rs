@@ -96,12 +96,23 @@ impl fmt::Display for IpNet {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acl {
     nets: Vec<IpNet>,
+    /// (network, mask) as integers: the check is a mask and a compare.
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
 }
 
 impl Acl {
     /// An ACL of `nets`.
     pub fn new(nets: Vec<IpNet>) -> Acl {
-        Acl { nets }
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for n in &nets {
+            match n.addr {
+                IpAddr::V4(a) => v4.push((u32::from(a), u32::MAX.checked_shl(32 - u32::from(n.prefix)).unwrap_or(0))),
+                IpAddr::V6(a) => v6.push((u128::from(a), u128::MAX.checked_shl(128 - u32::from(n.prefix)).unwrap_or(0))),
+            }
+        }
+        Acl { nets, v4, v6 }
     }
 
     /// Loopback only (127.0.0.0/8 and ::1).
@@ -112,7 +123,21 @@ impl Acl {
     /// Whether `ip` may query.
     #[inline]
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.nets.iter().any(|n| n.contains(ip))
+        match ip {
+            IpAddr::V4(a) => self.allows_v4(u32::from(a)),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(m) => self.allows_v4(u32::from(m)),
+                None => {
+                    let a = u128::from(a);
+                    self.v6.iter().any(|&(n, m)| a & m == n)
+                }
+            },
+        }
+    }
+
+    #[inline]
+    fn allows_v4(&self, a: u32) -> bool {
+        self.v4.iter().any(|&(n, m)| a & m == n)
     }
 
     /// The networks.

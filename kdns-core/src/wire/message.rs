@@ -312,7 +312,25 @@ impl Message {
             return Err(MessageError::QuestionCount);
         }
         let question = Question::parse(msg, HEADER_LEN).map_err(MessageError::Malformed)?;
-        let sections = Sections::parse(msg, question.end()).map_err(MessageError::Malformed)?;
+        let answer = question.end();
+        // Fast path for the shape of nearly every query: no answer or
+        // authority records, at most an OPT in the additional section.
+        if h.ancount() == 0 && h.nscount() == 0 && h.arcount() <= 1 {
+            let (end, edns) = match h.arcount() {
+                0 => (answer, None),
+                _ => {
+                    let r = Record::parse(msg, answer).map_err(MessageError::Malformed)?;
+                    let edns = match r.rtype {
+                        Rtype::OPT => Some(Edns::from_record(&r, answer, msg).map_err(MessageError::Malformed)?),
+                        _ => None,
+                    };
+                    (r.end(), edns)
+                }
+            };
+            let sections = Sections { answer, authority: answer, additional: answer, end, edns };
+            return Ok(Message { question, sections });
+        }
+        let sections = Sections::parse(msg, answer).map_err(MessageError::Malformed)?;
         Ok(Message { question, sections })
     }
 

@@ -1,0 +1,290 @@
+//! A minimal HTTP/1.1 client over a Unix socket: one request per
+//! connection (`Connection: close`), the response read to the end, then
+//! parsed. Enough for the daemon's control API, nothing more.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A parsed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code, e.g. 200.
+    pub status: u16,
+    /// Reason phrase, e.g. "OK".
+    pub reason: String,
+    /// Header fields in order, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a response could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// No blank line ends the header block.
+    NoEndOfHeaders,
+    /// The status line is not `HTTP/1.x NNN reason`.
+    BadStatusLine(String),
+    /// A header line without a colon, or not UTF-8.
+    BadHeader(String),
+    /// `Content-Length` is not a number.
+    BadContentLength(String),
+    /// Fewer body bytes than `Content-Length` says.
+    TruncatedBody {
+        /// Bytes announced.
+        expected: usize,
+        /// Bytes received.
+        got: usize,
+    },
+    /// A malformed chunk or missing chunk terminator.
+    BadChunk(String),
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::NoEndOfHeaders => write!(f, "response ends inside the headers"),
+            ParseError::BadStatusLine(l) => write!(f, "bad status line {l:?}"),
+            ParseError::BadHeader(l) => write!(f, "bad header line {l:?}"),
+            ParseError::BadContentLength(v) => write!(f, "bad Content-Length {v:?}"),
+            ParseError::TruncatedBody { expected, got } => write!(f, "body truncated: {got} of {expected} bytes"),
+            ParseError::BadChunk(why) => write!(f, "bad chunked encoding: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Position of the first `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Parses a complete response (the connection was read to its end).
+pub fn parse_response(raw: &[u8]) -> Result<Response, ParseError> {
+    let end = find(raw, b"\r\n\r\n").ok_or(ParseError::NoEndOfHeaders)?;
+    let head = &raw[..end];
+    let rest = &raw[end + 4..];
+    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+
+    let status_line = lines.next().unwrap_or_default();
+    let status_str = String::from_utf8_lossy(status_line).into_owned();
+    let bad_status = || ParseError::BadStatusLine(status_str.clone());
+    let mut parts = status_str.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let code = parts.next().unwrap_or_default();
+    let reason = parts.next().unwrap_or_default().to_string();
+    if !version.starts_with("HTTP/1.") || code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_status());
+    }
+    let status: u16 = code.parse().map_err(|_| bad_status())?;
+    if !(100..=599).contains(&status) {
+        return Err(bad_status());
+    }
+
+    let mut headers = Vec::new();
+    for line in lines {
+        let line = std::str::from_utf8(line).map_err(|_| ParseError::BadHeader(String::from_utf8_lossy(line).into_owned()))?;
+        let (k, v) = line.split_once(':').ok_or_else(|| ParseError::BadHeader(line.to_string()))?;
+        if k.is_empty() || k.contains(' ') {
+            return Err(ParseError::BadHeader(line.to_string()));
+        }
+        headers.push((k.to_string(), v.trim().to_string()));
+    }
+    let mut resp = Response { status, reason, headers, body: Vec::new() };
+
+    let chunked = resp.header("Transfer-Encoding").is_some_and(|te| te.split(',').any(|t| t.trim().eq_ignore_ascii_case("chunked")));
+    resp.body = if chunked {
+        dechunk(rest)?
+    } else if let Some(cl) = resp.header("Content-Length") {
+        let n: usize = cl.trim().parse().map_err(|_| ParseError::BadContentLength(cl.to_string()))?;
+        if rest.len() < n {
+            return Err(ParseError::TruncatedBody { expected: n, got: rest.len() });
+        }
+        rest[..n].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(resp)
+}
+
+/// Decodes a chunked body (RFC 9112 section 7.1); trailers are skipped.
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, ParseError> {
+    let mut out = Vec::new();
+    loop {
+        let eol = find(rest, b"\r\n").ok_or_else(|| ParseError::BadChunk("missing chunk size line".into()))?;
+        let line = std::str::from_utf8(&rest[..eol]).map_err(|_| ParseError::BadChunk("chunk size is not text".into()))?;
+        let hex = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(hex, 16).map_err(|_| ParseError::BadChunk(format!("bad chunk size {hex:?}")))?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if rest.len() < size + 2 {
+            return Err(ParseError::BadChunk(format!("chunk of {size} bytes truncated")));
+        }
+        if &rest[size..size + 2] != b"\r\n" {
+            return Err(ParseError::BadChunk("chunk not followed by CRLF".into()));
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Connecting to the socket failed.
+    Connect(io::Error),
+    /// The exchange took longer than the timeout.
+    Timeout,
+    /// Writing or reading failed.
+    Io(io::Error),
+    /// The response was malformed.
+    Parse(ParseError),
+}
+
+/// Sends `method path` (no body) and returns the response,
+/// giving up after `timeout` in all.
+pub fn request(socket: &Path, method: &str, path: &str, timeout: Duration) -> Result<Response, ClientError> {
+    let deadline = Instant::now() + timeout;
+    let mut s = UnixStream::connect(socket).map_err(ClientError::Connect)?;
+    let io_err = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
+        _ => ClientError::Io(e),
+    };
+    s.set_write_timeout(Some(timeout)).map_err(ClientError::Io)?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: kdns\r\nUser-Agent: kdns-ctl/{}\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    s.write_all(req.as_bytes()).map_err(io_err)?;
+    let mut raw = Vec::with_capacity(16 * 1024);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ClientError::Timeout);
+        }
+        s.set_read_timeout(Some(left)).map_err(ClientError::Io)?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    parse_response(&raw).map_err(ClientError::Parse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_body() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"status\":\"ok\"}";
+        let r = parse_response(raw).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.reason, "OK");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.body, b"{\"status\":\"ok\"}");
+    }
+
+    #[test]
+    fn content_length_ignores_extra_bytes_and_catches_truncation() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabcdef").unwrap();
+        assert_eq!(r.body, b"ab");
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
+            Err(ParseError::TruncatedBody { expected: 10, got: 3 })
+        );
+        assert!(matches!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"), Err(ParseError::BadContentLength(_))));
+    }
+
+    #[test]
+    fn chunked_body() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n6;ext=1\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let r = parse_response(raw).unwrap();
+        assert_eq!(r.body, b"Wikipedia in \r\n\r\nchunks.");
+    }
+
+    #[test]
+    fn bad_chunks() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in ["zz\r\nab\r\n0\r\n\r\n", "10\r\nabc", "3\r\nabcX\r\n0\r\n\r\n", "3\r\nabc\r\n"] {
+            let raw = format!("{head}{body}");
+            assert!(matches!(parse_response(raw.as_bytes()), Err(ParseError::BadChunk(_))), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn no_length_reads_to_end() {
+        let r = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n{\"error\":\"x\"}\n").unwrap();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.body, b"{\"error\":\"x\"}\n");
+    }
+
+    #[test]
+    fn bad_status_lines() {
+        for raw in [
+            &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/2 200 OK\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\n\r\n",
+            b"\r\n\r\n",
+        ] {
+            assert!(matches!(parse_response(raw), Err(ParseError::BadStatusLine(_))), "{:?}", String::from_utf8_lossy(raw));
+        }
+        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"), Err(ParseError::NoEndOfHeaders));
+        assert!(matches!(parse_response(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n"), Err(ParseError::BadHeader(_))));
+        // A reason phrase is optional.
+        assert_eq!(parse_response(b"HTTP/1.1 204\r\n\r\n").unwrap().status, 204);
+    }
+
+    #[test]
+    fn round_trip_over_a_socket() {
+        use std::os::unix::net::UnixListener;
+        let dir = std::env::temp_dir().join(format!("kdns-ctl-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut b = [0u8; 1024];
+            while find(&req, b"\r\n\r\n").is_none() {
+                let n = c.read(&mut b).unwrap();
+                req.extend_from_slice(&b[..n]);
+            }
+            c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n").unwrap();
+            String::from_utf8(req).unwrap()
+        });
+        let r = request(&path, "POST", "/v1/cache/flush", Duration::from_secs(5)).unwrap();
+        assert_eq!(r.body, b"{}");
+        let req = t.join().unwrap();
+        assert!(req.starts_with("POST /v1/cache/flush HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("Connection: close\r\n"));
+
+        // Nobody accepts: the timeout fires.
+        let path2 = dir.join("slow.sock");
+        let _ = std::fs::remove_file(&path2);
+        let _l2 = UnixListener::bind(&path2).unwrap();
+        let t0 = Instant::now();
+        assert!(matches!(request(&path2, "GET", "/", Duration::from_millis(200)), Err(ClientError::Timeout)));
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,430 @@
+//! Readable output: the daemon's JSON (see `docs/control-api.md`) as a
+//! summary block and aligned tables. Every field defaults, so an older or
+//! newer daemon with other fields still renders.
+
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// `GET /v1/stats`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Stats {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_s: u64,
+    pub listen: Vec<String>,
+    pub qps_1s: f64,
+    pub qps_10s: f64,
+    pub totals: Totals,
+    pub workers: Vec<Worker>,
+    pub backends: Vec<Backend>,
+}
+
+/// Sums over workers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Totals {
+    pub workers: usize,
+    #[serde(flatten)]
+    pub c: Counters,
+    pub hit_ratio: Option<f64>,
+}
+
+/// One worker.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Worker {
+    pub id: usize,
+    pub kind: String,
+    pub core: Option<usize>,
+    pub snapshot: String,
+    #[serde(flatten)]
+    pub c: Counters,
+}
+
+/// Counters of a worker or their sums (the fields the tables use).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    pub queries: u64,
+    pub queries_tcp: u64,
+    pub replies_by_rcode: Map<String, Value>,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_negative_hits: u64,
+    pub cache_entries: u64,
+    pub cache_bytes: u64,
+    pub forwarded: u64,
+    pub retried: u64,
+    pub timeouts: u64,
+    pub stale_answers: u64,
+    pub gave_up: u64,
+    pub in_flight: u64,
+    pub drops: Map<String, Value>,
+}
+
+/// One backend.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Backend {
+    pub address: String,
+    pub state: String,
+    pub up_workers: usize,
+    pub workers: usize,
+    pub in_flight: u64,
+    pub sent: u64,
+    pub answers: u64,
+    pub timeouts: u64,
+    pub probes: u64,
+    pub went_down: u64,
+    pub came_up: u64,
+    pub rtt_ms: Rtt,
+}
+
+/// RTT summary in milliseconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Rtt {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+    pub mean: Option<f64>,
+    pub samples: u64,
+}
+
+/// Column alignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Text.
+    Left,
+    /// Numbers.
+    Right,
+}
+
+/// Formats rows under headers, columns two spaces apart, no trailing
+/// spaces. Rows shorter than the header are padded with empty cells.
+pub fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|(h, _)| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, ((_, align), w)) in headers.iter().zip(&widths).enumerate() {
+            let cell = cells.next().unwrap_or("");
+            if i > 0 {
+                l.push_str("  ");
+            }
+            match align {
+                Align::Left => {
+                    let _ = write!(l, "{cell:<w$}");
+                }
+                Align::Right => {
+                    let _ = write!(l, "{cell:>w$}");
+                }
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().map(|(h, _)| *h));
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// "3d 4h 5m 6s", leading zero units left out.
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m {s}s"),
+        _ => format!("{d}d {h}h {m}m {s}s"),
+    }
+}
+
+/// "512 B", "1.5 KiB", "3.2 MiB", "1.0 GiB".
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// A percentage with one decimal, or "-".
+fn percent(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// Milliseconds with 3 decimals, or "-".
+fn millis(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.3}"))
+}
+
+/// `hits / (hits + misses)`, if there was a lookup.
+fn ratio(hits: u64, misses: u64) -> Option<f64> {
+    let n = hits + misses;
+    (n > 0).then(|| hits as f64 / n as f64)
+}
+
+/// "NAME n, NAME n" for the non-zero entries of a JSON map, or "none".
+fn nonzero(m: &Map<String, Value>) -> String {
+    let parts: Vec<String> = m.iter().filter_map(|(k, v)| v.as_u64().filter(|&n| n > 0).map(|n| format!("{k} {n}"))).collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Sum of a JSON map of counters.
+fn total(m: &Map<String, Value>) -> u64 {
+    m.values().filter_map(Value::as_u64).sum()
+}
+
+/// The summary block of `kdns-ctl stats`.
+pub fn summary(s: &Stats) -> String {
+    let t = &s.totals;
+    let c = &t.c;
+    let listen = if s.listen.is_empty() { "-".to_string() } else { s.listen.join(", ") };
+    let rows = [
+        ("Daemon", format!("kdns {} (pid {}), {} workers, listening on {listen}", s.version, s.pid, t.workers)),
+        ("Uptime", duration(s.uptime_s)),
+        ("QPS", format!("{:.1} (last 1 s), {:.1} (last 10 s)", s.qps_1s, s.qps_10s)),
+        ("Queries", format!("{} ({} over TCP)", c.queries, c.queries_tcp)),
+        (
+            "Cache",
+            format!(
+                "hit ratio {}, {} hits ({} negative), {} misses, {} entries, {}",
+                percent(t.hit_ratio),
+                c.cache_hits,
+                c.cache_negative_hits,
+                c.cache_misses,
+                c.cache_entries,
+                bytes(c.cache_bytes)
+            ),
+        ),
+        ("Answers", nonzero(&c.replies_by_rcode)),
+        (
+            "Forwarding",
+            format!(
+                "forwarded {}, retried {}, timeouts {}, stale answers {}, gave up {}, in flight {}",
+                c.forwarded, c.retried, c.timeouts, c.stale_answers, c.gave_up, c.in_flight
+            ),
+        ),
+        ("Drops", nonzero(&c.drops)),
+    ];
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    rows.iter().map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:"))).collect()
+}
+
+/// The per-worker table.
+pub fn workers_table(ws: &[Worker]) -> String {
+    use Align::*;
+    let headers = [
+        ("WORKER", Right),
+        ("KIND", Left),
+        ("CORE", Right),
+        ("QUERIES", Right),
+        ("TCP", Right),
+        ("HITS", Right),
+        ("MISSES", Right),
+        ("HIT%", Right),
+        ("ENTRIES", Right),
+        ("FORWARDED", Right),
+        ("TIMEOUTS", Right),
+        ("IN-FLIGHT", Right),
+        ("DROPS", Right),
+        ("SNAPSHOT", Left),
+    ];
+    let rows: Vec<Vec<String>> = ws
+        .iter()
+        .map(|w| {
+            let c = &w.c;
+            vec![
+                w.id.to_string(),
+                w.kind.clone(),
+                w.core.map_or_else(|| "-".into(), |c| c.to_string()),
+                c.queries.to_string(),
+                c.queries_tcp.to_string(),
+                c.cache_hits.to_string(),
+                c.cache_misses.to_string(),
+                percent(ratio(c.cache_hits, c.cache_misses)),
+                c.cache_entries.to_string(),
+                c.forwarded.to_string(),
+                c.timeouts.to_string(),
+                c.in_flight.to_string(),
+                total(&c.drops).to_string(),
+                w.snapshot.clone(),
+            ]
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+/// The per-backend table.
+pub fn backends_table(bs: &[Backend]) -> String {
+    use Align::*;
+    let headers = [
+        ("BACKEND", Left),
+        ("STATE", Left),
+        ("UP ON", Right),
+        ("IN-FLIGHT", Right),
+        ("SENT", Right),
+        ("ANSWERS", Right),
+        ("TIMEOUTS", Right),
+        ("DOWN", Right),
+        ("P50 ms", Right),
+        ("P90 ms", Right),
+        ("P99 ms", Right),
+    ];
+    let rows: Vec<Vec<String>> = bs
+        .iter()
+        .map(|b| {
+            vec![
+                b.address.clone(),
+                b.state.clone(),
+                format!("{}/{}", b.up_workers, b.workers),
+                b.in_flight.to_string(),
+                b.sent.to_string(),
+                b.answers.to_string(),
+                b.timeouts.to_string(),
+                b.went_down.to_string(),
+                millis(b.rtt_ms.p50),
+                millis(b.rtt_ms.p90),
+                millis(b.rtt_ms.p99),
+            ]
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+/// The whole `kdns-ctl stats` output.
+pub fn stats(s: &Stats) -> String {
+    let mut out = summary(s);
+    out.push_str("\nWorkers\n");
+    out.push_str(&workers_table(&s.workers));
+    out.push_str("\nBackends\n");
+    if s.backends.is_empty() {
+        out.push_str("(none configured)\n");
+    } else {
+        out.push_str(&backends_table(&s.backends));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"{
+      "version": "0.1.0", "pid": 4242, "uptime_s": 93784, "listen": ["127.0.0.1:53", "[::1]:53"],
+      "qps_1s": 1520.0, "qps_10s": 1498.3,
+      "totals": {"workers": 2, "queries": 160, "queries_tcp": 10,
+        "replies_by_rcode": {"NOERROR": 145, "FORMERR": 0, "NXDOMAIN": 5},
+        "cache_hits": 80, "cache_misses": 70, "cache_negative_hits": 3, "cache_entries": 33, "cache_bytes": 1572864,
+        "forwarded": 70, "retried": 1, "timeouts": 2, "stale_answers": 0, "gave_up": 0, "in_flight": 4,
+        "drops": {"query_too_short": 2, "pending_full": 0}, "hit_ratio": 0.5333, "some_future_field": 1},
+      "workers": [
+        {"id": 0, "kind": "udp", "core": 2, "snapshot": "ok", "queries": 150, "cache_hits": 80, "cache_misses": 70,
+         "drops": {"query_too_short": 2}, "in_flight": 4},
+        {"id": 1, "kind": "tcp", "core": null, "snapshot": "timeout", "queries": 10, "queries_tcp": 10}
+      ],
+      "backends": [
+        {"address": "10.0.0.1:53", "state": "up", "up_workers": 2, "workers": 2, "in_flight": 3, "sent": 50,
+         "answers": 47, "timeouts": 3, "rtt_ms": {"p50": 3.001, "p90": 5.003, "p99": 12.5, "max": 20.0, "mean": 3.5, "samples": 47}},
+        {"address": "10.0.0.2:53", "state": "partial", "up_workers": 1, "workers": 2, "went_down": 1,
+         "rtt_ms": {"p50": null, "p90": null, "p99": null, "max": null, "mean": null, "samples": 0}}
+      ]
+    }"#;
+
+    fn example() -> Stats {
+        serde_json::from_str(EXAMPLE).unwrap()
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(
+            &[("NAME", Align::Left), ("N", Align::Right), ("NOTE", Align::Left)],
+            &[vec!["a".into(), "1".into(), "x".into()], vec!["longer".into(), "12345".into(), String::new()], vec!["b".into()]],
+        );
+        assert_eq!(t, "NAME        N  NOTE\na           1  x\nlonger  12345\nb\n");
+    }
+
+    #[test]
+    fn backends_table_shows_state_and_rtt() {
+        let t = backends_table(&example().backends);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], "BACKEND      STATE    UP ON  IN-FLIGHT  SENT  ANSWERS  TIMEOUTS  DOWN  P50 ms  P90 ms  P99 ms");
+        assert_eq!(lines[1], "10.0.0.1:53  up         2/2          3    50       47         3     0   3.001   5.003  12.500");
+        assert_eq!(lines[2], "10.0.0.2:53  partial    1/2          0     0        0         0     1       -       -       -");
+        // Columns line up: every line is as long as the header.
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()));
+    }
+
+    #[test]
+    fn workers_table_rows() {
+        let t = workers_table(&example().workers);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "WORKER  KIND  CORE  QUERIES  TCP  HITS  MISSES   HIT%  ENTRIES  FORWARDED  TIMEOUTS  IN-FLIGHT  DROPS  SNAPSHOT"
+        );
+        assert_eq!(lines[1], "     0  udp      2      150    0    80      70  53.3%        0          0         0          4      2  ok");
+        assert_eq!(
+            lines[2],
+            "     1  tcp      -       10   10     0       0      -        0          0         0          0      0  timeout"
+        );
+    }
+
+    #[test]
+    fn summary_block() {
+        let s = summary(&example());
+        let want = "\
+Daemon:     kdns 0.1.0 (pid 4242), 2 workers, listening on 127.0.0.1:53, [::1]:53
+Uptime:     1d 2h 3m 4s
+QPS:        1520.0 (last 1 s), 1498.3 (last 10 s)
+Queries:    160 (10 over TCP)
+Cache:      hit ratio 53.3%, 80 hits (3 negative), 70 misses, 33 entries, 1.5 MiB
+Answers:    NOERROR 145, NXDOMAIN 5
+Forwarding: forwarded 70, retried 1, timeouts 2, stale answers 0, gave up 0, in flight 4
+Drops:      query_too_short 2
+";
+        assert_eq!(s, want);
+    }
+
+    #[test]
+    fn empty_stats_render() {
+        let s = stats(&Stats::default());
+        assert!(s.contains("Drops:      none\n"), "{s}");
+        assert!(s.contains("hit ratio -,"), "{s}");
+        assert!(s.ends_with("Backends\n(none configured)\n"), "{s}");
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(61), "1m 1s");
+        assert_eq!(duration(3600), "1h 0m 0s");
+        assert_eq!(duration(86400 * 3 + 5), "3d 0h 0m 5s");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+}
