@@ -20,11 +20,9 @@
 
 mod store;
 
-use core::hash::{BuildHasher, Hasher};
 use core::time::Duration;
 use std::sync::Arc;
 
-use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
 use crate::stats::{Counter, Gauge};
@@ -237,7 +235,7 @@ const EMPTY: Entry = Entry {
 #[derive(Debug)]
 pub struct Cache {
     cfg: CacheConfig,
-    hasher: FixedState,
+    seed: (u64, u64),
     index: HashTable<u32>,
     entries: Vec<Entry>,
     free_entries: Vec<u32>,
@@ -255,7 +253,8 @@ impl Cache {
         let chunks = (cfg.max_bytes / CHUNK).max(1);
         let scratch = vec![0; cfg.max_answer_len.min(u16::MAX as usize) + 2 * MAX_RECORDS];
         Cache {
-            hasher: FixedState::with_seed(seed),
+            // Two odd, seed-derived keys (splitmix64 steps) for the hash.
+            seed: (splitmix(seed) | 1, splitmix(seed ^ 0x9e37_79b9_7f4a_7c15) | 1),
             // Twice the entries: evictions leave tombstones, and hashbrown then
             // rehashes in place (no allocation) only while at most half full.
             index: HashTable::with_capacity(2 * n),
@@ -303,17 +302,19 @@ impl Cache {
             return None;
         }
         // The name is hashed 8 bytes at a time, lower-cased on the fly.
-        let mut h = self.hasher.build_hasher();
+        let (k0, k1) = self.seed;
+        let mut h = k0;
         let mut words = name.chunks_exact(8);
         for w in &mut words {
-            h.write_u64(lower8(u64::from_le_bytes(w.try_into().expect("8 bytes"))));
+            h = folded_multiply(h ^ lower8(u64::from_le_bytes(w.try_into().expect("8 bytes"))), k1);
         }
         let rest = words.remainder();
         let mut last = [0u8; 8];
         last[..rest.len()].copy_from_slice(rest);
-        h.write_u64(lower8(u64::from_le_bytes(last)));
-        h.write_u64((name.len() as u64) << 40 | u64::from(qtype.0) << 24 | u64::from(qclass.0) << 8 | u64::from(flags.0));
-        Some(Key { hash: h.finish(), name, qtype, qclass, flags })
+        h = folded_multiply(h ^ lower8(u64::from_le_bytes(last)), k1);
+        let tail = (name.len() as u64) << 40 | u64::from(qtype.0) << 24 | u64::from(qclass.0) << 8 | u64::from(flags.0);
+        let h = folded_multiply(h ^ tail, k0 ^ 0x2d35_8dcc_aa6c_78a5);
+        Some(Key { hash: h, name, qtype, qclass, flags })
     }
 
     fn find(&self, key: &Key<'_>) -> Option<u32> {
@@ -612,6 +613,25 @@ fn copy_out(store: &ChunkStore, e: &Entry, out: &mut [u8], ttl: impl Fn(u32) -> 
             }
         }
     }
+}
+
+/// The multiply-and-fold mixing step of foldhash and wyhash: the 128-bit
+/// product of `a` and `b`, high half XOR low half. With secret `b` it
+/// spreads every input bit over the output. Written out here because the
+/// key is fed word by word, lower-cased on the fly, which `Hasher` adds
+/// buffering overhead to.
+#[inline(always)]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// One splitmix64 step: turns a seed into a well-mixed key.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// ASCII lower-casing of 8 bytes at once: bytes `A..=Z` get 0x20 added,

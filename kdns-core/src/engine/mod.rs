@@ -33,7 +33,9 @@ use crate::cache::{Cache, CacheConfig, KeyFlags, Lookup};
 use crate::time::Timestamp;
 use crate::upstream::pending::{Handle, Pending};
 use crate::upstream::{BackendId, BackendSpec, HealthConfig, Pool, PoolError, Selection, Transition, TriedSet};
-use crate::wire::{encode_name, flags, Class, Header, Message, MessageError, Opcode, OptSpec, Rcode, Rtype, OPT_LEN};
+use crate::wire::{
+    encode_name, flags, quick_query, Class, Header, Message, MessageError, Opcode, OptSpec, QuickEdns, QuickQuery, Rcode, Rtype, OPT_LEN,
+};
 
 /// How the engine behaves; every field has a sane default.
 #[derive(Debug, Clone)]
@@ -362,39 +364,30 @@ impl Engine {
             return Verdict::Drop(DropReason::QueryIsResponse);
         }
         let allowed = self.acl.allows(client.addr.ip());
-        let parsed = Message::parse(query);
-        let (msg, rcode) = match parsed {
-            Ok(m) if !allowed => (Some(m), Rcode::REFUSED),
-            Err(_) if !allowed => (None, Rcode::REFUSED),
-            Ok(m) if h.opcode() != Opcode::QUERY => (Some(m), Rcode::NOTIMP),
-            Err(_) if h.opcode() != Opcode::QUERY => (None, Rcode::NOTIMP),
-            Err(MessageError::QuestionCount | MessageError::Malformed(_)) => (None, Rcode::FORMERR),
-            Ok(m) if m.edns().is_some_and(|e| e.version != 0) => (Some(m), Rcode::BADVERS),
-            Ok(m) if m.question.name.is_compressed() => (Some(m), Rcode::FORMERR),
-            Ok(m) => (Some(m), Rcode::NOERROR),
+        let fast = match quick_query(query) {
+            Some(q) if allowed && h.opcode() == Opcode::QUERY && q.edns.is_none_or(|e| e.version == 0) => Some(q),
+            _ => None,
         };
-        let Some(msg) = msg.filter(|_| rcode == Rcode::NOERROR) else {
-            match rcode {
-                Rcode::REFUSED => st.refused_acl.inc(),
-                Rcode::NOTIMP => st.notimp.inc(),
-                Rcode::BADVERS => st.badvers.inc(),
-                _ => st.formerr.inc(),
-            }
-            return self.empty_reply(query, msg.as_ref(), rcode, false, out);
+        let asked = match fast {
+            Some(q) => q,
+            None => match self.check_slow(query, &h, allowed) {
+                Ok(q) => q,
+                Err((msg, rcode)) => return self.empty_reply(query, msg.as_ref(), rcode, false, out),
+            },
         };
-        let edns = msg.edns().map(|e| (e.effective_udp_size(), e.dnssec_ok()));
+        let edns = asked.edns.map(|e| (e.udp_size.max(512), e.dnssec_ok));
         let limit = match client.transport {
             Transport::Tcp => usize::from(u16::MAX),
             Transport::Udp => usize::from(edns.map_or(512, |(size, _)| size.min(self.udp_size))),
         }
         .min(out.len());
         let opt_len = if edns.is_some() { OPT_LEN } else { 0 };
-        let q = &msg.question;
-        let qname = &query[crate::wire::HEADER_LEN..q.name.end()];
+        let qname = &query[crate::wire::HEADER_LEN..asked.qname_end];
+        let q = &asked;
         let key_flags = KeyFlags::new(edns.is_some_and(|e| e.1), h.cd());
         let Some(key) = self.cache.key(qname, q.qtype, q.qclass, key_flags) else {
             st.formerr.inc();
-            return self.empty_reply(query, Some(&msg), Rcode::FORMERR, false, out);
+            return self.empty_reply(query, Message::parse(query).ok().as_ref(), Rcode::FORMERR, false, out);
         };
         let Some(room) = limit.checked_sub(opt_len) else {
             st.count_drop(DropReason::NoBufferSpace);
@@ -417,7 +410,7 @@ impl Engine {
             Lookup::TooLong { .. } => {
                 st.cache_hits.inc();
                 st.truncated.inc();
-                self.empty_reply(query, Some(&msg), Rcode::NOERROR, true, out)
+                self.empty_reply(query, Message::parse(query).ok().as_ref(), Rcode::NOERROR, true, out)
             }
             Lookup::Stale | Lookup::Miss => {
                 st.cache_misses.inc();
@@ -461,6 +454,40 @@ impl Engine {
                         _ => Verdict::Drop(DropReason::NoBufferSpace),
                     },
                 }
+            }
+        }
+    }
+
+    /// The full parse, for queries off the fast path: either what the
+    /// engine needs from the query, or the error rcode to reply with (and
+    /// the message, when readable, to echo its question and OPT).
+    #[cold]
+    fn check_slow(&self, query: &[u8], h: &Header<&[u8]>, allowed: bool) -> Result<QuickQuery, (Option<Message>, Rcode)> {
+        let st = &*self.stats;
+        let parsed = Message::parse(query);
+        let rcode = match &parsed {
+            _ if !allowed => Rcode::REFUSED,
+            _ if h.opcode() != Opcode::QUERY => Rcode::NOTIMP,
+            Err(MessageError::QuestionCount | MessageError::Malformed(_)) => Rcode::FORMERR,
+            Ok(m) if m.edns().is_some_and(|e| e.version != 0) => Rcode::BADVERS,
+            Ok(m) if m.question.name.is_compressed() => Rcode::FORMERR,
+            Ok(_) => Rcode::NOERROR,
+        };
+        match parsed {
+            Ok(m) if rcode == Rcode::NOERROR => Ok(QuickQuery {
+                qname_end: m.question.name.end(),
+                qtype: m.question.qtype,
+                qclass: m.question.qclass,
+                edns: m.edns().map(|e| QuickEdns { udp_size: e.udp_size, version: e.version, dnssec_ok: e.dnssec_ok() }),
+            }),
+            other => {
+                match rcode {
+                    Rcode::REFUSED => st.refused_acl.inc(),
+                    Rcode::NOTIMP => st.notimp.inc(),
+                    Rcode::BADVERS => st.badvers.inc(),
+                    _ => st.formerr.inc(),
+                }
+                Err((other.ok(), rcode))
             }
         }
     }

@@ -9,6 +9,7 @@ mod error;
 mod header;
 mod message;
 mod name;
+mod quick;
 mod types;
 
 pub use builder::{write_empty_reply, MessageBuilder, OptSpec, Section, OPT_LEN};
@@ -16,6 +17,7 @@ pub use error::WireError;
 pub use header::{flags, Header, HEADER_LEN};
 pub use message::{Edns, EdnsOptions, Message, MessageError, Question, Record, Records, Sections, EDNS_DO};
 pub use name::{encode_name, DisplayName, Labels, Name, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_POINTER_HOPS};
+pub use quick::{quick_query, QuickEdns, QuickQuery};
 pub use types::{Class, Opcode, Rcode, Rtype};
 
 #[cfg(test)]
