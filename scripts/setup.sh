@@ -6,7 +6,13 @@ set -euo pipefail
 # What each package is for:
 #   valgrind        bench/callgrind.sh (instructions per query)
 #   pkg-config      building crates that link system libraries
-PACKAGES=(valgrind pkg-config)
+#   iproute2        `ip netns`/veth: the dnsnet of tests/daemon.rs and scripts/demo.sh
+#   unbound         the backends kdns forwards to (local zones only, no Internet)
+#   dnsutils        dig: queries in tests/daemon.rs and scripts/demo.sh
+#   knot-dnsutils   kdig (second DNS client in tests/daemon.rs), kxdpgun (AF_XDP load)
+#   dnsperf         load with no lost query during failover (tests, demo, bench)
+#   dnsdist         a DNS load balancer to compare kdns with (bench)
+PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
