@@ -145,7 +145,7 @@ pub(crate) fn build(s: &Spec) -> Vec<u8> {
         f.extend_from_slice(&ip);
     }
     f.extend_from_slice(&udp);
-    f.extend(std::iter::repeat(0).take(s.padding));
+    f.extend(std::iter::repeat_n(0, s.padding));
     f
 }
 

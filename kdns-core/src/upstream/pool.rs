@@ -289,7 +289,7 @@ impl Pool {
             let i = down.trailing_zeros() as usize;
             down &= down - 1;
             let s = &self.slots[i];
-            if s.probe == Probe::Idle && s.next_probe <= now && best.map_or(true, |b| s.next_probe < self.slots[b].next_probe) {
+            if s.probe == Probe::Idle && s.next_probe <= now && best.is_none_or(|b| s.next_probe < self.slots[b].next_probe) {
                 best = Some(i);
             }
         }
