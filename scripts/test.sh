@@ -19,5 +19,9 @@ if [[ -z "${KDNS_QUICK:-}" ]]; then
     cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
+echo "== cargo build"
+# The daemon tests run the kdns-ctl binary, which cargo test does not build.
+cargo build --workspace --locked
+
 echo "== cargo test"
 cargo test --workspace --locked
