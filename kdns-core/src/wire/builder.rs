@@ -67,7 +67,7 @@ impl<'a> MessageBuilder<'a> {
 
     /// Keeps `n` bytes free at the end (for an OPT record).
     pub fn reserve(&mut self, n: usize) -> Result<(), WireError> {
-        if self.len + self.reserved + n > self.limit {
+        if self.len.saturating_add(self.reserved).saturating_add(n) > self.limit {
             return Err(WireError::NoSpace);
         }
         self.reserved += n;
@@ -161,7 +161,7 @@ impl<'a> MessageBuilder<'a> {
         self.put(&(rdata.len() as u16).to_be_bytes());
         self.put(rdata);
         let i = section as usize;
-        self.counts[i] += 1;
+        self.counts[i] = self.counts[i].saturating_add(1);
         Ok(true)
     }
 
@@ -178,7 +178,8 @@ impl<'a> MessageBuilder<'a> {
         self.put(&spec.udp_size.to_be_bytes());
         self.put(&ttl.to_be_bytes());
         self.put(&[0, 0]);
-        self.counts[Section::Additional as usize] += 1;
+        let ar = &mut self.counts[Section::Additional as usize];
+        *ar = ar.saturating_add(1);
         Ok(())
     }
 

@@ -36,16 +36,26 @@ impl Name {
     pub fn parse(msg: &[u8], start: usize) -> Result<Name, WireError> {
         let mut pos = start;
         let mut segment_start = start;
+        // After a jump, the labels read must end before the run that held
+        // the pointer: the parts of a name never overlap (as hickory-proto
+        // also requires).
+        let mut limit = usize::MAX;
         let mut end = None;
         let mut wire_len = 1usize; // the root label
         let mut hops = 0;
         loop {
             let len = *msg.get(pos).ok_or(WireError::Truncated)? as usize;
+            if pos >= limit {
+                return Err(WireError::PointerLoop);
+            }
             match len & 0xc0 {
                 0x00 => {
                     if len == 0 {
                         let end = end.unwrap_or(pos + 1);
                         return Ok(Name { start, end, wire_len: wire_len as u16, compressed: hops > 0 });
+                    }
+                    if pos + 1 + len > limit {
+                        return Err(WireError::PointerLoop);
                     }
                     wire_len += len + 1;
                     if wire_len > MAX_NAME_LEN {
@@ -58,6 +68,9 @@ impl Name {
                 }
                 0xc0 => {
                     let lo = *msg.get(pos + 1).ok_or(WireError::Truncated)? as usize;
+                    if pos + 1 >= limit {
+                        return Err(WireError::PointerLoop);
+                    }
                     let target = ((len & 0x3f) << 8) | lo;
                     if target >= pos {
                         return Err(WireError::BadPointer);
@@ -70,6 +83,7 @@ impl Name {
                         return Err(WireError::PointerLoop);
                     }
                     end.get_or_insert(pos + 2);
+                    limit = segment_start;
                     pos = target;
                     segment_start = target;
                 }
@@ -382,6 +396,22 @@ mod tests {
         max.push(0);
         assert_eq!(Name::parse(&max, 0).unwrap().wire_len(), 255);
         assert_eq!(encode_name(&"a".repeat(64), &mut [0; 300]), Err(WireError::LabelTooLong));
+    }
+
+    #[test]
+    fn parts_of_a_name_may_not_overlap() {
+        // "a" at 0 then a pointer at 2 back to 0; a name at 4 points to 2:
+        // fine. A name at 4 pointing to 1 would read the label "a"'s byte
+        // and run into the run that held the pointer.
+        let msg = [1, b'a', 0, 0, 0xc0, 0];
+        assert_eq!(Name::parse(&msg, 4).unwrap().wire_len(), 3);
+        // A pointer at 3 to 2, where a label of length 2 runs over the
+        // pointer itself: "\xc0\x03." read through its own pointer.
+        let msg = [0, 0, 2, 0xc0, 2, 0];
+        assert_eq!(Name::parse(&msg, 3), Err(WireError::PointerLoop));
+        // Label data that merely looks like a pointer is fine.
+        let msg = [3, b'x', 0xc0, 0, 0, 0, 0xc0, 0];
+        assert_eq!(Name::parse(&msg, 6).unwrap().wire_len(), 5);
     }
 
     #[test]
