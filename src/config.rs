@@ -51,6 +51,53 @@ pub struct FileConfig {
     pub upstream: UpstreamSection,
     /// `[tcp]`
     pub tcp: TcpSection,
+    /// `[xdp]`
+    pub xdp: XdpSection,
+}
+
+/// `[xdp]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct XdpSection {
+    /// Interfaces to attach to (empty: those holding a listen address).
+    pub interfaces: Vec<String>,
+    /// Queues to serve: empty for all of each interface's RX queues.
+    pub queues: Vec<u32>,
+    /// Spin instead of sleeping when idle.
+    pub busy_poll: bool,
+    /// UMEM frame size: 2048 or 4096.
+    pub frame_size: u32,
+    /// Frames per UMEM (per queue).
+    pub frames: u32,
+    /// Ring size (RX, TX, fill, completion), a power of two.
+    pub ring_size: u32,
+    /// Try zero-copy first (falls back to copy mode).
+    pub zero_copy: bool,
+}
+
+impl Default for XdpSection {
+    fn default() -> Self {
+        XdpSection {
+            interfaces: Vec::new(),
+            queues: Vec::new(),
+            busy_poll: false,
+            frame_size: 2048,
+            frames: 4096,
+            ring_size: 2048,
+            zero_copy: true,
+        }
+    }
+}
+
+/// How queries are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// AF_XDP sockets (fail to start if that is not possible).
+    Xdp,
+    /// Kernel UDP sockets.
+    Udp,
+    /// AF_XDP where it can attach, UDP sockets otherwise (the reason is logged).
+    Auto,
 }
 
 /// `workers = "auto"` or a number.
@@ -89,6 +136,8 @@ pub struct ServerSection {
     pub metrics: String,
     /// Log level: error, warn, info, debug, trace.
     pub log_level: String,
+    /// "xdp", "udp" or "auto".
+    pub io: String,
 }
 
 impl Default for ServerSection {
@@ -102,6 +151,7 @@ impl Default for ServerSection {
             control_socket: DEFAULT_CONTROL_SOCKET.into(),
             metrics: String::new(),
             log_level: "info".into(),
+            io: "auto".into(),
         }
     }
 }
@@ -252,6 +302,10 @@ pub struct Overrides {
     pub metrics: Option<String>,
     /// `--log-level`
     pub log_level: Option<String>,
+    /// `--io`
+    pub io: Option<String>,
+    /// `--interface`
+    pub interfaces: Vec<String>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -276,6 +330,10 @@ pub struct Settings {
     pub log_level: String,
     /// TCP settings.
     pub tcp: TcpSection,
+    /// How queries are read.
+    pub io: IoMode,
+    /// AF_XDP settings.
+    pub xdp: XdpSection,
 }
 
 /// Reads `path` (TOML).
@@ -491,6 +549,34 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     if t.max_connections == 0 {
         return Err(ConfigError::new("tcp.max_connections", "must be at least 1"));
     }
+    let io_src = o.io.clone().unwrap_or_else(|| s.io.clone());
+    let io = match io_src.as_str() {
+        "xdp" => IoMode::Xdp,
+        "udp" => IoMode::Udp,
+        "auto" => IoMode::Auto,
+        other => {
+            return Err(ConfigError::new(
+                if o.io.is_some() { "--io" } else { "server.io" },
+                format!("'{other}': expected xdp, udp or auto"),
+            ))
+        }
+    };
+    let mut xdp = file.xdp.clone();
+    if !o.interfaces.is_empty() {
+        xdp.interfaces = o.interfaces.clone();
+    }
+    if xdp.frame_size != 2048 && xdp.frame_size != 4096 {
+        return Err(ConfigError::new("xdp.frame_size", format!("{}: must be 2048 or 4096", xdp.frame_size)));
+    }
+    if !xdp.ring_size.is_power_of_two() || !(64..=16_384).contains(&xdp.ring_size) {
+        return Err(ConfigError::new("xdp.ring_size", format!("{}: must be a power of two in 64..=16384", xdp.ring_size)));
+    }
+    if xdp.frames < 2 * xdp.ring_size || xdp.frames > 1 << 20 {
+        return Err(ConfigError::new(
+            "xdp.frames",
+            format!("{}: must be at least 2 x ring_size ({}) and at most 1048576", xdp.frames, 2 * xdp.ring_size),
+        ));
+    }
     Ok(Settings {
         listen,
         workers,
@@ -501,6 +587,8 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         metrics,
         log_level,
         tcp: t.clone(),
+        io,
+        xdp,
     })
 }
 

@@ -41,6 +41,8 @@ pub enum WorkerKind {
     Udp,
     /// Serves TCP connections.
     Tcp,
+    /// Serves one AF_XDP queue.
+    Xdp,
 }
 
 impl WorkerKind {
@@ -49,6 +51,7 @@ impl WorkerKind {
         match self {
             WorkerKind::Udp => "udp",
             WorkerKind::Tcp => "tcp",
+            WorkerKind::Xdp => "xdp",
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct IoStats {
     pub rx: AtomicU64,
     /// Datagrams longer than any query we accept (dropped).
     pub rx_oversized: AtomicU64,
+    /// Frames that did not parse as Ethernet/IP/UDP (AF_XDP), or could not be turned around.
+    pub frame_errors: AtomicU64,
     /// Datagrams or TCP messages sent to clients.
     pub tx: AtomicU64,
     /// Sends that failed (counted, not retried).
@@ -123,4 +128,27 @@ impl WorkerHandle {
     pub fn send(&self, c: Control) -> bool {
         self.tx.send(c).is_ok() && self.waker.wake().is_ok()
     }
+}
+
+/// The XDP program's counters for one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpQueueCounters {
+    /// RX queue.
+    pub queue: u32,
+    /// Queries redirected to the queue's AF_XDP socket.
+    pub redirected: u64,
+    /// Packets left to the kernel (not DNS for us, or no socket on the queue).
+    pub passed: u64,
+    /// DNS-looking packets with bad lengths (left to the kernel).
+    pub malformed: u64,
+    /// Packets the program dropped.
+    pub dropped: u64,
+}
+
+/// Where the control thread reads one interface's XDP counters.
+pub trait XdpCounterSource: Send + Sync + std::fmt::Debug {
+    /// The interface.
+    fn ifname(&self) -> &str;
+    /// Per-queue counters, summed over CPUs.
+    fn read(&self) -> Result<Vec<XdpQueueCounters>, String>;
 }

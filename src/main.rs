@@ -9,6 +9,8 @@ mod handle;
 mod io;
 mod tcp;
 mod worker;
+#[cfg(feature = "xdp")]
+mod xdp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -124,6 +126,12 @@ struct Cli {
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// How queries are read: "xdp" (AF_XDP sockets, one per NIC queue), "udp" (kernel sockets), or "auto" (AF_XDP where it can attach, sockets otherwise).
+    #[arg(long, value_name = "xdp|udp|auto")]
+    io: Option<String>,
+    /// Interface to attach the AF_XDP path to; repeat for several (default: those holding a listen address).
+    #[arg(short, long, value_name = "IFNAME")]
+    interface: Vec<String>,
     /// Check the configuration, print the settings that would be used, and exit.
     #[arg(long)]
     check_config: bool,
@@ -150,6 +158,8 @@ fn main() -> ExitCode {
         control_socket: cli.control_socket.clone(),
         metrics: cli.metrics.clone(),
         log_level: cli.log_level.clone(),
+        io: cli.io.clone(),
+        interfaces: cli.interface.clone(),
     };
     let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
     let cores = core_affinity::get_core_ids().map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |c| c.len());
@@ -226,7 +236,12 @@ fn run(s: Settings) -> Result<(), String> {
     let cores = if s.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let mut handles: Vec<WorkerHandle> = Vec::new();
     let mut threads = Vec::new();
-    for id in 0..s.workers {
+    let xdp_runtime = start_xdp(&s, &stop, &cores, &mut handles, &mut threads)?;
+    // With AF_XDP, one socket worker serves what the XDP program passes to
+    // the kernel (other queues, fragments); without it, one per core.
+    let udp_workers = if xdp_runtime.is_some() { 1 } else { s.workers };
+    let first = handles.len();
+    for id in first..first + udp_workers {
         let mut listen = Vec::new();
         for &addr in &s.listen {
             let sock = worker::reuseport_udp(addr).map_err(|e| format!("cannot listen on udp {addr}: {e}{}", hint(&e)))?;
@@ -248,13 +263,19 @@ fn run(s: Settings) -> Result<(), String> {
         threads.push(t);
     }
     let backends: Vec<SocketAddr> = s.engine.backends.iter().map(|b| b.addr).collect();
+    let xdp_workers = handles.iter().filter(|h| h.kind == handle::WorkerKind::Xdp).count();
     tracing::info!(
-        "kdns {} serving udp{} on {} with {} worker{}; backends {} (from {}); clients allowed from {}",
+        "kdns {} serving {}udp{} on {} with {} worker{}; backends {} (from {}); clients allowed from {}",
         env!("CARGO_PKG_VERSION"),
+        if xdp_workers > 0 {
+            format!("AF_XDP ({xdp_workers} queue worker{}) + kernel ", if xdp_workers == 1 { "" } else { "s" })
+        } else {
+            String::new()
+        },
         if s.tcp.enabled { "+tcp" } else { "" },
         join(&s.listen),
-        s.workers,
-        if s.workers == 1 { "" } else { "s" },
+        handles.len(),
+        if handles.len() == 1 { "" } else { "s" },
         join(&backends),
         s.backends_from,
         s.engine.acl.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
@@ -265,6 +286,7 @@ fn run(s: Settings) -> Result<(), String> {
         listen: s.listen.clone(),
         backends,
         pid: std::process::id(),
+        xdp: xdp_counters(&xdp_runtime),
     };
     let control = match control::spawn(&s.control_socket, s.metrics, handles.clone(), info) {
         Ok(c) => Some(c),
@@ -284,6 +306,7 @@ fn run(s: Settings) -> Result<(), String> {
     for t in threads {
         let _ = t.join();
     }
+    drop(xdp_runtime);
     if let Some(c) = control {
         c.shutdown();
     }
@@ -292,6 +315,65 @@ fn run(s: Settings) -> Result<(), String> {
     let lost: u64 = handles.iter().map(|h| IoStats::get(&h.io.lost_at_shutdown)).sum();
     tracing::info!("stopped after {:.1} s: {queries} queries, {replies} replies, {lost} lost in flight", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// What keeps the AF_XDP path alive (nothing when built without it).
+#[cfg(feature = "xdp")]
+type XdpRuntime = xdp::setup::XdpRuntime;
+#[cfg(not(feature = "xdp"))]
+type XdpRuntime = ();
+
+/// The XDP counter sources of a running AF_XDP path.
+fn xdp_counters(rt: &Option<XdpRuntime>) -> Vec<Arc<dyn handle::XdpCounterSource>> {
+    #[cfg(feature = "xdp")]
+    {
+        rt.as_ref().map(|r| r.counters()).unwrap_or_default()
+    }
+    #[cfg(not(feature = "xdp"))]
+    {
+        let _ = rt;
+        Vec::new()
+    }
+}
+
+/// Starts the AF_XDP workers when the configuration asks for them.
+fn start_xdp(
+    s: &Settings,
+    stop: &Arc<AtomicBool>,
+    cores: &[core_affinity::CoreId],
+    handles: &mut Vec<WorkerHandle>,
+    threads: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<Option<XdpRuntime>, String> {
+    use config::IoMode;
+    if s.io == IoMode::Udp {
+        return Ok(None);
+    }
+    #[cfg(feature = "xdp")]
+    {
+        match xdp::setup::start(s, stop, handles.len(), cores) {
+            Ok((rt, hs, ts)) => {
+                handles.extend(hs);
+                threads.extend(ts);
+                Ok(Some(rt))
+            }
+            Err(e) if s.io == IoMode::Auto => {
+                tracing::info!("AF_XDP not used: {e}; serving with UDP sockets");
+                Ok(None)
+            }
+            Err(e) => Err(format!("AF_XDP: {e}")),
+        }
+    }
+    #[cfg(not(feature = "xdp"))]
+    {
+        let _ = (stop, cores, handles, threads);
+        match s.io {
+            IoMode::Xdp => Err("this kdns was built without AF_XDP support (cargo feature `xdp`)".into()),
+            _ => {
+                tracing::info!("AF_XDP not used: built without the `xdp` feature; serving with UDP sockets");
+                Ok(None)
+            }
+        }
+    }
 }
 
 fn hint(e: &std::io::Error) -> &'static str {

@@ -882,7 +882,7 @@ fn long_name_through_compression(first: usize) -> Vec<u8> {
     m.push(0);
     m.extend_from_slice(&[0, 1, 0, 1]);
     m.push(first as u8);
-    m.extend(std::iter::repeat(b'W').take(first));
+    m.extend(std::iter::repeat_n(b'W', first));
     m.extend_from_slice(&ptr(12));
     rr_tail(&mut m, 1, 1, 60, &[10, 0, 0, 2]);
     m

@@ -73,7 +73,11 @@ fn backend_rows(configured: &[SocketAddr], workers: &[WorkerHandle]) -> Vec<(Soc
 }
 
 /// The whole exposition.
-pub(super) fn render(workers: &[WorkerHandle], configured: &[SocketAddr]) -> String {
+pub(super) fn render(
+    workers: &[WorkerHandle],
+    configured: &[SocketAddr],
+    xdp: &[std::sync::Arc<dyn crate::handle::XdpCounterSource>],
+) -> String {
     let mut out = String::with_capacity(4096);
 
     family(&mut out, "kdns_requests_total", "counter", "DNS queries received, by worker and transport.");
@@ -117,6 +121,19 @@ pub(super) fn render(workers: &[WorkerHandle], configured: &[SocketAddr]) -> Str
     for (i, r) in DropReason::ALL.iter().enumerate() {
         let n: u64 = workers.iter().map(|w| w.engine.drops.get(i).map_or(0, |c| c.get())).sum();
         sample(&mut out, "kdns_drops_total", &[("reason", r.name())], n);
+    }
+
+    if !xdp.is_empty() {
+        family(&mut out, "kdns_xdp_packets_total", "counter", "Packets seen by the XDP program, by interface, queue and action.");
+        for src in xdp {
+            for c in src.read().unwrap_or_default() {
+                let q = c.queue.to_string();
+                for (action, n) in [("redirected", c.redirected), ("passed", c.passed), ("malformed", c.malformed), ("dropped", c.dropped)]
+                {
+                    sample(&mut out, "kdns_xdp_packets_total", &[("interface", src.ifname()), ("queue", &q), ("action", action)], n);
+                }
+            }
+        }
     }
     out
 }

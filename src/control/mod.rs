@@ -61,6 +61,8 @@ pub struct DaemonInfo {
     pub backends: Vec<SocketAddr>,
     /// Process id.
     pub pid: u32,
+    /// The XDP programs' counters, one source per interface (empty without AF_XDP).
+    pub xdp: Vec<Arc<dyn crate::handle::XdpCounterSource>>,
 }
 
 /// State shared by the request handlers and the sampler.
@@ -352,6 +354,6 @@ fn route_metrics(shared: &Shared, rq: &Request) -> Reply {
     Reply {
         status: 200,
         headers: vec![("Content-Type", metrics::CONTENT_TYPE.into())],
-        body: metrics::render(&shared.workers, &shared.info.backends).into_bytes(),
+        body: metrics::render(&shared.workers, &shared.info.backends, &shared.info.xdp).into_bytes(),
     }
 }

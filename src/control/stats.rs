@@ -28,6 +28,52 @@ pub(super) struct Stats {
     pub totals: Totals,
     pub workers: Vec<WorkerJson>,
     pub backends: Vec<BackendJson>,
+    /// The XDP program's counters per interface (empty without AF_XDP).
+    pub xdp: Vec<XdpJson>,
+}
+
+/// One interface's XDP program counters.
+#[derive(Debug, Serialize)]
+pub(super) struct XdpJson {
+    pub interface: String,
+    /// Set when the counters could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub queues: Vec<XdpQueueJson>,
+}
+
+/// One queue's XDP program counters.
+#[derive(Debug, Serialize)]
+pub(super) struct XdpQueueJson {
+    pub queue: u32,
+    pub redirected: u64,
+    pub passed: u64,
+    pub malformed: u64,
+    pub dropped: u64,
+}
+
+/// Reads every interface's XDP counters.
+pub(super) fn xdp(sources: &[std::sync::Arc<dyn crate::handle::XdpCounterSource>]) -> Vec<XdpJson> {
+    sources
+        .iter()
+        .map(|src| match src.read() {
+            Ok(q) => XdpJson {
+                interface: src.ifname().to_string(),
+                error: None,
+                queues: q
+                    .into_iter()
+                    .map(|c| XdpQueueJson {
+                        queue: c.queue,
+                        redirected: c.redirected,
+                        passed: c.passed,
+                        malformed: c.malformed,
+                        dropped: c.dropped,
+                    })
+                    .collect(),
+            },
+            Err(e) => XdpJson { interface: src.ifname().to_string(), error: Some(e), queues: Vec::new() },
+        })
+        .collect()
 }
 
 /// Sums over all workers.
@@ -104,6 +150,8 @@ pub(super) struct IoJson {
     pub tcp_open: u64,
     pub tcp_upstream: u64,
     pub lost_at_shutdown: u64,
+    pub rx_oversized: u64,
+    pub frame_errors: u64,
 }
 
 /// One backend, aggregated over the workers that use it.
@@ -205,6 +253,8 @@ impl Counters {
                 tcp_open: g(&io.tcp_open),
                 tcp_upstream: g(&io.tcp_upstream),
                 lost_at_shutdown: g(&io.lost_at_shutdown),
+                rx_oversized: g(&io.rx_oversized),
+                frame_errors: g(&io.frame_errors),
             },
         }
     }
@@ -256,6 +306,8 @@ impl Counters {
         s(&mut a.tcp_open, b.tcp_open);
         s(&mut a.tcp_upstream, b.tcp_upstream);
         s(&mut a.lost_at_shutdown, b.lost_at_shutdown);
+        s(&mut a.rx_oversized, b.rx_oversized);
+        s(&mut a.frame_errors, b.frame_errors);
     }
 }
 
@@ -447,5 +499,6 @@ pub(super) fn collect(shared: &Shared) -> Stats {
         totals: Totals { workers: workers.len(), counters: totals, hit_ratio },
         workers: wjson,
         backends: backends(&shared.info.backends, workers, &snaps),
+        xdp: xdp(&shared.info.xdp),
     }
 }

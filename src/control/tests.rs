@@ -93,6 +93,7 @@ fn fake(id: usize, kind: WorkerKind, rtts: Vec<Vec<u64>>, answers: bool) -> Fake
 
 fn info() -> DaemonInfo {
     DaemonInfo {
+        xdp: Vec::new(),
         version: "9.9.9-test".into(),
         started: Instant::now() - Duration::from_secs(42),
         listen: vec![addr("127.0.0.1:53")],

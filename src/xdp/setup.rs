@@ -1,0 +1,191 @@
+//! Starting the AF_XDP path: which interfaces and queues, the program on
+//! each interface, one socket and worker per queue.
+
+use std::ffi::CStr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::Settings;
+use crate::handle::{WorkerHandle, XdpCounterSource, XdpQueueCounters};
+use crate::xdp::loader::{self, AttachMode, CounterReader, XdpProgram};
+use crate::xdp::worker::{self, XdpSettings, XdpWorkerSetup};
+
+/// What keeps the AF_XDP path alive: dropping it detaches the programs.
+#[derive(Debug)]
+pub struct XdpRuntime {
+    programs: Vec<XdpProgram>,
+}
+
+impl XdpRuntime {
+    /// Readers of each interface's program counters, for the control thread.
+    pub fn counters(&self) -> Vec<Arc<dyn XdpCounterSource>> {
+        self.programs
+            .iter()
+            .map(|p| Arc::new(ProgramCounters { ifname: p.ifname().to_string(), reader: p.counters() }) as Arc<dyn XdpCounterSource>)
+            .collect()
+    }
+}
+
+/// The started AF_XDP path: what keeps it alive, and its workers.
+pub type Started = (XdpRuntime, Vec<WorkerHandle>, Vec<JoinHandle<()>>);
+
+#[derive(Debug)]
+struct ProgramCounters {
+    ifname: String,
+    reader: CounterReader,
+}
+
+impl XdpCounterSource for ProgramCounters {
+    fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    fn read(&self) -> Result<Vec<XdpQueueCounters>, String> {
+        let v = self.reader.read().map_err(|e| e.to_string())?;
+        Ok(v.into_iter()
+            .map(|c| XdpQueueCounters {
+                queue: c.queue,
+                redirected: c.redirected,
+                passed: c.passed,
+                malformed: c.malformed,
+                dropped: c.dropped,
+            })
+            .collect())
+    }
+}
+
+/// The interface that holds `ip`, from getifaddrs(3).
+fn interface_of(ip: IpAddr) -> Option<String> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr of the family it names; we
+        // read it as sockaddr_storage only up to that family's size.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        let len = match family {
+            libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
+            libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>(),
+            _ => continue,
+        };
+        // SAFETY: all zeroes is a valid sockaddr_storage.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        // SAFETY: we copy `len` bytes from a sockaddr of at least that size
+        // into a sockaddr_storage, which is larger.
+        unsafe { std::ptr::copy_nonoverlapping(ifa.ifa_addr.cast::<u8>(), (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(), len) };
+        if crate::io::sockaddr::from_storage(&ss, len as libc::socklen_t).map(|a| a.ip()) == Some(ip) {
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+            found = Some(unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned());
+            break;
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    found
+}
+
+/// Which interfaces to attach to, or why AF_XDP does not apply.
+fn pick_interfaces(s: &Settings) -> Result<Vec<String>, String> {
+    if !s.xdp.interfaces.is_empty() {
+        return Ok(s.xdp.interfaces.clone());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for a in &s.listen {
+        if a.ip().is_unspecified() {
+            return Err(format!("listen address {a} is a wildcard: AF_XDP needs the addresses (or set xdp.interfaces)"));
+        }
+        if a.ip().is_loopback() {
+            return Err(format!("listen address {a} is on loopback, which has no AF_XDP path"));
+        }
+        let ifname = interface_of(a.ip()).ok_or_else(|| format!("no interface holds listen address {}", a.ip()))?;
+        if !out.contains(&ifname) {
+            out.push(ifname);
+        }
+    }
+    Ok(out)
+}
+
+/// Starts the AF_XDP workers. `first_id` numbers them; `cores` are the
+/// cores to pin to (queue q goes to cores[q % len]).
+pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[core_affinity::CoreId]) -> Result<Started, String> {
+    let ifaces = pick_interfaces(s)?;
+    let port = s.listen[0].port();
+    if s.listen.iter().any(|a| a.port() != port) {
+        return Err("AF_XDP serves one port: all listen addresses must share it".into());
+    }
+    let ips: Vec<IpAddr> = s.listen.iter().map(SocketAddr::ip).collect();
+    let settings = XdpSettings {
+        frame_size: s.xdp.frame_size,
+        frames: s.xdp.frames,
+        ring_size: s.xdp.ring_size,
+        busy_poll: s.xdp.busy_poll,
+        zero_copy: s.xdp.zero_copy,
+    };
+    let mut programs = Vec::new();
+    let mut prepared = Vec::new();
+    let mut id = first_id;
+    for ifname in &ifaces {
+        let mut prog = XdpProgram::load(ifname, &ips, port).map_err(|e| format!("{ifname}: {e}"))?;
+        let n = loader::rx_queues(ifname).map_err(|e| format!("{ifname}: cannot read its queues: {e}"))?;
+        let queues: Vec<u32> =
+            if s.xdp.queues.is_empty() { (0..n).collect() } else { s.xdp.queues.iter().copied().filter(|&q| q < n).collect() };
+        if queues.is_empty() {
+            return Err(format!("{ifname}: none of the configured queues exist (it has {n})"));
+        }
+        let mac = loader::mac_address(ifname).map_err(|e| format!("{ifname}: cannot read its MAC address: {e}"))?;
+        let mut modes = Vec::new();
+        for &q in &queues {
+            let core = (!cores.is_empty()).then(|| cores[q as usize % cores.len()]);
+            let engine = kdns_core::engine::EngineConfig { seed: crate::random_seed(), ..s.engine.clone() };
+            let setup = XdpWorkerSetup {
+                id,
+                core,
+                ifname: ifname.clone(),
+                queue: q,
+                mac,
+                engine,
+                settings: settings.clone(),
+                stop: Arc::clone(stop),
+            };
+            let w = worker::prepare(setup)?;
+            prog.register_socket(q, w.fd()).map_err(|e| format!("{ifname} queue {q}: {e}"))?;
+            modes.push(if w.zero_copy() { "zero-copy" } else { "copy" });
+            prepared.push(w);
+            id += 1;
+        }
+        let mode = prog.attach().map_err(|e| format!("{ifname}: {e}"))?;
+        modes.dedup();
+        tracing::info!(
+            "AF_XDP on {ifname}: {} mode, {} queue{} ({}), program {}",
+            modes.join("/"),
+            queues.len(),
+            if queues.len() == 1 { "" } else { "s" },
+            queues.iter().map(|q| q.to_string()).collect::<Vec<_>>().join(","),
+            match mode {
+                AttachMode::Driver => "attached in driver mode",
+                AttachMode::Generic => "attached in generic mode",
+            }
+        );
+        programs.push(prog);
+    }
+    let mut handles = Vec::new();
+    let mut threads = Vec::new();
+    for w in prepared {
+        let (h, t) = w.start().map_err(|e| format!("AF_XDP worker: {e}"))?;
+        handles.push(h);
+        threads.push(t);
+    }
+    Ok((XdpRuntime { programs }, handles, threads))
+}

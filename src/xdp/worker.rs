@@ -1,0 +1,606 @@
+//! The AF_XDP worker: one per (interface, queue), pinned, run to completion.
+//!
+//! Each worker owns a UMEM and one AF_XDP socket bound to its queue, an
+//! [`Engine`], and connected UDP sockets to the backends. A turn:
+//!
+//! 1. completion ring -> free frames;
+//! 2. RX ring: each frame is parsed in place (`net::parse_udp_frame`), the
+//!    DNS query copied to a small buffer, answered by the engine straight
+//!    into the same frame, turned around (`net::turn_around`) and put on
+//!    the TX ring; frames that carried misses or drops go back to the fill
+//!    ring at once;
+//! 3. backend answers (kernel UDP sockets, polled in the same loop) are
+//!    written into free frames with fresh Ethernet/IP/UDP headers;
+//! 4. timers, queued retries/probes, control messages;
+//! 5. TX kick and fill-ring wakeup when the kernel asks for them
+//!    (need_wakeup), then sleep in poll() only when nothing moved.
+//!
+//! The client's MAC and VLAN travel with a query in the engine's client
+//! tag (48 + 16 bits), so the answer to a miss needs no neighbour lookup.
+
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use hdrhistogram::Histogram;
+use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transmit, Transport, Verdict};
+use kdns_core::net::{self, L2Header};
+use kdns_core::Timestamp;
+use mio::net::UdpSocket;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use xsk_rs::config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind, WorkerSnapshot};
+use crate::worker::new_histogram;
+
+const WAKE: Token = Token(usize::MAX);
+const XSK: Token = Token(0);
+const BACKEND_BASE: usize = 1 << 20;
+const BATCH: usize = 64;
+const MAX_QUERY: usize = 1500;
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Ring and frame sizes, and how the worker waits.
+#[derive(Debug, Clone)]
+pub struct XdpSettings {
+    /// UMEM frame size (2048 or 4096).
+    pub frame_size: u32,
+    /// Frames in the UMEM (half go to the fill ring, the rest answer misses).
+    pub frames: u32,
+    /// Size of each ring (RX, TX, fill, completion); a power of two.
+    pub ring_size: u32,
+    /// Spin instead of sleeping in poll() (lowest latency, burns the core).
+    pub busy_poll: bool,
+    /// Ask for zero-copy first (falls back to copy mode).
+    pub zero_copy: bool,
+}
+
+impl Default for XdpSettings {
+    fn default() -> Self {
+        XdpSettings { frame_size: 2048, frames: 4096, ring_size: 2048, busy_poll: false, zero_copy: true }
+    }
+}
+
+/// What a worker needs to start.
+#[derive(Debug)]
+pub struct XdpWorkerSetup {
+    /// Index among all workers.
+    pub id: usize,
+    /// Core to pin to.
+    pub core: Option<core_affinity::CoreId>,
+    /// Interface name.
+    pub ifname: String,
+    /// Queue id on the interface.
+    pub queue: u32,
+    /// The interface's MAC (source of answers sent from fresh frames).
+    pub mac: [u8; 6],
+    /// Engine settings (own seed).
+    pub engine: EngineConfig,
+    /// Rings and frames.
+    pub settings: XdpSettings,
+    /// Set to stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// A worker whose socket exists (so its fd can go into the XSKMAP) but
+/// whose thread has not started.
+pub struct PreparedXdpWorker {
+    setup: XdpWorkerSetup,
+    umem: Umem,
+    fq: FillQueue,
+    cq: CompQueue,
+    rx: RxQueue,
+    tx: TxQueue,
+    descs: Vec<FrameDesc>,
+    zero_copy: bool,
+}
+
+impl std::fmt::Debug for PreparedXdpWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedXdpWorker").field("ifname", &self.setup.ifname).field("queue", &self.setup.queue).finish()
+    }
+}
+
+/// The rings of a new AF_XDP socket: TX, RX, and fill + completion.
+type SocketRings = (TxQueue, RxQueue, Option<(FillQueue, CompQueue)>);
+
+fn make_socket(s: &XdpSettings, umem: &Umem, ifname: &str, queue: u32, zero_copy: bool) -> Result<SocketRings, String> {
+    let ring = QueueSize::new(s.ring_size).map_err(|e| format!("ring size {}: {e}", s.ring_size))?;
+    let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
+    bind |= if zero_copy { BindFlags::XDP_ZEROCOPY } else { BindFlags::XDP_COPY };
+    let cfg = SocketConfig::builder()
+        .rx_queue_size(ring)
+        .tx_queue_size(ring)
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        .bind_flags(bind)
+        .build();
+    let iface: Interface = ifname.parse().map_err(|_| format!("bad interface name {ifname:?}"))?;
+    // SAFETY: the UMEM is not shared with any other socket, so the
+    // double-free hazard xsk-rs documents for shared UMEMs cannot arise.
+    unsafe { Socket::new(cfg, umem, &iface, queue) }.map_err(|e| format!("{e}"))
+}
+
+/// Creates the UMEM and the socket of a worker (zero-copy first, then copy
+/// mode). Errors are for the log: they say which interface and queue.
+pub fn prepare(setup: XdpWorkerSetup) -> Result<PreparedXdpWorker, String> {
+    let s = &setup.settings;
+    let at = format!("{} queue {}", setup.ifname, setup.queue);
+    let frames = NonZeroU32::new(s.frames.max(2 * s.ring_size)).ok_or("frames must be > 0")?;
+    let ring = QueueSize::new(s.ring_size).map_err(|e| format!("{at}: ring size {}: {e}", s.ring_size))?;
+    let umem_cfg = UmemConfig::builder()
+        .frame_size(FrameSize::new(s.frame_size).map_err(|e| format!("{at}: frame size {}: {e}", s.frame_size))?)
+        .fill_queue_size(ring)
+        .comp_queue_size(ring)
+        .frame_headroom(0)
+        .build()
+        .map_err(|e| format!("{at}: {e}"))?;
+    let try_mode = |zc: bool| -> Result<_, String> {
+        let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(|e| format!("{at}: UMEM: {e}"))?;
+        let (tx, rx, rings) = make_socket(s, &umem, &setup.ifname, setup.queue, zc)?;
+        let (fq, cq) = rings.ok_or_else(|| format!("{at}: no fill/completion rings"))?;
+        Ok((umem, descs, tx, rx, fq, cq))
+    };
+    let (zero_copy, parts) = if s.zero_copy {
+        match try_mode(true) {
+            Ok(p) => (true, p),
+            Err(e) => {
+                tracing::debug!("{at}: zero-copy not available ({e}); using copy mode");
+                (false, try_mode(false).map_err(|e| format!("{at}: AF_XDP socket: {e}"))?)
+            }
+        }
+    } else {
+        (false, try_mode(false).map_err(|e| format!("{at}: AF_XDP socket: {e}"))?)
+    };
+    let (umem, descs, tx, rx, fq, cq) = parts;
+    Ok(PreparedXdpWorker { setup, umem, fq, cq, rx, tx, descs, zero_copy })
+}
+
+impl PreparedXdpWorker {
+    /// The socket's fd, for the XSKMAP.
+    pub fn fd(&self) -> RawFd {
+        self.rx.fd().as_raw_fd()
+    }
+
+    /// Whether the socket is in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Starts the worker thread.
+    pub fn start(self) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
+        let PreparedXdpWorker { setup, umem, mut fq, cq, rx, tx, mut descs, zero_copy: _ } = self;
+        let engine = Engine::new(setup.engine.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let xsk_fd = rx.fd().as_raw_fd();
+        poll.registry().register(&mut SourceFd(&xsk_fd), XSK, Interest::READABLE)?;
+        let mut backends = Vec::new();
+        for (i, b) in setup.engine.backends.iter().enumerate() {
+            let local: SocketAddr =
+                if b.addr.is_ipv6() { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
+            let s = std::net::UdpSocket::bind(local)?;
+            s.connect(b.addr)?;
+            s.set_nonblocking(true)?;
+            let mut s = UdpSocket::from_std(s);
+            poll.registry().register(&mut s, Token(BACKEND_BASE + i), Interest::READABLE)?;
+            backends.push((b.addr, s));
+        }
+        // Half the frames wait in the fill ring for queries; the rest answer misses.
+        let fill_n = (setup.settings.ring_size as usize).min(descs.len() / 2);
+        let free: Vec<FrameDesc> = descs.split_off(fill_n);
+        // SAFETY: these frames belong to this UMEM and are in no other ring.
+        let given = unsafe { fq.produce(&descs) };
+        if given != descs.len() {
+            return Err(io::Error::other("fill ring refused the initial frames"));
+        }
+        let template = free.first().copied().or_else(|| descs.first().copied()).ok_or_else(|| io::Error::other("no frames"))?;
+        let (tx_ch, rx_ch) = crossbeam_channel::unbounded();
+        let io_stats = Arc::new(IoStats::default());
+        let handle = WorkerHandle {
+            id: setup.id,
+            kind: WorkerKind::Xdp,
+            core: setup.core.map(|c| c.id),
+            engine: Arc::clone(engine.stats()),
+            cache: Arc::clone(engine.cache().stats()),
+            backends: engine.pool().shared_stats(),
+            io: Arc::clone(&io_stats),
+            tx: tx_ch,
+            waker,
+        };
+        let n = backends.len();
+        let frame_size = setup.settings.frame_size as usize;
+        let w = XdpWorker {
+            id: setup.id,
+            ifname: setup.ifname.clone(),
+            queue: setup.queue,
+            mac: setup.mac,
+            busy_poll: setup.settings.busy_poll,
+            frame_size,
+            engine,
+            poll,
+            umem,
+            fq,
+            cq,
+            rx,
+            tx,
+            free,
+            rx_buf: vec![template; BATCH],
+            comp_buf: vec![template; setup.settings.ring_size as usize],
+            tx_batch: Vec::with_capacity(BATCH * 2),
+            refill: Vec::with_capacity(BATCH * 2),
+            backends,
+            qbuf: vec![0; MAX_QUERY],
+            out: vec![0; 65_535],
+            abuf: vec![0; 65_535],
+            ctl: rx_ch,
+            stop: setup.stop,
+            io: io_stats,
+            rtt: (0..n).map(|_| new_histogram()).collect(),
+            origin: Instant::now(),
+        };
+        let core = setup.core;
+        let t = std::thread::Builder::new().name(format!("kdns-xdp-{}-{}", setup.ifname, setup.queue)).spawn(move || {
+            if let Some(c) = core {
+                if !core_affinity::set_for_current(c) {
+                    tracing::warn!(worker = w.id, core = c.id, "could not pin worker to its core");
+                }
+            }
+            w.run()
+        })?;
+        Ok((handle, t))
+    }
+}
+
+/// Packs the client's MAC and VLAN (VID and priority) into the engine's tag.
+fn l2_tag(l2: &L2Header) -> u64 {
+    let mut mac = [0u8; 8];
+    mac[2..].copy_from_slice(&l2.src_mac);
+    let m = u64::from_be_bytes(mac);
+    match l2.vlan {
+        // VID (12 bits) and priority (3 bits); the DEI bit is not kept.
+        Some(tci) => m | 1 << 48 | (u64::from(tci & 0x0fff) | u64::from(tci >> 13) << 12) << 49,
+        None => m,
+    }
+}
+
+/// The L2 header of an answer to the client whose tag is `tag`.
+fn l2_from_tag(tag: u64, our_mac: [u8; 6]) -> L2Header {
+    let b = tag.to_be_bytes();
+    let mut dst = [0u8; 6];
+    dst.copy_from_slice(&b[2..]);
+    let t = tag >> 49;
+    let vlan = (tag >> 48 & 1 == 1).then_some((t & 0x0fff) as u16 | (((t >> 12) & 7) as u16) << 13);
+    L2Header { dst_mac: dst, src_mac: our_mac, vlan }
+}
+
+struct XdpWorker {
+    id: usize,
+    ifname: String,
+    queue: u32,
+    mac: [u8; 6],
+    busy_poll: bool,
+    frame_size: usize,
+    engine: Engine,
+    poll: Poll,
+    umem: Umem,
+    fq: FillQueue,
+    cq: CompQueue,
+    rx: RxQueue,
+    tx: TxQueue,
+    free: Vec<FrameDesc>,
+    rx_buf: Vec<FrameDesc>,
+    comp_buf: Vec<FrameDesc>,
+    tx_batch: Vec<FrameDesc>,
+    refill: Vec<FrameDesc>,
+    backends: Vec<(SocketAddr, UdpSocket)>,
+    qbuf: Vec<u8>,
+    out: Vec<u8>,
+    abuf: Vec<u8>,
+    ctl: Receiver<Control>,
+    stop: Arc<AtomicBool>,
+    io: Arc<IoStats>,
+    rtt: Vec<Histogram<u64>>,
+    origin: Instant,
+}
+
+impl XdpWorker {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_nanos(self.origin.elapsed().as_nanos() as u64)
+    }
+
+    fn run(mut self) {
+        tracing::debug!(worker = self.id, ifname = %self.ifname, queue = self.queue, "AF_XDP worker running");
+        let mut events = Events::with_capacity(64);
+        let mut stopping: Option<Instant> = None;
+        let mut idle_turns = 0u32;
+        loop {
+            let mut moved = self.reap_completions();
+            if stopping.is_none() {
+                moved += self.receive();
+            }
+            let now = self.now();
+            moved += self.backend_answers(now);
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+            }
+            moved += self.drain_transmits(now);
+            self.flush_tx();
+            self.refill_ring();
+            self.drain_control();
+
+            if stopping.is_none() && self.stop.load(Ordering::Relaxed) {
+                stopping = Some(Instant::now());
+            }
+            if let Some(since) = stopping {
+                let left = self.engine.in_flight();
+                if left == 0 || since.elapsed() >= DRAIN {
+                    if left > 0 {
+                        IoStats::add(&self.io.lost_at_shutdown, left as u64);
+                        tracing::warn!(worker = self.id, queries = left, "stopped with queries still waiting for a backend");
+                    }
+                    break;
+                }
+            }
+            if moved > 0 || self.busy_poll {
+                idle_turns = 0;
+                continue;
+            }
+            // A few empty turns before sleeping keep latency low under load.
+            idle_turns += 1;
+            if idle_turns < 16 {
+                continue;
+            }
+            let now = self.now();
+            let timeout =
+                self.engine.poll_timeout().map_or(Duration::from_millis(500), |t| t.saturating_since(now)).min(Duration::from_millis(500));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(worker = self.id, error = %e, "poll failed; worker stops");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Frames the kernel has sent go back to the free list.
+    fn reap_completions(&mut self) -> usize {
+        // SAFETY: comp_buf is ours; consumed frames are no longer owned by the kernel.
+        let n = unsafe { self.cq.consume(&mut self.comp_buf) };
+        self.free.extend_from_slice(&self.comp_buf[..n]);
+        n
+    }
+
+    /// Answers a batch of queries from the RX ring.
+    fn receive(&mut self) -> usize {
+        // SAFETY: rx_buf is ours; consumed frames now belong to us until
+        // we hand them to the fill or TX ring.
+        let n = unsafe { self.rx.consume(&mut self.rx_buf) };
+        if n == 0 {
+            return 0;
+        }
+        IoStats::add(&self.io.rx, n as u64);
+        let now = self.now();
+        for i in 0..n {
+            let mut desc = self.rx_buf[i];
+            match self.answer_frame(now, &mut desc) {
+                Some(()) => self.tx_batch.push(desc),
+                None => self.refill.push(desc),
+            }
+        }
+        n
+    }
+
+    /// Runs one query frame through the engine; `Some` when the frame now
+    /// holds the reply.
+    fn answer_frame(&mut self, now: Timestamp, desc: &mut FrameDesc) -> Option<()> {
+        let cap = self.frame_size;
+        // SAFETY: `desc` came from this UMEM's RX ring and is owned by us
+        // (in no ring) while we use it.
+        let mut data = unsafe { self.umem.data_mut(desc) };
+        let rx_len = data.contents().len();
+        let info = match net::parse_udp_frame(data.contents()) {
+            Ok(i) => i,
+            Err(_) => {
+                IoStats::add(&self.io.frame_errors, 1);
+                return None;
+            }
+        };
+        let qlen = info.payload_len;
+        if qlen > MAX_QUERY {
+            IoStats::add(&self.io.rx_oversized, 1);
+            return None;
+        }
+        self.qbuf[..qlen].copy_from_slice(&data.contents()[info.payload_offset..info.payload_offset + qlen]);
+        // Make the whole frame writable: the reply may be longer than the query.
+        data.cursor().set_pos(cap);
+        let frame = data.contents_mut();
+        debug_assert!(rx_len <= frame.len());
+        let client = Client { addr: info.src, local: info.dst, transport: Transport::Udp, tag: l2_tag(&info.l2) };
+        let out = &mut frame[info.payload_offset..];
+        let verdict = self.engine.handle_query(now, &client, &self.qbuf[..qlen], out);
+        match verdict {
+            Verdict::Reply(len) => match net::turn_around(frame, &info, len) {
+                Ok(total) => {
+                    data.cursor().set_pos(total);
+                    Some(())
+                }
+                Err(_) => {
+                    IoStats::add(&self.io.frame_errors, 1);
+                    None
+                }
+            },
+            Verdict::Forward { backend, len, .. } => {
+                if let Some((_, s)) = self.backends.get(backend.index()) {
+                    match s.send(&out[..len]) {
+                        Ok(_) => IoStats::add(&self.io.backend_tx, 1),
+                        Err(_) => IoStats::add(&self.io.tx_errors, 1),
+                    }
+                }
+                None
+            }
+            Verdict::Drop(_) => None,
+        }
+    }
+
+    /// Reads backend answers and sends the replies from free frames.
+    fn backend_answers(&mut self, now: Timestamp) -> usize {
+        let mut moved = 0;
+        for b in 0..self.backends.len() {
+            for _ in 0..BATCH {
+                let (addr, sock) = &self.backends[b];
+                let addr = *addr;
+                let n = match sock.recv(&mut self.abuf) {
+                    Ok(n) => n,
+                    Err(_) => break,
+                };
+                moved += 1;
+                IoStats::add(&self.io.backend_rx, 1);
+                let v = self.engine.handle_backend_answer(now, addr, &self.abuf[..n], &mut self.out);
+                if let Some((id, rtt)) = self.engine.take_rtt_sample() {
+                    if let Some(h) = self.rtt.get_mut(id.index()) {
+                        let _ = h.record((rtt.as_micros() as u64).clamp(1, 60_000_000));
+                    }
+                }
+                if let AnswerVerdict::Reply { client, len } = v {
+                    self.send_from_fresh_frame(client, len);
+                }
+            }
+        }
+        moved
+    }
+
+    /// Sends `self.out[..len]` to `client` in a free frame with new headers.
+    fn send_from_fresh_frame(&mut self, client: Client, len: usize) {
+        let Some(mut desc) = self.free.pop() else {
+            IoStats::add(&self.io.tx_errors, 1);
+            return;
+        };
+        let l2 = l2_from_tag(client.tag, self.mac);
+        let hl = net::udp_headers_len(&l2, client.addr.is_ipv6());
+        let cap = self.frame_size;
+        // SAFETY: `desc` is a free frame of this UMEM, in no ring.
+        let mut data = unsafe { self.umem.data_mut(&mut desc) };
+        data.cursor().set_pos(cap);
+        let buf = data.contents_mut();
+        if hl + len > buf.len() {
+            IoStats::add(&self.io.tx_errors, 1);
+            self.free.push(desc);
+            return;
+        }
+        buf[hl..hl + len].copy_from_slice(&self.out[..len]);
+        match net::write_udp_frame(buf, &l2, client.local, client.addr, len) {
+            Ok(total) => {
+                data.cursor().set_pos(total);
+                self.tx_batch.push(desc);
+            }
+            Err(_) => {
+                IoStats::add(&self.io.frame_errors, 1);
+                self.free.push(desc);
+            }
+        }
+    }
+
+    fn drain_transmits(&mut self, now: Timestamp) -> usize {
+        let mut n = 0;
+        while let Some(t) = self.engine.poll_transmit(now, &mut self.out) {
+            n += 1;
+            match t {
+                Transmit::Backend { backend, len, .. } => {
+                    if let Some((_, s)) = self.backends.get(backend.index()) {
+                        match s.send(&self.out[..len]) {
+                            Ok(_) => IoStats::add(&self.io.backend_tx, 1),
+                            Err(_) => IoStats::add(&self.io.tx_errors, 1),
+                        }
+                    }
+                }
+                Transmit::Client { client, len } => self.send_from_fresh_frame(client, len),
+            }
+        }
+        n
+    }
+
+    /// Puts the batch on the TX ring and kicks the kernel if it asks.
+    fn flush_tx(&mut self) {
+        if self.tx_batch.is_empty() {
+            return;
+        }
+        // SAFETY: every frame in tx_batch is ours and in no other ring.
+        let sent = unsafe { self.tx.produce(&self.tx_batch) };
+        if sent == 0 {
+            // The ring had no room for the whole batch (xsk-rs is all or
+            // nothing): drop the replies rather than block; clients retry.
+            IoStats::add(&self.io.tx_errors, self.tx_batch.len() as u64);
+            self.refill.extend_from_slice(&self.tx_batch);
+        } else {
+            IoStats::add(&self.io.tx, sent as u64);
+        }
+        self.tx_batch.clear();
+        if self.tx.needs_wakeup() {
+            let _ = self.tx.wakeup();
+        }
+    }
+
+    /// Returns used frames to the fill ring and tops it up from the free list
+    /// (keeping some free frames for answers to misses).
+    fn refill_ring(&mut self) {
+        let keep = BATCH * 2;
+        while self.free.len() > keep && self.refill.len() < BATCH * 2 {
+            let d = self.free.pop().expect("len checked");
+            self.refill.push(d);
+        }
+        if self.refill.is_empty() {
+            return;
+        }
+        // SAFETY: the frames in `refill` are ours and in no other ring.
+        let n = unsafe { self.fq.produce(&self.refill) };
+        if n == 0 {
+            // Not enough room for all: keep them as free frames.
+            self.free.extend_from_slice(&self.refill);
+        }
+        self.refill.clear();
+        if self.fq.needs_wakeup() {
+            // A zero-timeout poll() is the wakeup the kernel asks for.
+            let fd = self.rx.fd().as_raw_fd();
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, zero timeout.
+            unsafe { libc::poll(&mut p, 1, 0) };
+        }
+    }
+
+    fn drain_control(&mut self) {
+        loop {
+            match self.ctl.try_recv() {
+                Ok(Control::FlushCache) => self.engine.flush_cache(),
+                Ok(Control::Snapshot(reply)) => {
+                    let _ =
+                        reply.try_send(WorkerSnapshot { worker: self.id, rtt_us: self.rtt.clone(), in_flight: self.engine.in_flight() });
+                }
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l2_tags_round_trip() {
+        for vlan in [None, Some(0x0123), Some(0xe00a), Some(0x0fff)] {
+            let l2 = L2Header { dst_mac: [9; 6], src_mac: [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee], vlan };
+            let back = l2_from_tag(l2_tag(&l2), [1, 2, 3, 4, 5, 6]);
+            assert_eq!(back.dst_mac, l2.src_mac);
+            assert_eq!(back.src_mac, [1, 2, 3, 4, 5, 6]);
+            assert_eq!(back.vlan, vlan.map(|v| v & 0xefff), "{vlan:?}");
+        }
+    }
+}
