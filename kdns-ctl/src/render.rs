@@ -20,6 +20,51 @@ pub struct Stats {
     pub totals: Totals,
     pub workers: Vec<Worker>,
     pub backends: Vec<Backend>,
+    pub xdp: Vec<XdpInterface>,
+}
+
+/// One interface's XDP program counters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct XdpInterface {
+    pub interface: String,
+    pub error: Option<String>,
+    pub queues: Vec<XdpQueue>,
+}
+
+/// One queue's XDP program counters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct XdpQueue {
+    pub queue: u32,
+    pub redirected: u64,
+    pub passed: u64,
+    pub malformed: u64,
+    pub dropped: u64,
+}
+
+/// The XDP program's counters, a row per interface and queue.
+pub fn xdp_table(xs: &[XdpInterface]) -> String {
+    use Align::*;
+    let headers =
+        [("INTERFACE", Left), ("QUEUE", Right), ("REDIRECTED", Right), ("PASSED", Right), ("MALFORMED", Right), ("DROPPED", Right)];
+    let mut rows = Vec::new();
+    for x in xs {
+        if let Some(e) = &x.error {
+            rows.push(vec![x.interface.clone(), "-".into(), format!("error: {e}"), String::new(), String::new(), String::new()]);
+        }
+        for q in &x.queues {
+            rows.push(vec![
+                x.interface.clone(),
+                q.queue.to_string(),
+                q.redirected.to_string(),
+                q.passed.to_string(),
+                q.malformed.to_string(),
+                q.dropped.to_string(),
+            ]);
+        }
+    }
+    table(&headers, &rows)
 }
 
 /// Sums over workers.
@@ -325,6 +370,10 @@ pub fn stats(s: &Stats) -> String {
     } else {
         out.push_str(&backends_table(&s.backends));
     }
+    if !s.xdp.is_empty() {
+        out.push_str("\nXDP program (per queue)\n");
+        out.push_str(&xdp_table(&s.xdp));
+    }
     out
 }
 
@@ -415,6 +464,18 @@ Drops:      query_too_short 2
         assert!(s.contains("Drops:      none\n"), "{s}");
         assert!(s.contains("hit ratio -,"), "{s}");
         assert!(s.ends_with("Backends\n(none configured)\n"), "{s}");
+    }
+
+    #[test]
+    fn xdp_table_lists_queues() {
+        let s: Stats = serde_json::from_str(
+            r#"{"xdp":[{"interface":"eth0","queues":[{"queue":0,"redirected":7,"passed":2,"malformed":0,"dropped":0}]}]}"#,
+        )
+        .unwrap();
+        let out = stats(&s);
+        assert!(out.contains("XDP program"), "{out}");
+        let line = out.lines().find(|l| l.starts_with("eth0")).unwrap();
+        assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["eth0", "0", "7", "2", "0", "0"]);
     }
 
     #[test]
