@@ -54,6 +54,7 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     control_socket = \"/run/kdns/control.sock\"
     metrics = \"\"                     # e.g. \"127.0.0.1:9153\" for /metrics
     log_level = \"info\"
+    io = \"auto\"                     # \"xdp\", \"udp\" or \"auto\" (AF_XDP where it attaches)
 
     [cache]                          # per worker
     entries = 65536
@@ -83,6 +84,27 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     enabled = true
     idle_timeout_ms = 10000
     max_connections = 1024
+
+    [xdp]                            # used when io is \"xdp\" or \"auto\"
+    interfaces = []                  # default: those holding a listen address
+    queues = []                      # default: every RX queue
+    busy_poll = false                # spin instead of sleeping when idle
+    frame_size = 2048                # UMEM frame size, 2048 or 4096
+    frames = 4096                    # per queue
+    ring_size = 2048                 # RX/TX/fill/completion rings
+    zero_copy = true                 # tried first; copy mode otherwise
+
+AF_XDP:
+    With io = \"xdp\" or \"auto\", kdns attaches its XDP program (through a
+    bpf_link: it goes away when kdns exits, even on kill -9) to the
+    interfaces holding the listen addresses and opens one AF_XDP socket per
+    RX queue, each served by a worker pinned to a core. Only UDP queries to
+    a listen address and port are redirected; ARP, ND, ICMP, TCP and
+    everything else stay with the kernel, and one socket worker and the TCP
+    server keep serving what the program passes. Loopback and wildcard
+    listen addresses have no AF_XDP path: \"auto\" then uses sockets and
+    logs why. A stale XDP program left on the interface by a crash or
+    another tool is replaced, with a log line.
 
 EXIT STATUS:
     0  stopped by SIGINT or SIGTERM
@@ -382,5 +404,33 @@ fn hint(e: &std::io::Error) -> &'static str {
         std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
         std::io::ErrorKind::AddrNotAvailable => " (no interface has that address)",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration shown in `--help` is a valid file with those defaults.
+    #[test]
+    fn the_help_example_config_parses() {
+        let body: String = AFTER_HELP
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("AF_XDP:"))
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file = config::parse(&body).expect("help example parses");
+        let s = config::settle(file, &Overrides::default(), None, 2).expect("help example is valid");
+        assert_eq!(s.engine.backends.len(), 2);
+        assert_eq!(s.listen, vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(s.engine.cache.max_entries, config::CacheSection::default().entries);
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }
