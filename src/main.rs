@@ -68,9 +68,9 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     [upstream]
     backends = [\"10.53.0.2\", { address = \"10.53.0.3:53\", weight = 2 }]
     selection = \"round-robin\"       # or \"least-outstanding\"
-    try_timeout_ms = 1000            # then the next backend is asked
+    try_timeout_ms = 800             # then the next backend is asked
     max_tries = 3
-    query_deadline_ms = 3500         # then a stale answer or SERVFAIL
+    query_deadline_ms = 3000         # then a stale answer or SERVFAIL
     down_after_timeouts = 3
     failure_ratio = 0.5              # over the last `window` outcomes
     window = 20

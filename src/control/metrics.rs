@@ -52,24 +52,31 @@ pub(super) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], v: u
 /// Per-backend sums over workers, in configuration order then discovery
 /// order: `(addr, sent, timeouts, up on every worker)`.
 fn backend_rows(configured: &[SocketAddr], workers: &[WorkerHandle]) -> Vec<(SocketAddr, u64, u64, bool)> {
-    let mut rows: Vec<(SocketAddr, u64, u64, usize, usize)> = configured.iter().map(|&a| (a, 0, 0, 0, 0)).collect();
+    // (address, sent, timeouts, up views, views, active up views, active views)
+    let mut rows: Vec<(SocketAddr, u64, u64, usize, usize, usize, usize)> = configured.iter().map(|&a| (a, 0, 0, 0, 0, 0, 0)).collect();
     for w in workers {
         for b in w.backends.iter() {
             let i = match rows.iter().position(|r| r.0 == b.addr) {
                 Some(i) => i,
                 None => {
-                    rows.push((b.addr, 0, 0, 0, 0));
+                    rows.push((b.addr, 0, 0, 0, 0, 0, 0));
                     rows.len() - 1
                 }
             };
             let r = &mut rows[i];
             r.1 += b.sent.get();
             r.2 += b.timeouts.get();
-            r.3 += usize::from(b.state_up.get() != 0);
+            let up = usize::from(b.state_up.get() != 0);
+            r.3 += up;
             r.4 += 1;
+            if b.sent.get() > 0 {
+                r.5 += up;
+                r.6 += 1;
+            }
         }
     }
-    rows.into_iter().map(|(a, s, t, up, n)| (a, s, t, n > 0 && up == n)).collect()
+    // As in /v1/stats: the views of workers that use the backend decide.
+    rows.into_iter().map(|(a, s, t, up, n, aup, an)| (a, s, t, if an > 0 { aup == an } else { n > 0 && up == n })).collect()
 }
 
 /// The whole exposition.

@@ -363,6 +363,9 @@ struct BackendAcc {
     addr: SocketAddr,
     json: BackendJson,
     rtt: Option<Histogram<u64>>,
+    /// Workers that have sent it queries, and how many of those see it up.
+    active: usize,
+    active_up: usize,
 }
 
 /// Milliseconds with 3 decimals from microseconds.
@@ -425,6 +428,8 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
                 rtt_ms: RttJson::default(),
             },
             rtt: None,
+            active: 0,
+            active_up: 0,
         });
         acc.len() - 1
     };
@@ -434,9 +439,17 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
     for (w, snap) in workers.iter().zip(snaps) {
         for (bi, b) in w.backends.iter().enumerate() {
             let i = slot(&mut acc, b.addr);
-            let j = &mut acc[i].json;
+            let a = &mut acc[i];
+            let j = &mut a.json;
             j.workers += 1;
             j.up_workers += usize::from(b.state_up.get() != 0);
+            // Views of workers that have sent this backend traffic decide its
+            // state: a worker with no traffic for it (the TCP server, often)
+            // has seen no timeout and would still call it up.
+            if b.sent.get() > 0 {
+                a.active += 1;
+                a.active_up += usize::from(b.state_up.get() != 0);
+            }
             j.in_flight += b.outstanding.get();
             j.sent += b.sent.get();
             j.answers += b.answers.get();
@@ -454,7 +467,8 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
     acc.into_iter()
         .map(|mut a| {
             let j = &mut a.json;
-            j.state = match (j.up_workers, j.workers) {
+            let (up, n) = if a.active > 0 { (a.active_up, a.active) } else { (j.up_workers, j.workers) };
+            j.state = match (up, n) {
                 (_, 0) => "unknown",
                 (u, n) if u == n => "up",
                 (0, _) => "down",

@@ -13,14 +13,15 @@ pub(crate) struct QuestionParts<'a> {
 }
 
 /// Makes the answer in `out[..len]` the client's: its ID, its RD and CD,
-/// QR set, TC clear, the client's spelling of the name (`qname`, same
+/// QR set, TC kept as it is (a backend's truncated answer stays truncated
+/// so the client retries over TCP; cached answers never have it), the client's spelling of the name (`qname`, same
 /// length as the stored one), and our OPT when the client sent one. The
 /// caller left `OPT_LEN` bytes of room after `len` when `opt` is set.
 #[inline]
 pub(crate) fn finish(out: &mut [u8], len: usize, client_id: u16, client_flags: u16, qname: Option<&[u8]>, opt: Option<OptSpec>) -> usize {
     out[0..2].copy_from_slice(&client_id.to_be_bytes());
     let stored = u16::from_be_bytes([out[2], out[3]]);
-    let keep = stored & !(flags::RD | flags::CD | flags::TC);
+    let keep = stored & !(flags::RD | flags::CD);
     let f = keep | flags::QR | (client_flags & (flags::RD | flags::CD));
     out[2..4].copy_from_slice(&f.to_be_bytes());
     if let Some(n) = qname {

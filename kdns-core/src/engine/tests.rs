@@ -75,6 +75,9 @@ impl World {
         let mut cfg = EngineConfig {
             backends: backends.iter().map(|b| BackendSpec::new(b.parse().unwrap())).collect(),
             cache: CacheConfig::for_entries(1024),
+            // Round numbers for the scenarios below.
+            try_timeout: Duration::from_millis(1000),
+            query_deadline: Duration::from_millis(3500),
             ..EngineConfig::default()
         };
         tweak(&mut cfg);
@@ -486,4 +489,16 @@ fn same_seed_same_behaviour() {
         (0..20).map(|i| w.ask_forwarded(&format!("d{i}.test")).bytes).collect::<Vec<_>>()
     };
     assert_eq!(run(), run(), "deterministic for a given seed");
+}
+
+#[test]
+fn a_truncated_backend_answer_reaches_the_client_truncated() {
+    let mut w = World::new(&[B0]);
+    let sent = w.ask_forwarded("huge.test");
+    let mut tc = sent.answer(Rcode::NOERROR, &[]);
+    tc[2] |= 0x02;
+    let AnswerVerdict::Reply { len, .. } = w.backend_says(sent.addr, &tc) else { panic!() };
+    assert!(Header::new_checked(&w.out[..len]).unwrap().tc(), "TC kept: the client must retry over TCP");
+    assert_eq!(w.stats().not_cached.get(), 1);
+    w.ask_forwarded("huge.test");
 }
