@@ -12,7 +12,18 @@ set -euo pipefail
 #   knot-dnsutils   kdig (second DNS client in tests/daemon.rs), kxdpgun (AF_XDP load)
 #   dnsperf         load with no lost query during failover (tests, demo, bench)
 #   dnsdist         a DNS load balancer to compare kdns with (bench)
-PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist)
+# Building the XDP program (build.rs) and the AF_XDP crates:
+#   clang           compiles bpf/kdns_xdp.c to BPF (clang -target bpf)
+#   libbpf-dev      BPF headers (bpf/bpf_helpers.h, bpf_endian.h) for that
+#   libelf-dev      libelf, linked by the vendored libxdp/libbpf of xsk-rs
+#   zlib1g-dev      zlib, linked by the vendored libbpf of xsk-rs
+#   m4              libxdp's build runs m4
+#   pkg-config      (above) also finds libelf/zlib for the libxdp build
+# AF_XDP integration tests (tests/xdp.rs):
+#   ethtool         checksum offload off on the veth ends (`ethtool -K`), queue counts
+#   iputils-ping    ping -4/-6 through the interface while the XDP program is attached
+PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist
+    clang libbpf-dev libelf-dev zlib1g-dev m4 ethtool iputils-ping)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -279,7 +279,7 @@ fn run(s: Settings) -> Result<(), String> {
     if s.tcp.enabled {
         let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
         let (h, t) =
-            tcp::spawn(tcp::TcpSetup { id: s.workers, listen: s.listen.clone(), engine, cfg: s.tcp.clone(), stop: Arc::clone(&stop) })
+            tcp::spawn(tcp::TcpSetup { id: handles.len(), listen: s.listen.clone(), engine, cfg: s.tcp.clone(), stop: Arc::clone(&stop) })
                 .map_err(|e| format!("tcp: {e}"))?;
         handles.push(h);
         threads.push(t);

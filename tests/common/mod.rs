@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod failover;
+pub use failover::failover_scenario;
+
 /// Prefix of every namespace the harness creates.
 const NS_PREFIX: &str = "kdt";
 /// Port of the first Unbound inside the server namespace (the next ones
@@ -397,24 +400,26 @@ impl Link {
 /// the namespaces (it never appears in the host's namespace and goes away
 /// with them): IPv4 10.53.X.0/24, IPv6 fd53:X::/64 without DAD, links up.
 pub fn veth(client: &Netns, server: &Netns, id: usize, x: u8) -> Link {
+    veth_with_queues(client, server, id, x, None)
+}
+
+/// [`veth`] with `queues` RX and TX queues on both ends (`numrxqueues` =
+/// `numtxqueues` on both, which native XDP on veth needs); `None`: the
+/// kernel's default (one of each).
+pub fn veth_with_queues(client: &Netns, server: &Netns, id: usize, x: u8, queues: Option<u32>) -> Link {
     let tag = format!("{}{id}", std::process::id() % 10000);
     let link = Link { x, client_if: format!("kc{tag}"), server_if: format!("ks{tag}") };
     assert!(link.client_if.len() <= 15, "interface name too long: {}", link.client_if);
-    run_ok(&[
-        "ip",
-        "link",
-        "add",
-        &link.client_if,
-        "netns",
-        &client.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &link.server_if,
-        "netns",
-        &server.name,
-    ]);
+    let q = queues.map(|q| q.to_string());
+    let mut argv: Vec<&str> = vec!["ip", "link", "add", &link.client_if, "netns", &client.name];
+    if let Some(q) = &q {
+        argv.extend(["numtxqueues", q, "numrxqueues", q]);
+    }
+    argv.extend(["type", "veth", "peer", "name", &link.server_if, "netns", &server.name]);
+    if let Some(q) = &q {
+        argv.extend(["numtxqueues", q, "numrxqueues", q]);
+    }
+    run_ok(&argv);
     for (ns, ifname, v4, v6) in
         [(client, &link.client_if, link.client_v4(), link.client_v6()), (server, &link.server_if, link.server_v4(), link.server_v6())]
     {
@@ -464,6 +469,9 @@ impl Answer {
                 section = "q";
             } else if lower.starts_with(";; answer section") {
                 section = "a";
+            } else if section == "q" && lower.starts_with(";; ") && !lower.contains("section") {
+                // kdig prints the question as ";; name IN TYPE".
+                a.question.push(line.trim_start_matches(';').split_whitespace().collect::<Vec<_>>().join(" "));
             } else if lower.starts_with(";;") || line.is_empty() {
                 section = "";
             } else if section == "q" {
@@ -705,6 +713,17 @@ pub fn total_drops(stats: &Value) -> u64 {
     stats["totals"]["drops"].as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
 }
 
+/// The `workers[]` entries of a stats document whose `kind` is `kind`
+/// ("xdp", "udp" or "tcp").
+pub fn workers_of_kind<'a>(stats: &'a Value, kind: &str) -> Vec<&'a Value> {
+    stats["workers"].as_array().map_or_else(Vec::new, |a| a.iter().filter(|w| w["kind"] == kind).collect())
+}
+
+/// Sum of `key` over the workers of `kind`.
+pub fn kind_sum(stats: &Value, kind: &str, key: &str) -> u64 {
+    workers_of_kind(stats, kind).iter().map(|w| w[key].as_u64().unwrap_or_else(|| panic!("workers[].{key} missing in:\n{w:#}"))).sum()
+}
+
 /// The entry for backend `addr` in a `kdns-ctl backends --json` list.
 pub fn backend<'a>(list: &'a Value, addr: &SocketAddr) -> &'a Value {
     let want = addr.to_string();
@@ -789,6 +808,31 @@ impl Kdns {
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("kdns.log")).unwrap_or_default()
     }
+
+    /// The log without terminal colour codes (tracing writes them even to
+    /// a file), for matching messages.
+    pub fn plain_log(&self) -> String {
+        strip_ansi(&self.log())
+    }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Kdns {
@@ -819,11 +863,16 @@ pub struct LabOpts {
     pub allow: Option<Vec<String>>,
     /// Extra daemon arguments.
     pub extra: Vec<String>,
+    /// RX/TX queues on both ends of the veth pair (`None`: one).
+    pub queues: Option<u32>,
+    /// Run with the server namespace and the link once they are set up,
+    /// before kdns starts (e.g. to attach a stale XDP program).
+    pub before_kdns: Option<fn(&Netns, &Link)>,
 }
 
 impl Default for LabOpts {
     fn default() -> Self {
-        LabOpts { backends: 1, allow: None, extra: Vec::new() }
+        LabOpts { backends: 1, allow: None, extra: Vec::new(), queues: None, before_kdns: None }
     }
 }
 
@@ -833,6 +882,8 @@ impl Default for LabOpts {
 #[derive(Debug)]
 pub struct Lab {
     pub kdns: Kdns,
+    /// The arguments kdns was started with (without `--control-socket`).
+    pub kdns_args: Vec<String>,
     pub unbounds: Vec<Unbound>,
     pub link: Link,
     pub client: Netns,
@@ -845,7 +896,7 @@ impl Lab {
         let x = (((std::process::id() as usize) * 7 + id) % 250 + 1) as u8;
         let client = Netns::new(id, "c");
         let server = Netns::new(id, "s");
-        let link = veth(&client, &server, id, x);
+        let link = veth_with_queues(&client, &server, id, x, opts.queues);
         let unbounds: Vec<Unbound> =
             (0..opts.backends).map(|i| Unbound::start(&server, SocketAddr::from(([127, 0, 0, 1], UNBOUND_PORT + i as u16)))).collect();
         let allow = opts.allow.clone().unwrap_or_else(|| vec!["10.53.{x}.0/25".into(), "fd53:{x}::/64".into()]);
@@ -861,9 +912,20 @@ impl Lab {
             args.push(a);
         }
         args.extend(opts.extra.iter().cloned());
+        if let Some(f) = opts.before_kdns {
+            f(&server, &link);
+        }
         let mut kdns = Kdns::spawn(&server, &args);
         kdns.wait_ready(&client, &link.server_v4());
-        Lab { kdns, unbounds, link, client, server }
+        Lab { kdns, kdns_args: args, unbounds, link, client, server }
+    }
+
+    /// Starts a new kdns with the same arguments (the old one must have
+    /// exited; it is dropped) and waits until it answers.
+    pub fn respawn_kdns(&mut self) {
+        assert!(self.kdns.try_exit().is_some(), "respawn_kdns: the previous kdns (pid {}) is still running", self.kdns.pid());
+        self.kdns = Kdns::spawn(&self.server, &self.kdns_args);
+        self.kdns.wait_ready(&self.client, &self.link.server_v4());
     }
 
     /// `@10.53.X.1`
