@@ -18,6 +18,7 @@
 pub mod cache;
 pub mod engine;
 pub mod net;
+pub mod records;
 pub mod stats;
 pub mod time;
 pub mod upstream;

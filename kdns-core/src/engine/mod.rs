@@ -30,6 +30,7 @@ pub use acl::{Acl, IpNet, IpNetError};
 pub use stats::{DropReason, EngineStats};
 
 use crate::cache::{Cache, CacheConfig, KeyFlags, Lookup};
+use crate::records::{LocalAnswer, LocalQuery, Snapshot};
 use crate::time::Timestamp;
 use crate::upstream::pending::{Handle, Pending};
 use crate::upstream::{BackendId, BackendSpec, HealthConfig, Pool, PoolError, Selection, Transition, TriedSet};
@@ -260,6 +261,8 @@ pub struct Engine {
     probe_len: usize,
     rng: u64,
     last_rtt: Option<(BackendId, Duration)>,
+    records: Arc<Snapshot>,
+    rotate: u32,
     stats: Arc<EngineStats>,
 }
 
@@ -284,6 +287,8 @@ impl Engine {
             probe_len,
             rng: cfg.seed | 1,
             last_rtt: None,
+            records: Arc::new(Snapshot::empty()),
+            rotate: 0,
             stats: Arc::new(EngineStats::default()),
         })
     }
@@ -311,6 +316,22 @@ impl Engine {
     /// The backend pool (for states and counters).
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Swaps in a new snapshot of the local records (between two packets:
+    /// the next query sees it). Local answers never enter the cache; when
+    /// the set of local domains changes the cache is emptied, since it may
+    /// hold answers from the backends for names that are now local.
+    pub fn set_records(&mut self, snapshot: Arc<Snapshot>) {
+        if snapshot.domains != self.records.domains {
+            self.cache.clear();
+        }
+        self.records = snapshot;
+    }
+
+    /// The local records in use.
+    pub fn records(&self) -> &Arc<Snapshot> {
+        &self.records
     }
 
     /// The round-trip time of the last answer accepted from a backend, once:
@@ -385,6 +406,27 @@ impl Engine {
         let qname = &query[crate::wire::HEADER_LEN..asked.qname_end];
         let q = &asked;
         let key_flags = KeyFlags::new(edns.is_some_and(|e| e.1), h.cd());
+        if !self.records.is_empty() {
+            let lq = LocalQuery {
+                qname,
+                qtype: q.qtype,
+                qclass: q.qclass,
+                id: h.id(),
+                flags: h.flags(),
+                opt: edns.map(|(_, d)| OptSpec { udp_size: self.udp_size, ext_rcode: 0, dnssec_ok: d }),
+                client: client.addr.ip(),
+                limit,
+                rotate: self.rotate,
+                random: self.rng,
+            };
+            if let LocalAnswer::Reply(len, _) = self.records.answer(&lq, out) {
+                self.rotate = self.rotate.wrapping_add(1);
+                self.rng = self.rng.rotate_left(23).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+                st.local_answers.inc();
+                self.count_reply(out);
+                return Verdict::Reply(len);
+            }
+        }
         let Some(key) = self.cache.key(qname, q.qtype, q.qclass, key_flags) else {
             st.formerr.inc();
             return self.empty_reply(query, Message::parse(query).ok().as_ref(), Rcode::FORMERR, false, out);

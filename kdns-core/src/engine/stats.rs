@@ -51,6 +51,8 @@ pub struct EngineStats {
     pub queries_tcp: Counter,
     /// Replies sent, by rcode (index = rcode; BADVERS is 16).
     pub rcodes: [Counter; 17],
+    /// Answered from the local records (services, static records).
+    pub local_answers: Counter,
     /// Answered from the cache.
     pub cache_hits: Counter,
     /// Not in the cache (or only stale).
