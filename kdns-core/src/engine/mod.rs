@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use acl::{Acl, IpNet, IpNetError};
-pub use stats::{DropReason, EngineStats};
+pub use stats::{DropReason, EngineStats, LATENCY_BOUNDS};
 
 use crate::cache::{Cache, CacheConfig, KeyFlags, Lookup};
 use crate::records::{LocalAnswer, LocalQuery, Snapshot};
@@ -423,6 +423,7 @@ impl Engine {
                 self.rotate = self.rotate.wrapping_add(1);
                 self.rng = self.rng.rotate_left(23).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
                 st.local_answers.inc();
+                st.latency[0].inc();
                 self.count_reply(out);
                 return Verdict::Reply(len);
             }
@@ -444,6 +445,7 @@ impl Engine {
                 let opt = edns.map(|(_, d)| OptSpec { udp_size: self.udp_size, ext_rcode: 0, dnssec_ok: d });
                 let len = reply::finish(out, len, h.id(), h.flags(), Some(qname), opt);
                 self.count_reply(out);
+                st.latency[0].inc();
                 if refresh {
                     self.start_refresh(now, qname, q.qtype, q.qclass, key_flags);
                 }
@@ -666,6 +668,7 @@ impl Engine {
             }
         };
         self.count_reply(out);
+        st.latency(now.saturating_since(u.first_sent));
         AnswerVerdict::Reply { client, len }
     }
 
@@ -816,6 +819,7 @@ impl Engine {
             }
         };
         self.count_reply(out);
+        self.stats.latency(now.saturating_since(u.first_sent));
         Some(Transmit::Client { client, len })
     }
 }

@@ -42,6 +42,11 @@ drop_reasons! {
     AnswerNotResponse => "answer_not_response",
 }
 
+/// Upper bounds (seconds) of the reply latency buckets: the time from a
+/// query's arrival (`now` of `handle_query`) to its reply. Cache hits and
+/// local answers are answered at once and land in the first bucket.
+pub const LATENCY_BOUNDS: [f64; 15] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
 /// Per-worker engine counters; another thread reads them through an `Arc`.
 #[derive(Debug, Default)]
 pub struct EngineStats {
@@ -93,6 +98,12 @@ pub struct EngineStats {
     pub badvers: Counter,
     /// Drops, by [`DropReason`] (index = position in `DropReason::ALL`).
     pub drops: [Counter; DropReason::ALL.len()],
+    /// Replies by latency: `latency[i]` counts replies within
+    /// `LATENCY_BOUNDS[i]` and above the previous bound (not cumulative);
+    /// the last slot is for slower ones.
+    pub latency: [Counter; LATENCY_BOUNDS.len() + 1],
+    /// Sum of reply latencies in microseconds.
+    pub latency_sum_us: Counter,
 }
 
 impl EngineStats {
@@ -100,6 +111,15 @@ impl EngineStats {
     #[inline]
     pub fn count_drop(&self, r: DropReason) {
         self.drops[r as usize].inc();
+    }
+
+    /// Counts a reply sent `d` after its query arrived.
+    #[inline]
+    pub fn latency(&self, d: core::time::Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BOUNDS.iter().position(|&b| s <= b).unwrap_or(LATENCY_BOUNDS.len());
+        self.latency[i].inc();
+        self.latency_sum_us.add(d.as_micros() as u64);
     }
 
     /// The drop counter for `r`.

@@ -178,6 +178,8 @@ fn miss_is_forwarded_answered_then_served_from_cache_with_ttl_counted_down() {
     assert_eq!(w.stats().cache_hits.get(), 1);
     assert_eq!(w.stats().cache_misses.get(), 1);
     assert_eq!(w.stats().replies_with(Rcode::NOERROR), 2);
+    let lat: Vec<u64> = w.stats().latency.iter().map(|c| c.get()).collect();
+    assert_eq!((lat[0], lat.iter().sum::<u64>()), (2, 2), "the miss was answered at once on the virtual clock, the hit too");
 }
 
 #[test]
