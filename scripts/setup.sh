@@ -22,8 +22,10 @@ set -euo pipefail
 # AF_XDP integration tests (tests/xdp.rs):
 #   ethtool         checksum offload off on the veth ends (`ethtool -K`), queue counts
 #   iputils-ping    ping -4/-6 through the interface while the XDP program is attached
+# Metrics:
+#   prometheus      promtool check metrics on /metrics (src/control/metrics_tests.rs)
 PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist
-    clang libbpf-dev libelf-dev zlib1g-dev m4 ethtool iputils-ping)
+    clang libbpf-dev libelf-dev zlib1g-dev m4 ethtool iputils-ping prometheus)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

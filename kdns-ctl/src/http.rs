@@ -1,11 +1,14 @@
-//! A minimal HTTP/1.1 client over a Unix socket: one request per
+//! A minimal HTTP/1.1 client over a Unix socket or TCP: one request per
 //! connection (`Connection: close`), the response read to the end, then
 //! parsed. Enough for the daemon's control API, nothing more.
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
+#[cfg(test)]
 use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A parsed response.
@@ -141,10 +144,147 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, ParseError> {
     }
 }
 
+/// Where the daemon listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The control Unix socket.
+    Unix(PathBuf),
+    /// The TCP control API at this URL.
+    Tcp(Url),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Unix(p) => write!(f, "{}", p.display()),
+            Target::Tcp(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// An `http://HOST[:PORT][/PREFIX]` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// Host name or address, IPv6 without brackets.
+    pub host: String,
+    /// Port (80 if the URL has none).
+    pub port: u16,
+    /// Path prefix without a trailing `/` (usually empty), prepended to
+    /// every request path.
+    pub prefix: String,
+}
+
+impl Url {
+    /// The `Host` header value: `host:port`, IPv6 in brackets.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.authority(), self.prefix)
+    }
+}
+
+/// Parses `http://HOST[:PORT][/PREFIX]`; HOST may be `[IPv6]`.
+pub fn parse_url(s: &str) -> Result<Url, String> {
+    let rest = match s.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+            return Err("https is not supported: kdns serves plain HTTP (put it behind a TLS proxy, or use ssh port forwarding)".into())
+        }
+        Some((scheme, _)) => return Err(format!("unsupported scheme {scheme:?}: use http://HOST:PORT")),
+        None => return Err("expected http://HOST:PORT".into()),
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if path.contains(['?', '#']) {
+        return Err("the URL must not have a query or fragment".into());
+    }
+    if hostport.contains('@') {
+        return Err("credentials in the URL are not supported; use --token-file".into());
+    }
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or("unterminated [IPv6 address]")?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':').ok_or_else(|| format!("unexpected {p:?} after the address"))?)),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => return Err("put an IPv6 address in brackets: http://[::1]:PORT".into()),
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("missing or invalid host".into());
+    }
+    let port = match port {
+        None => 80,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("bad port {p:?}")),
+        },
+    };
+    Ok(Url { host: host.to_string(), port, prefix: path.trim_end_matches('/').to_string() })
+}
+
+/// One request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `GET`, `POST`, `DELETE`.
+    pub method: &'a str,
+    /// Path and query, starting with `/`.
+    pub path: &'a str,
+    /// A JSON body, if any.
+    pub body: Option<&'a [u8]>,
+    /// Sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    /// A request without body or token.
+    #[cfg(test)]
+    pub fn new(method: &'a str, path: &'a str) -> Self {
+        Request { method, path, body: None, token: None }
+    }
+
+    /// The request bytes; `host` is the `Host` header value.
+    pub fn to_bytes(self, host: &str) -> Vec<u8> {
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kdns-ctl/{}\r\nAccept: application/json\r\n",
+            self.method,
+            self.path,
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some(t) = self.token {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        let body = self.body.unwrap_or_default();
+        if self.body.is_some() {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+        let mut out = head.into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+}
+
 /// Why a request failed.
 #[derive(Debug)]
 pub enum ClientError {
-    /// Connecting to the socket failed.
+    /// The host name did not resolve.
+    Resolve(io::Error),
+    /// Connecting failed.
     Connect(io::Error),
     /// The exchange took longer than the timeout.
     Timeout,
@@ -154,21 +294,79 @@ pub enum ClientError {
     Parse(ParseError),
 }
 
-/// Sends `method path` (no body) and returns the response,
-/// giving up after `timeout` in all.
-pub fn request(socket: &Path, method: &str, path: &str, timeout: Duration) -> Result<Response, ClientError> {
+/// A connected stream of either kind.
+trait Conn: Read + Write {
+    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()>;
+}
+
+impl Conn for UnixStream {
+    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(read)?;
+        self.set_write_timeout(write)
+    }
+}
+
+impl Conn for TcpStream {
+    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(read)?;
+        self.set_write_timeout(write)
+    }
+}
+
+/// Connects to `url`, trying each address it resolves to until `deadline`.
+fn connect_tcp(url: &Url, deadline: Instant) -> Result<TcpStream, ClientError> {
+    let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port).to_socket_addrs().map_err(ClientError::Resolve)?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    for a in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ClientError::Timeout);
+        }
+        match TcpStream::connect_timeout(&a, left) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(ClientError::Timeout),
+            Err(e) => last = e,
+        }
+    }
+    Err(ClientError::Connect(last))
+}
+
+/// Sends `req` to `target` and returns the response, giving up after
+/// `timeout` in all. With a TCP target, the URL's prefix is prepended to
+/// the path.
+pub fn send(target: &Target, req: &Request<'_>, timeout: Duration) -> Result<Response, ClientError> {
     let deadline = Instant::now() + timeout;
-    let mut s = UnixStream::connect(socket).map_err(ClientError::Connect)?;
+    match target {
+        Target::Unix(path) => {
+            let s = UnixStream::connect(path).map_err(ClientError::Connect)?;
+            exchange(s, &req.to_bytes("kdns"), deadline, timeout)
+        }
+        Target::Tcp(url) => {
+            let s = connect_tcp(url, deadline)?;
+            let full = format!("{}{}", url.prefix, req.path);
+            exchange(s, &Request { path: &full, ..*req }.to_bytes(&url.authority()), deadline, timeout)
+        }
+    }
+}
+
+/// Sends `method path` (no body) over the Unix socket `socket` and returns
+/// the response, giving up after `timeout` in all.
+#[cfg(test)]
+pub fn request(socket: &Path, method: &str, path: &str, timeout: Duration) -> Result<Response, ClientError> {
+    send(&Target::Unix(socket.to_path_buf()), &Request::new(method, path), timeout)
+}
+
+/// Writes the request, reads the response to its end, parses it.
+fn exchange(mut s: impl Conn, req: &[u8], deadline: Instant, timeout: Duration) -> Result<Response, ClientError> {
     let io_err = |e: io::Error| match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
         _ => ClientError::Io(e),
     };
-    s.set_write_timeout(Some(timeout)).map_err(ClientError::Io)?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: kdns\r\nUser-Agent: kdns-ctl/{}\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    s.write_all(req.as_bytes()).map_err(io_err)?;
+    s.set_timeouts(None, Some(timeout)).map_err(ClientError::Io)?;
+    s.write_all(req).map_err(io_err)?;
     let mut raw = Vec::with_capacity(16 * 1024);
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -176,11 +374,14 @@ pub fn request(socket: &Path, method: &str, path: &str, timeout: Duration) -> Re
         if left.is_zero() {
             return Err(ClientError::Timeout);
         }
-        s.set_read_timeout(Some(left)).map_err(ClientError::Io)?;
+        s.set_timeouts(Some(left), Some(left)).map_err(ClientError::Io)?;
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The server may close after answering (e.g. 401) before it
+            // read our body: what it sent is still the answer.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
             Err(e) => return Err(io_err(e)),
         }
     }
@@ -251,6 +452,23 @@ mod tests {
         assert!(matches!(parse_response(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n"), Err(ParseError::BadHeader(_))));
         // A reason phrase is optional.
         assert_eq!(parse_response(b"HTTP/1.1 204\r\n\r\n").unwrap().status, 204);
+    }
+
+    #[test]
+    fn request_bytes() {
+        let r = Request::new("GET", "/v1/stats").to_bytes("kdns");
+        let r = String::from_utf8(r).unwrap();
+        assert!(r.starts_with("GET /v1/stats HTTP/1.1\r\nHost: kdns\r\n"), "{r}");
+        assert!(r.ends_with("Content-Length: 0\r\nConnection: close\r\n\r\n"), "{r}");
+        assert!(!r.contains("Authorization") && !r.contains("Content-Type"), "{r}");
+
+        let body = br#"{"name":"web"}"#;
+        let req = Request { method: "POST", path: "/v1/services", body: Some(body), token: Some("t0k") };
+        let r = String::from_utf8(req.to_bytes("[::1]:9154")).unwrap();
+        assert!(r.contains("Host: [::1]:9154\r\n"), "{r}");
+        assert!(r.contains("Authorization: Bearer t0k\r\n"), "{r}");
+        assert!(r.contains("Content-Type: application/json\r\nContent-Length: 14\r\n"), "{r}");
+        assert!(r.ends_with("\r\n\r\n{\"name\":\"web\"}"), "{r}");
     }
 
     #[test]

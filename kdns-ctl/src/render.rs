@@ -67,6 +67,235 @@ pub fn xdp_table(xs: &[XdpInterface]) -> String {
     table(&headers, &rows)
 }
 
+/// `GET /v1/records`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Records {
+    pub serial: u64,
+    pub domains: Vec<String>,
+    pub default_ttl: u32,
+    pub services: Vec<Service>,
+    pub records: Vec<StaticRecord>,
+}
+
+/// One service.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Service {
+    pub name: String,
+    pub mode: String,
+    pub ttl: Option<u32>,
+    pub ports: Vec<SrvPort>,
+    pub check: Option<HealthCheck>,
+    pub source: String,
+    pub instances: Vec<Instance>,
+}
+
+/// An SRV port of a service.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SrvPort {
+    pub name: String,
+    pub proto: String,
+    pub port: u16,
+}
+
+/// A service's health check.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HealthCheck {
+    pub kind: String,
+    pub port: Option<u16>,
+    pub name: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+/// One instance of a service.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Instance {
+    pub number: u32,
+    pub id: String,
+    pub addrs: Vec<String>,
+    pub healthy: bool,
+    pub health: String,
+    pub checks_ok: u64,
+    pub checks_failed: u64,
+}
+
+/// A static record.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StaticRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub ttl: Option<u32>,
+    pub data: Value,
+    pub source: String,
+}
+
+/// "tcp:80, every 1000 ms, timeout 500 ms, rise 2, fall 3",
+/// "dns:NAME, ..." (", port P" if not 53), or "-".
+fn check(c: Option<&HealthCheck>) -> String {
+    let Some(c) = c else { return "-".into() };
+    let mut s = if c.kind == "dns" {
+        let mut s = c.name.as_ref().map_or_else(|| "dns".to_string(), |n| format!("dns:{n}"));
+        if let Some(p) = c.port.filter(|&p| p != 53) {
+            let _ = write!(s, ", port {p}");
+        }
+        s
+    } else {
+        match c.port {
+            Some(p) => format!("{}:{p}", c.kind),
+            None => c.kind.clone(),
+        }
+    };
+    if let Some(ms) = c.interval_ms {
+        let _ = write!(s, ", every {ms} ms");
+    }
+    if let Some(ms) = c.timeout_ms {
+        let _ = write!(s, ", timeout {ms} ms");
+    }
+    if let Some(n) = c.rise {
+        let _ = write!(s, ", rise {n}");
+    }
+    if let Some(n) = c.fall {
+        let _ = write!(s, ", fall {n}");
+    }
+    s
+}
+
+/// `items` joined with ", ", or "-".
+fn list(items: impl Iterator<Item = String>) -> String {
+    let v: Vec<String> = items.collect();
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// "up", "down", "forced-up", "forced-down"; from `healthy` if the daemon
+/// did not say.
+fn health(i: &Instance) -> String {
+    if !i.health.is_empty() {
+        i.health.clone()
+    } else if i.healthy {
+        "up".into()
+    } else {
+        "down".into()
+    }
+}
+
+/// The services table (`TTL` is "default" for the records' default TTL).
+pub fn services_table(ss: &[Service]) -> String {
+    use Align::*;
+    let headers =
+        [("SERVICE", Left), ("MODE", Left), ("TTL", Right), ("PORTS", Left), ("CHECK", Left), ("HEALTHY", Right), ("SOURCE", Left)];
+    let rows: Vec<Vec<String>> = ss
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                if s.mode.is_empty() { "-".into() } else { s.mode.clone() },
+                s.ttl.map_or_else(|| "default".into(), |t| t.to_string()),
+                list(s.ports.iter().map(|p| format!("{}/{}/{}", p.name, p.proto, p.port))),
+                check(s.check.as_ref()),
+                format!("{}/{}", s.instances.iter().filter(|i| i.healthy).count(), s.instances.len()),
+                s.source.clone(),
+            ]
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+/// The instances table, a row per instance of every service.
+pub fn instances_table(ss: &[Service]) -> String {
+    use Align::*;
+    let headers =
+        [("SERVICE", Left), ("#", Right), ("ID", Left), ("ADDRESSES", Left), ("HEALTH", Left), ("CHECKS OK", Right), ("FAILED", Right)];
+    let rows: Vec<Vec<String>> = ss
+        .iter()
+        .flat_map(|s| {
+            s.instances.iter().map(|i| {
+                vec![
+                    s.name.clone(),
+                    i.number.to_string(),
+                    i.id.clone(),
+                    list(i.addrs.iter().cloned()),
+                    health(i),
+                    i.checks_ok.to_string(),
+                    i.checks_failed.to_string(),
+                ]
+            })
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+/// The static records table.
+pub fn static_table(rs: &[StaticRecord]) -> String {
+    use Align::*;
+    let headers = [("NAME", Left), ("TYPE", Left), ("TTL", Right), ("DATA", Left), ("SOURCE", Left)];
+    let rows: Vec<Vec<String>> = rs
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.rtype.clone(),
+                r.ttl.map_or_else(|| "default".into(), |t| t.to_string()),
+                match &r.data {
+                    Value::String(s) => s.clone(),
+                    // TXT strings, as in a zone file.
+                    Value::Array(a) => {
+                        a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), |s| format!("{s:?}"))).collect::<Vec<_>>().join(" ")
+                    }
+                    Value::Null => "-".into(),
+                    v => v.to_string(),
+                },
+                r.source.clone(),
+            ]
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+/// `kdns-ctl service list`: the services and instances tables.
+pub fn services(ss: &[Service]) -> String {
+    let mut out = String::from("Services\n");
+    if ss.is_empty() {
+        out.push_str("(none)\n");
+        return out;
+    }
+    out.push_str(&services_table(ss));
+    out.push_str("\nInstances\n");
+    if ss.iter().all(|s| s.instances.is_empty()) {
+        out.push_str("(none)\n");
+    } else {
+        out.push_str(&instances_table(ss));
+    }
+    out
+}
+
+/// `kdns-ctl records list`: a summary, the services, their instances, the
+/// static records.
+pub fn records(r: &Records) -> String {
+    let domains = if r.domains.is_empty() { "-".to_string() } else { r.domains.join(", ") };
+    let mut out = format!("Serial:      {}\nDomains:     {domains}\nDefault TTL: {} s\n\n", r.serial, r.default_ttl);
+    out.push_str(&services(&r.services));
+    out.push_str("\nStatic records\n");
+    if r.records.is_empty() {
+        out.push_str("(none)\n");
+    } else {
+        out.push_str(&static_table(&r.records));
+    }
+    out
+}
+
 /// Sums over workers.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -476,6 +705,16 @@ Drops:      query_too_short 2
         assert!(out.contains("XDP program"), "{out}");
         let line = out.lines().find(|l| l.starts_with("eth0")).unwrap();
         assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["eth0", "0", "7", "2", "0", "0"]);
+    }
+
+    #[test]
+    fn check_column() {
+        let c = |j: &str| check(Some(&serde_json::from_str::<HealthCheck>(j).unwrap()));
+        assert_eq!(check(None), "-");
+        assert_eq!(c(r#"{"kind": "tcp", "port": 80, "interval_ms": 1000, "rise": 2}"#), "tcp:80, every 1000 ms, rise 2");
+        assert_eq!(c(r#"{"kind": "tcp"}"#), "tcp");
+        assert_eq!(c(r#"{"kind": "dns", "name": "web.kdns", "port": 53, "fall": 3}"#), "dns:web.kdns, fall 3");
+        assert_eq!(c(r#"{"kind": "dns", "port": 5353}"#), "dns, port 5353");
     }
 
     #[test]

@@ -1,14 +1,37 @@
 //! `GET /metrics`: Prometheus text exposition format 0.0.4, with
 //! CoreDNS-style names. Only counters read through the `Arc`s; no message to
 //! the workers, so a scrape never waits.
+//!
+//! Families, in order (labels in braces):
+//!
+//! | Family | Type | From |
+//! |---|---|---|
+//! | `kdns_requests_total{worker,proto}` | counter | `EngineStats::queries`, `queries_tcp` |
+//! | `kdns_responses_total{rcode}` | counter | `EngineStats::rcodes` |
+//! | `kdns_local_answers_total` | counter | `EngineStats::local_answers` |
+//! | `kdns_cache_hits_total`, `kdns_cache_misses_total` | counter | `EngineStats` |
+//! | `kdns_cache_entries` | gauge | `CacheStats::entries` |
+//! | `kdns_cache_evictions_total` | counter | `CacheStats::evictions` |
+//! | `kdns_forward_requests_total{backend}` | counter | `BackendStats::sent` |
+//! | `kdns_forward_timeouts_total{backend}` | counter | `BackendStats::timeouts` |
+//! | `kdns_forward_retries_total` | counter | `EngineStats::retried` |
+//! | `kdns_stale_answers_total` | counter | `EngineStats::stale_answers` |
+//! | `kdns_backend_up{backend}` | gauge | `BackendStats::state_up` |
+//! | `kdns_backend_rtt_seconds{backend}` | summary (`_sum`, `_count`) | `BackendStats::rtt_sum_us`, `rtt_count` |
+//! | `kdns_request_duration_seconds` | histogram | `EngineStats::latency`, `latency_sum_us` |
+//! | `kdns_drops_total{reason}` | counter | `EngineStats::drops` |
+//! | `kdns_xdp_packets_total{interface,queue,action}` | counter | the XDP program's maps |
+//!
+//! Everything but `kdns_requests_total` is summed over workers.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use kdns_core::engine::DropReason;
+use kdns_core::engine::{DropReason, LATENCY_BOUNDS};
 
 use super::stats::{rcode_listed, rcode_name, RCODES};
-use crate::handle::WorkerHandle;
+use crate::handle::{WorkerHandle, XdpCounterSource};
 
 /// The `Content-Type` of the exposition format.
 pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -33,8 +56,8 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Writes one sample; `labels` are `(name, value)` pairs.
-pub(super) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], v: u64) {
+/// Writes a sample's name and labels (`name{k="v",...}`).
+fn series(out: &mut String, name: &str, labels: &[(&str, &str)]) {
     out.push_str(name);
     if !labels.is_empty() {
         out.push('{');
@@ -46,46 +69,132 @@ pub(super) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], v: u
         }
         out.push('}');
     }
+}
+
+/// Writes one sample; `labels` are `(name, value)` pairs.
+pub(super) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], v: u64) {
+    series(out, name, labels);
     let _ = writeln!(out, " {v}");
 }
 
+/// Writes one sample with a floating-point value (seconds).
+fn sample_f64(out: &mut String, name: &str, labels: &[(&str, &str)], v: f64) {
+    series(out, name, labels);
+    let _ = writeln!(out, " {}", float(v));
+}
+
+/// A float as the exposition format spells it: Rust's shortest
+/// round-trip decimal, `+Inf`, `-Inf`, `NaN`.
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Microseconds as seconds.
+fn secs(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+/// Sums `f` over the workers.
+fn sum(workers: &[WorkerHandle], f: impl Fn(&WorkerHandle) -> u64) -> u64 {
+    workers.iter().map(f).fold(0u64, u64::wrapping_add)
+}
+
+/// A single unlabelled counter or gauge family.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    family(out, name, kind, help);
+    sample(out, name, &[], v);
+}
+
+/// Writes a histogram family: `buckets` are `(upper bound, count)` with
+/// counts *not* cumulative, `overflow` the count above the last bound.
+/// Writes the cumulative `_bucket` series (`+Inf` last), `_sum` and
+/// `_count` (= the `+Inf` bucket).
+fn histogram(out: &mut String, name: &str, help: &str, buckets: &[(f64, u64)], overflow: u64, sum_seconds: f64) {
+    family(out, name, "histogram", help);
+    let bucket = format!("{name}_bucket");
+    let mut cumulative = 0u64;
+    for &(le, n) in buckets {
+        cumulative = cumulative.wrapping_add(n);
+        sample(out, &bucket, &[("le", &float(le))], cumulative);
+    }
+    cumulative = cumulative.wrapping_add(overflow);
+    sample(out, &bucket, &[("le", "+Inf")], cumulative);
+    sample_f64(out, &format!("{name}_sum"), &[], sum_seconds);
+    sample(out, &format!("{name}_count"), &[], cumulative);
+}
+
+/// One backend summed over the workers that know it.
+#[derive(Debug, Clone, PartialEq)]
+struct BackendRow {
+    addr: SocketAddr,
+    sent: u64,
+    timeouts: u64,
+    rtt_sum_us: u64,
+    rtt_count: u64,
+    /// Workers that see it up, and that know it.
+    up_views: usize,
+    views: usize,
+    /// The same, among the workers that sent it something.
+    active_up_views: usize,
+    active_views: usize,
+}
+
+impl BackendRow {
+    fn new(addr: SocketAddr) -> Self {
+        BackendRow { addr, sent: 0, timeouts: 0, rtt_sum_us: 0, rtt_count: 0, up_views: 0, views: 0, active_up_views: 0, active_views: 0 }
+    }
+
+    /// Up on every worker that uses it (as in /v1/stats: the views of the
+    /// workers that sent it something decide; without any, all views).
+    fn up(&self) -> bool {
+        if self.active_views > 0 {
+            self.active_up_views == self.active_views
+        } else {
+            self.views > 0 && self.up_views == self.views
+        }
+    }
+}
+
 /// Per-backend sums over workers, in configuration order then discovery
-/// order: `(addr, sent, timeouts, up on every worker)`.
-fn backend_rows(configured: &[SocketAddr], workers: &[WorkerHandle]) -> Vec<(SocketAddr, u64, u64, bool)> {
-    // (address, sent, timeouts, up views, views, active up views, active views)
-    let mut rows: Vec<(SocketAddr, u64, u64, usize, usize, usize, usize)> = configured.iter().map(|&a| (a, 0, 0, 0, 0, 0, 0)).collect();
+/// order.
+fn backend_rows(configured: &[SocketAddr], workers: &[WorkerHandle]) -> Vec<BackendRow> {
+    let mut rows: Vec<BackendRow> = configured.iter().map(|&a| BackendRow::new(a)).collect();
     for w in workers {
         for b in w.backends.iter() {
-            let i = match rows.iter().position(|r| r.0 == b.addr) {
+            let i = match rows.iter().position(|r| r.addr == b.addr) {
                 Some(i) => i,
                 None => {
-                    rows.push((b.addr, 0, 0, 0, 0, 0, 0));
+                    rows.push(BackendRow::new(b.addr));
                     rows.len() - 1
                 }
             };
             let r = &mut rows[i];
-            r.1 += b.sent.get();
-            r.2 += b.timeouts.get();
+            let sent = b.sent.get();
+            r.sent = r.sent.wrapping_add(sent);
+            r.timeouts = r.timeouts.wrapping_add(b.timeouts.get());
+            r.rtt_sum_us = r.rtt_sum_us.wrapping_add(b.rtt_sum_us.get());
+            r.rtt_count = r.rtt_count.wrapping_add(b.rtt_count.get());
             let up = usize::from(b.state_up.get() != 0);
-            r.3 += up;
-            r.4 += 1;
-            if b.sent.get() > 0 {
-                r.5 += up;
-                r.6 += 1;
+            r.up_views += up;
+            r.views += 1;
+            if sent > 0 {
+                r.active_up_views += up;
+                r.active_views += 1;
             }
         }
     }
-    // As in /v1/stats: the views of workers that use the backend decide.
-    rows.into_iter().map(|(a, s, t, up, n, aup, an)| (a, s, t, if an > 0 { aup == an } else { n > 0 && up == n })).collect()
+    rows
 }
 
 /// The whole exposition.
-pub(super) fn render(
-    workers: &[WorkerHandle],
-    configured: &[SocketAddr],
-    xdp: &[std::sync::Arc<dyn crate::handle::XdpCounterSource>],
-) -> String {
-    let mut out = String::with_capacity(4096);
+pub(super) fn render(workers: &[WorkerHandle], configured: &[SocketAddr], xdp: &[Arc<dyn XdpCounterSource>]) -> String {
+    let mut out = String::with_capacity(8192);
 
     family(&mut out, "kdns_requests_total", "counter", "DNS queries received, by worker and transport.");
     for w in workers {
@@ -97,36 +206,91 @@ pub(super) fn render(
 
     family(&mut out, "kdns_responses_total", "counter", "DNS replies sent, by rcode.");
     for i in 0..RCODES {
-        let n: u64 = workers.iter().map(|w| w.engine.rcodes.get(i).map_or(0, |c| c.get())).sum();
+        let n = sum(workers, |w| w.engine.rcodes.get(i).map_or(0, |c| c.get()));
         if rcode_listed(i, n) {
             sample(&mut out, "kdns_responses_total", &[("rcode", &rcode_name(i))], n);
         }
     }
 
-    family(&mut out, "kdns_cache_hits_total", "counter", "Queries answered from the cache.");
-    sample(&mut out, "kdns_cache_hits_total", &[], workers.iter().map(|w| w.engine.cache_hits.get()).sum());
-    family(&mut out, "kdns_cache_misses_total", "counter", "Queries not answered from the cache.");
-    sample(&mut out, "kdns_cache_misses_total", &[], workers.iter().map(|w| w.engine.cache_misses.get()).sum());
-    family(&mut out, "kdns_cache_entries", "gauge", "Entries in the caches of all workers.");
-    sample(&mut out, "kdns_cache_entries", &[], workers.iter().map(|w| w.cache.entries.get()).sum());
+    single(
+        &mut out,
+        "kdns_local_answers_total",
+        "counter",
+        "Queries answered from the local records (services, static records).",
+        sum(workers, |w| w.engine.local_answers.get()),
+    );
+
+    single(&mut out, "kdns_cache_hits_total", "counter", "Queries answered from the cache.", sum(workers, |w| w.engine.cache_hits.get()));
+    single(
+        &mut out,
+        "kdns_cache_misses_total",
+        "counter",
+        "Queries not answered from the cache.",
+        sum(workers, |w| w.engine.cache_misses.get()),
+    );
+    single(&mut out, "kdns_cache_entries", "gauge", "Entries in the caches of all workers.", sum(workers, |w| w.cache.entries.get()));
+    single(
+        &mut out,
+        "kdns_cache_evictions_total",
+        "counter",
+        "Cache entries evicted to make room.",
+        sum(workers, |w| w.cache.evictions.get()),
+    );
 
     let rows = backend_rows(configured, workers);
+    let addrs: Vec<String> = rows.iter().map(|r| r.addr.to_string()).collect();
     family(&mut out, "kdns_forward_requests_total", "counter", "Queries sent to a backend (probes included).");
-    for (a, sent, _, _) in &rows {
-        sample(&mut out, "kdns_forward_requests_total", &[("backend", &a.to_string())], *sent);
+    for (r, a) in rows.iter().zip(&addrs) {
+        sample(&mut out, "kdns_forward_requests_total", &[("backend", a)], r.sent);
     }
     family(&mut out, "kdns_forward_timeouts_total", "counter", "Queries to a backend that timed out.");
-    for (a, _, timeouts, _) in &rows {
-        sample(&mut out, "kdns_forward_timeouts_total", &[("backend", &a.to_string())], *timeouts);
+    for (r, a) in rows.iter().zip(&addrs) {
+        sample(&mut out, "kdns_forward_timeouts_total", &[("backend", a)], r.timeouts);
     }
-    family(&mut out, "kdns_backend_up", "gauge", "1 if the backend is up on every worker, else 0.");
-    for (a, _, _, up) in &rows {
-        sample(&mut out, "kdns_backend_up", &[("backend", &a.to_string())], u64::from(*up));
+    single(
+        &mut out,
+        "kdns_forward_retries_total",
+        "counter",
+        "Queries sent again to another backend after a timeout.",
+        sum(workers, |w| w.engine.retried.get()),
+    );
+    single(
+        &mut out,
+        "kdns_stale_answers_total",
+        "counter",
+        "Stale answers served because no backend answered (RFC 8767).",
+        sum(workers, |w| w.engine.stale_answers.get()),
+    );
+    family(&mut out, "kdns_backend_up", "gauge", "1 if the backend is up on every worker that uses it, else 0.");
+    for (r, a) in rows.iter().zip(&addrs) {
+        sample(&mut out, "kdns_backend_up", &[("backend", a)], u64::from(r.up()));
     }
+    family(&mut out, "kdns_backend_rtt_seconds", "summary", "Round-trip time of the answers from a backend.");
+    for (r, a) in rows.iter().zip(&addrs) {
+        sample_f64(&mut out, "kdns_backend_rtt_seconds_sum", &[("backend", a)], secs(r.rtt_sum_us));
+        sample(&mut out, "kdns_backend_rtt_seconds_count", &[("backend", a)], r.rtt_count);
+    }
+
+    // One read of each slot: `_count` is the sum of the buckets read.
+    let mut slots = [0u64; LATENCY_BOUNDS.len() + 1];
+    for w in workers {
+        for (s, c) in slots.iter_mut().zip(w.engine.latency.iter()) {
+            *s = s.wrapping_add(c.get());
+        }
+    }
+    let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS.iter().copied().zip(slots.iter().copied()).collect();
+    histogram(
+        &mut out,
+        "kdns_request_duration_seconds",
+        "Time from a query's arrival to its reply.",
+        &buckets,
+        slots[LATENCY_BOUNDS.len()],
+        secs(sum(workers, |w| w.engine.latency_sum_us.get())),
+    );
 
     family(&mut out, "kdns_drops_total", "counter", "Packets dropped without a reply, by reason.");
     for (i, r) in DropReason::ALL.iter().enumerate() {
-        let n: u64 = workers.iter().map(|w| w.engine.drops.get(i).map_or(0, |c| c.get())).sum();
+        let n = sum(workers, |w| w.engine.drops.get(i).map_or(0, |c| c.get()));
         sample(&mut out, "kdns_drops_total", &[("reason", r.name())], n);
     }
 
@@ -144,3 +308,7 @@ pub(super) fn render(
     }
     out
 }
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;

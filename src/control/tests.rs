@@ -74,6 +74,7 @@ fn fake(id: usize, kind: WorkerKind, rtts: Vec<Vec<u64>>, answers: bool) -> Fake
                     let _ = reply.send(WorkerSnapshot { worker: id, rtt_us, in_flight: 7 });
                 }
                 Control::Snapshot(reply) => unanswered.push(reply),
+                Control::Records(_) => {}
             }
         }
     });
@@ -399,6 +400,7 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
     assert!(text.ends_with('\n'), "ends with a newline");
     let mut helped: Vec<String> = Vec::new();
     let mut typed: Vec<String> = Vec::new();
+    let mut kinds: Vec<(String, String)> = Vec::new();
     let mut sampled: Vec<String> = Vec::new();
     let mut out = Vec::new();
     for line in text.lines() {
@@ -418,6 +420,7 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
             assert!(!sampled.contains(&name.to_string()), "TYPE before samples: {line}");
             assert!(!typed.contains(&name.to_string()), "one TYPE per family: {line}");
             typed.push(name.into());
+            kinds.push((name.into(), kind.into()));
             continue;
         }
         assert!(!line.starts_with('#'), "only HELP and TYPE comments: {line}");
@@ -454,10 +457,23 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
             }
         };
         assert!(is_name(name), "{line}");
-        assert!(typed.contains(&name.to_string()) && helped.contains(&name.to_string()), "HELP and TYPE precede {name}");
-        if sampled.last().map(String::as_str) != Some(name) {
-            assert!(!sampled.contains(&name.to_string()), "samples of {name} are grouped");
-            sampled.push(name.into());
+        // A histogram's samples are NAME_bucket, NAME_sum, NAME_count; a
+        // summary's NAME, NAME_sum, NAME_count.
+        let family = kinds
+            .iter()
+            .find_map(|(f, kind)| {
+                let suffixes: &[&str] = match kind.as_str() {
+                    "histogram" => &["_bucket", "_sum", "_count"],
+                    "summary" => &["", "_sum", "_count"],
+                    _ => &[""],
+                };
+                suffixes.iter().any(|s| name.strip_suffix(s) == Some(f.as_str())).then_some(f.as_str())
+            })
+            .unwrap_or(name);
+        assert!(typed.contains(&family.to_string()) && helped.contains(&family.to_string()), "HELP and TYPE precede {name}");
+        if sampled.last().map(String::as_str) != Some(family) {
+            assert!(!sampled.contains(&family.to_string()), "samples of {family} are grouped");
+            sampled.push(family.into());
         }
         out.push((name.to_string(), labels, value));
     }
