@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
 /// Where the control socket goes when nothing says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/kdns/control.sock";
+/// Where runtime changes to the local records are kept when nothing says otherwise.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/kdns/records.json";
 
 /// A configuration error: the key at fault and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,69 @@ pub struct FileConfig {
     pub tcp: TcpSection,
     /// `[xdp]`
     pub xdp: XdpSection,
+    /// `[records]`
+    pub records: RecordsSection,
+}
+
+/// `[records]`: local service discovery.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsSection {
+    /// Local domains (the records file may add more).
+    pub domains: Vec<String>,
+    /// TTL of local answers without their own.
+    pub default_ttl: u32,
+    /// The records file (TOML), reloaded when it changes ("": none).
+    pub file: String,
+    /// Where changes made through the API are kept ("": nowhere).
+    pub state_file: String,
+    /// Serve the control API on this TCP address too ("": no).
+    pub control_tcp: String,
+    /// The bearer token of the TCP control API (required with `control_tcp`).
+    pub control_token_file: String,
+}
+
+impl Default for RecordsSection {
+    fn default() -> Self {
+        RecordsSection {
+            domains: Vec::new(),
+            default_ttl: 10,
+            file: String::new(),
+            state_file: DEFAULT_STATE_FILE.into(),
+            control_tcp: String::new(),
+            control_token_file: String::new(),
+        }
+    }
+}
+
+/// The validated `[records]` settings.
+#[derive(Clone, Default)]
+pub struct RecordsSettings {
+    /// Local domains, lower-case, without the trailing dot.
+    pub domains: Vec<String>,
+    /// Default TTL.
+    pub default_ttl: u32,
+    /// The records file.
+    pub file: Option<PathBuf>,
+    /// The state file.
+    pub state_file: Option<PathBuf>,
+    /// The TCP control API's address.
+    pub control_tcp: Option<SocketAddr>,
+    /// Its bearer token (read from `control_token_file`).
+    pub control_token: Option<String>,
+}
+
+impl fmt::Debug for RecordsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordsSettings")
+            .field("domains", &self.domains)
+            .field("default_ttl", &self.default_ttl)
+            .field("file", &self.file)
+            .field("state_file", &self.state_file)
+            .field("control_tcp", &self.control_tcp)
+            .field("control_token", &self.control_token.as_ref().map(|_| "<secret>"))
+            .finish()
+    }
 }
 
 /// `[xdp]`
@@ -306,6 +371,12 @@ pub struct Overrides {
     pub io: Option<String>,
     /// `--interface`
     pub interfaces: Vec<String>,
+    /// `--records-file`
+    pub records_file: Option<String>,
+    /// `--domain` (replaces records.domains)
+    pub domains: Vec<String>,
+    /// `--state-file`
+    pub state_file: Option<String>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -334,6 +405,8 @@ pub struct Settings {
     pub io: IoMode,
     /// AF_XDP settings.
     pub xdp: XdpSection,
+    /// Local records.
+    pub records: RecordsSettings,
 }
 
 /// Reads `path` (TOML).
@@ -577,7 +650,9 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
             format!("{}: must be at least 2 x ring_size ({}) and at most 1048576", xdp.frames, 2 * xdp.ring_size),
         ));
     }
+    let records = settle_records(&file.records, o)?;
     Ok(Settings {
+        records,
         listen,
         workers,
         pin_workers: s.pin_workers,
@@ -590,6 +665,54 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         io,
         xdp,
     })
+}
+
+/// `[records]` with the command line's `--records-file`, `--domain` and
+/// `--state-file`. Reads the control token file.
+fn settle_records(r: &RecordsSection, o: &Overrides) -> Result<RecordsSettings, ConfigError> {
+    let (src, key) = if o.domains.is_empty() { (&r.domains, "records.domains") } else { (&o.domains, "--domain") };
+    let mut domains = Vec::new();
+    for (i, d) in src.iter().enumerate() {
+        let d = crate::records::defs::domain_name(d).map_err(|e| ConfigError::new(format!("{key}[{i}]"), e))?;
+        if !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+    if r.default_ttl == 0 || r.default_ttl > crate::records::defs::MAX_TTL {
+        return Err(ConfigError::new("records.default_ttl", format!("{}: must be 1..={}", r.default_ttl, crate::records::defs::MAX_TTL)));
+    }
+    let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+    let file = path(o.records_file.as_deref().unwrap_or(&r.file));
+    let state_file = path(o.state_file.as_deref().unwrap_or(&r.state_file));
+    let control_tcp = if r.control_tcp.is_empty() {
+        None
+    } else {
+        Some(r.control_tcp.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new("records.control_tcp", format!("'{}' is not an address:port (e.g. \"127.0.0.1:5380\")", r.control_tcp))
+        })?)
+    };
+    let control_token = match (control_tcp, r.control_token_file.as_str()) {
+        (None, _) => None,
+        (Some(_), "") => {
+            return Err(ConfigError::new(
+                "records.control_token_file",
+                "required with records.control_tcp: the TCP control API only serves requests with its bearer token",
+            ))
+        }
+        (Some(_), p) => {
+            let t =
+                std::fs::read_to_string(p).map_err(|e| ConfigError::new("records.control_token_file", format!("{p}: cannot read: {e}")))?;
+            let t = t.trim().to_string();
+            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::new(
+                    "records.control_token_file",
+                    format!("{p}: the token must be one word (no spaces), and not empty"),
+                ));
+            }
+            Some(t)
+        }
+    };
+    Ok(RecordsSettings { domains, default_ttl: r.default_ttl, file, state_file, control_tcp, control_token })
 }
 
 fn parse_workers(w: &str, cores: usize) -> Option<usize> {
@@ -705,5 +828,60 @@ mod tests {
         assert_eq!(s.backends_from, "--backend");
         let bad = Overrides { backends: vec!["x@y".into()], ..Default::default() };
         assert_eq!(settle(FileConfig::default(), &bad, None, 1).unwrap_err().key, "--backend[0]");
+    }
+
+    #[test]
+    fn records_section() {
+        let s = settle_text("").unwrap();
+        assert!(s.records.domains.is_empty());
+        assert_eq!(s.records.default_ttl, 10);
+        assert_eq!(s.records.file, None);
+        assert_eq!(s.records.state_file, Some(PathBuf::from(DEFAULT_STATE_FILE)));
+        assert_eq!((s.records.control_tcp, s.records.control_token.as_deref()), (None, None));
+
+        let s = settle_text("[records]\ndomains = [\"KDNS.\", \"svc.cluster.local\"]\ndefault_ttl = 30\nfile = \"/etc/kdns/records.toml\"\nstate_file = \"\"\n").unwrap();
+        assert_eq!(s.records.domains, vec!["kdns", "svc.cluster.local"]);
+        assert_eq!(s.records.default_ttl, 30);
+        assert_eq!(s.records.file, Some(PathBuf::from("/etc/kdns/records.toml")));
+        assert_eq!(s.records.state_file, None, "an empty state_file keeps nothing");
+
+        let o = Overrides {
+            records_file: Some("/tmp/r.toml".into()),
+            domains: vec!["kdns".into()],
+            state_file: Some("/tmp/s.json".into()),
+            ..Default::default()
+        };
+        let s = settle(parse("[records]\ndomains = [\"other\"]").unwrap(), &o, Some("nameserver 10.0.0.53"), 1).unwrap();
+        assert_eq!(s.records.domains, vec!["kdns"], "--domain replaces records.domains");
+        assert_eq!(s.records.file, Some(PathBuf::from("/tmp/r.toml")));
+        assert_eq!(s.records.state_file, Some(PathBuf::from("/tmp/s.json")));
+        let bad = Overrides { domains: vec!["ok".into(), "a..b".into()], ..Default::default() };
+        assert_eq!(settle(FileConfig::default(), &bad, Some("nameserver 10.0.0.53"), 1).unwrap_err().key, "--domain[1]");
+
+        for (text, key) in [
+            ("[records]\ndomains = [\"a..b\"]", "records.domains[0]"),
+            ("[records]\ndefault_ttl = 0", "records.default_ttl"),
+            ("[records]\ncontrol_tcp = \"localhost\"", "records.control_tcp"),
+            ("[records]\ncontrol_tcp = \"127.0.0.1:5380\"", "records.control_token_file"),
+            ("[records]\ncontrol_tcp = \"127.0.0.1:5380\"\ncontrol_token_file = \"/nonexistent/token\"", "records.control_token_file"),
+        ] {
+            assert_eq!(settle_text(text).unwrap_err().key, key, "{text}");
+        }
+        let e = settle_text("[records]\nzones = []").unwrap_err();
+        assert!(e.msg.contains("zones"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("kdns-config-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tok = dir.join("token");
+        std::fs::write(&tok, "  s3cret-token\n").unwrap();
+        let s = settle_text(&format!("[records]\ncontrol_tcp = \"127.0.0.1:5380\"\ncontrol_token_file = \"{}\"", tok.display())).unwrap();
+        assert_eq!(s.records.control_tcp, Some("127.0.0.1:5380".parse().unwrap()));
+        assert_eq!(s.records.control_token.as_deref(), Some("s3cret-token"));
+        assert!(!format!("{:?}", s.records).contains("s3cret"), "the token is not printed");
+        std::fs::write(&tok, "\n").unwrap();
+        let e =
+            settle_text(&format!("[records]\ncontrol_tcp = \"127.0.0.1:5380\"\ncontrol_token_file = \"{}\"", tok.display())).unwrap_err();
+        assert_eq!(e.key, "records.control_token_file");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use kdns_core::cache::CacheStats;
 use kdns_core::engine::EngineStats;
+use kdns_core::stats::Gauge;
 use kdns_core::upstream::BackendStats;
 
 /// A message to a worker.
@@ -21,6 +22,10 @@ pub enum Control {
     FlushCache,
     /// Send back a [`WorkerSnapshot`].
     Snapshot(Sender<WorkerSnapshot>),
+    /// Answer local names from this snapshot from now on (then set
+    /// [`IoStats::records_serial`] to its serial: the acknowledgement the
+    /// records plane waits for).
+    Records(Arc<kdns_core::records::Snapshot>),
 }
 
 /// What a worker sends back for [`Control::Snapshot`].
@@ -85,6 +90,9 @@ pub struct IoStats {
     pub tcp_upstream: AtomicU64,
     /// Queries still in flight when the worker stopped (never answered).
     pub lost_at_shutdown: AtomicU64,
+    /// Serial of the local records snapshot the worker answers from (0:
+    /// none yet); set right after `Engine::set_records`.
+    pub records_serial: Gauge,
 }
 
 impl IoStats {

@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod handle;
 mod io;
+mod records;
 mod tcp;
 mod worker;
 #[cfg(feature = "xdp")]
@@ -94,6 +95,14 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     ring_size = 2048                 # RX/TX/fill/completion rings
     zero_copy = true                 # tried first; copy mode otherwise
 
+    [records]                        # local service discovery (docs/control-api.md)
+    domains = []                     # e.g. [\"kdns\"]: answered by kdns itself
+    default_ttl = 10
+    file = \"\"                        # records file (TOML), reloaded when it changes
+    state_file = \"/var/lib/kdns/records.json\"   # changes made through the API
+    control_tcp = \"\"                 # e.g. \"127.0.0.1:5380\": the control API on TCP too
+    control_token_file = \"\"          # its bearer token (required with control_tcp)
+
 AF_XDP:
     With io = \"xdp\" or \"auto\", kdns attaches its XDP program (through a
     bpf_link: it goes away when kdns exits, even on kill -9) to the
@@ -106,6 +115,27 @@ AF_XDP:
     logs why. A stale XDP program left on the interface by a crash or
     another tool is replaced, with a log line.
 
+LOCAL RECORDS:
+    Names under the local domains are answered by kdns itself: web.kdns
+    (the healthy instances of service web), web-2.kdns (instance 2),
+    _http._tcp.web.kdns (SRV), static records, PTR of every instance
+    address; a bare \"web\" is web.<first domain>. They come from the
+    records file (--records-file; polled every second, a bad version is
+    logged and the previous one kept), e.g.:
+        domains = [\"kdns\"]
+        [[service]]
+        name = \"web\"
+        mode = \"all\"                 # \"all\", \"random-one\" or \"sticky\"
+        ports = [{ name = \"http\", proto = \"tcp\", port = 8080 }]
+        check = { kind = \"tcp\", interval_ms = 1000, rise = 2, fall = 2 }   # port: 8080
+        instances = [{ id = \"c1\", addrs = [\"10.0.0.1\", \"fd00::1\"] }]
+        [[record]]
+        name = \"db.kdns\"
+        type = \"A\"                   # A AAAA CNAME TXT SRV PTR
+        data = \"10.5.0.1\"
+    and from changes made through the control API (kdns-ctl), kept in the
+    state file; a service defined both ways is the API's.
+
 EXIT STATUS:
     0  stopped by SIGINT or SIGTERM
     1  could not start (a socket could not be opened, ...)
@@ -115,6 +145,7 @@ EXAMPLES:
     kdns
     kdns --listen 10.53.0.1:53 --backend 10.53.1.1 --backend 10.53.1.2 --allow 10.0.0.0/8
     kdns --config /etc/kdns/kdns.toml
+    kdns --records-file /etc/kdns/records.toml --domain kdns
     kdns-ctl stats";
 
 /// Command-line options.
@@ -154,6 +185,15 @@ struct Cli {
     /// Interface to attach the AF_XDP path to; repeat for several (default: those holding a listen address).
     #[arg(short, long, value_name = "IFNAME")]
     interface: Vec<String>,
+    /// Records file (TOML) of local services and records; reloaded when it changes (replaces records.file).
+    #[arg(long, value_name = "FILE")]
+    records_file: Option<String>,
+    /// Local domain answered by kdns itself; repeat for several (replaces records.domains).
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Vec<String>,
+    /// Where changes made through the control API are kept ("" for nowhere; replaces records.state_file).
+    #[arg(long, value_name = "FILE")]
+    state_file: Option<String>,
     /// Check the configuration, print the settings that would be used, and exit.
     #[arg(long)]
     check_config: bool,
@@ -182,6 +222,9 @@ fn main() -> ExitCode {
         log_level: cli.log_level.clone(),
         io: cli.io.clone(),
         interfaces: cli.interface.clone(),
+        records_file: cli.records_file.clone(),
+        domains: cli.domain.clone(),
+        state_file: cli.state_file.clone(),
     };
     let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
     let cores = core_affinity::get_core_ids().map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |c| c.len());
@@ -194,7 +237,16 @@ fn main() -> ExitCode {
     };
     if cli.check_config {
         print_settings(&settings);
-        return ExitCode::SUCCESS;
+        return match records::check(&settings.records) {
+            Ok(summary) => {
+                println!("records:         {summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kdns: configuration error: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     init_logging(&settings.log_level);
     match run(settings) {
@@ -231,6 +283,11 @@ fn print_settings(s: &Settings) {
     println!("tcp:             {}", if s.tcp.enabled { "on" } else { "off" });
     println!("control socket:  {}", s.control_socket.display());
     println!("metrics:         {}", s.metrics.map_or("off".into(), |m| m.to_string()));
+    let r = &s.records;
+    println!("local domains:   {}", if r.domains.is_empty() { "(none)".into() } else { r.domains.join(", ") });
+    println!("records file:    {}", r.file.as_ref().map_or("(none)".into(), |p| p.display().to_string()));
+    println!("state file:      {}", r.state_file.as_ref().map_or("(none)".into(), |p| p.display().to_string()));
+    println!("control tcp:     {}", r.control_tcp.map_or("off".into(), |a| format!("{a} (bearer token)")));
 }
 
 fn join(a: &[SocketAddr]) -> String {
@@ -310,7 +367,9 @@ fn run(s: Settings) -> Result<(), String> {
         pid: std::process::id(),
         xdp: xdp_counters(&xdp_runtime),
     };
-    let control = match control::spawn(&s.control_socket, s.metrics, handles.clone(), info) {
+    let plane = records::start(&s.records, handles.clone()).map_err(|e| format!("records: {e}"))?;
+    let extras = control::Extras { records: Some(plane.store()), tcp: s.records.control_tcp.zip(s.records.control_token.clone()) };
+    let control = match control::spawn_with(&s.control_socket, s.metrics, handles.clone(), info, extras) {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!("{e}; kdns-ctl will not reach this instance");
@@ -321,6 +380,7 @@ fn run(s: Settings) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signals: {e}"))?;
     let sig = signals.forever().next().unwrap_or(SIGTERM);
     tracing::info!("{} received: finishing queries in flight", if sig == SIGINT { "SIGINT" } else { "SIGTERM" });
+    plane.shutdown();
     stop.store(true, Ordering::Relaxed);
     for h in &handles {
         let _ = h.waker.wake();
@@ -422,10 +482,26 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let file = config::parse(&body).expect("help example parses");
-        let s = config::settle(file, &Overrides::default(), None, 2).expect("help example is valid");
+        let s = config::settle(file.clone(), &Overrides::default(), None, 2).expect("help example is valid");
         assert_eq!(s.engine.backends.len(), 2);
         assert_eq!(s.listen, vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
         assert_eq!(s.engine.cache.max_entries, config::CacheSection::default().entries);
+        assert_eq!(file.records, config::RecordsSection::default(), "[records] shows the defaults");
+        assert_eq!(s.records.state_file.as_deref(), Some(std::path::Path::new(config::DEFAULT_STATE_FILE)));
+    }
+
+    /// The records file shown in `--help` parses.
+    #[test]
+    fn the_help_example_records_file_parses() {
+        let body: String = AFTER_HELP
+            .lines()
+            .skip_while(|l| !l.starts_with("LOCAL RECORDS:"))
+            .filter(|l| l.starts_with("        "))
+            .map(|l| &l[8..])
+            .collect::<Vec<_>>()
+            .join("\n");
+        let f = records::file::parse(&body).expect("help example parses");
+        assert_eq!((f.services.len(), f.records.len()), (1, 1));
     }
 
     #[test]

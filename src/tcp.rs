@@ -620,6 +620,11 @@ impl TcpServer {
                         in_flight: self.engine.in_flight() + self.upstreams.len(),
                     });
                 }
+                Ok(Control::Records(snap)) => {
+                    let serial = snap.serial();
+                    self.engine.set_records(snap);
+                    self.io.records_serial.set(u64::from(serial));
+                }
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
             }
         }

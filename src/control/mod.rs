@@ -14,6 +14,7 @@
 
 mod metrics;
 mod rate;
+mod records_api;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -65,11 +66,28 @@ pub struct DaemonInfo {
     pub xdp: Vec<Arc<dyn crate::handle::XdpCounterSource>>,
 }
 
+/// Optional parts of the control plane.
+#[derive(Clone, Default)]
+pub struct Extras {
+    /// The local records: serves `/v1/records` and `/v1/services/...`.
+    pub records: Option<Arc<crate::records::Store>>,
+    /// Also serve the control API on this TCP address, to requests that
+    /// carry `Authorization: Bearer <token>` (others get 401).
+    pub tcp: Option<(SocketAddr, String)>,
+}
+
+impl std::fmt::Debug for Extras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras").field("records", &self.records.is_some()).field("tcp", &self.tcp.as_ref().map(|t| t.0)).finish()
+    }
+}
+
 /// State shared by the request handlers and the sampler.
 struct Shared {
     workers: Vec<WorkerHandle>,
     info: DaemonInfo,
     rate: Mutex<Rate>,
+    records: Option<Arc<crate::records::Store>>,
 }
 
 impl Shared {
@@ -84,6 +102,7 @@ impl Shared {
 pub struct ControlServer {
     socket: PathBuf,
     metrics_addr: Option<SocketAddr>,
+    control_tcp_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     servers: Vec<(Arc<Server>, usize)>,
     threads: Vec<JoinHandle<()>>,
@@ -106,6 +125,12 @@ impl ControlServer {
     #[cfg_attr(not(test), allow(dead_code))] // the daemon logs it; tests bind port 0
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The address of the TCP control API (real port when port 0 was asked for), if any.
+    #[cfg_attr(not(test), allow(dead_code))] // spawn_with logs it; tests bind port 0
+    pub fn control_tcp_addr(&self) -> Option<SocketAddr> {
+        self.control_tcp_addr
     }
 
     /// Stops every thread and removes the socket file.
@@ -154,7 +179,19 @@ impl Drop for ControlServer {
 /// [`ErrorKind::AddrInUse`] if a live process is listening there, and with
 /// [`ErrorKind::AlreadyExists`] if the path is something other than a socket.
 /// The socket gets mode 0660.
+#[cfg_attr(not(test), allow(dead_code))] // the daemon uses spawn_with
 pub fn spawn(socket: &Path, metrics: Option<SocketAddr>, workers: Vec<WorkerHandle>, info: DaemonInfo) -> io::Result<ControlServer> {
+    spawn_with(socket, metrics, workers, info, Extras::default())
+}
+
+/// [`spawn`], plus the records API and the TCP control listener if `extras` has them.
+pub fn spawn_with(
+    socket: &Path,
+    metrics: Option<SocketAddr>,
+    workers: Vec<WorkerHandle>,
+    info: DaemonInfo,
+    extras: Extras,
+) -> io::Result<ControlServer> {
     let listener = bind_unix(socket)?;
     let control =
         Server::from_listener(listener, None).map_err(|e| io::Error::other(format!("control socket {}: {e}", socket.display())))?;
@@ -170,7 +207,17 @@ pub fn spawn(socket: &Path, metrics: Option<SocketAddr>, workers: Vec<WorkerHand
         }
     };
 
-    let shared = Arc::new(Shared { workers, info, rate: Mutex::new(Rate::new()) });
+    let control_tcp = match &extras.tcp {
+        None => None,
+        Some((addr, token)) => {
+            let l = TcpListener::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("control_tcp address {addr}: {e}")))?;
+            let local = l.local_addr()?;
+            let s = Server::from_listener(l, None).map_err(|e| io::Error::other(format!("control_tcp address {addr}: {e}")))?;
+            Some((Arc::new(s), local, token.clone()))
+        }
+    };
+
+    let shared = Arc::new(Shared { workers, info, rate: Mutex::new(Rate::new()), records: extras.records });
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let mut servers = Vec::new();
@@ -204,6 +251,20 @@ pub fn spawn(socket: &Path, metrics: Option<SocketAddr>, workers: Vec<WorkerHand
     servers.push((control, CONTROL_THREADS));
     tracing::info!("control socket at {}", socket.display());
 
+    let mut control_tcp_addr = None;
+    if let Some((server, addr, token)) = control_tcp {
+        let token = Arc::new(token);
+        for i in 0..CONTROL_THREADS {
+            let (srv, shared, stop, token) = (Arc::clone(&server), Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&token));
+            threads.push(std::thread::Builder::new().name(format!("kdns-control-tcp-{i}")).spawn(move || {
+                serve(&srv, &stop, |rq| if authorized(rq, &token) { route_control(&shared, rq) } else { Reply::unauthorized() })
+            })?);
+        }
+        servers.push((server, CONTROL_THREADS));
+        control_tcp_addr = Some(addr);
+        tracing::info!("control API on tcp {addr} (bearer token required)");
+    }
+
     let mut metrics_addr = None;
     if let Some((server, addr)) = metrics_server {
         let (srv, shared, stop) = (Arc::clone(&server), Arc::clone(&shared), Arc::clone(&stop));
@@ -215,7 +276,15 @@ pub fn spawn(socket: &Path, metrics: Option<SocketAddr>, workers: Vec<WorkerHand
         tracing::info!("metrics at http://{addr}/metrics");
     }
 
-    Ok(ControlServer { socket: socket.to_path_buf(), metrics_addr, stop, servers, threads, sampler_stop: Some(sampler_stop) })
+    Ok(ControlServer {
+        socket: socket.to_path_buf(),
+        metrics_addr,
+        control_tcp_addr,
+        stop,
+        servers,
+        threads,
+        sampler_stop: Some(sampler_stop),
+    })
 }
 
 /// Prepares the path and binds the control socket.
@@ -255,9 +324,9 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Handles requests until `stop` is set.
-fn serve(server: &Server, stop: &AtomicBool, handle: impl Fn(&Request) -> Reply) {
+fn serve(server: &Server, stop: &AtomicBool, handle: impl Fn(&mut Request) -> Reply) {
     loop {
-        let rq = match server.recv() {
+        let mut rq = match server.recv() {
             Ok(rq) => rq,
             Err(e) => {
                 if stop.load(Ordering::SeqCst) {
@@ -268,7 +337,7 @@ fn serve(server: &Server, stop: &AtomicBool, handle: impl Fn(&Request) -> Reply)
                 continue;
             }
         };
-        let reply = handle(&rq);
+        let reply = handle(&mut rq);
         tracing::debug!(method = %rq.method(), url = rq.url(), status = reply.status, "control request");
         let mut resp = Response::from_data(reply.body).with_status_code(reply.status);
         for (k, v) in reply.headers {
@@ -301,6 +370,12 @@ impl Reply {
         Reply::json(status, &serde_json::json!({ "error": msg.into() }))
     }
 
+    fn unauthorized() -> Reply {
+        let mut r = Reply::error(401, "missing or wrong bearer token (Authorization: Bearer <token from records.control_token_file>)");
+        r.headers.push(("WWW-Authenticate", "Bearer realm=\"kdns\"".into()));
+        r
+    }
+
     fn not_allowed(allow: &str, method: &Method, path: &str) -> Reply {
         let mut r = Reply::error(405, format!("method {method} not allowed on {path} (allowed: {allow})"));
         r.headers.push(("Allow", allow.into()));
@@ -313,9 +388,25 @@ fn path_of(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or("")
 }
 
-fn route_control(shared: &Shared, rq: &Request) -> Reply {
-    let path = path_of(rq.url());
+/// Whether `rq` carries `Authorization: Bearer <token>` (compared in constant time).
+fn authorized(rq: &Request, token: &str) -> bool {
+    let Some(h) = rq.headers().iter().find(|h| h.field.equiv("Authorization")) else { return false };
+    let v = h.value.as_str().trim();
+    let Some((scheme, given)) = v.split_once(' ') else { return false };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn route_control(shared: &Shared, rq: &mut Request) -> Reply {
+    let url = rq.url().to_string();
+    let path = path_of(&url);
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    if let Some(r) = records_api::route(shared.records.as_deref(), rq, path) {
+        return r;
+    }
     let method = rq.method();
     let allow = match path {
         "/v1/stats" | "/v1/backends" | "/v1/health" => "GET",

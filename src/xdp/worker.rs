@@ -583,6 +583,11 @@ impl XdpWorker {
                     let _ =
                         reply.try_send(WorkerSnapshot { worker: self.id, rtt_us: self.rtt.clone(), in_flight: self.engine.in_flight() });
                 }
+                Ok(Control::Records(snap)) => {
+                    let serial = snap.serial();
+                    self.engine.set_records(snap);
+                    self.io.records_serial.set(u64::from(serial));
+                }
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
             }
         }
