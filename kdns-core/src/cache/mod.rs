@@ -390,6 +390,14 @@ impl Cache {
         Some(e.len as usize)
     }
 
+    /// Whether an expired entry within its stale window exists for `key`.
+    pub fn has_stale(&self, now: Timestamp, key: &Key<'_>) -> bool {
+        self.find(key).is_some_and(|i| {
+            let e = &self.entries[i as usize];
+            e.kind != EntryKind::ServFail && now.as_nanos() < e.stale_until
+        })
+    }
+
     /// Stores `answer` (a parsed backend answer to the question of `key`)
     /// at `now`. The answer's OPT record is left out; TTLs are clamped to
     /// the configured bounds; negative answers are kept for the SOA minimum.

@@ -492,10 +492,23 @@ impl Engine {
                             Verdict::Drop(DropReason::PendingFull)
                         }
                     },
-                    // No backend is up: stale if we have it, else SERVFAIL.
-                    None => match self.give_up(handle, now, out) {
+                    // No backend is up: a stale answer at once if we have
+                    // one; else ask one anyway (panic mode), since the pool
+                    // may have marked a live backend down under overload.
+                    None if self.cache.has_stale(now, &key) => match self.give_up(handle, now, out) {
                         Some(Transmit::Client { len, .. }) => Verdict::Reply(len),
                         _ => Verdict::Drop(DropReason::NoBufferSpace),
+                    },
+                    None => match self.pool.select_any(TriedSet::EMPTY).and_then(|b| self.send(now, handle, b, out)) {
+                        Some(Transmit::Backend { backend, addr, len }) => {
+                            self.stats.forwarded.inc();
+                            self.stats.panic_forwards.inc();
+                            Verdict::Forward { backend, addr, len }
+                        }
+                        _ => match self.give_up(handle, now, out) {
+                            Some(Transmit::Client { len, .. }) => Verdict::Reply(len),
+                            _ => Verdict::Drop(DropReason::NoBufferSpace),
+                        },
                     },
                 }
             }
@@ -715,7 +728,7 @@ impl Engine {
             let in_time = now < u.first_sent + self.query_deadline.saturating_sub(self.try_timeout / 4);
             let next = if u.tries < self.max_tries && in_time {
                 // Prefer a backend not asked yet; else any that is up.
-                self.pool.select(now, u.tried).or_else(|| self.pool.select(now, TriedSet::EMPTY))
+                self.pool.select(now, u.tried).or_else(|| self.pool.select(now, TriedSet::EMPTY)).or_else(|| self.pool.select_any(u.tried))
             } else {
                 None
             };

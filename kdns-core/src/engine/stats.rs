@@ -68,6 +68,8 @@ pub struct EngineStats {
     pub truncated: Counter,
     /// Queries sent to backends (first tries).
     pub forwarded: Counter,
+    /// Queries sent while every backend was marked down (panic mode).
+    pub panic_forwards: Counter,
     /// Queries sent again to another backend after a timeout.
     pub retried: Counter,
     /// Tries that timed out.

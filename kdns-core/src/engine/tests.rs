@@ -298,14 +298,40 @@ fn with_every_backend_down_a_stale_answer_then_servfail() {
     // The backend is down now: stale answers come at once ...
     let r = w.ask_answered("s.test");
     assert_eq!(r.ttls(), vec![30]);
-    // ... and a name never seen gets SERVFAIL at once.
-    let r = w.ask_answered("never.test");
-    assert_eq!(r.rcode(), Rcode::SERVFAIL);
-    assert_eq!(r.qname(), "never.test.");
-    // Past the stale window: SERVFAIL too.
-    w.advance(secs(3600));
-    assert_eq!(w.ask_answered("s.test").rcode(), Rcode::SERVFAIL);
-    assert_eq!(w.stats().gave_up.get(), 2);
+    // ... and a name never seen is still asked (panic mode: the pool may
+    // have marked a live backend down under overload) ...
+    let sent = w.ask_forwarded("never.test");
+    assert_eq!(sent.addr, B0.parse().unwrap());
+    assert_eq!(w.stats().panic_forwards.get(), 1);
+    // ... and gets SERVFAIL when nothing answers within the deadline.
+    let mut servfail = None;
+    for _ in 0..8 {
+        w.advance(Duration::from_millis(500));
+        if let Some(r) = w.tick().1.into_iter().next() {
+            servfail = Some(r);
+            break;
+        }
+    }
+    let r = servfail.expect("SERVFAIL");
+    assert_eq!((r.rcode(), r.qname().as_str()), (Rcode::SERVFAIL, "never.test."));
+    assert_eq!(w.stats().gave_up.get(), 1);
+}
+
+#[test]
+fn when_every_backend_is_marked_down_one_that_still_answers_is_used() {
+    let mut w = World::new(&[B0]);
+    // Three timeouts in a row (an overload burst, say) mark the only backend down.
+    for i in 0..3 {
+        w.ask_forwarded(&format!("slow{i}.test"));
+    }
+    w.advance(Duration::from_millis(1000));
+    w.tick();
+    assert_eq!(w.engine.pool().state(BackendId(0)), BackendState::Down);
+    // A new query is still sent to it, and its answer reaches the client.
+    let sent = w.ask_forwarded("fine.test");
+    let reply = w.deliver(&sent, &[a(60, [10, 0, 0, 9])]);
+    assert_eq!(reply.rcode(), Rcode::NOERROR);
+    assert_eq!(reply.ttls(), vec![60]);
 }
 
 #[test]

@@ -224,6 +224,22 @@ impl Pool {
         (s.state == BackendState::Down && s.probe == Probe::Idle).then_some(s.next_probe)
     }
 
+    /// Panic mode: when no backend is up, any backend (round-robin),
+    /// skipping `tried` while others remain. A pool that has marked every
+    /// backend down may be wrong (an overload burst of timeouts can take
+    /// the last healthy one down); asking anyway beats failing every query
+    /// at once. `None` only for an empty pool.
+    pub fn select_any(&mut self, tried: TriedSet) -> Option<BackendId> {
+        let n = self.slots.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.cursor % n;
+        let pick = (0..n).map(|k| (start + k) % n).find(|&i| !tried.contains(BackendId(i as u16))).unwrap_or(start);
+        self.cursor = (pick + 1) % n;
+        Some(BackendId(pick as u16))
+    }
+
     /// Chooses an up backend not in `tried` for a query, or `None` if there
     /// is none. `now` is unused today (selection does not depend on time).
     pub fn select(&mut self, now: Timestamp, tried: TriedSet) -> Option<BackendId> {
