@@ -331,6 +331,7 @@ pub struct Counters {
     pub cache_entries: u64,
     pub cache_bytes: u64,
     pub forwarded: u64,
+    pub local_answers: u64,
     pub retried: u64,
     pub timeouts: u64,
     pub stale_answers: u64,
@@ -494,6 +495,7 @@ pub fn summary(s: &Stats) -> String {
             ),
         ),
         ("Answers", nonzero(&c.replies_by_rcode)),
+        ("Local", format!("{} answers from local records", c.local_answers)),
         (
             "Forwarding",
             format!(
@@ -681,6 +683,7 @@ QPS:        1520.0 (last 1 s), 1498.3 (last 10 s)
 Queries:    160 (10 over TCP)
 Cache:      hit ratio 53.3%, 80 hits (3 negative), 70 misses, 33 entries, 1.5 MiB
 Answers:    NOERROR 145, NXDOMAIN 5
+Local:      0 answers from local records
 Forwarding: forwarded 70, retried 1, timeouts 2, stale answers 0, gave up 0, in flight 4
 Drops:      query_too_short 2
 ";

@@ -115,6 +115,8 @@ pub(super) struct Counters {
     pub cache_evictions: u64,
     pub cache_expired: u64,
     pub forwarded: u64,
+    pub local_answers: u64,
+    pub panic_forwards: u64,
     pub retried: u64,
     pub timeouts: u64,
     pub answers: u64,
@@ -223,6 +225,8 @@ impl Counters {
             cache_evictions: c.evictions.get(),
             cache_expired: c.expired.get(),
             forwarded: e.forwarded.get(),
+            local_answers: e.local_answers.get(),
+            panic_forwards: e.panic_forwards.get(),
             retried: e.retried.get(),
             timeouts: e.timeouts.get(),
             answers: e.answers.get(),
@@ -277,6 +281,8 @@ impl Counters {
         s(&mut self.cache_evictions, o.cache_evictions);
         s(&mut self.cache_expired, o.cache_expired);
         s(&mut self.forwarded, o.forwarded);
+        s(&mut self.local_answers, o.local_answers);
+        s(&mut self.panic_forwards, o.panic_forwards);
         s(&mut self.retried, o.retried);
         s(&mut self.timeouts, o.timeouts);
         s(&mut self.answers, o.answers);
