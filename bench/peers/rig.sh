@@ -1,0 +1,401 @@
+# shellcheck shell=bash
+# Peer-benchmark rig: sourced by sweep.sh, miss.sh and profile.sh.
+#
+#   generator ns  <veth, 1 rx + 1 tx queue>  server ns
+#   10.77.0.2/24 fd77::2/64                  10.77.0.1, .3, .4 /24; fd77::1/64
+#   load generators: taskset -c $GEN_CORE    systems under test: taskset -c $SRV_CORE
+#
+# Both namespaces, the veth pair and every process are created by this file
+# and removed by rig_cleanup (installed as the EXIT/INT/TERM trap by rig_up).
+# Names are unique per run (kp<pid>g / kp<pid>s). Nothing touches the host's
+# own network namespace; all traffic stays on the veth pair or on the server
+# namespace's loopback.
+#
+# Systems (sys_start; each on its own address, port 53, so they can run side
+# by side and be measured interleaved):
+#   kdns     10.77.0.1  kdns socket mode (--io udp), --workers 1, backends =
+#                       Unbound on 127.0.0.1:5301 (and more ports if given)
+#   unbound  10.77.0.3  Unbound directly (num-threads: 1)
+#   dnsdist  10.77.0.4  dnsdist with its packet cache, backend = Unbound 127.0.0.1:5301
+# All answer <anything>.bench.test A from a local zone (redirect to 10.99.0.1).
+#
+# rig_up also: checks the tools (naming the Debian package of a missing one),
+# waits while another benchmark runs (rig_wait_quiet), steers each side's
+# kernel packet work to its own core (rig_steer), and gives the run's
+# scheduler autogroup the nice value RIG_NICE (see rig_session).
+#
+# Environment knobs (all optional):
+#   KDNS_BIN, KDNS_CTL_BIN  binaries (default: target/release/kdns{,-ctl},
+#                           copied into the run's temp dir at rig_up so a
+#                           concurrent rebuild cannot swap them mid-run)
+#   KDNS_IO (udp)           kdns --io value, passed when the binary has --io
+#   SRV_CORE (0), GEN_CORE (1)
+#   RIG_NICE (-10)          nice value of the servers and generators (and of
+#                           the run's autogroup)
+#   RIG_STEER=0             leave the kernel's default packet steering
+#   RIG_NO_WAIT=1           do not wait for other benchmarks
+#   RIG_KEEP=1              keep the temp dir (logs) after the run
+#   DNSPERF_BUF_KB (4096)   dnsperf socket buffers (-b)
+
+RIG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+RIG_TAG="kp$$"
+NS_GEN="${RIG_TAG}g"
+NS_SRV="${RIG_TAG}s"
+IF_GEN="${RIG_TAG}g0"
+IF_SRV="${RIG_TAG}s0"
+SRV_V4=10.77.0.1
+GEN_V4=10.77.0.2
+SRV_V6=fd77::1
+GEN_V6=fd77::2
+SRV_CORE=${SRV_CORE:-0}
+RIG_NICE=${RIG_NICE:--10}
+GEN_CORE=${GEN_CORE:-1}
+RIG_DIR=""
+RIG_PIDS=()          # every process we started (pids), killed by pid at the end
+declare -A SYS_PIDS  # name (kdns, unbound, dnsdist, be5301, ...) -> pid
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+in_gen() { ip netns exec "$NS_GEN" "$@"; }
+in_srv() { ip netns exec "$NS_SRV" "$@"; }
+
+# Check every tool the rig needs; name the Debian package of each missing one.
+rig_require() {
+    local missing=() c pkg
+    local -A pkgs=(
+        [unbound]=unbound [dnsdist]=dnsdist [dnsperf]=dnsperf
+        [kxdpgun]=knot-dnsutils [kdig]=knot-dnsutils [dig]=dnsutils
+        [perf]=linux-perf [taskset]=util-linux [ip]=iproute2 [ethtool]=ethtool
+    )
+    for c in "${!pkgs[@]}"; do
+        command -v "$c" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$c" >/dev/null 2>&1 ||
+            missing+=("$c (Debian package ${pkgs[$c]})")
+    done
+    if ((${#missing[@]})); then
+        for c in "${missing[@]}"; do log "missing: $c"; done
+        die "install with: apt-get install $(for c in "${missing[@]}"; do echo "$c" | sed 's/.*package \(.*\))/\1/'; done | sort -u | tr '\n' ' ')"
+    fi
+    [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces, XDP)"
+    (($(nproc) >= 2)) || die "needs 2 cores (server core $SRV_CORE, generator core $GEN_CORE)"
+}
+
+rig_cleanup() {
+    local rc=$? pid ns
+    trap - EXIT INT TERM
+    for pid in "${RIG_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${RIG_PIDS[@]}"; do
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    for ns in "$NS_GEN" "$NS_SRV"; do
+        ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$ns" || continue
+        # anything still inside our own namespaces (by pid)
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    if [[ -n $RIG_DIR && -d $RIG_DIR ]]; then
+        if [[ ${RIG_KEEP:-0} == 1 || $rc != 0 ]]; then
+            log "logs kept in $RIG_DIR"
+        else
+            rm -rf "$RIG_DIR"
+        fi
+    fi
+    exit "$rc"
+}
+
+# rig_session "$0" "$@": call first thing in a script. Re-runs the script
+# as a session of its own, which the scheduler's autogroup feature (on here)
+# then treats as one group: `nice` only ranks tasks inside their autogroup,
+# so without this the servers would compete at equal weight with every
+# other session's compiler or fuzzer on the shared machine, however
+# niced. rig_up gives the new group the nice value $RIG_NICE. INT and TERM
+# are passed on to the new session, whose cleanup trap then runs.
+rig_session() {
+    [[ ${RIG_IN_SESSION:-0} == 1 ]] && return 0
+    [[ $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null) == 1 ]] || return 0
+    RIG_IN_SESSION=1 setsid "$@" &
+    local child=$! rc
+    trap 'kill -TERM "$child" 2>/dev/null' INT TERM
+    while :; do
+        rc=0
+        wait "$child" || rc=$?
+        kill -0 "$child" 2>/dev/null || break
+    done
+    exit "$rc"
+}
+
+# rig_wait_quiet: wait (30 s polls, 40 min max) until no other benchmark has
+# been running for two polls in a row: no network namespace of another rig
+# run (kp<pid>g/s, also used by bench/xdp) and no dnsperf or kxdpgun. Two
+# benchmarks at once on this 2-core machine would spoil both. (A script that
+# is itself still waiting has no namespace yet, so two waiting scripts do
+# not wait for each other.) RIG_NO_WAIT=1 skips this.
+rig_wait_quiet() {
+    [[ ${RIG_NO_WAIT:-0} == 1 ]] && return 0
+    local i quiet=0
+    for i in $(seq 80); do
+        if ! ip netns list 2>/dev/null | awk '{print $1}' | grep -qE '^kp[0-9]+[gs]$' &&
+            ! pgrep -x dnsperf >/dev/null && ! pgrep -x kxdpgun >/dev/null; then
+            quiet=$((quiet + 1))
+            ((quiet >= 2)) && return 0
+            sleep 5
+            continue
+        fi
+        quiet=0
+        ((i == 1)) && log "another benchmark is running; waiting (30 s polls, 40 min max)"
+        sleep 30
+    done
+    die "another benchmark still running after 40 minutes"
+}
+
+rig_up() {
+    rig_require
+    rig_wait_quiet
+    if [[ ${RIG_IN_SESSION:-0} == 1 && -w /proc/self/autogroup ]]; then
+        echo "$RIG_NICE" >/proc/self/autogroup 2>/dev/null || log "could not set the autogroup's nice value"
+    fi
+    trap rig_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    RIG_DIR=$(mktemp -d /tmp/kdns-peers.XXXXXX)
+    local kb=${KDNS_BIN:-$RIG_ROOT/target/release/kdns} cb=${KDNS_CTL_BIN:-$RIG_ROOT/target/release/kdns-ctl}
+    [[ -x $kb && -x $cb ]] || die "kdns binaries not found ($kb, $cb): cargo build --release -p kdns -p kdns-ctl"
+    cp "$kb" "$RIG_DIR/kdns"
+    cp "$cb" "$RIG_DIR/kdns-ctl"
+    KDNS="$RIG_DIR/kdns"
+    # socket mode: newer builds pick AF_XDP by themselves (io = "auto")
+    KDNS_MODE_ARGS=()
+    if "$KDNS" --help 2>/dev/null | grep -q -- '--io <'; then
+        KDNS_MODE_ARGS=(--io "${KDNS_IO:-udp}")
+    fi
+    KDNS_VERSION="$("$KDNS" --version 2>/dev/null | head -1) (git $(git -C "$RIG_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$RIG_ROOT" diff --quiet HEAD -- src kdns-core 2>/dev/null || echo "+uncommitted"), sha256 $(sha256sum "$KDNS" | cut -c1-12), built $(date -r "$kb" '+%F %T'))"
+    log "kdns: $KDNS_VERSION, ${KDNS_MODE_ARGS[*]:-(no --io option: socket mode only)}"
+    KDNS_CTL=("$RIG_DIR/kdns-ctl" --socket "$RIG_DIR/kdns.sock")
+    ip netns add "$NS_GEN"
+    ip netns add "$NS_SRV"
+    in_gen ip link set lo up
+    in_srv ip link set lo up
+    ip link add "$IF_GEN" netns "$NS_GEN" numrxqueues 1 numtxqueues 1 type veth \
+        peer name "$IF_SRV" netns "$NS_SRV" numrxqueues 1 numtxqueues 1
+    in_gen ip addr add "$GEN_V4/24" dev "$IF_GEN"
+    in_srv ip addr add "$SRV_V4/24" dev "$IF_SRV"
+    in_gen ip -6 addr add "$GEN_V6/64" dev "$IF_GEN" nodad
+    in_srv ip -6 addr add "$SRV_V6/64" dev "$IF_SRV" nodad
+    in_gen ip link set "$IF_GEN" up
+    in_srv ip link set "$IF_SRV" up
+    SRV_MAC=$(in_srv cat "/sys/class/net/$IF_SRV/address")
+    GEN_MAC=$(in_gen cat "/sys/class/net/$IF_GEN/address")
+    # static neighbours both ways: no ARP during a run
+    in_gen ip neigh replace "$SRV_V4" lladdr "$SRV_MAC" dev "$IF_GEN" nud permanent
+    in_srv ip neigh replace "$GEN_V4" lladdr "$GEN_MAC" dev "$IF_SRV" nud permanent
+    in_gen ip -6 neigh replace "$SRV_V6" lladdr "$SRV_MAC" dev "$IF_GEN" nud permanent
+    in_srv ip -6 neigh replace "$GEN_V6" lladdr "$GEN_MAC" dev "$IF_SRV" nud permanent
+    rig_steer
+    log "rig up: $NS_GEN($IF_GEN $GEN_V4) <-> $NS_SRV($IF_SRV $SRV_V4), 1 rx/1 tx queue; server core $SRV_CORE, generator core $GEN_CORE; dir $RIG_DIR"
+}
+
+# Put each side's kernel packet work on its own core, as a NIC's interrupt
+# steering would: queries' receive path (IP/UDP up to the socket) on the
+# server core via RPS on the server veth; replies' receive path (XDP for
+# kxdpgun, UDP for dnsperf) on the generator core via threaded NAPI on the
+# generator veth (GRO on gives it a NAPI instance) with the napi kthread
+# pinned to the generator core. Without this, veth does the receive work
+# on the *sending* CPU: the server's query receive path would be charged
+# to the generator core and the generator's reply receive path to the
+# server core. RIG_STEER=0 leaves the kernel defaults.
+rig_steer() {
+    [[ ${RIG_STEER:-1} == 1 ]] || { log "RIG_STEER=0: kernel default packet steering"; return 0; }
+    local m=$(printf '%x' $((1 << SRV_CORE)))
+    in_srv sh -c "echo $m > /sys/class/net/$IF_SRV/queues/rx-0/rps_cpus" || die "cannot set RPS on $IF_SRV"
+    # replies that veth hands to netif_rx (UDP from a socket: not eligible
+    # for its NAPI path) go to the generator core by RPS
+    in_gen sh -c "echo $(printf '%x' $((1 << GEN_CORE))) > /sys/class/net/$IF_GEN/queues/rx-0/rps_cpus" || die "cannot set RPS on $IF_GEN"
+    in_gen ethtool -K "$IF_GEN" gro on >/dev/null || die "cannot enable GRO on $IF_GEN"
+    in_gen sh -c "echo 1 > /sys/class/net/$IF_GEN/threaded" || die "cannot make NAPI threaded on $IF_GEN"
+    local want="napi/$IF_GEN" f pid found=0
+    want=${want:0:15}
+    for f in /proc/[0-9]*/comm; do
+        [[ $(cat "$f" 2>/dev/null) == "$want"* ]] || continue
+        pid=${f#/proc/}
+        pid=${pid%/comm}
+        taskset -pc "$GEN_CORE" "$pid" >/dev/null && found=$((found + 1))
+        renice -n "$RIG_NICE" -p "$pid" >/dev/null
+    done
+    ((found > 0)) || die "no NAPI thread for $IF_GEN to pin"
+}
+
+# rig_queries FILE COUNT PREFIX: "PREFIX<i>.bench.test A" for i in 0..COUNT-1
+rig_queries() {
+    awk -v n="$2" -v p="$3" 'BEGIN { for (i = 0; i < n; i++) printf "%s%d.bench.test A\n", p, i }' >"$1"
+}
+
+# unbound_conf FILE IFACE[@PORT] ACCESS_NET
+unbound_conf() {
+    cat >"$1" <<EOF
+server:
+    verbosity: 0
+    num-threads: 1
+    interface: $2
+    access-control: $3 allow
+    access-control: 127.0.0.0/8 allow
+    do-ip6: no
+    do-daemonize: no
+    use-syslog: no
+    logfile: ""
+    username: ""
+    chroot: ""
+    directory: "$RIG_DIR"
+    pidfile: ""
+    module-config: "iterator"
+    local-zone: "test." nodefault
+    local-zone: "bench.test." redirect
+    local-data: "bench.test. 86400 IN A 10.99.0.1"
+remote-control:
+    control-enable: no
+EOF
+}
+
+# _spawn NAME CMD...: start CMD in the server ns pinned to $SRV_CORE (nice
+# $RIG_NICE), log to $RIG_DIR/NAME.log; records the pid as SYS_PIDS[NAME]
+_spawn() {
+    local name=$1
+    shift
+    ip netns exec "$NS_SRV" nice -n "$RIG_NICE" taskset -c "$SRV_CORE" "$@" >>"$RIG_DIR/$name.log" 2>&1 &
+    local pid=$!
+    RIG_PIDS+=("$pid")
+    SYS_PIDS[$name]=$pid
+}
+
+# wait_answer ADDR PORT NAME [NS]: until ADDR answers NAME A with NOERROR (10 s max)
+wait_answer() {
+    local ns=${4:-$NS_GEN} i
+    for i in $(seq 100); do
+        if ip netns exec "$ns" dig +tries=1 +time=1 -p "$2" @"$1" "$3" A 2>/dev/null | grep -q 'status: NOERROR'; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# backend_start NAME PORT: an Unbound on 127.0.0.1:PORT in the server ns
+# (same core); does nothing if NAME runs already
+backend_start() {
+    [[ -n ${SYS_PIDS[$1]:-} ]] && kill -0 "${SYS_PIDS[$1]}" 2>/dev/null && return 0
+    unbound_conf "$RIG_DIR/$1.conf" "127.0.0.1@$2" "127.0.0.0/8"
+    _spawn "$1" unbound -d -c "$RIG_DIR/$1.conf"
+    wait_answer 127.0.0.1 "$2" n0.bench.test "$NS_SRV" || die "backend $1 on port $2 does not answer (see $RIG_DIR/$1.log)"
+}
+
+# Each system has its own address on the server veth (port 53), so all three
+# can run side by side and be measured in interleaved order without restarts.
+declare -A SYS_ADDR=([kdns]=10.77.0.1 [unbound]=10.77.0.3 [dnsdist]=10.77.0.4)
+
+# sys_start SYSTEM [BACKEND_PORT...]: start kdns | unbound | dnsdist on
+# ${SYS_ADDR[SYSTEM]}:53. kdns and dnsdist forward misses to Unbound backends
+# on the server ns loopback (default one, 127.0.0.1:5301), started if needed.
+sys_start() {
+    local s=$1 a=${SYS_ADDR[$1]:-}
+    shift
+    local ports=("${@:-5301}") p bargs=()
+    [[ -n $a ]] || die "unknown system $s"
+    if ! in_srv ip -4 addr show dev "$IF_SRV" | grep -q "inet $a/"; then
+        in_srv ip addr add "$a/24" dev "$IF_SRV"
+        in_gen ip neigh replace "$a" lladdr "$SRV_MAC" dev "$IF_GEN" nud permanent
+    fi
+    case $s in
+    kdns)
+        for p in "${ports[@]}"; do
+            backend_start "be$p" "$p"
+            bargs+=(--backend "127.0.0.1:$p")
+        done
+        rm -f "$RIG_DIR/kdns.sock"
+        # pin_workers is on by default: under taskset -c 0 the first (only)
+        # core id is 0, so the worker pins itself there; taskset keeps the TCP
+        # and control threads on core 0 too.
+        _spawn kdns "$KDNS" --listen "$a:53" --listen "[$SRV_V6]:53" "${bargs[@]}" --workers 1 "${KDNS_MODE_ARGS[@]}" \
+            --allow 10.77.0.0/24 --allow fd77::/64 --control-socket "$RIG_DIR/kdns.sock" --log-level warn
+        ;;
+    unbound)
+        unbound_conf "$RIG_DIR/unbound.conf" "$a" "10.77.0.0/24"
+        _spawn unbound unbound -d -c "$RIG_DIR/unbound.conf"
+        ;;
+    dnsdist)
+        for p in "${ports[@]}"; do backend_start "be$p" "$p"; done
+        {
+            echo 'setSecurityPollSuffix("")'
+            echo "setLocal(\"$a:53\")"
+            echo 'setACL({"10.77.0.0/24", "127.0.0.0/8"})'
+            for p in "${ports[@]}"; do
+                echo "newServer({address=\"127.0.0.1:$p\", checkName=\"bench.test.\", checkType=\"A\"})"
+            done
+            echo 'pc = newPacketCache(100000, {maxTTL=86400, minTTL=0})'
+            echo 'getPool(""):setCache(pc)'
+        } >"$RIG_DIR/dnsdist.conf"
+        dnsdist --check-config -C "$RIG_DIR/dnsdist.conf" >>"$RIG_DIR/dnsdist.log" 2>&1 || die "dnsdist config rejected (see $RIG_DIR/dnsdist.log)"
+        _spawn dnsdist dnsdist --supervised --disable-syslog -C "$RIG_DIR/dnsdist.conf"
+        ;;
+    esac
+    wait_answer "$a" 53 n0.bench.test || die "$s does not answer on $a:53 (see $RIG_DIR/$s.log)"
+}
+
+# sys_stop NAME: stop one process started by _spawn (a system or a backend)
+sys_stop() {
+    local pid=${SYS_PIDS[$1]:-}
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    unset "SYS_PIDS[$1]"
+}
+
+# cpu_ns PID: CPU time of all threads of PID so far, in ns (schedstat). The
+# kernel here has no IRQ time accounting, so softirq work that interrupts
+# the process (packet receive on its core) is included in its figure.
+cpu_ns() {
+    local t=0 f v
+    for f in /proc/"$1"/task/*/schedstat; do
+        read -r v _ <"$f" 2>/dev/null || continue
+        t=$((t + v))
+    done
+    echo "$t"
+}
+
+# warm ADDR FILE: every name of FILE asked twice by dnsperf and for one
+# second by kxdpgun (their queries may differ in flags, and so in cache keys)
+warm() {
+    in_gen taskset -c "$GEN_CORE" dnsperf -s "$1" -d "$2" -n 2 -l 20 -Q 20000 -c 4 -q 500 -t 2 >"$RIG_DIR/warm.out" 2>&1 || true
+    local lost
+    lost=$(awk '/Queries lost:/ {print $3}' "$RIG_DIR/warm.out")
+    [[ ${lost:-1} == 0 ]] || log "warm-up of $1: ${lost:-?} queries lost"
+    gen_kxdpgun "$1" 20000 1 "$2" >/dev/null
+}
+
+# gen_kxdpgun ADDR QPS SECONDS FILE -> "sent received"
+gen_kxdpgun() {
+    local out="$RIG_DIR/kxdpgun.out" try
+    for try in 1 2 3 4 5; do
+        timeout $(($3 + 20)) ip netns exec "$NS_GEN" nice -n "$RIG_NICE" taskset -c "$GEN_CORE" \
+            kxdpgun -t "$3" -Q "$2" -i "$4" -I "$IF_GEN" -F "$GEN_CORE" -L "$GEN_MAC" -R "$SRV_MAC" -l "$GEN_V4" "$1" >"$out" 2>&1 || true
+        cat "$out" >>"$RIG_DIR/kxdpgun.all"
+        # the previous run's XDP socket may still be going away ("resource is busy")
+        grep -q '^total queries:' "$out" && break
+        log "kxdpgun did not run (try $try): $(head -c 200 "$out" | tr '\n' ' ')"
+        sleep 1
+    done
+    awk '/^total queries:/ {s=$3} /^total replies:/ {r=$3} END {printf "%d %d\n", s, r}' "$out"
+}
+
+# gen_dnsperf ADDR QPS SECONDS FILE [CLIENTS [EXTRA ARGS...]] -> "sent received runtime_s"
+# Open loop as far as dnsperf goes: up to 20000 queries outstanding, 1 s timeout.
+gen_dnsperf() {
+    local a=$1 q=$2 d=$3 f=$4 c=${5:-8}
+    shift 5 2>/dev/null || shift $#
+    local out="$RIG_DIR/dnsperf.out"
+    timeout $((d + 20)) ip netns exec "$NS_GEN" nice -n "$RIG_NICE" taskset -c "$GEN_CORE" \
+        dnsperf -s "$a" -d "$f" -l "$d" -Q "$q" -c "$c" -T 1 -q 20000 -t 1 -b "${DNSPERF_BUF_KB:-4096}" "$@" >"$out" 2>&1 || true
+    grep -v -e '^\[Timeout\]' -e '^> ' "$out" >>"$RIG_DIR/dnsperf.all"
+    awk '/Queries sent:/ {s=$3} /Queries completed:/ {r=$3} /Run time \(s\):/ {t=$4} END {printf "%d %d %s\n", s, r, t}' "$out"
+}
