@@ -34,7 +34,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod failover;
+#[allow(unused_imports)] // tests/records.rs does not use it
 pub use failover::failover_scenario;
+mod records;
+#[allow(unused_imports)] // used by tests/records.rs only
+pub use records::*;
 
 /// Prefix of every namespace the harness creates.
 const NS_PREFIX: &str = "kdt";
@@ -445,6 +449,8 @@ pub struct Answer {
     pub question: Vec<String>,
     /// Answer-section records, as printed (tabs turned to spaces).
     pub answers: Vec<String>,
+    /// Authority-section records, as printed (tabs turned to spaces).
+    pub authority: Vec<String>,
     /// Everything the tool printed.
     pub text: String,
 }
@@ -469,6 +475,8 @@ impl Answer {
                 section = "q";
             } else if lower.starts_with(";; answer section") {
                 section = "a";
+            } else if lower.starts_with(";; authority section") {
+                section = "u";
             } else if section == "q" && lower.starts_with(";; ") && !lower.contains("section") {
                 // kdig prints the question as ";; name IN TYPE".
                 a.question.push(line.trim_start_matches(';').split_whitespace().collect::<Vec<_>>().join(" "));
@@ -478,6 +486,8 @@ impl Answer {
                 a.question.push(line.trim_start_matches(';').split_whitespace().collect::<Vec<_>>().join(" "));
             } else if section == "a" {
                 a.answers.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+            } else if section == "u" {
+                a.authority.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
             }
         }
         a

@@ -66,24 +66,36 @@ impl Snapshot {
         if self.is_empty() || q.qname.len() > MAX_NAME_LEN {
             return LocalAnswer::NotLocal;
         }
-        let mut buf = [0u8; 2 * MAX_NAME_LEN];
+        // Cheap rejection first: most queries are for other names.
         let n = q.qname.len();
+        let dom = self.domains.iter().position(|d| is_under(q.qname, d));
+        let bare = dom.is_none() && !self.domains.is_empty() && q.qname.first().is_some_and(|&l| l > 0 && 1 + l as usize + 1 == n);
+        let ptr = dom.is_none() && !bare && self.has_ptr && q.qtype == Rtype::PTR;
+        if dom.is_none() && !bare && !ptr {
+            return LocalAnswer::NotLocal;
+        }
+        let mut buf = [0u8; 2 * MAX_NAME_LEN];
         for (o, b) in buf.iter_mut().zip(q.qname) {
             *o = b.to_ascii_lowercase();
         }
         // Which domain, and the full name to look up.
-        let (full_len, dom) = match self.domains.iter().position(|d| is_under(&buf[..n], d)) {
+        let (full_len, dom) = match dom {
             Some(i) => (n, Some(i)),
-            None if q.qname.first().is_some_and(|&l| l > 0 && 1 + l as usize + 1 == n) && !self.domains.is_empty() => {
-                // A bare single label: look it up under the first domain.
+            None if bare => {
+                // A bare single label: looked up under the first domain, and
+                // local only if it names something there (`com`, `localhost`
+                // and other single labels still go to the backends).
                 let d = &self.domains[self.first];
                 if n - 1 + d.len() > MAX_NAME_LEN {
                     return LocalAnswer::NotLocal;
                 }
                 buf[n - 1..n - 1 + d.len()].copy_from_slice(d);
+                if !self.names.contains_key(&buf[..n - 1 + d.len()]) {
+                    return LocalAnswer::NotLocal;
+                }
                 (n - 1 + d.len(), Some(self.first))
             }
-            None if self.has_ptr && q.qtype == Rtype::PTR && self.names.contains_key(&buf[..n]) => (n, None),
+            None if self.names.contains_key(&buf[..n]) => (n, None),
             None => return LocalAnswer::NotLocal,
         };
         let full = &buf[..full_len];
@@ -91,6 +103,17 @@ impl Snapshot {
             return self.write(q, out, Rcode::REFUSED, dom, |_| Ok(0));
         }
         let Some(entry) = self.names.get(full) else {
+            if self.ents.contains(full) {
+                // The apex (its SOA when asked) or an empty non-terminal: NODATA.
+                let apex = dom.filter(|&d| *self.domains[d] == *full);
+                return self.write(q, out, Rcode::NOERROR, dom, |b| match apex {
+                    Some(d) if q.qtype == Rtype::SOA || q.qtype == Rtype::ANY => {
+                        let _ = b.record_at(Section::Answer, 12, Rtype::SOA, Class::IN, self.soa_ttl, &self.soas[d]);
+                        Ok(1)
+                    }
+                    _ => Ok(0),
+                });
+            }
             return self.write(q, out, Rcode::NXDOMAIN, dom, |_| Ok(0));
         };
         self.write(q, out, Rcode::NOERROR, dom, |b| self.fill(q, entry, b))

@@ -2,9 +2,9 @@
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::{Entry, Rr, Snapshot, Svc};
+use super::{Entry, NameHasher, Rr, Snapshot, Svc};
 use crate::wire::{encode_name, Rtype};
 
 /// How a service name is answered.
@@ -257,13 +257,14 @@ impl Snapshot {
                 r.into_boxed_slice()
             })
             .collect();
-        let mut names: HashMap<Box<[u8]>, Entry> = HashMap::new();
-        let claim = |names: &mut HashMap<Box<[u8]>, Entry>, name: Box<[u8]>, e: Entry, text: &str| -> Result<(), RecordsError> {
-            if names.insert(name, e).is_some() {
-                return Err(RecordsError::Duplicate { name: text.into() });
-            }
-            Ok(())
-        };
+        let mut names: HashMap<Box<[u8]>, Entry, NameHasher> = HashMap::with_hasher(NameHasher::with_seed(0x6b64_6e73));
+        let claim =
+            |names: &mut HashMap<Box<[u8]>, Entry, NameHasher>, name: Box<[u8]>, e: Entry, text: &str| -> Result<(), RecordsError> {
+                if names.insert(name, e).is_some() {
+                    return Err(RecordsError::Duplicate { name: text.into() });
+                }
+                Ok(())
+            };
         let mut services = Vec::new();
         let mut has_ptr = false;
         let mut fixed: Vec<(Box<[u8]>, Rr, String)> = Vec::new();
@@ -364,7 +365,23 @@ impl Snapshot {
                 }
             }
         }
+        // The apexes and every name between an apex and a name we hold.
+        let mut ents: HashSet<Box<[u8]>, NameHasher> = HashSet::with_hasher(NameHasher::with_seed(0x656e_7473));
+        for d in &sorted {
+            ents.insert(d.clone());
+        }
+        for name in names.keys() {
+            let Some(d) = sorted.iter().find(|d| is_under(name, d)) else { continue };
+            let mut at = 0;
+            while name.len() - at > d.len() {
+                at += 1 + name[at] as usize;
+                if name.len() - at > d.len() {
+                    ents.insert(name[at..].into());
+                }
+            }
+        }
+        ents.retain(|e| !names.contains_key(e));
         let first = first.and_then(|f| sorted.iter().position(|d| *d == f)).unwrap_or(0);
-        Ok(Snapshot { domains: sorted, soas, soa_ttl: ttl0, names, services, serial: cfg.serial, has_ptr, first })
+        Ok(Snapshot { domains: sorted, soas, soa_ttl: ttl0, names, ents, services, serial: cfg.serial, has_ptr, first })
     }
 }

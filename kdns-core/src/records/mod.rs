@@ -24,7 +24,12 @@ mod answer;
 mod build;
 
 use core::net::IpAddr;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// Hashing for the name maps: fixed-seed foldhash. The keys are our own
+/// names; a client's query can only probe, never insert, so a secret seed
+/// buys nothing here, and the fixed one keeps kdns-core free of syscalls.
+pub(crate) type NameHasher = foldhash::fast::FixedState;
 
 pub use answer::{LocalAnswer, LocalQuery};
 pub use build::{Instance, Mode, RecordsConfig, RecordsError, Service, SrvPort, StaticData, StaticRecord};
@@ -68,7 +73,11 @@ pub struct Snapshot {
     pub(crate) soas: Vec<Box<[u8]>>,
     pub(crate) soa_ttl: u32,
     /// Lower-case wire name -> what it holds.
-    pub(crate) names: HashMap<Box<[u8]>, Entry>,
+    pub(crate) names: HashMap<Box<[u8]>, Entry, NameHasher>,
+    /// Names that exist only because names below them do (empty
+    /// non-terminals, e.g. `_tcp.web.kdns`), and the domain apexes: NODATA,
+    /// not NXDOMAIN (RFC 8020).
+    pub(crate) ents: HashSet<Box<[u8]>, NameHasher>,
     pub(crate) services: Vec<Svc>,
     /// Serial, bumped by every change.
     pub(crate) serial: u32,

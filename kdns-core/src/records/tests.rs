@@ -121,7 +121,8 @@ fn instance_names_and_bare_names() {
     let bare = ask(&s, "web", Rtype::A);
     assert_eq!(bare.addrs().len(), 3);
     assert_eq!(bare.answers[0].0, "web.", "owner is the name asked");
-    assert!(ask_from(&s, "nothere", Rtype::A, "10.9.9.9", 0, 0).is_some_and(|a| a.rcode == Rcode::NXDOMAIN));
+    assert!(ask_from(&s, "nothere", Rtype::A, "10.9.9.9", 0, 0).is_none(), "an unknown single label goes to the backends");
+    assert!(ask_from(&s, "com", Rtype::NS, "10.9.9.9", 0, 0).is_none());
 }
 
 #[test]
@@ -320,4 +321,17 @@ fn ten_thousand_services_of_ten_instances_fit_in_memory() {
     println!("10k services x 10 instances: {} names, ~{} MiB, built in {:?}", s.len(), s.memory() >> 20, t.elapsed());
     assert_eq!(s.len(), 10_000 * (1 + 10) + 100_000, "service + instance names, and a PTR per address");
     assert_eq!(ask(&s, "svc9999-10.kdns", Rtype::A).addrs(), vec![IpAddr::from(Ipv4Addr::from(0x0a00_0000 + 9999 * 16 + 9))]);
+}
+
+#[test]
+fn the_apex_and_names_between_it_and_ours_exist() {
+    let s = Snapshot::build(&config(vec![web(Mode::All)], vec![])).unwrap();
+    let soa = ask(&s, "kdns", Rtype::SOA);
+    assert_eq!((soa.rcode, soa.answers.len(), soa.answers[0].1), (Rcode::NOERROR, 1, Rtype::SOA));
+    let apex_a = ask(&s, "kdns", Rtype::A);
+    assert_eq!((apex_a.rcode, apex_a.answers.len(), apex_a.authority.clone()), (Rcode::NOERROR, 0, vec![Rtype::SOA]));
+    assert_eq!(ask(&s, "svc.cluster.local", Rtype::SOA).answers.len(), 1);
+    let ent = ask(&s, "_tcp.web.kdns", Rtype::SRV);
+    assert_eq!((ent.rcode, ent.answers.len()), (Rcode::NOERROR, 0), "an empty non-terminal is NODATA");
+    assert_eq!(ask(&s, "x._tcp.web.kdns", Rtype::SRV).rcode, Rcode::NXDOMAIN);
 }
