@@ -407,7 +407,10 @@ fn health_scenario(io: Io) {
     let mut l2 = tcp_listener(s, a2);
     let up = wait_hc(&rl, &[HC1, HC2], Duration::from_secs(4), "h2 back after its listener started");
     println!("[{tag}] h2 appeared {:.0} ms after its listener accepted connections (interval 200 ms x rise 2)", up.as_secs_f64() * 1e3);
-    assert!(up <= Duration::from_secs(2), "[{tag}] h2 took {up:?} to appear (check every 200 ms, rise 2): more than 2 s");
+    assert!(
+        up <= Duration::from_secs(3),
+        "[{tag}] h2 took {up:?} to appear (check every 200 ms, rise 2; ~0.3 s when the machine is idle): more than 3 s"
+    );
 
     // Forced unhealthy: out at once; auto: back to its (passing) checks.
     let r = rl.ctl(&["instance", "health", "hc", "h2", "unhealthy"]);
@@ -424,7 +427,10 @@ fn health_scenario(io: Io) {
     l1.kill();
     let down = wait_hc(&rl, &[HC2], Duration::from_secs(4), "h1 gone after its listener stopped");
     println!("[{tag}] h1 left {:.0} ms after its listener was killed (interval 200 ms x fall 2)", down.as_secs_f64() * 1e3);
-    assert!(down <= Duration::from_secs(2), "[{tag}] h1 took {down:?} to leave (check every 200 ms, fall 2): more than 2 s");
+    assert!(
+        down <= Duration::from_secs(3),
+        "[{tag}] h1 took {down:?} to leave (check every 200 ms, fall 2; ~0.3 s when the machine is idle): more than 3 s"
+    );
     let log = rl.lab.kdns.plain_log();
     assert!(
         log.lines().any(|l| l.contains("instance h1") && l.contains("is down")),
