@@ -316,9 +316,8 @@ fn ten_thousand_services_of_ten_instances_fit_in_memory() {
         })
         .collect();
     let cfg = RecordsConfig { domains: vec!["kdns".into()], default_ttl: 10, services, records: vec![], serial: 1 };
-    let t = std::time::Instant::now();
     let s = Snapshot::build(&cfg).unwrap();
-    println!("10k services x 10 instances: {} names, ~{} MiB, built in {:?}", s.len(), s.memory() >> 20, t.elapsed());
+    println!("10k services x 10 instances: {} names, ~{} MiB", s.len(), s.memory() >> 20);
     assert_eq!(s.len(), 10_000 * (1 + 10) + 100_000, "service + instance names, and a PTR per address");
     assert_eq!(ask(&s, "svc9999-10.kdns", Rtype::A).addrs(), vec![IpAddr::from(Ipv4Addr::from(0x0a00_0000 + 9999 * 16 + 9))]);
 }
