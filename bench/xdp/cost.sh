@@ -21,7 +21,7 @@
 #                   spin0=reflector:--spin 0
 #                   busy=reflector:--busy-poll"   ("" for none)
 #     -p           also profile the server core (perf record -e cpu-clock)
-#                  for each system at the first rate; top symbols to DIR
+#                  for each system at each rate; top symbols to DIR
 #     -o DIR / -t TAG / -W  as in sweep.sh
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -142,7 +142,7 @@ measure() {
 
 # profile SYSTEM VARIANT RATE: perf on the server core during one run
 profile() {
-    local s=$1 v=$2 q=$3 f="$OUT/cost-$TAG.perf-$1-$2"
+    local s=$1 v=$2 q=$3 f="$OUT/cost-$TAG.perf-$1-$2-$3"
     perf record -q -e cpu-clock -F 4999 -C "$SRV_CORE" -o "$RIG_DIR/perf.data" -- sleep "$DUR" >/dev/null 2>&1 &
     local pp=$!
     RIG_PIDS+=("$pp")
@@ -164,8 +164,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
 done
 if ((PROFILE)); then
-    q1=${RATES%% *}
-    for s in "${SYS[@]}"; do profile "$s" default "$q1"; done
+    for q in $RATES; do
+        for s in "${SYS[@]}"; do profile "$s" default "$q"; done
+    done
 fi
 # variants: restart the system with the knob, measure, restore
 while IFS= read -r line; do

@@ -128,6 +128,36 @@ def sweep(rows):
     return "\n".join(out)
 
 
+def cost(rows):
+    """Medians per (system, variant, offered rate) of the cost CSV."""
+    by = defaultdict(list)
+    for r in rows:
+        if int(r["sent"]) > 0:
+            by[(r["system"], r["variant"], int(r["offered_qps"]))].append(r)
+    order = {s: i for i, s in enumerate(ORDER)}
+    keys = sorted(by, key=lambda x: (x[1] != "default", x[1].startswith("ref-"), x[1], order.get(x[0], 9), x[2]))
+    out = ["Medians over rounds. us/q = microseconds of CPU per answered query; 'server tx' = frames the server",
+           "handed to its veth per second (replies that left the server), 'gen drop' = of those, dropped at the",
+           "generator end's ring.\n"]
+    cols = ["system", "variant", "offered", "replies/s", "answered", "server tx/s", "gen drop/s", "worker user us/q",
+            "worker sys us/q", "other threads us/q", "NAPI (rx) us/q", "sum us/q", "whole core us/q", "rounds"]
+    out.append("| " + " | ".join(cols) + " |")
+    out.append("|---|---|" + "---:|" * (len(cols) - 2))
+    for key in keys:
+        rr = by[key]
+
+        def m(f):
+            return med([float(r[f]) for r in rr])
+
+        tot = m("worker_user_us_q") + m("worker_sys_us_q") + m("other_us_q") + m("napi_us_q")
+        out.append(
+            f"| {key[0]} | {key[1]} | {k(key[2])} | {k(m('reply_qps'))} | {m('answered_pct'):.1f}% | {k(m('srv_if_tx_pps'))} | "
+            f"{k(m('srv_if_tx_dropped_pps'))} | {m('worker_user_us_q'):.2f} | {m('worker_sys_us_q'):.2f} | {m('other_us_q'):.2f} | "
+            f"{m('napi_us_q'):.2f} | {tot:.2f} | {m('core_us_q'):.2f} | {len(rr)} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def table(rows, cols):
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -142,6 +172,8 @@ def main():
     rows = load(sys.argv[2:])
     if sys.argv[1] == "sweep":
         print(sweep(rows))
+    elif sys.argv[1] == "cost":
+        print(cost(rows))
     else:
         print(table(rows, list(rows[0].keys())))
 
