@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transmit, Transport, Verdict};
 use kdns_core::upstream::BackendState;
@@ -26,7 +26,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::TcpSection;
-use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind, WorkerSnapshot};
+use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind};
 use crate::worker::new_histogram;
 
 const WAKE: Token = Token(usize::MAX);
@@ -102,11 +102,7 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
     }
     let mut backends = Vec::new();
     for (i, b) in setup.engine.backends.iter().enumerate() {
-        let local: SocketAddr = if b.addr.is_ipv6() { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
-        let s = std::net::UdpSocket::bind(local)?;
-        s.connect(b.addr)?;
-        s.set_nonblocking(true)?;
-        let mut s = UdpSocket::from_std(s);
+        let mut s = UdpSocket::from_std(crate::worker::backend_socket(b.addr)?);
         poll.registry().register(&mut s, Token(BACKEND_BASE + i), Interest::READABLE)?;
         backends.push((b.addr, s));
     }
@@ -468,11 +464,7 @@ impl TcpServer {
             let now = self.now();
             let answer = self.buf[..n].to_vec();
             let v = self.engine.handle_backend_answer(now, addr, &answer, &mut self.out);
-            if let Some((id, rtt)) = self.engine.take_rtt_sample() {
-                if let Some(h) = self.rtt.get_mut(id.index()) {
-                    let _ = h.record((rtt.as_micros() as u64).clamp(1, 60_000_000));
-                }
-            }
+            crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
             if let AnswerVerdict::Reply { client, len } = v {
                 let truncated = self.out.get(2).is_some_and(|f| u16::from(*f) << 8 & flags::TC != 0);
                 if truncated && self.ask_over_tcp(b, client, len) {
@@ -610,23 +602,7 @@ impl TcpServer {
     }
 
     fn drain_control(&mut self) {
-        loop {
-            match self.ctl.try_recv() {
-                Ok(Control::FlushCache) => self.engine.flush_cache(),
-                Ok(Control::Snapshot(reply)) => {
-                    let _ = reply.try_send(WorkerSnapshot {
-                        worker: self.id,
-                        rtt_us: self.rtt.clone(),
-                        in_flight: self.engine.in_flight() + self.upstreams.len(),
-                    });
-                }
-                Ok(Control::Records(snap)) => {
-                    let serial = snap.serial();
-                    self.engine.set_records(snap);
-                    self.io.records_serial.set(u64::from(serial));
-                }
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
-            }
-        }
+        let extra = self.upstreams.len();
+        crate::worker::drain_control(self.id, &self.ctl, &mut self.engine, &self.io, &self.rtt, extra);
     }
 }

@@ -54,7 +54,7 @@ pub fn reuseport_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 
 /// A UDP socket connected to `backend` from a random local port: the
 /// kernel then delivers only datagrams from that address and port.
-fn backend_socket(backend: SocketAddr) -> io::Result<std::net::UdpSocket> {
+pub fn backend_socket(backend: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let local: SocketAddr = if backend.is_ipv6() { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
     let s = Socket::new(Domain::for_address(backend), Type::DGRAM, Some(Protocol::UDP))?;
     let _ = s.set_recv_buffer_size(4 << 20);
@@ -144,6 +144,49 @@ pub fn spawn(setup: WorkerSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
 /// A histogram of round-trip times in microseconds (1 us .. 60 s, 2 digits).
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds")
+}
+
+/// Records the round-trip time of the answer the engine just accepted,
+/// if any, in the worker's histogram of that backend. Every worker kind
+/// calls this after `handle_backend_answer`.
+pub fn record_rtt(engine: &mut Engine, rtt: &mut [Histogram<u64>]) {
+    if let Some((id, d)) = engine.take_rtt_sample() {
+        if let Some(h) = rtt.get_mut(id.index()) {
+            let _ = h.record((d.as_micros() as u64).clamp(1, 60_000_000));
+        }
+    }
+}
+
+/// Applies every waiting control message to a worker's engine; every
+/// worker kind calls this once per loop turn. `in_flight` is what the
+/// worker reports as waiting for a backend (the TCP server adds its TCP
+/// exchanges).
+pub fn drain_control(
+    id: usize,
+    ctl: &Receiver<Control>,
+    engine: &mut Engine,
+    io: &IoStats,
+    rtt: &[Histogram<u64>],
+    extra_in_flight: usize,
+) {
+    loop {
+        match ctl.try_recv() {
+            Ok(Control::FlushCache) => {
+                engine.flush_cache();
+                tracing::debug!(worker = id, "cache flushed");
+            }
+            Ok(Control::Snapshot(reply)) => {
+                let _ =
+                    reply.try_send(WorkerSnapshot { worker: id, rtt_us: rtt.to_vec(), in_flight: engine.in_flight() + extra_in_flight });
+            }
+            Ok(Control::Records(snap)) => {
+                let serial = snap.serial();
+                engine.set_records(snap);
+                io.records_serial.set(u64::from(serial));
+            }
+            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
+        }
+    }
 }
 
 struct UdpWorker {
@@ -297,11 +340,7 @@ impl UdpWorker {
             for j in 0..n {
                 let Some((answer, _, _)) = self.brx.get(j) else { continue };
                 let v = self.engine.handle_backend_answer(now, addr, answer, &mut self.out);
-                if let Some((id, rtt)) = self.engine.take_rtt_sample() {
-                    if let Some(h) = self.rtt.get_mut(id.index()) {
-                        let _ = h.record((rtt.as_micros() as u64).clamp(1, 60_000_000));
-                    }
-                }
+                crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
                 if let AnswerVerdict::Reply { client, len } = v {
                     self.reply_to(client, len);
                 }
@@ -364,24 +403,8 @@ impl UdpWorker {
     }
 
     fn drain_control(&mut self) {
-        loop {
-            match self.ctl.try_recv() {
-                Ok(Control::FlushCache) => {
-                    self.engine.flush_cache();
-                    tracing::debug!(worker = self.id, "cache flushed");
-                }
-                Ok(Control::Snapshot(reply)) => {
-                    let _ =
-                        reply.try_send(WorkerSnapshot { worker: self.id, rtt_us: self.rtt.clone(), in_flight: self.engine.in_flight() });
-                }
-                Ok(Control::Records(snap)) => {
-                    let serial = snap.serial();
-                    self.engine.set_records(snap);
-                    self.io.records_serial.set(u64::from(serial));
-                }
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
-            }
-        }
+        let extra = 0;
+        crate::worker::drain_control(self.id, &self.ctl, &mut self.engine, &self.io, &self.rtt, extra);
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transmit, Transport, Verdict};
 use kdns_core::net::{self, L2Header};
@@ -38,7 +38,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use xsk_rs::config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind, WorkerSnapshot};
+use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind};
 use crate::worker::new_histogram;
 
 const WAKE: Token = Token(usize::MAX);
@@ -184,12 +184,7 @@ impl PreparedXdpWorker {
         poll.registry().register(&mut SourceFd(&xsk_fd), XSK, Interest::READABLE)?;
         let mut backends = Vec::new();
         for (i, b) in setup.engine.backends.iter().enumerate() {
-            let local: SocketAddr =
-                if b.addr.is_ipv6() { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
-            let s = std::net::UdpSocket::bind(local)?;
-            s.connect(b.addr)?;
-            s.set_nonblocking(true)?;
-            let mut s = UdpSocket::from_std(s);
+            let mut s = UdpSocket::from_std(crate::worker::backend_socket(b.addr)?);
             poll.registry().register(&mut s, Token(BACKEND_BASE + i), Interest::READABLE)?;
             backends.push((b.addr, s));
         }
@@ -468,11 +463,7 @@ impl XdpWorker {
                 moved += 1;
                 IoStats::add(&self.io.backend_rx, 1);
                 let v = self.engine.handle_backend_answer(now, addr, &self.abuf[..n], &mut self.out);
-                if let Some((id, rtt)) = self.engine.take_rtt_sample() {
-                    if let Some(h) = self.rtt.get_mut(id.index()) {
-                        let _ = h.record((rtt.as_micros() as u64).clamp(1, 60_000_000));
-                    }
-                }
+                crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
                 if let AnswerVerdict::Reply { client, len } = v {
                     self.send_from_fresh_frame(client, len);
                 }
@@ -580,21 +571,8 @@ impl XdpWorker {
     }
 
     fn drain_control(&mut self) {
-        loop {
-            match self.ctl.try_recv() {
-                Ok(Control::FlushCache) => self.engine.flush_cache(),
-                Ok(Control::Snapshot(reply)) => {
-                    let _ =
-                        reply.try_send(WorkerSnapshot { worker: self.id, rtt_us: self.rtt.clone(), in_flight: self.engine.in_flight() });
-                }
-                Ok(Control::Records(snap)) => {
-                    let serial = snap.serial();
-                    self.engine.set_records(snap);
-                    self.io.records_serial.set(u64::from(serial));
-                }
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
-            }
-        }
+        let extra = 0;
+        crate::worker::drain_control(self.id, &self.ctl, &mut self.engine, &self.io, &self.rtt, extra);
     }
 }
 
