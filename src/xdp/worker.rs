@@ -12,8 +12,10 @@
 //! 3. backend answers (kernel UDP sockets, polled in the same loop) are
 //!    written into free frames with fresh Ethernet/IP/UDP headers;
 //! 4. timers, queued retries/probes, control messages;
-//! 5. TX kick and fill-ring wakeup when the kernel asks for them
-//!    (need_wakeup), then sleep in poll() only when nothing moved.
+//! 5. TX kicks while the TX ring holds frames (copy mode sends at most 32
+//!    frames per kick) and the fill-ring wakeup when the kernel asks for
+//!    them (need_wakeup), then sleep in poll() only when nothing moved and
+//!    nothing waits on the TX ring.
 //!
 //! The client's MAC and VLAN travel with a query in the engine's client
 //! tag (48 + 16 bits), so the answer to a miss needs no neighbour lookup.
@@ -33,7 +35,6 @@ use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transmit, T
 use kdns_core::net::{self, L2Header};
 use kdns_core::Timestamp;
 use mio::net::UdpSocket;
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use xsk_rs::config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
@@ -42,9 +43,11 @@ use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind};
 use crate::worker::new_histogram;
 
 const WAKE: Token = Token(usize::MAX);
-const XSK: Token = Token(0);
 const BACKEND_BASE: usize = 1 << 20;
 const BATCH: usize = 64;
+/// Most `sendto` kicks per loop turn while the TX ring holds frames (copy
+/// mode sends at most 32 frames per kick): enough for four full RX batches.
+const MAX_KICKS: u32 = 8;
 const MAX_QUERY: usize = 1500;
 const DRAIN: Duration = Duration::from_secs(2);
 
@@ -180,8 +183,11 @@ impl PreparedXdpWorker {
         let engine = Engine::new(setup.engine.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        let xsk_fd = rx.fd().as_raw_fd();
-        poll.registry().register(&mut SourceFd(&xsk_fd), XSK, Interest::READABLE)?;
+        // The AF_XDP socket is deliberately not registered with epoll: a
+        // registered socket has a waiter on its queue for good, and then
+        // every NAPI flush runs the epoll callback (locks and all) on the
+        // receive core even while the worker is busy. The worker polls it
+        // with ppoll() only when it goes to sleep (see `sleep`).
         let mut backends = Vec::new();
         for (i, b) in setup.engine.backends.iter().enumerate() {
             let mut s = UdpSocket::from_std(crate::worker::backend_socket(b.addr)?);
@@ -226,6 +232,7 @@ impl PreparedXdpWorker {
             cq,
             rx,
             tx,
+            tx_ring: setup.settings.ring_size,
             free,
             rx_buf: vec![template; BATCH],
             comp_buf: vec![template; setup.settings.ring_size as usize],
@@ -290,6 +297,7 @@ struct XdpWorker {
     cq: CompQueue,
     rx: RxQueue,
     tx: TxQueue,
+    tx_ring: u32,
     free: Vec<FrameDesc>,
     rx_buf: Vec<FrameDesc>,
     comp_buf: Vec<FrameDesc>,
@@ -331,7 +339,7 @@ impl XdpWorker {
                 self.engine.handle_timeout(now);
             }
             moved += self.drain_transmits(now);
-            self.flush_tx();
+            let tx_pending = self.flush_tx();
             self.refill_ring();
             self.drain_control();
 
@@ -348,7 +356,7 @@ impl XdpWorker {
                     break;
                 }
             }
-            if moved > 0 || self.busy_poll {
+            if moved > 0 || tx_pending || self.busy_poll {
                 idle_turns = 0;
                 continue;
             }
@@ -360,13 +368,36 @@ impl XdpWorker {
             let now = self.now();
             let timeout =
                 self.engine.poll_timeout().map_or(Duration::from_millis(500), |t| t.saturating_since(now)).min(Duration::from_millis(500));
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(worker = self.id, error = %e, "poll failed; worker stops");
-                    break;
-                }
+            if let Err(e) = self.sleep(&mut events, timeout) {
+                tracing::error!(worker = self.id, error = %e, "poll failed; worker stops");
+                break;
             }
         }
+    }
+
+    /// Sleeps until the AF_XDP socket has frames, a backend socket or the
+    /// control waker is ready (the epoll set, itself pollable), or `timeout`.
+    fn sleep(&mut self, events: &mut Events, timeout: Duration) -> io::Result<()> {
+        let mut fds = [
+            libc::pollfd { fd: self.rx.fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.poll.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32) };
+        // SAFETY: two valid pollfds and a valid timespec; no signal mask.
+        let r = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+        }
+        if fds[1].revents != 0 {
+            // Consume the epoll set's ready list, or it stays readable; the
+            // loop itself reads the sockets and the control channel.
+            match self.poll.poll(events, Some(Duration::ZERO)) {
+                Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Frames the kernel has sent go back to the free list.
@@ -522,25 +553,46 @@ impl XdpWorker {
         n
     }
 
-    /// Puts the batch on the TX ring and kicks the kernel if it asks.
-    fn flush_tx(&mut self) {
-        if self.tx_batch.is_empty() {
-            return;
-        }
-        // SAFETY: every frame in tx_batch is ours and in no other ring.
-        let sent = unsafe { self.tx.produce(&self.tx_batch) };
-        if sent == 0 {
-            // The ring had no room for the whole batch (xsk-rs is all or
-            // nothing): drop the replies rather than block; clients retry.
-            IoStats::add(&self.io.tx_errors, self.tx_batch.len() as u64);
-            self.refill.extend_from_slice(&self.tx_batch);
-        } else {
-            IoStats::add(&self.io.tx, sent as u64);
-        }
-        self.tx_batch.clear();
-        if self.tx.needs_wakeup() {
+    /// Puts the batch on the TX ring and kicks the kernel while the ring
+    /// holds frames. Returns true when frames are still waiting to be sent,
+    /// so the loop must not go to sleep.
+    ///
+    /// In copy mode one `sendto` kick makes the kernel send at most 32
+    /// frames (its TX batch), so a single kick per turn falls behind any
+    /// turn that answered more than that and the ring fills up. Kicking
+    /// until the ring is empty (bounded per turn) keeps up with a full RX
+    /// batch. In zero-copy mode the driver clears need_wakeup while it
+    /// drains the ring itself, and the loop stops at once.
+    fn flush_tx(&mut self) -> bool {
+        let mut put = 0;
+        let mut kicks = 0;
+        loop {
+            if put < self.tx_batch.len() {
+                let want = self.tx_batch.len() - put;
+                let room = (self.tx.nb_free(want as u32) as usize).min(want);
+                if room > 0 {
+                    // SAFETY: every frame in tx_batch is ours and in no other ring.
+                    put += unsafe { self.tx.produce(&self.tx_batch[put..put + room]) };
+                }
+            }
+            let queued = self.tx.nb_free_exact() < self.tx_ring;
+            if !queued || kicks >= MAX_KICKS || !self.tx.needs_wakeup() {
+                break;
+            }
             let _ = self.tx.wakeup();
+            kicks += 1;
         }
+        if !self.tx_batch.is_empty() {
+            IoStats::add(&self.io.tx, put as u64);
+            if put < self.tx_batch.len() {
+                // No room left even after kicking: drop the rest rather than
+                // block (clients retry) and recycle their frames.
+                IoStats::add(&self.io.tx_errors, (self.tx_batch.len() - put) as u64);
+                self.refill.extend_from_slice(&self.tx_batch[put..]);
+            }
+            self.tx_batch.clear();
+        }
+        self.tx.nb_free_exact() < self.tx_ring
     }
 
     /// Returns used frames to the fill ring and tops it up from the free list
@@ -554,12 +606,12 @@ impl XdpWorker {
         if self.refill.is_empty() {
             return;
         }
+        let want = self.refill.len();
+        let room = (self.fq.nb_free(want as u32) as usize).min(want);
         // SAFETY: the frames in `refill` are ours and in no other ring.
-        let n = unsafe { self.fq.produce(&self.refill) };
-        if n == 0 {
-            // Not enough room for all: keep them as free frames.
-            self.free.extend_from_slice(&self.refill);
-        }
+        let n = if room > 0 { unsafe { self.fq.produce(&self.refill[..room]) } } else { 0 };
+        // What does not fit stays a free frame.
+        self.free.extend_from_slice(&self.refill[n..]);
         self.refill.clear();
         if self.fq.needs_wakeup() {
             // A zero-timeout poll() is the wakeup the kernel asks for.
