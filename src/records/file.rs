@@ -87,37 +87,42 @@ pub fn parse(text: &str) -> Result<FileRecords, String> {
             None => msg,
         }
     })?;
-    let spans: Spans = toml::from_str(text).unwrap_or_default();
+    // Where things are is needed only for an error message: parse the text
+    // a second time (for the spans) only then, since on a large file the
+    // spanned tree costs as much memory as the values themselves.
+    let spans_cell: std::cell::OnceCell<Spans> = std::cell::OnceCell::new();
+    let spans = || spans_cell.get_or_init(|| toml::from_str(text).unwrap_or_default());
     let mut out = FileRecords::default();
     for (i, d) in raw.domains.iter().enumerate() {
         let d = defs::domain_name(d)
-            .map_err(|e| with_line(spans.domains.as_ref().map(|s| line_of(text, s.span().start)), format!("domains[{i}]: {e}")))?;
+            .map_err(|e| with_line(spans().domains.as_ref().map(|s| line_of(text, s.span().start)), format!("domains[{i}]: {e}")))?;
         if !out.domains.contains(&d) {
             out.domains.push(d);
         }
     }
     if let Some(t) = raw.default_ttl {
         if t == 0 || t > defs::MAX_TTL {
-            let line = spans.default_ttl.as_ref().map(|s| line_of(text, s.span().start));
+            let line = spans().default_ttl.as_ref().map(|s| line_of(text, s.span().start));
             return Err(with_line(line, format!("default_ttl: {t}: must be 1..={}", defs::MAX_TTL)));
         }
     }
     out.default_ttl = raw.default_ttl;
     let mut names = HashSet::new();
-    for (i, s) in raw.service.iter().enumerate() {
+    // Consume the raw entries so each one's memory goes as it is converted.
+    for (i, s) in raw.service.into_iter().enumerate() {
         let at = |e: defs::FieldError| {
-            let line = line_in(text, spans.service.get(i), &e.key);
+            let line = line_in(text, spans().service.get(i), &e.key);
             with_line(line, format!("service[{i}] '{}': {e}", s.name))
         };
-        let d = defs::service(s).map_err(at)?;
+        let d = defs::service(&s).map_err(at)?;
         if !names.insert(d.name.clone()) {
             return Err(at(defs::FieldError::new("name", format!("service '{}' is defined twice", d.name))));
         }
         out.services.push(d);
     }
-    for (i, r) in raw.record.iter().enumerate() {
-        let (d, _) = defs::record(r).map_err(|e| {
-            let line = line_in(text, spans.record.get(i), &e.key);
+    for (i, r) in raw.record.into_iter().enumerate() {
+        let (d, _) = defs::record(&r).map_err(|e| {
+            let line = line_in(text, spans().record.get(i), &e.key);
             with_line(line, format!("record[{i}] '{}': {e}", r.name))
         })?;
         out.records.push(d);

@@ -155,6 +155,19 @@ fn eff_service(def: &ServiceDef, source: Source) -> Result<EffService, ApiError>
 /// File and runtime merged: a runtime service replaces the file's service
 /// of the same name; runtime instances of a file service follow the file's
 /// instances; runtime records follow the file's.
+/// Hands memory freed by a rebuild back to the kernel. glibc keeps freed
+/// heap resident (a records file of 10k services costs hundreds of MB
+/// while it is parsed and built, and most of that would stay in the RSS);
+/// `malloc_trim` returns the free pages. It walks the heap, so it runs on
+/// the control thread after a change, never on a worker.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn merge(cfg: &StoreConfig, file: &FileRecords, rt: &Runtime) -> Result<Merged, ApiError> {
     let mut m = Merged { default_ttl: file.default_ttl.unwrap_or(cfg.default_ttl), ..Merged::default() };
     for d in cfg.domains.iter().chain(&file.domains) {
@@ -259,6 +272,11 @@ struct Published {
     serial: u32,
     at: Instant,
     reached: Vec<usize>,
+    /// The snapshot this one replaced, dropped by [`Store::finish`] once the
+    /// workers have moved on: freeing a large snapshot (hundreds of
+    /// thousands of allocations) must happen here on the control thread,
+    /// not in the worker that happens to let go of it last.
+    retired: Option<Arc<Snapshot>>,
 }
 
 #[derive(Debug)]
@@ -368,6 +386,7 @@ impl Store {
         }
         let serial = snap.serial();
         let targets = targets(&merged);
+        release_freed_memory();
         Store {
             cfg,
             workers,
@@ -419,11 +438,12 @@ impl Store {
     }
 
     fn publish(&self, g: &mut Inner, snap: Arc<Snapshot>) -> Published {
-        g.snapshot = Arc::clone(&snap);
+        let old = std::mem::replace(&mut g.snapshot, Arc::clone(&snap));
+        let retired = (!Arc::ptr_eq(&old, &snap)).then_some(old);
         let at = Instant::now();
         let reached =
             self.workers.iter().enumerate().filter(|(_, w)| w.send(Control::Records(Arc::clone(&snap)))).map(|(i, _)| i).collect();
-        Published { serial: snap.serial(), at, reached }
+        Published { serial: snap.serial(), at, reached, retired }
     }
 
     /// Waits (at most [`PROPAGATION_WAIT`]) until every worker reached
@@ -437,6 +457,12 @@ impl Store {
             n = acked(&p.reached);
         }
         let ms = (p.at.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        if let Some(old) = p.retired {
+            // A worker that has not acknowledged may still hold it; then it
+            // is freed there, as before.
+            drop(old);
+            release_freed_memory();
+        }
         let c = Change { serial: p.serial, propagated_ms: ms, workers: p.reached.len(), workers_acked: n };
         if n < p.reached.len() {
             tracing::warn!(serial = c.serial, "{what}: {} of {} workers use the new records after {ms} ms", n, p.reached.len());
@@ -453,10 +479,10 @@ impl Store {
         c
     }
 
-    /// Builds and publishes `file` + `rt` (persisting `rt` if `persist`);
-    /// nothing changes on error.
-    fn commit(&self, g: &mut Inner, file: FileRecords, rt: Runtime, persist: bool) -> Result<Published, ApiError> {
-        let merged = merge(&self.cfg, &file, &rt)?;
+    /// Builds and publishes `file` (`None`: the current one) + `rt`
+    /// (persisting `rt` if `persist`); nothing changes on error.
+    fn commit(&self, g: &mut Inner, file: Option<FileRecords>, rt: Runtime, persist: bool) -> Result<Published, ApiError> {
+        let merged = merge(&self.cfg, file.as_ref().unwrap_or(&g.file), &rt)?;
         let serial = g.serial.wrapping_add(1).max(1);
         let snap = Snapshot::build(&records_config(&merged, &g.machines, &rt.health, serial)).map_err(|e| ApiError::from_build(&e))?;
         if persist {
@@ -476,7 +502,9 @@ impl Store {
             }
             g.targets = t;
         }
-        g.file = file;
+        if let Some(f) = file {
+            g.file = f;
+        }
         g.runtime = rt;
         g.merged = merged;
         g.serial = serial;
@@ -489,8 +517,7 @@ impl Store {
         let mut g = self.lock();
         let mut rt = g.runtime.clone();
         let out = f(&mut rt, &g.merged)?;
-        let file = g.file.clone();
-        let p = self.commit(&mut g, file, rt, true)?;
+        let p = self.commit(&mut g, None, rt, true)?;
         drop(g);
         tracing::info!("{what}");
         Ok((self.finish(p, what), out))
@@ -501,7 +528,7 @@ impl Store {
     pub fn set_file(&self, file: FileRecords) -> Result<Change, String> {
         let mut g = self.lock();
         let rt = g.runtime.clone();
-        let p = self.commit(&mut g, file, rt, false).map_err(|e| e.msg)?;
+        let p = self.commit(&mut g, Some(file), rt, false).map_err(|e| e.msg)?;
         if !g.merged.orphans.is_empty() {
             tracing::warn!("runtime instances of services that do not exist (kept, not served): {}", g.merged.orphans.join(", "));
         }
@@ -537,8 +564,8 @@ impl Store {
         if g.runtime.health.iter().any(|f| f.service == *svc && f.id == *id) {
             return; // forced: the answers do not change
         }
-        let (file, rt) = (g.file.clone(), g.runtime.clone());
-        match self.commit(&mut g, file, rt, false) {
+        let rt = g.runtime.clone();
+        match self.commit(&mut g, None, rt, false) {
             Ok(p) => {
                 drop(g);
                 self.finish(p, "health change");
