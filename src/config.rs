@@ -120,6 +120,9 @@ impl fmt::Debug for RecordsSettings {
     }
 }
 
+/// SCHED_FIFO priority of the AF_XDP workers unless configured.
+pub const DEFAULT_REALTIME_PRIORITY: u32 = 10;
+
 /// `[xdp]`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -138,6 +141,13 @@ pub struct XdpSection {
     pub ring_size: u32,
     /// Try zero-copy first (falls back to copy mode).
     pub zero_copy: bool,
+    /// SCHED_FIFO priority of the AF_XDP workers (1-99; 0: normal
+    /// scheduling). Unset: [`DEFAULT_REALTIME_PRIORITY`], or 0 with
+    /// `busy_poll`. A real-time worker runs whenever it has frames and
+    /// sleeps when its rings are empty, so the kernel's receive path on the
+    /// same core runs only then and never copies more than the worker can
+    /// take: overload is shed before the copy instead of after it.
+    pub realtime_priority: Option<u32>,
 }
 
 impl Default for XdpSection {
@@ -150,6 +160,7 @@ impl Default for XdpSection {
             frames: 4096,
             ring_size: 2048,
             zero_copy: true,
+            realtime_priority: None,
         }
     }
 }
@@ -638,6 +649,19 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     if !o.interfaces.is_empty() {
         xdp.interfaces = o.interfaces.clone();
     }
+    match xdp.realtime_priority {
+        Some(p) if p > 99 => {
+            return Err(ConfigError::new("xdp.realtime_priority", format!("{p}: must be 0 (off) or 1..=99")));
+        }
+        Some(p) if p > 0 && xdp.busy_poll => {
+            return Err(ConfigError::new(
+                "xdp.realtime_priority",
+                format!("{p}: cannot be combined with busy_poll = true (a real-time worker that never sleeps leaves the kernel's receive path on its core no time); set it to 0"),
+            ));
+        }
+        Some(_) => {}
+        None => xdp.realtime_priority = Some(if xdp.busy_poll { 0 } else { DEFAULT_REALTIME_PRIORITY }),
+    }
     if xdp.frame_size != 2048 && xdp.frame_size != 4096 {
         return Err(ConfigError::new("xdp.frame_size", format!("{}: must be 2048 or 4096", xdp.frame_size)));
     }
@@ -732,6 +756,16 @@ mod tests {
     }
 
     #[test]
+    fn xdp_workers_are_real_time_unless_busy_polling() {
+        let rt = |text: &str| settle_text(text).unwrap().xdp.realtime_priority;
+        assert_eq!(rt(""), Some(DEFAULT_REALTIME_PRIORITY));
+        assert_eq!(rt("[xdp]\nbusy_poll = true"), Some(0));
+        assert_eq!(rt("[xdp]\nrealtime_priority = 0"), Some(0));
+        assert_eq!(rt("[xdp]\nrealtime_priority = 50"), Some(50));
+        assert_eq!(rt("[xdp]\nbusy_poll = true\nrealtime_priority = 0"), Some(0));
+    }
+
+    #[test]
     fn defaults_serve_on_loopback_with_resolv_conf_backends() {
         let s =
             settle(FileConfig::default(), &Overrides::default(), Some("# x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n"), 2).unwrap();
@@ -800,6 +834,9 @@ mod tests {
             ("[upstream]\ntry_timeout_ms = 0", "upstream.try_timeout_ms"),
             ("[upstream]\nbackends = [{ address = \"10.0.0.1\", weight = 0 }]", "upstream.backends[0]"),
             ("[server]\nlog_level = \"loud\"", "server.log_level"),
+            ("[xdp]\nrealtime_priority = 100", "xdp.realtime_priority"),
+            ("[xdp]\nbusy_poll = true\nrealtime_priority = 5", "xdp.realtime_priority"),
+            ("[xdp]\nring_size = 1000", "xdp.ring_size"),
         ];
         for (text, key) in cases {
             assert_eq!(settle_text(text).unwrap_err().key, key, "{text}");

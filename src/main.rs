@@ -94,6 +94,8 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     frames = 4096                    # per queue
     ring_size = 2048                 # RX/TX/fill/completion rings
     zero_copy = true                 # tried first; copy mode otherwise
+    realtime_priority = 10           # SCHED_FIFO priority of the AF_XDP workers, 1-99;
+                                     # 0: normal scheduling (default 0 with busy_poll)
 
     [records]                        # local service discovery (docs/control-api.md)
     domains = []                     # e.g. [\"kdns\"]: answered by kdns itself

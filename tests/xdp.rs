@@ -667,6 +667,40 @@ fn kill_9_detaches_the_program_and_a_new_kdns_attaches() {
     eprintln!("kill -9: program before: {first}\nkill -9: detached; program of the new kdns: {second}");
 }
 
+/// `[xdp] realtime_priority`: the AF_XDP worker thread (and only it) runs
+/// in SCHED_FIFO at that priority, and still answers over AF_XDP.
+#[test]
+fn realtime_priority_puts_the_xdp_worker_in_sched_fifo() {
+    require_xdp_tools();
+    let _slot = shared_slot();
+    let dir = TempDir::new("rt");
+    let cfg = dir.join("kdns.toml");
+    std::fs::write(&cfg, "[xdp]\nrealtime_priority = 7\n").expect("write config");
+    let lab = xdp_lab(LabOpts { extra: vec!["--config".into(), cfg.display().to_string()], ..LabOpts::default() });
+    // (comm, policy, rt_priority) of every thread, from /proc/PID/task/TID/stat
+    // (fields 40 and 41, counted after the parenthesised comm).
+    let pid = lab.kdns.pid();
+    let mut threads = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("kdns tasks").flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_string();
+        let rest: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+        let (prio, policy) = (rest.get(37).copied().unwrap_or("?"), rest.get(38).copied().unwrap_or("?"));
+        threads.push((comm, policy.to_string(), prio.to_string()));
+    }
+    let xdp: Vec<_> = threads.iter().filter(|(c, _, _)| c.starts_with("kdns-xdp-")).collect();
+    assert_eq!(xdp.len(), 1, "expected one AF_XDP worker thread: {threads:?}");
+    assert_eq!((xdp[0].1.as_str(), xdp[0].2.as_str()), ("1", "7"), "AF_XDP worker not in SCHED_FIFO (policy 1) at 7: {threads:?}");
+    let others: Vec<_> = threads.iter().filter(|(c, p, _)| !c.starts_with("kdns-xdp-") && p != "0").collect();
+    assert!(others.is_empty(), "threads other than the AF_XDP worker changed policy: {others:?}");
+    assert!(lab.kdns.plain_log().contains("AF_XDP worker runs in SCHED_FIFO"), "no log line:\n{}", lab.kdns.plain_log());
+    let s0 = lab.stats();
+    let a = dig(&lab.client, &[&lab.at4(), "rt.t5.test", "A"]);
+    check_answer("dig, real-time worker", &a, "rt.t5.test", "A", TEST_A);
+    let q0 = kind_sum(&s0, "xdp", "queries");
+    stats_until(&lab, "the real-time AF_XDP worker did not answer", |s| kind_sum(s, "xdp", "queries") > q0);
+}
+
 // ---------------------------------------------------------------------------
 // 6. A stale program
 // ---------------------------------------------------------------------------
