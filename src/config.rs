@@ -145,8 +145,9 @@ pub struct XdpSection {
     /// scheduling). Unset: [`DEFAULT_REALTIME_PRIORITY`], or 0 with
     /// `busy_poll`. A real-time worker runs whenever it has frames and
     /// sleeps when its rings are empty, so the kernel's receive path on the
-    /// same core runs only then and never copies more than the worker can
-    /// take: overload is shed before the copy instead of after it.
+    /// same core runs only then and never copies in more than the worker
+    /// answers: overload is shed before the copy. (The UDP socket workers
+    /// stay at normal priority: measured, real time did not help them.)
     pub realtime_priority: Option<u32>,
 }
 
@@ -388,6 +389,8 @@ pub struct Overrides {
     pub domains: Vec<String>,
     /// `--state-file`
     pub state_file: Option<String>,
+    /// `--realtime-priority`.
+    pub realtime_priority: Option<u32>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -399,6 +402,8 @@ pub struct Settings {
     pub workers: usize,
     /// Pin workers to cores.
     pub pin_workers: bool,
+    /// SCHED_FIFO priority of the AF_XDP workers; 0: normal scheduling.
+    pub realtime_priority: u32,
     /// The engine settings (backends, cache, health, ACL) shared by all workers;
     /// each worker gets its own seed.
     pub engine: EngineConfig,
@@ -649,19 +654,21 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     if !o.interfaces.is_empty() {
         xdp.interfaces = o.interfaces.clone();
     }
-    match xdp.realtime_priority {
+    let rt_key = if o.realtime_priority.is_some() { "--realtime-priority" } else { "xdp.realtime_priority" };
+    let realtime_priority = match o.realtime_priority.or(xdp.realtime_priority) {
         Some(p) if p > 99 => {
-            return Err(ConfigError::new("xdp.realtime_priority", format!("{p}: must be 0 (off) or 1..=99")));
+            return Err(ConfigError::new(rt_key, format!("{p}: must be 0 (off) or 1..=99")));
         }
         Some(p) if p > 0 && xdp.busy_poll => {
             return Err(ConfigError::new(
-                "xdp.realtime_priority",
+                rt_key,
                 format!("{p}: cannot be combined with busy_poll = true (a real-time worker that never sleeps leaves the kernel's receive path on its core no time); set it to 0"),
             ));
         }
-        Some(_) => {}
-        None => xdp.realtime_priority = Some(if xdp.busy_poll { 0 } else { DEFAULT_REALTIME_PRIORITY }),
-    }
+        Some(p) => p,
+        None if xdp.busy_poll => 0,
+        None => DEFAULT_REALTIME_PRIORITY,
+    };
     if xdp.frame_size != 2048 && xdp.frame_size != 4096 {
         return Err(ConfigError::new("xdp.frame_size", format!("{}: must be 2048 or 4096", xdp.frame_size)));
     }
@@ -680,6 +687,7 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         listen,
         workers,
         pin_workers: s.pin_workers,
+        realtime_priority,
         engine,
         backends_from,
         control_socket: PathBuf::from(o.control_socket.clone().unwrap_or_else(|| s.control_socket.clone())),
@@ -757,12 +765,17 @@ mod tests {
 
     #[test]
     fn xdp_workers_are_real_time_unless_busy_polling() {
-        let rt = |text: &str| settle_text(text).unwrap().xdp.realtime_priority;
-        assert_eq!(rt(""), Some(DEFAULT_REALTIME_PRIORITY));
-        assert_eq!(rt("[xdp]\nbusy_poll = true"), Some(0));
-        assert_eq!(rt("[xdp]\nrealtime_priority = 0"), Some(0));
-        assert_eq!(rt("[xdp]\nrealtime_priority = 50"), Some(50));
-        assert_eq!(rt("[xdp]\nbusy_poll = true\nrealtime_priority = 0"), Some(0));
+        let rt = |text: &str| settle_text(text).unwrap().realtime_priority;
+        assert_eq!(rt(""), DEFAULT_REALTIME_PRIORITY);
+        assert_eq!(rt("[xdp]\nbusy_poll = true"), 0);
+        assert_eq!(rt("[xdp]\nrealtime_priority = 0"), 0);
+        assert_eq!(rt("[xdp]\nrealtime_priority = 50"), 50);
+        assert_eq!(rt("[xdp]\nrealtime_priority = 0\nbusy_poll = true"), 0);
+        let o = Overrides { realtime_priority: Some(0), ..Overrides::default() };
+        assert_eq!(
+            settle(parse("[xdp]\nrealtime_priority = 20").unwrap(), &o, Some("nameserver 10.0.0.53\n"), 4).unwrap().realtime_priority,
+            0
+        );
     }
 
     #[test]
@@ -835,7 +848,7 @@ mod tests {
             ("[upstream]\nbackends = [{ address = \"10.0.0.1\", weight = 0 }]", "upstream.backends[0]"),
             ("[server]\nlog_level = \"loud\"", "server.log_level"),
             ("[xdp]\nrealtime_priority = 100", "xdp.realtime_priority"),
-            ("[xdp]\nbusy_poll = true\nrealtime_priority = 5", "xdp.realtime_priority"),
+            ("[xdp]\nrealtime_priority = 5\nbusy_poll = true", "xdp.realtime_priority"),
             ("[xdp]\nring_size = 1000", "xdp.ring_size"),
         ];
         for (text, key) in cases {

@@ -95,7 +95,7 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     ring_size = 2048                 # RX/TX/fill/completion rings
     zero_copy = true                 # tried first; copy mode otherwise
     realtime_priority = 10           # SCHED_FIFO priority of the AF_XDP workers, 1-99;
-                                     # 0: normal scheduling (default 0 with busy_poll)
+                                     # 0: normal scheduling (the default with busy_poll)
 
     [records]                        # local service discovery (docs/control-api.md)
     domains = []                     # e.g. [\"kdns\"]: answered by kdns itself
@@ -196,6 +196,10 @@ struct Cli {
     /// Where changes made through the control API are kept ("" for nowhere; replaces records.state_file).
     #[arg(long, value_name = "FILE")]
     state_file: Option<String>,
+    /// SCHED_FIFO priority of the AF_XDP workers, 1-99; 0 for normal
+    /// scheduling (replaces xdp.realtime_priority).
+    #[arg(long, value_name = "N")]
+    realtime_priority: Option<u32>,
     /// Check the configuration, print the settings that would be used, and exit.
     #[arg(long)]
     check_config: bool,
@@ -227,6 +231,7 @@ fn main() -> ExitCode {
         records_file: cli.records_file.clone(),
         domains: cli.domain.clone(),
         state_file: cli.state_file.clone(),
+        realtime_priority: cli.realtime_priority,
     };
     let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
     let cores = core_affinity::get_core_ids().map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |c| c.len());
@@ -269,7 +274,12 @@ fn init_logging(level: &str) {
 
 fn print_settings(s: &Settings) {
     println!("listen:          {}", join(&s.listen));
-    println!("workers:         {} (pinned: {})", s.workers, s.pin_workers);
+    println!(
+        "workers:         {} (pinned: {}; {})",
+        s.workers,
+        s.pin_workers,
+        if s.realtime_priority > 0 { format!("AF_XDP workers in SCHED_FIFO {}", s.realtime_priority) } else { "normal scheduling".into() }
+    );
     let b: Vec<String> = s
         .engine
         .backends
@@ -346,7 +356,7 @@ fn run(s: Settings) -> Result<(), String> {
     let backends: Vec<SocketAddr> = s.engine.backends.iter().map(|b| b.addr).collect();
     let xdp_workers = handles.iter().filter(|h| h.kind == handle::WorkerKind::Xdp).count();
     tracing::info!(
-        "kdns {} serving {}udp{} on {} with {} worker{}; backends {} (from {}); clients allowed from {}",
+        "kdns {} serving {}udp{} on {} with {} worker{}{}; backends {} (from {}); clients allowed from {}",
         env!("CARGO_PKG_VERSION"),
         if xdp_workers > 0 {
             format!("AF_XDP ({xdp_workers} queue worker{}) + kernel ", if xdp_workers == 1 { "" } else { "s" })
@@ -357,6 +367,11 @@ fn run(s: Settings) -> Result<(), String> {
         join(&s.listen),
         handles.len(),
         if handles.len() == 1 { "" } else { "s" },
+        if xdp_workers > 0 && s.realtime_priority > 0 {
+            format!(" (AF_XDP workers in SCHED_FIFO {})", s.realtime_priority)
+        } else {
+            String::new()
+        },
         join(&backends),
         s.backends_from,
         s.engine.acl.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),

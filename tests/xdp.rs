@@ -667,8 +667,9 @@ fn kill_9_detaches_the_program_and_a_new_kdns_attaches() {
     eprintln!("kill -9: program before: {first}\nkill -9: detached; program of the new kdns: {second}");
 }
 
-/// `[xdp] realtime_priority`: the AF_XDP worker thread (and only it) runs
-/// in SCHED_FIFO at that priority, and still answers over AF_XDP.
+/// `[xdp] realtime_priority`: the AF_XDP worker, and only it, runs in
+/// SCHED_FIFO at that priority (the kernel path's UDP worker does not),
+/// and it still answers.
 #[test]
 fn realtime_priority_puts_the_xdp_worker_in_sched_fifo() {
     require_xdp_tools();
@@ -691,9 +692,10 @@ fn realtime_priority_puts_the_xdp_worker_in_sched_fifo() {
     let xdp: Vec<_> = threads.iter().filter(|(c, _, _)| c.starts_with("kdns-xdp-")).collect();
     assert_eq!(xdp.len(), 1, "expected one AF_XDP worker thread: {threads:?}");
     assert_eq!((xdp[0].1.as_str(), xdp[0].2.as_str()), ("1", "7"), "AF_XDP worker not in SCHED_FIFO (policy 1) at 7: {threads:?}");
+    assert!(threads.iter().any(|(c, _, _)| c.starts_with("kdns-udp-")), "no UDP worker thread: {threads:?}");
     let others: Vec<_> = threads.iter().filter(|(c, p, _)| !c.starts_with("kdns-xdp-") && p != "0").collect();
     assert!(others.is_empty(), "threads other than the AF_XDP worker changed policy: {others:?}");
-    assert!(lab.kdns.plain_log().contains("AF_XDP worker runs in SCHED_FIFO"), "no log line:\n{}", lab.kdns.plain_log());
+    assert!(lab.kdns.plain_log().contains("AF_XDP workers in SCHED_FIFO 7"), "no log line:\n{}", lab.kdns.plain_log());
     let s0 = lab.stats();
     let a = dig(&lab.client, &[&lab.at4(), "rt.t5.test", "A"]);
     check_answer("dig, real-time worker", &a, "rt.t5.test", "A", TEST_A);

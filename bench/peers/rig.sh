@@ -290,7 +290,12 @@ backend_start() {
 
 # Each system has its own address on the server veth (port 53), so all three
 # can run side by side and be measured in interleaved order without restarts.
-declare -A SYS_ADDR=([kdns]=10.77.0.1 [unbound]=10.77.0.3 [dnsdist]=10.77.0.4)
+# kdns-n is kdns with --realtime-priority 0, a second kdns on its own
+# address. It was added to compare a real-time UDP worker with a normal one
+# in the same run (RESULTS.md, "Real-time scheduling does not help the
+# socket workers"). The option now applies only to AF_XDP workers, so in
+# socket mode kdns-n is the same as kdns.
+declare -A SYS_ADDR=([kdns]=10.77.0.1 [unbound]=10.77.0.3 [dnsdist]=10.77.0.4 [kdns-n]=10.77.0.5)
 
 # sys_start SYSTEM [BACKEND_PORT...]: start kdns | unbound | dnsdist on
 # ${SYS_ADDR[SYSTEM]}:53. kdns and dnsdist forward misses to Unbound backends
@@ -305,6 +310,15 @@ sys_start() {
         in_gen ip neigh replace "$a" lladdr "$SRV_MAC" dev "$IF_GEN" nud permanent
     fi
     case $s in
+    kdns-n)
+        for p in "${ports[@]}"; do
+            backend_start "be$p" "$p"
+            bargs+=(--backend "127.0.0.1:$p")
+        done
+        rm -f "$RIG_DIR/kdns-n.sock"
+        _spawn kdns-n "$KDNS" --listen "$a:53" "${bargs[@]}" --workers 1 "${KDNS_MODE_ARGS[@]}" --realtime-priority 0 \
+            --allow 10.77.0.0/24 --allow fd77::/64 --control-socket "$RIG_DIR/kdns-n.sock" --log-level warn
+        ;;
     kdns)
         for p in "${ports[@]}"; do
             backend_start "be$p" "$p"

@@ -131,7 +131,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
         frames: s.xdp.frames,
         ring_size: s.xdp.ring_size,
         busy_poll: s.xdp.busy_poll,
-        realtime_priority: s.xdp.realtime_priority.unwrap_or(0),
+        realtime_priority: s.realtime_priority,
         zero_copy: s.xdp.zero_copy,
     };
     let mut programs = Vec::new();

@@ -258,36 +258,10 @@ impl PreparedXdpWorker {
                     tracing::warn!(worker = w.id, core = c.id, "could not pin worker to its core");
                 }
             }
-            if rt > 0 {
-                set_realtime(w.id, rt);
-            }
+            crate::worker::set_realtime(w.id, rt);
             w.run()
         })?;
         Ok((handle, t))
-    }
-}
-
-/// Puts the calling thread in SCHED_FIFO at `priority` (logged either way;
-/// on failure the worker keeps normal scheduling).
-///
-/// Why: on a core shared with the NAPI thread that feeds it, a worker at
-/// normal priority gets a share of the core set by the scheduler, and past
-/// saturation the kernel spends its share copying frames the worker then
-/// has no time to take (they are dropped at the RX ring, copy paid). A
-/// real-time worker runs whenever it has work and sleeps when its rings
-/// are empty, so the receive path runs only then, delivers only what the
-/// worker can take, and the excess is dropped before the copy. The kernel's
-/// real-time throttling (sched_rt_runtime_us) keeps the core from being
-/// monopolised if a worker never sleeps (busy_poll).
-fn set_realtime(worker: usize, priority: u32) {
-    let p = libc::sched_param { sched_priority: priority as libc::c_int };
-    // SAFETY: a valid sched_param for the calling thread (pid 0).
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
-    if r == 0 {
-        tracing::info!(worker, priority, "AF_XDP worker runs in SCHED_FIFO");
-    } else {
-        let e = io::Error::last_os_error();
-        tracing::warn!(worker, priority, error = %e, "could not switch the AF_XDP worker to SCHED_FIFO; normal scheduling");
     }
 }
 
