@@ -294,7 +294,8 @@ backend_start() {
 # address. It was added to compare a real-time UDP worker with a normal one
 # in the same run (RESULTS.md, "Real-time scheduling does not help the
 # socket workers"). The option now applies only to AF_XDP workers, so in
-# socket mode kdns-n is the same as kdns.
+# socket mode kdns-n is the same as kdns, unless KDNS_N names another kdns
+# binary for it (an A/B comparison of two builds in the same run).
 declare -A SYS_ADDR=([kdns]=10.77.0.1 [unbound]=10.77.0.3 [dnsdist]=10.77.0.4 [kdns-n]=10.77.0.5)
 
 # sys_start SYSTEM [BACKEND_PORT...]: start kdns | unbound | dnsdist on
@@ -316,7 +317,7 @@ sys_start() {
             bargs+=(--backend "127.0.0.1:$p")
         done
         rm -f "$RIG_DIR/kdns-n.sock"
-        _spawn kdns-n "$KDNS" --listen "$a:53" "${bargs[@]}" --workers 1 "${KDNS_MODE_ARGS[@]}" --realtime-priority 0 \
+        _spawn kdns-n "${KDNS_N:-$KDNS}" --listen "$a:53" "${bargs[@]}" --workers 1 "${KDNS_MODE_ARGS[@]}" --realtime-priority 0 \
             --allow 10.77.0.0/24 --allow fd77::/64 --control-socket "$RIG_DIR/kdns-n.sock" --log-level warn
         ;;
     kdns)
