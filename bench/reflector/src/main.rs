@@ -47,6 +47,8 @@ usage: kdns-reflector --iface IF --addr IP [--addr IP ...] [options]
   --spin N           empty loop turns up to sleeping in poll() (default 16,
                      as kdns; 0 = sleep as soon as a turn finds nothing)
   --busy-poll        never sleep in poll()
+  --realtime N       run the loop in SCHED_FIFO at priority N (1-99), as kdns'
+                     AF_XDP workers do by default; 0 = normal scheduling (default)
   --zero-copy        ask for zero-copy (falls back to copy mode)
   --generic          attach in generic (SKB) mode instead of driver mode
 Runs until SIGINT/SIGTERM; then detaches the program and prints counters.
@@ -65,6 +67,7 @@ struct Opts {
     kicks: u32,
     spin: u32,
     busy_poll: bool,
+    realtime: u32,
     zero_copy: bool,
     generic: bool,
 }
@@ -82,6 +85,7 @@ fn parse_args() -> Result<Opts, String> {
         kicks: 8,
         spin: 16,
         busy_poll: false,
+        realtime: 0,
         zero_copy: false,
         generic: false,
     };
@@ -100,6 +104,7 @@ fn parse_args() -> Result<Opts, String> {
             "--kicks" => o.kicks = val("--kicks")?.parse().map_err(|e| format!("--kicks: {e}"))?,
             "--spin" => o.spin = val("--spin")?.parse().map_err(|e| format!("--spin: {e}"))?,
             "--busy-poll" => o.busy_poll = true,
+            "--realtime" => o.realtime = val("--realtime")?.parse().map_err(|e| format!("--realtime: {e}"))?,
             "--zero-copy" => o.zero_copy = true,
             "--generic" => o.generic = true,
             "-h" | "--help" => return Err(String::new()),
@@ -111,6 +116,9 @@ fn parse_args() -> Result<Opts, String> {
     }
     if o.batch == 0 || o.kicks == 0 {
         return Err("--batch and --kicks must be > 0".into());
+    }
+    if o.realtime > 99 {
+        return Err("--realtime must be 0..=99".into());
     }
     o.frames = o.frames.max(2 * o.ring);
     Ok(o)
@@ -277,7 +285,7 @@ fn run(o: &Opts) -> Result<(), String> {
     let mode = if o.generic { XdpMode::Skb } else { XdpMode::Driver };
     let link = prog.attach(&o.iface, mode).map_err(|e| format!("attach to {} in {mode:?} mode: {e}", o.iface))?;
     eprintln!(
-        "kdns-reflector: {} queue {}: {} mode, XDP {mode:?}, ring {}, frames {}, batch {}, kicks {}, {}; answering {} port {}",
+        "kdns-reflector: {} queue {}: {} mode, XDP {mode:?}, ring {}, frames {}, batch {}, kicks {}, {}{}; answering {} port {}",
         o.iface,
         o.queue,
         if zc { "zero-copy" } else { "copy" },
@@ -286,6 +294,7 @@ fn run(o: &Opts) -> Result<(), String> {
         o.batch,
         o.kicks,
         if o.busy_poll { "busy-poll" } else { "sleeps when idle" },
+        if o.realtime > 0 { format!(", SCHED_FIFO {}", o.realtime) } else { String::new() },
         o.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
         o.port
     );
@@ -305,6 +314,13 @@ fn run(o: &Opts) -> Result<(), String> {
     let mut refill: Vec<FrameDesc> = Vec::with_capacity(2 * o.ring as usize);
     let mut c = Counters::default();
     let mut idle = 0u32;
+    if o.realtime > 0 {
+        let p = libc::sched_param { sched_priority: o.realtime as libc::c_int };
+        // SAFETY: a valid sched_param for the calling thread (pid 0).
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
+            return Err(format!("SCHED_FIFO {}: {}", o.realtime, std::io::Error::last_os_error()));
+        }
+    }
     let started = Instant::now();
     let fd = rx.fd().as_raw_fd();
 
