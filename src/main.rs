@@ -115,7 +115,12 @@ AF_XDP:
     server keep serving what the program passes. Loopback and wildcard
     listen addresses have no AF_XDP path: \"auto\" then uses sockets and
     logs why. A stale XDP program left on the interface by a crash or
-    another tool is replaced, with a log line.
+    another tool is replaced, with a log line. The AF_XDP workers run in
+    SCHED_FIFO (xdp.realtime_priority, 10): the kernel's receive path on
+    the same core then runs only while the worker is idle, so a flood is
+    shed before it costs the core anything. This needs CAP_SYS_NICE (kdns
+    logs a warning and runs at normal priority without it); set 0 if other
+    real-time work shares those cores.
 
 LOCAL RECORDS:
     Names under the local domains are answered by kdns itself: web.kdns
