@@ -79,39 +79,6 @@ pub struct WorkerSetup {
     pub stop: Arc<AtomicBool>,
 }
 
-/// Puts the calling worker thread in SCHED_FIFO at `priority` (0: leaves it
-/// alone), logged either way; on failure the worker keeps normal
-/// scheduling. Used by the AF_XDP workers.
-///
-/// Why: an AF_XDP worker shares its core with the kernel's receive path
-/// for its queue (NAPI: XDP program, copy into the UMEM). At normal
-/// priority the scheduler splits the core between the two, and past
-/// saturation the kernel spends its share copying in frames the worker
-/// then has no time for (dropped at the RX ring, the copy already paid).
-/// A real-time worker runs whenever it has work and sleeps when it has
-/// none, so the receive path runs only then and never takes in more than
-/// the worker answers; the excess waits in the device queue or is dropped
-/// there, before any work is spent on it (bench/RESULTS.md: 99% of
-/// capacity kept at twice the load, against 69%). The UDP socket workers
-/// do not use it: measured the same way, it did not help them (their
-/// receive path is the whole UDP stack, woken per datagram). The kernel's
-/// real-time throttling (sched_rt_runtime_us) keeps a worker that never
-/// sleeps from monopolising the core, and busy polling turns this off.
-pub fn set_realtime(worker: usize, priority: u32) {
-    if priority == 0 {
-        return;
-    }
-    let p = libc::sched_param { sched_priority: priority as libc::c_int };
-    // SAFETY: a valid sched_param for the calling thread (pid 0).
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
-    if r == 0 {
-        tracing::debug!(worker, priority, "worker runs in SCHED_FIFO");
-    } else {
-        let e = io::Error::last_os_error();
-        tracing::warn!(worker, priority, error = %e, "could not switch the worker to SCHED_FIFO; it runs at normal priority");
-    }
-}
-
 /// Starts a worker thread. Returns the control thread's handle to it.
 pub fn spawn(setup: WorkerSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
     let engine = Engine::new(setup.engine.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;

@@ -311,26 +311,21 @@ sys_start() {
         in_gen ip neigh replace "$a" lladdr "$SRV_MAC" dev "$IF_GEN" nud permanent
     fi
     case $s in
-    kdns-n)
+    kdns | kdns-n)
         for p in "${ports[@]}"; do
             backend_start "be$p" "$p"
             bargs+=(--backend "127.0.0.1:$p")
         done
-        rm -f "$RIG_DIR/kdns-n.sock"
-        _spawn kdns-n "${KDNS_N:-$KDNS}" --listen "$a:53" "${bargs[@]}" --workers 1 "${KDNS_MODE_ARGS[@]}" --realtime-priority 0 \
-            --allow 10.77.0.0/24 --allow fd77::/64 --control-socket "$RIG_DIR/kdns-n.sock" --log-level warn
-        ;;
-    kdns)
-        for p in "${ports[@]}"; do
-            backend_start "be$p" "$p"
-            bargs+=(--backend "127.0.0.1:$p")
-        done
-        rm -f "$RIG_DIR/kdns.sock"
+        rm -f "$RIG_DIR/$s.sock"
+        # kdns also listens on the server's IPv6 address; kdns-n (a second
+        # kdns, see SYS_ADDR) does not, so the two never share a socket.
+        local bin=$KDNS extra=(--listen "[$SRV_V6]:53")
+        [[ $s == kdns-n ]] && bin=${KDNS_N:-$KDNS} extra=(--realtime-priority 0)
         # pin_workers is on by default: under taskset -c 0 the first (only)
         # core id is 0, so the worker pins itself there; taskset keeps the TCP
         # and control threads on core 0 too.
-        _spawn kdns "$KDNS" --listen "$a:53" --listen "[$SRV_V6]:53" "${bargs[@]}" --workers 1 "${KDNS_MODE_ARGS[@]}" \
-            --allow 10.77.0.0/24 --allow fd77::/64 --control-socket "$RIG_DIR/kdns.sock" --log-level warn
+        _spawn "$s" "$bin" --listen "$a:53" "${extra[@]}" "${bargs[@]}" --workers 1 "${KDNS_MODE_ARGS[@]}" \
+            --allow 10.77.0.0/24 --allow fd77::/64 --control-socket "$RIG_DIR/$s.sock" --log-level warn
         ;;
     unbound)
         unbound_conf "$RIG_DIR/unbound.conf" "$a" "10.77.0.0/24"

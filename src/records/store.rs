@@ -152,15 +152,12 @@ fn eff_service(def: &ServiceDef, source: Source) -> Result<EffService, ApiError>
     Ok(EffService { def: ServiceDef { instances: Vec::new(), ..d }, source, check, instances })
 }
 
-/// File and runtime merged: a runtime service replaces the file's service
-/// of the same name; runtime instances of a file service follow the file's
-/// instances; runtime records follow the file's.
 /// Hands memory freed by a rebuild back to the kernel. glibc keeps freed
 /// heap resident (a records file of 10k services costs hundreds of MB
 /// while it is parsed and built, and most of that would stay in the RSS);
 /// `malloc_trim` returns the free pages. It walks the heap, so it runs on
 /// the control thread after a change, never on a worker.
-pub fn release_freed_memory() {
+fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; any thread may call it.
     unsafe {
@@ -168,6 +165,9 @@ pub fn release_freed_memory() {
     }
 }
 
+/// File and runtime merged: a runtime service replaces the file's service
+/// of the same name; runtime instances of a file service follow the file's
+/// instances; runtime records follow the file's.
 fn merge(cfg: &StoreConfig, file: &FileRecords, rt: &Runtime) -> Result<Merged, ApiError> {
     let mut m = Merged { default_ttl: file.default_ttl.unwrap_or(cfg.default_ttl), ..Merged::default() };
     for d in cfg.domains.iter().chain(&file.domains) {
