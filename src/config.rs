@@ -419,7 +419,9 @@ pub struct Settings {
     pub tcp: TcpSection,
     /// How queries are read.
     pub io: IoMode,
-    /// AF_XDP settings.
+    /// AF_XDP settings (validated even in a socket-only build, so a
+    /// configuration file means the same to both).
+    #[cfg_attr(not(feature = "xdp"), allow(dead_code))]
     pub xdp: XdpSection,
     /// Local records.
     pub records: RecordsSettings,

@@ -410,6 +410,9 @@ fn run(s: Settings) -> Result<(), String> {
     for t in threads {
         let _ = t.join();
     }
+    // Detaches the XDP program once the workers are gone (socket-only
+    // builds have nothing to drop).
+    #[cfg_attr(not(feature = "xdp"), allow(dropping_copy_types))]
     drop(xdp_runtime);
     if let Some(c) = control {
         c.shutdown();
