@@ -17,6 +17,8 @@ if [[ -z "${KDNS_QUICK:-}" ]]; then
     cargo fmt --all -- --check
     echo "== cargo clippy"
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    echo "== cargo clippy, socket-only kdns (--no-default-features)"
+    cargo clippy -p kdns --all-targets --no-default-features --locked -- -D warnings
 fi
 
 echo "== cargo build"
