@@ -57,6 +57,46 @@ pub struct FileConfig {
     pub xdp: XdpSection,
     /// `[records]`
     pub records: RecordsSection,
+    /// `[docker]`
+    pub docker: DockerSection,
+}
+
+/// Where the Docker API socket is unless configured.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// `[docker]`: names learnt from the Docker engine.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerSection {
+    /// Follow the Docker engine.
+    pub enabled: bool,
+    /// The engine's API socket (a path, or `unix://` and a path).
+    pub socket: String,
+    /// Networks whose containers are served: a network's name, or the name
+    /// a compose file gives it (label `com.docker.compose.network`). Empty:
+    /// the networks whose subnets hold a listen address.
+    pub networks: Vec<String>,
+    /// A container whose healthcheck has not passed yet: `serve` or `hide`.
+    pub starting: String,
+}
+
+impl Default for DockerSection {
+    fn default() -> Self {
+        DockerSection { enabled: false, socket: DEFAULT_DOCKER_SOCKET.into(), networks: Vec::new(), starting: "serve".into() }
+    }
+}
+
+/// The validated `[docker]` settings (present when the provider runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerSettings {
+    /// The API socket path.
+    pub socket: PathBuf,
+    /// Network names or compose network names; empty: by listen address.
+    pub networks: Vec<String>,
+    /// Serve containers whose healthcheck is still starting.
+    pub serve_starting: bool,
+    /// The listen addresses (to find the networks when none are named).
+    pub listen: Vec<std::net::IpAddr>,
 }
 
 /// `[records]`: local service discovery.
@@ -391,6 +431,10 @@ pub struct Overrides {
     pub state_file: Option<String>,
     /// `--realtime-priority`.
     pub realtime_priority: Option<u32>,
+    /// `--docker`
+    pub docker: bool,
+    /// `--docker-socket`
+    pub docker_socket: Option<String>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -425,6 +469,8 @@ pub struct Settings {
     pub xdp: XdpSection,
     /// Local records.
     pub records: RecordsSettings,
+    /// The Docker provider (none: off).
+    pub docker: Option<DockerSettings>,
 }
 
 /// Reads `path` (TOML).
@@ -684,8 +730,10 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         ));
     }
     let records = settle_records(&file.records, o)?;
+    let docker = settle_docker(&file.docker, o, &records, &listen)?;
     Ok(Settings {
         records,
+        docker,
         listen,
         workers,
         pin_workers: s.pin_workers,
@@ -749,6 +797,51 @@ fn settle_records(r: &RecordsSection, o: &Overrides) -> Result<RecordsSettings, 
     Ok(RecordsSettings { domains, default_ttl: r.default_ttl, file, state_file, control_tcp, control_token })
 }
 
+/// `[docker]` with `--docker` and `--docker-socket` (which turns it on).
+fn settle_docker(
+    d: &DockerSection,
+    o: &Overrides,
+    records: &RecordsSettings,
+    listen: &[SocketAddr],
+) -> Result<Option<DockerSettings>, ConfigError> {
+    let serve_starting = match d.starting.as_str() {
+        "serve" => true,
+        "hide" => false,
+        other => return Err(ConfigError::new("docker.starting", format!("'{other}': expected \"serve\" or \"hide\""))),
+    };
+    let (socket, key) = match &o.docker_socket {
+        Some(s) => (s.as_str(), "--docker-socket"),
+        None => (d.socket.as_str(), "docker.socket"),
+    };
+    let socket = socket.strip_prefix("unix://").unwrap_or(socket);
+    if !socket.starts_with('/') {
+        return Err(ConfigError::new(
+            key,
+            format!("'{socket}': expected the absolute path of the Docker API socket (e.g. {DEFAULT_DOCKER_SOCKET})"),
+        ));
+    }
+    for (i, n) in d.networks.iter().enumerate() {
+        if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::new(format!("docker.networks[{i}]"), format!("{n:?} is not a network name")));
+        }
+    }
+    if !(d.enabled || o.docker || o.docker_socket.is_some()) {
+        return Ok(None);
+    }
+    if records.domains.is_empty() {
+        return Err(ConfigError::new(
+            if o.docker { "--docker" } else { "docker.enabled" },
+            "the Docker provider needs a local domain to answer names under (records.domains or --domain)",
+        ));
+    }
+    Ok(Some(DockerSettings {
+        socket: PathBuf::from(socket),
+        networks: d.networks.clone(),
+        serve_starting,
+        listen: listen.iter().map(|a| a.ip()).collect(),
+    }))
+}
+
 fn parse_workers(w: &str, cores: usize) -> Option<usize> {
     if w == "auto" {
         Some(cores.max(1))
@@ -760,6 +853,32 @@ fn parse_workers(w: &str, cores: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_section() {
+        assert_eq!(settle_text("").unwrap().docker, None, "off by default");
+        let s = settle_text(
+            "[server]\nlisten = [\"172.30.53.53:53\"]\n[records]\ndomains = [\"kdns\"]\n[docker]\nenabled = true\nsocket = \"unix:///run/d.sock\"\nnetworks = [\"dnsnet\"]\nstarting = \"hide\"\n",
+        )
+        .unwrap();
+        let d = s.docker.unwrap();
+        assert_eq!(d.socket, PathBuf::from("/run/d.sock"));
+        assert_eq!((d.networks, d.serve_starting), (vec!["dnsnet".to_string()], false));
+        assert_eq!(d.listen, vec!["172.30.53.53".parse::<std::net::IpAddr>().unwrap()]);
+        let o = Overrides { docker_socket: Some("/tmp/x.sock".into()), domains: vec!["kdns".into()], ..Overrides::default() };
+        let d = settle(FileConfig::default(), &o, Some("nameserver 10.0.0.53"), 1).unwrap().docker.unwrap();
+        assert_eq!((d.socket, d.serve_starting), (PathBuf::from("/tmp/x.sock"), true), "--docker-socket turns it on");
+        for (text, key) in [
+            ("[docker]\nenabled = true", "docker.enabled"),
+            ("[records]\ndomains = [\"kdns\"]\n[docker]\nstarting = \"later\"", "docker.starting"),
+            ("[records]\ndomains = [\"kdns\"]\n[docker]\nsocket = \"docker.sock\"", "docker.socket"),
+            ("[records]\ndomains = [\"kdns\"]\n[docker]\nnetworks = [\"\"]", "docker.networks[0]"),
+        ] {
+            assert_eq!(settle_text(text).unwrap_err().key, key, "{text}");
+        }
+        let o = Overrides { docker: true, ..Overrides::default() };
+        assert_eq!(settle(FileConfig::default(), &o, Some("nameserver 10.0.0.53"), 1).unwrap_err().key, "--docker");
+    }
 
     fn settle_text(text: &str) -> Result<Settings, ConfigError> {
         settle(parse(text)?, &Overrides::default(), Some("nameserver 10.0.0.53\n"), 4)

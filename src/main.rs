@@ -5,6 +5,7 @@
 
 mod config;
 mod control;
+mod docker;
 mod handle;
 mod io;
 mod records;
@@ -105,6 +106,14 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     control_tcp = \"\"                 # e.g. \"127.0.0.1:5380\": the control API on TCP too
     control_token_file = \"\"          # its bearer token (required with control_tcp)
 
+    [docker]                         # names learnt from the Docker engine
+    enabled = false                  # --docker; needs a local domain
+    socket = \"/var/run/docker.sock\" # the engine's API socket (--docker-socket)
+    networks = []                    # served networks, by name or compose name;
+                                     # default: those whose subnet holds a listen address
+    starting = \"serve\"              # a container whose healthcheck has not passed
+                                     # yet: \"serve\" or \"hide\"
+
 AF_XDP:
     With io = \"xdp\" or \"auto\", kdns attaches its XDP program (through a
     bpf_link: it goes away when kdns exits, even on kill -9) to the
@@ -142,6 +151,26 @@ LOCAL RECORDS:
         data = \"10.5.0.1\"
     and from changes made through the control API (kdns-ctl), kept in the
     state file; a service defined both ways is the API's.
+
+DOCKER:
+    With docker.enabled (--docker), kdns follows the Docker engine's API:
+    every running container attached to a served network is an instance
+    of a service, named by its label kdns.service, else its compose
+    service, else its container name; web.kdns answers the running
+    replicas, web-2.kdns the compose replica 2, and the container's name
+    and its network aliases answer too (a bare name through the search
+    domain). A container whose healthcheck fails leaves the answers.
+    Labels: kdns.mode (all, random-one, sticky), kdns.ttl (seconds),
+    kdns.ports (\"http:8080/tcp,dns:53/udp\": SRV records), kdns.enable=false
+    (left out). A name that is not a DNS label is skipped with a warning
+    naming the container. The names merge with the records file and the
+    API's changes (which win a name both claim) and show in
+    `kdns-ctl records list` with source docker. If the engine cannot be
+    reached, kdns says why once, keeps serving what it learnt, retries
+    (1 s doubling to 30 s) and resyncs everything when it is back.
+    Containers reach kdns directly when their /etc/resolv.conf names it
+    (see the README: on a user-defined network Docker's own resolver,
+    127.0.0.11, would otherwise sit in front).
 
 EXIT STATUS:
     0  stopped by SIGINT or SIGTERM
@@ -205,6 +234,13 @@ struct Cli {
     /// scheduling (replaces xdp.realtime_priority).
     #[arg(long, value_name = "N")]
     realtime_priority: Option<u32>,
+    /// Follow the Docker engine: serve the running containers of the served
+    /// networks by service, replica and container name (turns docker.enabled on).
+    #[arg(long)]
+    docker: bool,
+    /// The Docker API socket (replaces docker.socket; turns the provider on).
+    #[arg(long, value_name = "PATH")]
+    docker_socket: Option<String>,
     /// Check the configuration, print the settings that would be used, and exit.
     #[arg(long)]
     check_config: bool,
@@ -237,6 +273,8 @@ fn main() -> ExitCode {
         domains: cli.domain.clone(),
         state_file: cli.state_file.clone(),
         realtime_priority: cli.realtime_priority,
+        docker: cli.docker,
+        docker_socket: cli.docker_socket.clone(),
     };
     let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
     let cores = core_affinity::get_core_ids().map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |c| c.len());
@@ -303,6 +341,15 @@ fn print_settings(s: &Settings) {
     let r = &s.records;
     println!("local domains:   {}", if r.domains.is_empty() { "(none)".into() } else { r.domains.join(", ") });
     println!("records file:    {}", r.file.as_ref().map_or("(none)".into(), |p| p.display().to_string()));
+    match &s.docker {
+        None => println!("docker:          off"),
+        Some(d) => println!(
+            "docker:          {} (networks: {}; containers still starting: {})",
+            d.socket.display(),
+            if d.networks.is_empty() { "those holding a listen address".into() } else { d.networks.join(", ") },
+            if d.serve_starting { "served" } else { "hidden" }
+        ),
+    }
     println!("state file:      {}", r.state_file.as_ref().map_or("(none)".into(), |p| p.display().to_string()));
     println!("control tcp:     {}", r.control_tcp.map_or("off".into(), |a| format!("{a} (bearer token)")));
 }
@@ -390,6 +437,10 @@ fn run(s: Settings) -> Result<(), String> {
         xdp: xdp_counters(&xdp_runtime),
     };
     let plane = records::start(&s.records, handles.clone()).map_err(|e| format!("records: {e}"))?;
+    let provider = match &s.docker {
+        Some(d) => Some(docker::start(d, plane.store()).map_err(|e| format!("Docker provider: {e}"))?),
+        None => None,
+    };
     let extras = control::Extras { records: Some(plane.store()), tcp: s.records.control_tcp.zip(s.records.control_token.clone()) };
     let control = match control::spawn_with(&s.control_socket, s.metrics, handles.clone(), info, extras) {
         Ok(c) => Some(c),
@@ -402,6 +453,9 @@ fn run(s: Settings) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signals: {e}"))?;
     let sig = signals.forever().next().unwrap_or(SIGTERM);
     tracing::info!("{} received: finishing queries in flight", if sig == SIGINT { "SIGINT" } else { "SIGTERM" });
+    if let Some(p) = provider {
+        p.shutdown();
+    }
     plane.shutdown();
     stop.store(true, Ordering::Relaxed);
     for h in &handles {

@@ -16,13 +16,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use kdns_core::records::{Instance, RecordsConfig, RecordsError, Service, Snapshot, StaticRecord};
+use kdns_core::records::{Instance, RecordsConfig, RecordsError, Service, Snapshot, StaticData, StaticRecord};
 use serde::Serialize;
 
 use super::defs::{self, CheckSpec, InstanceDef, ModeName, PortDef, RecordData, RecordDef, ServiceDef};
 use super::file::FileRecords;
 use super::health::{Checker, Key, Machine, Target};
 use super::state::{self, ExtraInstance, Forced, Runtime, State};
+use crate::docker::model::Layer as DockerLayer;
 use crate::handle::{Control, WorkerHandle};
 
 /// Longest wait for every worker to use a new snapshot.
@@ -84,6 +85,8 @@ pub enum Source {
     File,
     /// The API (kept in the state file).
     Runtime,
+    /// The Docker engine (src/docker): running containers.
+    Docker,
 }
 
 /// The outcome of a change.
@@ -106,6 +109,10 @@ struct EffInstance {
     def: InstanceDef,
     addrs: Vec<IpAddr>,
     source: Source,
+    /// Its own number (Docker: the compose replica number); none: its place.
+    number: Option<u32>,
+    /// Health as the Docker engine reports it: (in the answers, label).
+    docker: Option<(bool, &'static str)>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +140,9 @@ struct Merged {
     records: Vec<EffRecord>,
     /// Runtime instances of services that no longer exist (kept, not served).
     orphans: Vec<String>,
+    /// Docker services and names not served because the records file or
+    /// the API already use the name.
+    docker_skipped: Vec<String>,
 }
 
 impl Merged {
@@ -142,7 +152,7 @@ impl Merged {
 }
 
 fn eff_instance(def: &InstanceDef, source: Source) -> Result<EffInstance, ApiError> {
-    Ok(EffInstance { def: def.clone(), addrs: defs::instance_addrs(def)?, source })
+    Ok(EffInstance { def: def.clone(), addrs: defs::instance_addrs(def)?, source, number: None, docker: None })
 }
 
 fn eff_service(def: &ServiceDef, source: Source) -> Result<EffService, ApiError> {
@@ -165,10 +175,12 @@ fn release_freed_memory() {
     }
 }
 
-/// File and runtime merged: a runtime service replaces the file's service
-/// of the same name; runtime instances of a file service follow the file's
-/// instances; runtime records follow the file's.
-fn merge(cfg: &StoreConfig, file: &FileRecords, rt: &Runtime) -> Result<Merged, ApiError> {
+/// File, runtime and Docker merged: a runtime service replaces the file's
+/// service of the same name; runtime instances of a file service follow the
+/// file's instances; runtime records follow the file's. Docker services and
+/// names come last and never take a name the file or the API use (they are
+/// listed in `docker_skipped` instead).
+fn merge(cfg: &StoreConfig, file: &FileRecords, rt: &Runtime, docker: &DockerLayer) -> Result<Merged, ApiError> {
     let mut m = Merged { default_ttl: file.default_ttl.unwrap_or(cfg.default_ttl), ..Merged::default() };
     for d in cfg.domains.iter().chain(&file.domains) {
         if !m.domains.contains(d) {
@@ -203,13 +215,69 @@ fn merge(cfg: &StoreConfig, file: &FileRecords, rt: &Runtime) -> Result<Merged, 
             m.records.push(EffRecord { def, core, source });
         }
     }
+    merge_docker(&mut m, docker);
     Ok(m)
+}
+
+/// Adds the Docker layer to `m`: its services unless the name is taken, then
+/// each container name or alias, under every domain, unless a service, an
+/// instance or a static record already holds that name.
+fn merge_docker(m: &mut Merged, docker: &DockerLayer) {
+    for ds in &docker.services {
+        if m.service(&ds.def.name).is_some() {
+            m.docker_skipped.push(format!("service {}", ds.def.name));
+            continue;
+        }
+        let instances = ds
+            .instances
+            .iter()
+            .map(|i| EffInstance {
+                def: InstanceDef { id: i.id.clone(), addrs: i.addrs.iter().map(|a| a.to_string()).collect() },
+                addrs: i.addrs.clone(),
+                source: Source::Docker,
+                number: Some(i.number),
+                docker: Some((i.healthy, i.health)),
+            })
+            .collect();
+        m.services.push(EffService { def: ds.def.clone(), source: Source::Docker, check: None, instances });
+    }
+    let mut labels: HashSet<String> = HashSet::new();
+    for s in &m.services {
+        labels.insert(s.def.name.clone());
+        for (k, i) in s.instances.iter().enumerate() {
+            labels.insert(format!("{}-{}", s.def.name, i.number.map_or(k as u64 + 1, u64::from)));
+        }
+    }
+    let statics: HashSet<String> = m.records.iter().map(|r| r.core.name.clone()).collect();
+    for (label, addrs) in &docker.names {
+        let owners: Vec<String> = m.domains.iter().map(|d| format!("{label}.{d}")).collect();
+        if labels.contains(label) || owners.iter().any(|o| statics.contains(o)) {
+            m.docker_skipped.push(format!("name {label}"));
+            continue;
+        }
+        for owner in owners {
+            for a in addrs {
+                let (rtype, data) = match a {
+                    IpAddr::V4(v4) => ("A", StaticData::A(*v4)),
+                    IpAddr::V6(v6) => ("AAAA", StaticData::Aaaa(*v6)),
+                };
+                m.records.push(EffRecord {
+                    def: RecordDef { name: owner.clone(), rtype: rtype.into(), data: RecordData::One(a.to_string()), ttl: None },
+                    core: StaticRecord { name: owner.clone(), ttl: None, data },
+                    source: Source::Docker,
+                });
+            }
+        }
+    }
 }
 
 /// The health of one instance: (in the answers, label).
 fn health_of(machines: &HashMap<Key, Machine>, forced: &[Forced], svc: &EffService, inst: &EffInstance) -> (bool, &'static str) {
     if let Some(f) = forced.iter().find(|f| f.service == svc.def.name && f.id == inst.def.id) {
         return if f.healthy { (true, "forced-up") } else { (false, "forced-down") };
+    }
+    if let Some(d) = inst.docker {
+        return d;
     }
     if svc.check.is_none() {
         return (true, "up");
@@ -236,7 +304,12 @@ fn records_config(m: &Merged, machines: &HashMap<Key, Machine>, forced: &[Forced
                 instances: s
                     .instances
                     .iter()
-                    .map(|i| Instance { id: i.def.id.clone(), addrs: i.addrs.clone(), healthy: health_of(machines, forced, s, i).0 })
+                    .map(|i| Instance {
+                        id: i.def.id.clone(),
+                        addrs: i.addrs.clone(),
+                        healthy: health_of(machines, forced, s, i).0,
+                        number: i.number,
+                    })
                     .collect(),
                 ports: s
                     .def
@@ -283,6 +356,7 @@ struct Published {
 struct Inner {
     file: FileRecords,
     runtime: Runtime,
+    docker: DockerLayer,
     merged: Merged,
     machines: HashMap<Key, Machine>,
     serial: u32,
@@ -354,7 +428,7 @@ impl Store {
         let (serial, runtime) = state.map(|s| (s.serial, s.runtime)).unwrap_or_default();
         let no_health = HashMap::new();
         let attempt = |f: &FileRecords, rt: &Runtime| -> Result<(Merged, Snapshot), ApiError> {
-            let m = merge(&cfg, f, rt)?;
+            let m = merge(&cfg, f, rt, &DockerLayer::default())?;
             let snap = Snapshot::build(&records_config(&m, &no_health, &rt.health, serial.wrapping_add(1).max(1)))
                 .map_err(|e| ApiError::from_build(&e))?;
             Ok((m, snap))
@@ -390,7 +464,16 @@ impl Store {
         Store {
             cfg,
             workers,
-            inner: Mutex::new(Inner { file, runtime, merged, machines: HashMap::new(), serial, snapshot: Arc::new(snap), targets }),
+            inner: Mutex::new(Inner {
+                file,
+                runtime,
+                docker: DockerLayer::default(),
+                merged,
+                machines: HashMap::new(),
+                serial,
+                snapshot: Arc::new(snap),
+                targets,
+            }),
             checker: Mutex::new(None),
         }
     }
@@ -482,7 +565,22 @@ impl Store {
     /// Builds and publishes `file` (`None`: the current one) + `rt`
     /// (persisting `rt` if `persist`); nothing changes on error.
     fn commit(&self, g: &mut Inner, file: Option<FileRecords>, rt: Runtime, persist: bool) -> Result<Published, ApiError> {
-        let merged = merge(&self.cfg, file.as_ref().unwrap_or(&g.file), &rt)?;
+        self.commit_with(g, file, rt, None, persist)
+    }
+
+    /// [`Store::commit`] with a new Docker layer too.
+    fn commit_with(
+        &self,
+        g: &mut Inner,
+        file: Option<FileRecords>,
+        rt: Runtime,
+        docker: Option<DockerLayer>,
+        persist: bool,
+    ) -> Result<Published, ApiError> {
+        let merged = merge(&self.cfg, file.as_ref().unwrap_or(&g.file), &rt, docker.as_ref().unwrap_or(&g.docker))?;
+        if merged.docker_skipped != g.merged.docker_skipped && !merged.docker_skipped.is_empty() {
+            tracing::warn!("Docker names not served, the records file or the API already use them: {}", merged.docker_skipped.join(", "));
+        }
         let serial = g.serial.wrapping_add(1).max(1);
         let snap = Snapshot::build(&records_config(&merged, &g.machines, &rt.health, serial)).map_err(|e| ApiError::from_build(&e))?;
         if persist {
@@ -504,6 +602,9 @@ impl Store {
         }
         if let Some(f) = file {
             g.file = f;
+        }
+        if let Some(d) = docker {
+            g.docker = d;
         }
         g.runtime = rt;
         g.merged = merged;
@@ -534,6 +635,32 @@ impl Store {
         }
         drop(g);
         Ok(self.finish(p, "records file reloaded"))
+    }
+
+    /// The Docker provider's records changed: serve them (refused, old
+    /// ones kept, if the result would not build).
+    /// Returns `None` when nothing changed.
+    pub fn set_docker(&self, layer: DockerLayer) -> Result<Option<Change>, String> {
+        let mut g = self.lock();
+        if g.docker == layer {
+            return Ok(None);
+        }
+        let rt = g.runtime.clone();
+        let p = self.commit_with(&mut g, None, rt, Some(layer), false).map_err(|e| e.msg)?;
+        drop(g);
+        Ok(Some(self.finish(p, "Docker records changed")))
+    }
+
+    /// The Docker provider's records now.
+    pub fn docker_layer(&self) -> DockerLayer {
+        self.lock().docker.clone()
+    }
+
+    /// Docker services, instances and names served.
+    pub fn docker_summary(&self) -> (usize, usize, usize) {
+        let g = self.lock();
+        let d = &g.docker;
+        (d.services.len(), d.services.iter().map(|s| s.instances.len()).sum(), d.names.len())
     }
 
     /// One health check's outcome.
@@ -603,7 +730,7 @@ impl Store {
                         let (healthy, health) = health_of(&g.machines, &g.runtime.health, s, i);
                         let mach = g.machines.get(&(s.def.name.clone(), i.def.id.clone()));
                         InstanceView {
-                            number: k + 1,
+                            number: i.number.map_or(k + 1, |n| n as usize),
                             id: i.def.id.clone(),
                             addrs: i.addrs.iter().map(|a| a.to_string()).collect(),
                             healthy,
@@ -668,6 +795,12 @@ impl Store {
                 if m.records.iter().any(|r| r.source == Source::File && matches(&r.def)) {
                     return Err(ApiError::new(409, format!("record {label} is defined in {in_file}; remove it there")));
                 }
+                if m.records.iter().any(|r| r.source == Source::Docker && matches(&r.def)) {
+                    return Err(ApiError::new(
+                        409,
+                        format!("record {label} comes from a running Docker container; it goes when the container stops"),
+                    ));
+                }
                 return Err(ApiError::new(404, format!("no record {label}")));
             }
             Ok(())
@@ -707,8 +840,15 @@ impl Store {
         let in_file = self.in_file();
         self.change(&format!("service deleted: {name}"), |rt, m| {
             let Some(i) = rt.services.iter().position(|s| s.name == name) else {
-                if m.service(&name).is_some() {
-                    return Err(ApiError::new(409, format!("service '{name}' is defined in {in_file}; remove it there")));
+                match m.service(&name).map(|s| s.source) {
+                    Some(Source::Docker) => {
+                        return Err(ApiError::new(
+                            409,
+                            format!("service '{name}' comes from running Docker containers; it goes when they stop"),
+                        ))
+                    }
+                    Some(_) => return Err(ApiError::new(409, format!("service '{name}' is defined in {in_file}; remove it there"))),
+                    None => {}
                 }
                 return Err(ApiError::new(404, format!("no service '{name}'")));
             };
@@ -736,6 +876,12 @@ impl Store {
                     r.instances.push(inst.clone());
                 }
                 Source::File => rt.instances.push(ExtraInstance { service: svc.clone(), instance: inst.clone() }),
+                Source::Docker => {
+                    return Err(ApiError::new(
+                        409,
+                        format!("service '{svc}' comes from Docker: start a container for it (or give the instance another service)"),
+                    ))
+                }
             }
             Ok(s.instances.len() + 1)
         })
@@ -754,6 +900,12 @@ impl Store {
                 .ok_or_else(|| ApiError::new(404, format!("no instance '{id}' in service '{svc}'")))?;
             if i.source == Source::File {
                 return Err(ApiError::new(409, format!("instance '{id}' of service '{svc}' is defined in {in_file}; remove it there")));
+            }
+            if i.source == Source::Docker {
+                return Err(ApiError::new(
+                    409,
+                    format!("instance '{id}' of service '{svc}' is a running Docker container; stop it instead"),
+                ));
             }
             for r in rt.services.iter_mut().filter(|r| r.name == svc) {
                 r.instances.retain(|i| i.id != id);
@@ -911,6 +1063,79 @@ data = "10.5.0.1"
 
     fn a(snap: &Snapshot, name: &str) -> Vec<String> {
         lookup(snap, name, Rtype::A).1
+    }
+
+    fn docker_instance(id: &str, number: u32, addr: &str, healthy: bool) -> crate::docker::model::DockerInstance {
+        crate::docker::model::DockerInstance {
+            id: id.into(),
+            number,
+            addrs: vec![addr.parse().unwrap()],
+            healthy,
+            health: if healthy { "up" } else { "unhealthy" },
+        }
+    }
+
+    fn docker_service(name: &str, instances: Vec<crate::docker::model::DockerInstance>) -> crate::docker::model::DockerService {
+        crate::docker::model::DockerService {
+            def: ServiceDef { name: name.into(), mode: ModeName::All, ttl: None, ports: vec![], check: None, instances: vec![] },
+            instances,
+        }
+    }
+
+    /// Docker services and names join the file's and the API's records;
+    /// a name the file or the API use stays theirs.
+    #[test]
+    fn docker_records_merge_and_never_take_a_name() {
+        let dir = temp_dir();
+        let (w0, cur0) = fake_worker(0);
+        let store = Store::new(cfg(&dir), vec![w0], file::parse(FILE).unwrap(), None);
+        store.publish_initial();
+        let layer = DockerLayer {
+            services: vec![
+                docker_service(
+                    "api",
+                    vec![docker_instance("kdns_api_1", 1, "172.30.53.21", true), docker_instance("kdns_api_3", 3, "172.30.53.23", true)],
+                ),
+                docker_service("web", vec![docker_instance("kdns_web_1", 1, "172.30.53.99", true)]),
+                docker_service("sick", vec![docker_instance("kdns_sick_1", 1, "172.30.53.31", false)]),
+            ],
+            names: vec![
+                ("db".into(), vec!["172.30.53.98".parse().unwrap()]),
+                ("kdns_api_1".into(), vec!["172.30.53.21".parse().unwrap()]),
+                ("web-2".into(), vec!["172.30.53.97".parse().unwrap()]),
+            ],
+        };
+        let c = store.set_docker(layer.clone()).unwrap().expect("a change");
+        assert_eq!(c.workers_acked, 1);
+        assert!(store.set_docker(layer).unwrap().is_none(), "the same layer again changes nothing");
+        let snap = cur0.lock().unwrap().clone();
+        assert_eq!(a(&snap, "api.kdns"), ["172.30.53.21", "172.30.53.23"]);
+        assert_eq!(a(&snap, "api-3.local"), ["172.30.53.23"], "own numbers, every domain");
+        assert_eq!(lookup(&snap, "api-2.kdns", Rtype::A).0, 3, "no replica 2: NXDOMAIN");
+        assert_eq!(a(&snap, "kdns_api_1.kdns"), ["172.30.53.21"], "container names");
+        assert_eq!(a(&snap, "web.kdns"), ["10.0.0.1", "10.0.0.2"], "the file's web wins");
+        assert_eq!(a(&snap, "db.kdns"), ["10.5.0.1"], "the file's db.kdns wins");
+        assert_eq!(a(&snap, "web-2.kdns"), ["10.0.0.2"], "the file's instance name wins");
+        assert_eq!(lookup(&snap, "sick.kdns", Rtype::A), (0, vec![]), "unhealthy: NODATA");
+        let v = serde_json::to_value(store.view()).unwrap();
+        let api = v["services"].as_array().unwrap().iter().find(|s| s["name"] == "api").unwrap();
+        assert_eq!(api["source"], "docker");
+        assert_eq!(api["instances"][1]["number"], 3);
+        let sick = v["services"].as_array().unwrap().iter().find(|s| s["name"] == "sick").unwrap();
+        assert_eq!((sick["instances"][0]["healthy"].as_bool(), sick["instances"][0]["health"].as_str()), (Some(false), Some("unhealthy")));
+        assert!(v["records"].as_array().unwrap().iter().any(|r| r["name"] == "kdns_api_1.kdns" && r["source"] == "docker"));
+        // The API cannot edit what Docker owns, but may force its health.
+        assert_eq!(store.delete_service("api").unwrap_err().status, 409);
+        assert_eq!(store.delete_instance("api", "kdns_api_1").unwrap_err().status, 409);
+        assert_eq!(store.add_instance("api", &InstanceDef { id: "x".into(), addrs: vec!["10.0.0.9".into()] }).unwrap_err().status, 409);
+        assert_eq!(store.delete_records("kdns_api_1.kdns", None).unwrap_err().status, 409);
+        store.set_health("api", "kdns_api_3", "unhealthy").unwrap();
+        assert_eq!(a(&store.snapshot(), "api.kdns"), ["172.30.53.21"]);
+        // Containers gone: their records go.
+        store.set_docker(DockerLayer::default()).unwrap().expect("a change");
+        assert_eq!(lookup(&store.snapshot(), "api.kdns", Rtype::A).0, 3);
+        assert_eq!(a(&store.snapshot(), "web.kdns"), ["10.0.0.1", "10.0.0.2"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

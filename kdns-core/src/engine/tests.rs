@@ -542,7 +542,7 @@ mod local_records {
             instances: addrs
                 .iter()
                 .enumerate()
-                .map(|(i, a)| Instance { id: format!("c{i}"), addrs: vec![a.parse().unwrap()], healthy: true })
+                .map(|(i, a)| Instance { id: format!("c{i}"), addrs: vec![a.parse().unwrap()], healthy: true, number: None })
                 .collect(),
             ..Service::default()
         };

@@ -40,10 +40,20 @@ pub struct Instance {
     pub addrs: Vec<IpAddr>,
     /// Whether it may be handed out.
     pub healthy: bool,
+    /// Its number (`<name>-<number>`); `None`: its place in the list,
+    /// counted from 1. Numbers must not repeat within a service.
+    pub number: Option<u32>,
+}
+
+impl Instance {
+    /// `<name>-<n>`: the instance's own number, or its place `k` (from 0).
+    pub fn number_at(&self, k: usize) -> u64 {
+        self.number.map_or(k as u64 + 1, u64::from)
+    }
 }
 
 /// A service: a name and its instances in creation order (instance `k` is
-/// `<name>-<k>`, counted from 1).
+/// `<name>-<k>`, counted from 1, unless it has a number of its own).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Service {
     /// The service label (`web`).
@@ -272,8 +282,8 @@ impl Snapshot {
             let ttl = s.ttl.unwrap_or(ttl0);
             for d in &domains {
                 claim(&mut names, prefix(&s.name, d)?, Entry::Service(si), &s.name)?;
-                for k in 0..s.instances.len() {
-                    let iname = format!("{}-{}", s.name, k + 1);
+                for (k, inst) in s.instances.iter().enumerate() {
+                    let iname = format!("{}-{}", s.name, inst.number_at(k));
                     claim(&mut names, prefix(&iname, d)?, Entry::Instance(si, k), &iname)?;
                 }
                 for p in &s.ports {
@@ -286,7 +296,7 @@ impl Snapshot {
                         rdata.extend_from_slice(&0u16.to_be_bytes());
                         rdata.extend_from_slice(&10u16.to_be_bytes());
                         rdata.extend_from_slice(&p.port.to_be_bytes());
-                        rdata.extend_from_slice(&prefix(&format!("{}-{}", s.name, k + 1), d)?);
+                        rdata.extend_from_slice(&prefix(&format!("{}-{}", s.name, inst.number_at(k)), d)?);
                         fixed.push((owner.clone(), Rr { rtype: Rtype::SRV.0, ttl, rdata: rdata.into() }, s.name.clone()));
                     }
                     // A port with no healthy instance still exists (NODATA, not NXDOMAIN).
@@ -295,7 +305,7 @@ impl Snapshot {
             }
             if let Some(d) = &first {
                 for (k, inst) in s.instances.iter().enumerate() {
-                    let target = prefix(&format!("{}-{}", s.name, k + 1), d)?;
+                    let target = prefix(&format!("{}-{}", s.name, inst.number_at(k)), d)?;
                     for ip in &inst.addrs {
                         has_ptr = true;
                         fixed.push((reverse_name(*ip), Rr { rtype: Rtype::PTR.0, ttl, rdata: target.clone() }, ip.to_string()));

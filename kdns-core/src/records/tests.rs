@@ -11,7 +11,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn inst(id: &str, addrs: &[&str], healthy: bool) -> Instance {
-    Instance { id: id.into(), addrs: addrs.iter().map(|a| ip(a)).collect(), healthy }
+    Instance { id: id.into(), addrs: addrs.iter().map(|a| ip(a)).collect(), healthy, number: None }
 }
 
 fn web(mode: Mode) -> Service {
@@ -123,6 +123,27 @@ fn instance_names_and_bare_names() {
     assert_eq!(bare.answers[0].0, "web.", "owner is the name asked");
     assert!(ask_from(&s, "nothere", Rtype::A, "10.9.9.9", 0, 0).is_none(), "an unknown single label goes to the backends");
     assert!(ask_from(&s, "com", Rtype::NS, "10.9.9.9", 0, 0).is_none());
+}
+
+#[test]
+fn instances_with_their_own_numbers_keep_them_in_names_srv_and_ptr() {
+    let mut svc = web(Mode::All);
+    // Replicas 1 and 3 of a scaled service whose replica 2 is gone.
+    svc.instances = vec![inst("c1", &["10.0.0.1"], true), inst("c3", &["10.0.0.3"], true)];
+    svc.instances[0].number = Some(1);
+    svc.instances[1].number = Some(3);
+    let s = Snapshot::build(&config(vec![svc.clone()], vec![])).unwrap();
+    assert_eq!(ask(&s, "web-3.kdns", Rtype::A).addrs(), vec![ip("10.0.0.3")]);
+    assert_eq!(ask(&s, "web-1.kdns", Rtype::A).addrs(), vec![ip("10.0.0.1")]);
+    assert_eq!(ask(&s, "web-2.kdns", Rtype::A).rcode, Rcode::NXDOMAIN, "no replica 2");
+    let srv = ask(&s, "_http._tcp.web.kdns", Rtype::SRV);
+    let targets: Vec<Vec<u8>> = srv.answers.iter().map(|(_, _, _, d)| d[6..].to_vec()).collect();
+    assert_eq!(targets, vec![name_wire("web-1.kdns"), name_wire("web-3.kdns")]);
+    let ptr = ask(&s, "3.0.0.10.in-addr.arpa", Rtype::PTR);
+    assert_eq!(ptr.answers[0].3, name_wire("web-3.kdns"));
+    // The same number twice is refused, naming it.
+    svc.instances[0].number = Some(3);
+    assert_eq!(Snapshot::build(&config(vec![svc], vec![])).unwrap_err(), RecordsError::Duplicate { name: "web-3".into() });
 }
 
 #[test]

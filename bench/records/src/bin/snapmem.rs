@@ -61,6 +61,7 @@ fn main() {
                     id: format!("c{i}-{k}"),
                     addrs: vec![IpAddr::from(Ipv4Addr::from(0x0a00_0000 + i * 16 + k))],
                     healthy: true,
+                    number: None,
                 })
                 .collect(),
             ports: vec![],
