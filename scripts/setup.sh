@@ -24,8 +24,15 @@ set -euo pipefail
 #   iputils-ping    ping -4/-6 through the interface while the XDP program is attached
 # Metrics:
 #   prometheus      promtool check metrics on /metrics (src/control/metrics_tests.rs)
+# The compose deployment on a real engine (tests/docker.rs):
+#   docker.io       the Docker engine (dockerd, 20.10) and its client /usr/bin/docker;
+#                   scripts/docker-engine.sh starts it for the tests
+#   docker-compose  compose 1.29, runs compose.yaml
+#   debootstrap     the Debian base image of the test images (scripts/base-image.sh;
+#                   no image registry is needed)
 PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist
-    clang libbpf-dev libelf-dev zlib1g-dev m4 ethtool iputils-ping prometheus)
+    clang libbpf-dev libelf-dev zlib1g-dev m4 ethtool iputils-ping prometheus
+    docker.io docker-compose debootstrap)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

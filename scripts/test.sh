@@ -2,6 +2,8 @@
 # The test command: installs what the tests need, then runs every test.
 #   scripts/test.sh            format check, clippy, all tests
 #   KDNS_QUICK=1 scripts/test.sh   tests only
+# It starts the Docker engine for tests/docker.rs if none is running
+# (scripts/docker-engine.sh) and stops it again at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,17 @@ fi
 echo "== cargo build"
 # The daemon tests run the kdns-ctl binary, which cargo test does not build.
 cargo build --workspace --locked
+
+# tests/docker.rs runs compose.yaml on a real Docker engine: start dockerd
+# unless one already answers, and stop it again on exit (also on failure)
+# only if this run started it.
+echo "== Docker engine"
+if scripts/docker-engine.sh status >/dev/null 2>&1; then
+    scripts/docker-engine.sh status
+else
+    trap 'scripts/docker-engine.sh stop' EXIT
+    scripts/docker-engine.sh start
+fi
 
 echo "== cargo test"
 cargo test --workspace --locked

@@ -1,13 +1,15 @@
 //! The compose deployment (`compose.yaml` + `deploy/`): its files are
 //! checked against each other and against the real programs
-//! (`kdns --check-config`, `unbound-checkconf`), and its layout is run in
-//! network namespaces, since there is no Docker engine to run it in: a
+//! (`kdns --check-config`, `unbound-checkconf`) and against what Debian
+//! 12's Docker (20.10, docker-compose 1.29) accepts, and its layout is run
+//! in network namespaces (tests/docker.rs runs the file itself on a real
+//! engine): a
 //! namespace holding the "dnsnet" bridge, one namespace per compose
 //! service joined to it by a veth named `eth0` with the address compose
 //! gives the service, kdns started with `deploy/kdns.toml` (its container
 //! paths mapped the way the compose volumes map them), Unbounds at the
-//! pool's addresses, and a client whose resolv.conf is what compose's
-//! `dns:` and `dns_search:` make it.
+//! pool's addresses, and a client whose resolv.conf is deploy/resolv.conf
+//! (compose mounts it over the containers' /etc/resolv.conf).
 //!
 //! The Unbounds run the tests' configuration (local test zones) rather than
 //! `deploy/unbound.conf`, which recurses to the Internet's root servers.
@@ -65,7 +67,8 @@ fn subnet(c: &Yaml) -> String {
 }
 
 /// The kdns service's volumes as container path -> host path: bind mounts
-/// (`./x:/y[:ro]`) to the repository's files, named volumes to `state`.
+/// (`./x:/y[:ro]`) to the repository's files, absolute ones to themselves,
+/// named volumes to `state`.
 fn kdns_mounts(c: &Yaml, state: &Path) -> BTreeMap<String, PathBuf> {
     let mut m = BTreeMap::new();
     for v in strings(&service(c, "kdns")["volumes"]) {
@@ -73,11 +76,113 @@ fn kdns_mounts(c: &Yaml, state: &Path) -> BTreeMap<String, PathBuf> {
         assert!(parts.len() >= 2, "compose.yaml: kdns volume {v:?} is not SRC:DST");
         let host = match parts[0].strip_prefix("./") {
             Some(rel) => repo().join(rel),
+            None if parts[0].starts_with('/') => PathBuf::from(parts[0]),
             None => state.to_path_buf(),
         };
         m.insert(parts[1].to_string(), host);
     }
     m
+}
+
+/// deploy/resolv.conf, the containers' /etc/resolv.conf: (nameservers,
+/// search domains, the whole text).
+fn resolv_conf() -> (Vec<String>, Vec<String>, String) {
+    let p = repo().join("deploy/resolv.conf");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    let field = |key: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix(key))
+            .flat_map(|rest| rest.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    };
+    (field("nameserver "), field("search "), text.clone())
+}
+
+/// The capabilities Docker 20.10 (Debian 12's docker.io) knows: it rejects
+/// a compose file naming any other (CAP_BPF and CAP_PERFMON came later).
+const DOCKER_20_10_CAPS: &[&str] = &[
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+];
+
+#[test]
+fn compose_runs_on_docker_20_10_and_compose_1_29() {
+    let c = compose();
+    // docker-compose 1.29 rejects a top-level `name:`.
+    assert!(c.get("name").is_none(), "compose.yaml has a top-level `name:`, which docker-compose 1.29 rejects");
+    let services = c["services"].as_mapping().expect("compose.yaml: services");
+    for (name, s) in services {
+        let name = name.as_str().unwrap_or("?");
+        for cap in strings(&s["cap_add"]) {
+            let bare = cap.strip_prefix("CAP_").unwrap_or(&cap);
+            assert!(DOCKER_20_10_CAPS.contains(&bare), "service {name}: cap_add {cap} is unknown to Docker 20.10 (\"invalid CapAdd\")");
+        }
+        // Raising the memlock limit fails in many containers' contexts
+        // ("error setting rlimit type 8"); CAP_IPC_LOCK lifts the check.
+        assert!(s["ulimits"]["memlock"].is_null(), "service {name}: a memlock ulimit ({:?}) fails on Docker 20.10", s["ulimits"]);
+        // Image names can be overridden (the tests use unique ones).
+        let image = s["image"].as_str().unwrap_or_else(|| panic!("service {name} has no image"));
+        assert!(image.starts_with("${KDNS_") && image.contains(":-"), "service {name}: image {image} is not ${{KDNS_...:-default}}");
+    }
+    let kdns_caps = strings(&service(&c, "kdns")["cap_add"]);
+    for need in ["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "IPC_LOCK"] {
+        assert!(kdns_caps.iter().any(|x| x == need), "kdns lacks {need} (AF_XDP): {kdns_caps:?}");
+    }
+    // The Dockerfile's base image is a build argument, and the kdns-host
+    // target comes after the Rust stage (the classic builder builds every
+    // stage before its target; "unbound" and "client" must not need Rust).
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).expect("deploy/Dockerfile");
+    let stages: Vec<(String, String)> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f.last().unwrap_or(&"").to_string())
+        })
+        .collect();
+    let pos = |stage: &str| stages.iter().position(|(_, n)| n == stage).unwrap_or_else(|| panic!("deploy/Dockerfile has no stage {stage}"));
+    for s in ["unbound", "client"] {
+        assert!(pos(s) < pos("build"), "deploy/Dockerfile: stage {s} comes after the Rust stage");
+        assert_eq!(stages[pos(s)].0, "${BASE}", "deploy/Dockerfile: stage {s} is not FROM ${{BASE}}");
+    }
+    assert!(pos("kdns-host") > pos("build"), "deploy/Dockerfile: kdns-host must come last (see its comment)");
+    assert!(dockerfile.contains("ARG BASE=debian:bookworm-slim"), "deploy/Dockerfile: no ARG BASE=debian:bookworm-slim");
 }
 
 /// deploy/kdns.toml with each container path replaced by where the compose
@@ -110,11 +215,17 @@ fn compose_and_deploy_files_agree() {
     assert!(allow.contains(&net.as_str()), "deploy/kdns.toml server.allow {allow:?} does not allow dnsnet {net}");
     let backends: Vec<&str> = k["upstream"]["backends"].as_array().expect("upstream.backends").iter().filter_map(|x| x.as_str()).collect();
     assert_eq!(backends, pool.iter().map(String::as_str).collect::<Vec<_>>(), "deploy/kdns.toml backends vs the compose Unbounds");
-    // The client resolves through kdns, bare names under the local domain.
+    // The client resolves through kdns directly (its /etc/resolv.conf is
+    // deploy/resolv.conf, not Docker's 127.0.0.11), bare names under the
+    // local domain.
     let client = service(&c, "client");
-    assert_eq!(strings(&client["dns"]), vec![vip.clone()], "client dns");
+    let vols = strings(&client["volumes"]);
+    assert!(vols.iter().any(|v| v == "./deploy/resolv.conf:/etc/resolv.conf:ro"), "client does not mount deploy/resolv.conf: {vols:?}");
+    assert!(client["dns"].is_null() && client["dns_search"].is_null(), "client: dns/dns_search are pointless with the mounted resolv.conf");
+    let (servers, search, _) = resolv_conf();
+    assert_eq!(servers, vec![vip.clone()], "deploy/resolv.conf nameservers");
     let domains: Vec<&str> = k["records"]["domains"].as_array().expect("records.domains").iter().filter_map(|x| x.as_str()).collect();
-    assert_eq!(strings(&client["dns_search"]), domains, "client dns_search vs records.domains");
+    assert_eq!(search, domains, "deploy/resolv.conf search vs records.domains");
     // kdns reads the config its command names, and the files it names are mounted.
     let cmd = strings(&service(&c, "kdns")["command"]);
     let conf = cmd.windows(2).find(|w| w[0] == "--config").map(|w| w[1].clone()).expect("kdns command has --config");
@@ -190,8 +301,9 @@ fn compose_layout_in_namespaces_serves_the_client() {
     let dir = TempDir::new("compose");
     let conf = mapped_kdns_toml(&c, &dir);
     let client = net.ns("client");
-    let search = strings(&service(&c, "client")["dns_search"]).join(" ");
-    client.set_resolv_conf(&format!("nameserver {vip}\nsearch {search}\noptions timeout:2 attempts:2\n"));
+    let (_, search, resolv) = resolv_conf();
+    let search = search.join(" ");
+    client.set_resolv_conf(&resolv);
     let mut kdns = Kdns::spawn(net.ns("kdns"), &["--config".into(), conf.display().to_string()]);
     kdns.wait_ready(client, &vip);
     let log = kdns.plain_log();
