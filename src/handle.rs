@@ -93,6 +93,9 @@ pub struct IoStats {
     /// Serial of the local records snapshot the worker answers from (0:
     /// none yet); set right after `Engine::set_records`.
     pub records_serial: Gauge,
+    /// Scheduling the worker got: 0 not known yet, 1 normal (not asked, or
+    /// refused), 1 + p SCHED_FIFO at priority p.
+    pub sched: Gauge,
 }
 
 impl IoStats {

@@ -419,11 +419,7 @@ fn run(s: Settings) -> Result<(), String> {
         join(&s.listen),
         handles.len(),
         if handles.len() == 1 { "" } else { "s" },
-        if xdp_workers > 0 && s.realtime_priority > 0 {
-            format!(" (AF_XDP workers in SCHED_FIFO {})", s.realtime_priority)
-        } else {
-            String::new()
-        },
+        xdp_scheduling(&handles, s.realtime_priority),
         join(&backends),
         s.backends_from,
         s.engine.acl.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
@@ -476,6 +472,27 @@ fn run(s: Settings) -> Result<(), String> {
     let lost: u64 = handles.iter().map(|h| IoStats::get(&h.io.lost_at_shutdown)).sum();
     tracing::info!("stopped after {:.1} s: {queries} queries, {replies} replies, {lost} lost in flight", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// How the AF_XDP workers are scheduled, as they report it (each switches
+/// itself when it starts; this waits up to a second for them): the
+/// start-up line says what they got, not what was asked.
+fn xdp_scheduling(handles: &[WorkerHandle], asked: u32) -> String {
+    let xdp: Vec<&WorkerHandle> = handles.iter().filter(|h| h.kind == handle::WorkerKind::Xdp).collect();
+    if xdp.is_empty() {
+        return String::new();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while xdp.iter().any(|h| h.io.sched.get() == 0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let rt = xdp.iter().filter(|h| h.io.sched.get() > 1).count();
+    match (asked, rt) {
+        (0, _) => " (AF_XDP workers at normal priority)".into(),
+        (p, n) if n == xdp.len() => format!(" (AF_XDP workers in SCHED_FIFO {p})"),
+        (p, 0) => format!(" (AF_XDP workers at normal priority: SCHED_FIFO {p} was refused)"),
+        (p, n) => format!(" ({n} of {} AF_XDP workers in SCHED_FIFO {p}, the others at normal priority: refused)", xdp.len()),
+    }
 }
 
 /// What keeps the AF_XDP path alive (nothing when built without it).

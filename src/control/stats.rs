@@ -92,6 +92,8 @@ pub(super) struct WorkerJson {
     pub id: usize,
     pub kind: &'static str,
     pub core: Option<usize>,
+    /// SCHED_FIFO priority the worker runs at (0: normal scheduling).
+    pub realtime_priority: u64,
     /// "ok", "timeout" (no answer within the wait) or "gone" (the worker
     /// has stopped).
     pub snapshot: &'static str,
@@ -499,7 +501,8 @@ pub(super) fn collect(shared: &Shared) -> Stats {
         };
         let counters = Counters::read(w, in_flight);
         totals.add(&counters);
-        wjson.push(WorkerJson { id: w.id, kind: w.kind.name(), core: w.core, snapshot: snap.label(), counters });
+        let realtime_priority = w.io.sched.get().saturating_sub(1);
+        wjson.push(WorkerJson { id: w.id, kind: w.kind.name(), core: w.core, realtime_priority, snapshot: snap.label(), counters });
     }
     let lookups = totals.cache_hits + totals.cache_misses;
     let hit_ratio = (lookups > 0).then(|| (totals.cache_hits as f64 / lookups as f64 * 10000.0).round() / 10000.0);

@@ -258,7 +258,8 @@ impl PreparedXdpWorker {
                     tracing::warn!(worker = w.id, core = c.id, "could not pin worker to its core");
                 }
             }
-            set_realtime(w.id, rt);
+            let got = set_realtime(w.id, rt);
+            w.io.sched.set(1 + u64::from(got));
             w.run()
         })?;
         Ok((handle, t))
@@ -283,18 +284,28 @@ impl PreparedXdpWorker {
 /// receive path is the whole UDP stack, woken per datagram). The kernel's
 /// real-time throttling (sched_rt_runtime_us) keeps a worker that never
 /// sleeps from monopolising the core, and busy polling turns this off.
-fn set_realtime(worker: usize, priority: u32) {
+///
+/// Returns the priority in effect (0: normal scheduling), which the
+/// start-up line reports.
+fn set_realtime(worker: usize, priority: u32) -> u32 {
     if priority == 0 {
-        return;
+        return 0;
     }
     let p = libc::sched_param { sched_priority: priority as libc::c_int };
     // SAFETY: a valid sched_param for the calling thread (pid 0).
     let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
     if r == 0 {
         tracing::debug!(worker, priority, "worker runs in SCHED_FIFO");
+        priority
     } else {
         let e = io::Error::last_os_error();
-        tracing::warn!(worker, priority, error = %e, "could not switch the worker to SCHED_FIFO; it runs at normal priority");
+        tracing::warn!(
+            worker,
+            priority,
+            error = %e,
+            "could not switch the worker to SCHED_FIFO; it runs at normal priority (needs CAP_SYS_NICE, and in a container a real-time CPU budget: see the README)"
+        );
+        0
     }
 }
 
