@@ -116,3 +116,99 @@ fn compose_stack_serves_the_client_directly_over_af_xdp() {
     let r = stack.exec(&kdns, &["test", "-S", "/run/docker-host/docker.sock"], Duration::from_secs(20));
     assert!(r.ok(), "no Docker API socket at /run/docker-host/docker.sock in the kdns container:\n{}", r.both());
 }
+
+/// How long the Docker provider may take to follow a change (it reacts to
+/// the engine's events within a second; generous for a loaded machine).
+const FOLLOW_WITHIN: Duration = Duration::from_secs(30);
+
+/// `web-<n>.kdns` answers exactly the address of replica n (or nothing).
+fn check_numbered(stack: &Stack, what: &str) {
+    for (n, _, addr, running) in stack.replicas("web") {
+        let want = if running { vec![addr] } else { Vec::new() };
+        stack.wait_answers(&format!("web-{n}.kdns"), &want, FOLLOW_WITHIN, what);
+    }
+}
+
+/// The Docker provider (`[docker]` in deploy/kdns.toml) with the test-only
+/// service `web` (tests/docker/web.yaml): `web.kdns` answers exactly the
+/// running, not unhealthy replicas through scale 1 -> 3 -> 1, `docker
+/// stop`, `docker kill` and a failing healthcheck; `web-N.kdns` follow
+/// the compose replica numbers; bare `web` through the search domain; SRV
+/// from the `kdns.ports` label; `records list` shows source docker.
+#[test]
+fn docker_provider_follows_scale_stop_kill_and_health() {
+    require_docker();
+    let _one = one_stack_at_a_time();
+    let stack = Stack::up(&["tests/docker/web.yaml"]);
+
+    // One replica.
+    let one = stack.running_addrs("web");
+    assert_eq!(one.len(), 1, "web should have one running replica:\n{}", stack.ps());
+    stack.wait_answers("web.kdns", &one, FOLLOW_WITHIN, "web at scale 1");
+    check_numbered(&stack, "web at scale 1");
+    let client = stack.container("client");
+    let g = stack.exec(&client, &["getent", "ahostsv4", "web"], Duration::from_secs(20));
+    assert!(g.ok() && g.stdout.contains(&one[0]), "getent ahostsv4 web (bare name, search kdns):\n{}", g.both());
+    let srv = stack.dig(&["_http._tcp.web.kdns", "SRV"]);
+    assert_eq!(srv.rdata("SRV"), vec!["0 10 8080 web-1.kdns.".to_string()], "SRV from label kdns.ports:\n{}", srv.text);
+    let a = stack.dig(&["web.kdns", "A"]);
+    assert!(a.answers.iter().all(|l| l.split(' ').nth(1) == Some("5")), "TTL from label kdns.ttl=5:\n{}", a.text);
+    let svc = stack.record_service("web").unwrap_or_else(|| panic!("kdns-ctl records list has no service web:\n{}", stack.kdns_log()));
+    assert_eq!(svc["source"], "docker", "records list: web's source:\n{svc:#}");
+    // The client itself, by its compose service name.
+    stack.wait_answers("client.kdns", &[stack.address(&client)], FOLLOW_WITHIN, "the compose service client");
+
+    // 1 -> 3.
+    stack.compose_ok(&["up", "-d", "--no-build", "--scale", "web=3"]);
+    let three = stack.running_addrs("web");
+    assert_eq!(three.len(), 3, "web should have 3 running replicas:\n{}", stack.ps());
+    stack.wait_answers("web.kdns", &three, FOLLOW_WITHIN, "web at scale 3");
+    check_numbered(&stack, "web at scale 3");
+    let srv = stack.dig(&["_http._tcp.web.kdns", "SRV"]);
+    assert_eq!(srv.rdata("SRV").len(), 3, "SRV at scale 3:\n{}", srv.text);
+
+    // docker stop and docker kill take a replica out.
+    let reps = stack.replicas("web");
+    let (n3, id3) = (reps[2].0, reps[2].1.clone());
+    docker_ok(&["stop", "-t", "1", &id3]);
+    stack.wait_answers("web.kdns", &stack.running_addrs("web"), FOLLOW_WITHIN, &format!("web after docker stop of replica {n3}"));
+    stack.wait_answers(&format!("web-{n3}.kdns"), &[], FOLLOW_WITHIN, "a stopped replica's numbered name");
+    let (n2, id2) = (reps[1].0, reps[1].1.clone());
+    docker_ok(&["kill", &id2]);
+    let left = stack.running_addrs("web");
+    assert_eq!(left.len(), 1, "one replica should be left running:\n{}", stack.ps());
+    stack.wait_answers("web.kdns", &left, FOLLOW_WITHIN, &format!("web after docker kill of replica {n2}"));
+
+    // Back to 3 (compose starts the stopped ones again).
+    stack.compose_ok(&["up", "-d", "--no-build", "--scale", "web=3"]);
+    let three = stack.running_addrs("web");
+    assert_eq!(three.len(), 3, "web should have 3 running replicas again:\n{}", stack.ps());
+    stack.wait_answers("web.kdns", &three, FOLLOW_WITHIN, "web at scale 3 again");
+
+    // A failing healthcheck takes a replica out; passing again brings it back.
+    let reps = stack.replicas("web");
+    let (n, id, addr, _) = reps[1].clone();
+    let r = stack.exec(&id, &["touch", "/tmp/unhealthy"], Duration::from_secs(20));
+    assert!(r.ok(), "{}", r.both());
+    let healthy: Vec<String> = three.iter().filter(|a| **a != addr).cloned().collect();
+    stack.wait_answers("web.kdns", &healthy, FOLLOW_WITHIN, &format!("web with replica {n} unhealthy"));
+    let health = stack.inspect(&id)["State"]["Health"]["Status"].clone();
+    assert_eq!(health, "unhealthy", "Docker's view of replica {n}");
+    let svc = stack.record_service("web").expect("service web");
+    let inst = svc["instances"].as_array().and_then(|a| a.iter().find(|i| i["number"] == n).cloned());
+    assert!(inst.as_ref().is_some_and(|i| i["health"] == "unhealthy" && i["healthy"] == false), "records list, replica {n}:\n{svc:#}");
+    let r = stack.exec(&id, &["rm", "/tmp/unhealthy"], Duration::from_secs(20));
+    assert!(r.ok(), "{}", r.both());
+    stack.wait_answers("web.kdns", &three, FOLLOW_WITHIN, &format!("web with replica {n} healthy again"));
+
+    // 3 -> 1.
+    stack.compose_ok(&["up", "-d", "--no-build", "--scale", "web=1"]);
+    let one = stack.running_addrs("web");
+    assert_eq!(one.len(), 1, "web should be back to one replica:\n{}", stack.ps());
+    stack.wait_answers("web.kdns", &one, FOLLOW_WITHIN, "web back at scale 1");
+    for n in [2, 3] {
+        stack.wait_answers(&format!("web-{n}.kdns"), &[], FOLLOW_WITHIN, "a removed replica's numbered name");
+    }
+    stack.assert_kdns_running();
+    eprintln!("provider log lines:\n{}", stack.kdns_log().lines().filter(|l| l.contains("Docker")).collect::<Vec<_>>().join("\n"));
+}

@@ -461,6 +461,51 @@ impl Stack {
         }
     }
 
+    /// Whether the container is running.
+    pub fn running(&self, container: &str) -> bool {
+        self.inspect(container)["State"]["Running"].as_bool() == Some(true)
+    }
+
+    /// The container's compose replica number (label
+    /// `com.docker.compose.container-number`).
+    pub fn number(&self, container: &str) -> u32 {
+        let v = self.inspect(container);
+        v["Config"]["Labels"]["com.docker.compose.container-number"]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("container {container} has no compose container number:\n{:#}", v["Config"]["Labels"]))
+    }
+
+    /// The containers of `service` by replica number: (number, id,
+    /// address on dnsnet, running).
+    pub fn replicas(&self, service: &str) -> Vec<(u32, String, String, bool)> {
+        let mut v: Vec<_> = self
+            .containers(service)
+            .into_iter()
+            .map(|c| {
+                let i = self.inspect(&c);
+                let n = i["Config"]["Labels"]["com.docker.compose.container-number"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let addr = i["NetworkSettings"]["Networks"][&self.network]["IPAddress"].as_str().unwrap_or("").to_string();
+                (n, c, addr, i["State"]["Running"].as_bool() == Some(true))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The dnsnet addresses of the running containers of `service`.
+    pub fn running_addrs(&self, service: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.replicas(service).into_iter().filter(|r| r.3 && !r.2.is_empty()).map(|r| r.2).collect();
+        v.sort();
+        v
+    }
+
+    /// The entry of service `name` in `kdns-ctl records list --json`.
+    pub fn record_service(&self, name: &str) -> Option<Value> {
+        let l = self.ctl_json(&["records", "list"]);
+        l["services"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+    }
+
     /// The host pid of a container's first process.
     pub fn pid(&self, container: &str) -> u32 {
         self.inspect(container)["State"]["Pid"].as_u64().unwrap_or(0) as u32
