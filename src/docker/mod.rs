@@ -109,13 +109,17 @@ async fn run(s: DockerSettings, store: Arc<Store>, mut stop: tokio::sync::onesho
             }
             End::Unreachable(m) => m,
         };
-        let kept = store.docker_summary();
+        let (services, instances, _) = store.docker_summary();
         if last_error.as_deref() != Some(msg.as_str()) {
+            let kept = if services == 0 {
+                "every other record is served as before".to_string()
+            } else {
+                format!("the {services} Docker services ({instances} instances) learnt before stay served until then, and every other record as before")
+            };
             tracing::warn!(
-                "Docker provider: {msg}; retrying with backoff ({} s, up to {} s); serving the {} Docker services learnt before until then, and every other record as before",
+                "Docker provider: {msg}; retrying with backoff ({} s, up to {} s); {kept}",
                 backoff.as_secs(),
-                BACKOFF_MAX.as_secs(),
-                kept.0
+                BACKOFF_MAX.as_secs()
             );
             last_error = Some(msg);
         } else {
