@@ -241,13 +241,9 @@ async fn session(s: &DockerSettings, sel: &Selection, store: &Store, model: &mut
         let mut nets_changed = false;
         for e in &batch {
             match relevant(e) {
-                Some(Target::Container(id)) => {
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
-                }
+                Some(Target::Container(id)) if !ids.contains(&id) => ids.push(id),
                 Some(Target::Networks) => nets_changed = true,
-                None => {}
+                Some(Target::Container(_)) | None => {}
             }
         }
         if nets_changed {

@@ -33,8 +33,11 @@ fn layer(m: &mut Model) -> (Layer, Vec<String>) {
     m.layer(&[NET.to_string()], &sel())
 }
 
-/// (service, [(number, addrs, healthy)]) of a layer.
-fn services(l: &Layer) -> Vec<(String, Vec<(u32, Vec<IpAddr>, bool)>)> {
+/// An instance as the tests compare it: (number, addrs, healthy).
+type Inst = (u32, Vec<IpAddr>, bool);
+
+/// (service, instances) of a layer.
+fn services(l: &Layer) -> Vec<(String, Vec<Inst>)> {
     l.services.iter().map(|s| (s.def.name.clone(), s.instances.iter().map(|i| (i.number, i.addrs.clone(), i.healthy)).collect())).collect()
 }
 
