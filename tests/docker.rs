@@ -18,6 +18,7 @@ mod common;
 #[path = "common/docker.rs"]
 mod docker;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -211,4 +212,143 @@ fn docker_provider_follows_scale_stop_kill_and_health() {
     }
     stack.assert_kdns_running();
     eprintln!("provider log lines:\n{}", stack.kdns_log().lines().filter(|l| l.contains("Docker")).collect::<Vec<_>>().join("\n"));
+}
+
+/// How long kdns may take to reconnect to a restarted dockerd (it retries
+/// after 1 s, doubling) and resync.
+const RECONNECT_WITHIN: Duration = Duration::from_secs(60);
+
+/// dockerd stopped and started again (scripts/docker-engine.sh; with
+/// --live-restore the containers keep running): kdns keeps serving what it
+/// knew while the engine is down, reconnects, resyncs (a replica killed
+/// with SIGKILL while dockerd was down is gone, the others stay) and
+/// follows events again; a plain restart the same. The kdns container
+/// restarted: its Docker records are rebuilt from the engine.
+#[test]
+fn docker_provider_resyncs_after_dockerd_and_kdns_restarts() {
+    require_docker();
+    require_engine_started_by_script();
+    let _one = one_stack_at_a_time();
+    let stack = Stack::up(&["tests/docker/web.yaml"]);
+    stack.compose_ok(&["up", "-d", "--no-build", "--scale", "web=3"]);
+    let three = stack.running_addrs("web");
+    assert_eq!(three.len(), 3, "web should have 3 running replicas:\n{}", stack.ps());
+    stack.wait_answers("web.kdns", &three, FOLLOW_WITHIN, "web at scale 3");
+    let kdns = stack.container("kdns");
+    let kdns_pid = stack.pid(&kdns);
+    let client_pid = stack.pid(&stack.container("client"));
+    let reps = stack.replicas("web");
+    let (victim_n, victim, victim_addr, _) = reps[2].clone();
+    let victim_pid = stack.pid(&victim);
+
+    // dockerd down; a replica dies meanwhile (its process killed from the
+    // host): nobody tells kdns.
+    let down = EngineStopped::stop();
+    let a = stack.dig_from_client_netns(client_pid, &[&format!("@{KDNS_ADDR}"), "web.kdns", "A"]);
+    let mut got = a.rdata("A");
+    got.sort();
+    assert_eq!(got, three, "kdns should keep serving what it knew while dockerd is down:\n{}", a.text);
+    signal(victim_pid, libc::SIGKILL);
+    assert!(poll_until(Duration::from_secs(10), Duration::from_millis(100), || (!Path::new(&format!("/proc/{victim_pid}")).exists())
+        .then_some(()))
+    .is_some());
+    down.start();
+
+    // What dockerd reports after its restart: the replica exited.
+    let st = stack.inspect(&victim)["State"].clone();
+    eprintln!("after the restart dockerd reports replica {victim_n} as: status {} exit code {}", st["Status"], st["ExitCode"]);
+    assert_eq!(st["Running"], false, "dockerd still reports the killed replica running:\n{st:#}");
+    assert_eq!(stack.pid(&kdns), kdns_pid, "the kdns container did not survive the dockerd restart (live-restore)");
+    let two: Vec<String> = three.iter().filter(|a| **a != victim_addr).cloned().collect();
+    stack.wait_answers("web.kdns", &two, RECONNECT_WITHIN, "web after the resync (replica killed while dockerd was down)");
+    stack.wait_answers(&format!("web-{victim_n}.kdns"), &[], FOLLOW_WITHIN, "the killed replica's numbered name");
+    // Events are followed again.
+    stack.compose_ok(&["up", "-d", "--no-build", "--scale", "web=3"]);
+    let three = stack.running_addrs("web");
+    assert_eq!(three.len(), 3, "{}", stack.ps());
+    stack.wait_answers("web.kdns", &three, FOLLOW_WITHIN, "web at scale 3 after the dockerd restart");
+
+    // A plain restart of dockerd.
+    let r = engine("restart");
+    assert!(r.ok(), "scripts/docker-engine.sh restart:\n{}", r.both());
+    assert_eq!(stack.pid(&kdns), kdns_pid, "the kdns container did not survive the dockerd restart (live-restore)");
+    let connects = || stack.kdns_log().matches("connected to Docker").count();
+    assert!(
+        poll_until(RECONNECT_WITHIN, Duration::from_millis(500), || (connects() >= 3).then_some(())).is_some(),
+        "kdns did not reconnect to the restarted dockerd (connected {} times):\n{}",
+        connects(),
+        stack.kdns_log()
+    );
+    stack.compose_ok(&["up", "-d", "--no-build", "--scale", "web=1"]);
+    let one = stack.running_addrs("web");
+    stack.wait_answers("web.kdns", &one, FOLLOW_WITHIN, "web at scale 1 after a plain dockerd restart");
+
+    // The kdns container restarted: its Docker records come back from the engine.
+    docker_ok(&["restart", "-t", "2", &kdns]);
+    stack.wait_ready();
+    stack.wait_answers("web.kdns", &one, RECONNECT_WITHIN, "web after the kdns container restarted");
+    let svc = stack.record_service("web").expect("service web after the kdns restart");
+    assert_eq!(svc["source"], "docker", "{svc:#}");
+    eprintln!("provider log lines:\n{}", stack.kdns_log().lines().filter(|l| l.contains("Docker")).collect::<Vec<_>>().join("\n"));
+}
+
+/// Bad input: a container whose `kdns.service` label is not a DNS name is
+/// skipped and kdns's log warns naming it; a container on another network
+/// and one labelled `kdns.enable=false` are not answered; a plain `docker
+/// run` container on dnsnet with deploy/resolv.conf mounted is answered by
+/// its name and its network alias, and resolves through kdns itself.
+#[test]
+fn docker_provider_skips_bad_names_other_networks_and_disabled() {
+    require_docker();
+    let _one = one_stack_at_a_time();
+    let stack = Stack::up(&[]);
+    let tag = format!("kdnst{}n{}", std::process::id(), next_id());
+    let other = Network::create(&format!("{tag}-other"));
+    let image = stack.images.client.clone();
+    let resolv = format!("{}:/etc/resolv.conf:ro", repo().join("deploy/resolv.conf").display());
+    let sleep = ["sleep", "infinity"];
+    let run = |name: &str, extra: &[&str]| -> Container {
+        let mut a: Vec<&str> = extra.to_vec();
+        a.push(&image);
+        a.extend_from_slice(&sleep);
+        Container::run(name, &a)
+    };
+    let bad = run(&format!("{tag}-bad"), &["--network", &stack.network, "--label", "kdns.service=bad_name!"]);
+    let off = run(&format!("{tag}-off"), &["--network", &stack.network, "--label", "kdns.enable=false"]);
+    let out = run(&format!("{tag}-out"), &["--network", &other.name]);
+    // Last: once it is answered, kdns has seen the others.
+    let good = run(&format!("{tag}-good"), &["--network", &stack.network, "--network-alias", "webalias", "-v", &resolv]);
+    let good_addr = stack.address(&good.id);
+    stack.wait_answers(
+        &format!("{}.kdns", good.name),
+        std::slice::from_ref(&good_addr),
+        FOLLOW_WITHIN,
+        "a docker run container by its name",
+    );
+    stack.wait_answers("webalias.kdns", std::slice::from_ref(&good_addr), FOLLOW_WITHIN, "a docker run container by its network alias");
+
+    let warned = poll_until(FOLLOW_WITHIN, Duration::from_millis(500), || {
+        let log = stack.kdns_log();
+        log.lines().find(|l| l.contains(&bad.name) && l.contains("not a valid DNS label")).map(str::to_string)
+    });
+    assert!(warned.is_some(), "kdns's log does not warn about {} (kdns.service=bad_name!):\n{}", bad.name, stack.kdns_log());
+    eprintln!("kdns warned: {}", warned.unwrap_or_default());
+    for (c, why) in [(&off, "kdns.enable=false"), (&out, "on another network"), (&bad, "invalid kdns.service")] {
+        let a = stack.dig(&[&format!("{}.kdns", c.name), "A"]);
+        assert_eq!(a.status, "NXDOMAIN", "{} ({why}) should not be answered:\n{}", c.name, a.text);
+    }
+    assert!(stack.record_service("bad_name!").is_none(), "records list has the invalid service");
+    stack.assert_kdns_running();
+
+    // The plain docker run form resolves through kdns directly.
+    let r = stack.exec(&good.id, &["cat", "/etc/resolv.conf"], Duration::from_secs(20));
+    assert!(r.ok() && r.stdout.contains(&format!("nameserver {KDNS_ADDR}")), "{}", r.both());
+    let client_addr = stack.address(&stack.container("client"));
+    let g = stack.exec(&good.id, &["getent", "ahostsv4", "client"], Duration::from_secs(20));
+    assert!(g.ok() && g.stdout.contains(&client_addr), "getent ahostsv4 client from the docker run container:\n{}", g.both());
+    let before = stack.embedded_dns_packets(&good.id);
+    let a = stack.exec(&good.id, &["dig", "+time=2", "+tries=1", "resolver.kdns"], Duration::from_secs(20));
+    assert!(a.ok() && a.stdout.contains(KDNS_ADDR), "{}", a.both());
+    assert_eq!(stack.embedded_dns_packets(&good.id), before, "the docker run container asked 127.0.0.11");
+    drop((good, out, off, bad));
 }

@@ -190,6 +190,57 @@ fn sweep_stale() {
     }
 }
 
+/// `scripts/docker-engine.sh <cmd>` (120 s at most).
+pub fn engine(cmd: &str) -> Run {
+    let script = repo().join("scripts/docker-engine.sh");
+    run_limited(&["env", &format!("DOCKER={}", docker_bin()), script.to_str().unwrap(), cmd], Duration::from_secs(120))
+}
+
+/// Panics unless dockerd was started by scripts/docker-engine.sh (only
+/// such an engine is ever stopped or restarted by the tests).
+pub fn require_engine_started_by_script() {
+    let st = engine("status");
+    assert!(
+        st.ok() && st.stdout.contains("started by this script"),
+        "this test stops and restarts dockerd, which the tests do only to an engine scripts/docker-engine.sh started \
+         (scripts/test.sh starts one when none runs); the engine here was not:\n{}\n\
+         stop it (e.g. systemctl stop docker docker.socket) and run scripts/test.sh, or `scripts/docker-engine.sh start`",
+        st.both()
+    );
+}
+
+/// dockerd stopped by scripts/docker-engine.sh: started again on drop (a
+/// failing test must not leave the engine down).
+#[derive(Debug)]
+pub struct EngineStopped {
+    started: bool,
+}
+
+impl EngineStopped {
+    pub fn stop() -> EngineStopped {
+        let r = engine("stop");
+        assert!(r.ok(), "scripts/docker-engine.sh stop:\n{}", r.both());
+        EngineStopped { started: false }
+    }
+
+    pub fn start(mut self) {
+        let r = engine("start");
+        self.started = true;
+        assert!(r.ok(), "scripts/docker-engine.sh start:\n{}", r.both());
+    }
+}
+
+impl Drop for EngineStopped {
+    fn drop(&mut self) {
+        if !self.started {
+            let r = engine("start");
+            if !r.ok() {
+                eprintln!("could not start dockerd again:\n{}", r.both());
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Images
 // ---------------------------------------------------------------------------
@@ -504,6 +555,18 @@ impl Stack {
     pub fn record_service(&self, name: &str) -> Option<Value> {
         let l = self.ctl_json(&["records", "list"]);
         l["services"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+    }
+
+    /// `dig` run on the host inside the client's network namespace
+    /// (nsenter): works while dockerd is down.
+    pub fn dig_from_client_netns(&self, client_pid: u32, args: &[&str]) -> Answer {
+        let pid = client_pid.to_string();
+        let mut argv = vec!["nsenter", "-t", &pid, "-n", "dig", "+time=2", "+tries=1"];
+        argv.extend_from_slice(args);
+        let r = run_limited(&argv, Duration::from_secs(20));
+        let mut a = Answer::parse(&r.stdout);
+        a.text = r.both();
+        a
     }
 
     /// The host pid of a container's first process.
