@@ -182,7 +182,31 @@ async fn session(s: &DockerSettings, sel: &Selection, store: &Store, model: &mut
     // Events first (replayed from a second ago), then the lists: nothing
     // that happens during the resync is missed.
     let since = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs().saturating_sub(1));
-    let filters = std::collections::HashMap::from([("type".to_string(), vec!["container".to_string(), "network".to_string()])]);
+    // Only what can change an answer: a healthcheck runs as an exec (three
+    // events a run per container), which the engine then keeps to itself.
+    // `health_status` matches "health_status: healthy" and the like.
+    let actions = [
+        "start",
+        "restart",
+        "die",
+        "stop",
+        "kill",
+        "destroy",
+        "rename",
+        "pause",
+        "unpause",
+        "health_status",
+        "update",
+        "oom",
+        "connect",
+        "disconnect",
+        "create",
+        "remove",
+    ];
+    let filters = std::collections::HashMap::from([
+        ("type".to_string(), vec!["container".to_string(), "network".to_string()]),
+        ("event".to_string(), actions.iter().map(|a| a.to_string()).collect()),
+    ]);
     let mut events = docker.events(Some(EventsOptions { since: Some(since.to_string()), until: None, filters: Some(filters) })).boxed();
 
     let t0 = Instant::now();
