@@ -8,8 +8,10 @@
 # An engine that was already running (systemd's docker.service, or one
 # started by hand) is used as it is and never stopped or restarted.
 # dockerd started here runs with --live-restore, so containers survive a
-# restart of the daemon. Its pid file, log and the mark that this script
-# started it are in $KDNS_DOCKERD_DIR (default /run/kdns-test-dockerd).
+# restart of the daemon; $KDNS_DOCKERD_ARGS adds arguments (e.g.
+# "--cpu-rt-runtime=950000"), which restart keeps. Its pid file, log and
+# the mark that this script started it are in $KDNS_DOCKERD_DIR (default
+# /run/kdns-test-dockerd).
 # The client used is $DOCKER (default /usr/bin/docker, the one that comes
 # with Debian's engine).
 set -euo pipefail
@@ -21,6 +23,7 @@ SOCK=/var/run/docker.sock
 PIDFILE=$DIR/dockerd.pid
 LOG=$DIR/dockerd.log
 MARK=$DIR/started-here     # holds the pid of the dockerd this script started
+ARGS=$DIR/args             # its extra arguments ($KDNS_DOCKERD_ARGS), reused by restart
 WAIT=${KDNS_DOCKERD_WAIT:-60}
 
 say() { echo "docker-engine: $*" >&2; }
@@ -54,9 +57,11 @@ start() {
     say "starting $DOCKERD --live-restore (log: $LOG)"
     # setsid: the engine must not share the caller's process group (Ctrl-C,
     # or a test harness killing its children, must not take it down).
+    # shellcheck disable=SC2086 # extra arguments, split on spaces
     setsid "$DOCKERD" --live-restore --pidfile "$PIDFILE" ${KDNS_DOCKERD_ARGS:-} </dev/null >>"$LOG" 2>&1 &
     local pid=$!
     echo "$pid" >"$MARK"
+    echo "${KDNS_DOCKERD_ARGS:-}" >"$ARGS"
     for ((i = 0; i < WAIT * 5; i++)); do
         if answers; then
             say "dockerd $pid answers on $SOCK ($("$DOCKER" version --format '{{.Server.Version}}' 2>/dev/null))"
@@ -123,7 +128,11 @@ restart() {
         fi
         exit 1
     fi
-    say "restarting dockerd $pid"
+    # The same extra arguments as before unless new ones are given.
+    if [[ -z ${KDNS_DOCKERD_ARGS+set} && -f $ARGS ]]; then
+        KDNS_DOCKERD_ARGS=$(cat "$ARGS")
+    fi
+    say "restarting dockerd $pid${KDNS_DOCKERD_ARGS:+ (with $KDNS_DOCKERD_ARGS)}"
     stop_pid "$pid"
     rm -f "$MARK"
     start

@@ -207,6 +207,17 @@ pub fn require_engine_started_by_script() {
          stop it (e.g. systemctl stop docker docker.socket) and run scripts/test.sh, or `scripts/docker-engine.sh start`",
         st.both()
     );
+    // Stopping the engine would cut off whoever else uses it (their
+    // containers keep running under --live-restore, but nothing can talk
+    // to them meanwhile).
+    let others = docker_ok(&["ps", "--format", "{{.Names}}"]).stdout;
+    let ours = format!("{PROJECT_PREFIX}{}n", std::process::id());
+    let others: Vec<&str> = others.lines().map(str::trim).filter(|n| !n.is_empty() && !n.starts_with(&ours)).collect();
+    assert!(
+        others.is_empty(),
+        "this test stops and restarts dockerd, but containers it did not start run on it: {others:?}; \
+         run it when the engine is not in use by anything else"
+    );
 }
 
 /// dockerd stopped by scripts/docker-engine.sh: started again on drop (a
