@@ -269,6 +269,7 @@ fn docker_provider_resyncs_after_dockerd_and_kdns_restarts() {
     stack.wait_answers("web.kdns", &three, FOLLOW_WITHIN, "web at scale 3 after the dockerd restart");
 
     // A plain restart of dockerd.
+    require_engine_not_shared();
     let r = engine("restart");
     assert!(r.ok(), "scripts/docker-engine.sh restart:\n{}", r.both());
     assert_eq!(stack.pid(&kdns), kdns_pid, "the kdns container did not survive the dockerd restart (live-restore)");

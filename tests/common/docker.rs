@@ -207,9 +207,13 @@ pub fn require_engine_started_by_script() {
          stop it (e.g. systemctl stop docker docker.socket) and run scripts/test.sh, or `scripts/docker-engine.sh start`",
         st.both()
     );
-    // Stopping the engine would cut off whoever else uses it (their
-    // containers keep running under --live-restore, but nothing can talk
-    // to them meanwhile).
+    require_engine_not_shared();
+}
+
+/// Panics if containers other than this test process's run on the engine:
+/// stopping it would cut off whoever uses it (their containers keep
+/// running under --live-restore, but nothing can talk to them meanwhile).
+pub fn require_engine_not_shared() {
     let others = docker_ok(&["ps", "--format", "{{.Names}}"]).stdout;
     let ours = format!("{PROJECT_PREFIX}{}n", std::process::id());
     let others: Vec<&str> = others.lines().map(str::trim).filter(|n| !n.is_empty() && !n.starts_with(&ours)).collect();
@@ -229,6 +233,7 @@ pub struct EngineStopped {
 
 impl EngineStopped {
     pub fn stop() -> EngineStopped {
+        require_engine_not_shared();
         let r = engine("stop");
         assert!(r.ok(), "scripts/docker-engine.sh stop:\n{}", r.both());
         EngineStopped { started: false }
