@@ -12,7 +12,10 @@ start`, timed around subprocess.run). `docker events` runs alongside; its
 TimeNano of the container's start / die event, moved onto the monotonic
 clock with the offset sampled at the issue, gives the engine's event time.
 One CSV line per change, in ms from the issue: return_ms (CLI returned),
-answer_ms, answer_after_return_ms, answer_after_event_ms.
+answer_ms; and answer_after_return_ms, answer_after_event_ms (after the
+start / die event), answer_after_last_event_ms (after the start / stop
+event: for a stop, die comes first and stop last, once the engine has
+taken the container down).
 """
 import argparse
 import random
@@ -102,7 +105,7 @@ def main():
     threading.Thread(target=read_events, daemon=True).start()
     time.sleep(0.5)
     out = open(a.csv, "a")
-    out.write("i,change,return_ms,answer_ms,answer_after_return_ms,event,answer_after_event_ms,polls_sent,polls_answered\n")
+    out.write("i,change,return_ms,answer_ms,answer_after_return_ms,event,answer_after_event_ms,answer_after_last_event_ms,polls_sent,polls_answered\n")
     running = True
     try:
         for i in range(a.changes):
@@ -126,7 +129,10 @@ def main():
             time.sleep(0.3)  # let docker events catch up
             issue_ns = int(t0 * 1e9) + off_ns
             want_ev = "start" if change == "start" else "die"
-            evt = next((ns for ns, act in list(events) if act == want_ev and ns >= issue_ns - 50_000_000), None)
+            last_ev = "start" if change == "start" else "stop"
+            evs = [(ns, act) for ns, act in list(events) if ns >= issue_ns - 50_000_000]
+            evt = next((ns for ns, act in evs if act == want_ev), None)
+            evl = next((ns for ns, act in evs if act == last_ev), None)
             ms = lambda x: f"{(x - t0) * 1e3:.2f}"
             ans = p.t_change
             row = [i, change, ms(t1), ms(ans) if ans else "", f"{(ans - t1) * 1e3:.2f}" if ans else ""]
@@ -135,6 +141,7 @@ def main():
                 row += [want_ev, f"{(ans - t_ev) * 1e3:.2f}"]
             else:
                 row += ["", ""]
+            row += [f"{(ans - (evl - off_ns) / 1e9) * 1e3:.2f}" if evl is not None and ans else ""]
             row += [p.sent, p.recv]
             out.write(",".join(map(str, row)) + "\n")
             out.flush()

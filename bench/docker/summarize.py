@@ -52,7 +52,7 @@ def dnsperf(path):
     print("\nLatency runs (fixed rate -Q, 5 s, -v: one line per answer):\n")
     print("| kind | rate | target | answered % | p50 ms | p90 ms | p99 ms | max ms | p50 docker / direct | p99 docker / direct |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    for (kind, mode, q, target), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][3] != "direct")):
+    for (kind, mode, q, target), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][3] != "direct")):
         if mode != "latency":
             continue
         ans = med([100 * fnum(r["completed"]) / max(1, fnum(r["sent"])) for r in rs])
@@ -76,18 +76,17 @@ def pct(xs, p):
 def churn(path):
     rows = rows_of(path)
     print(f"{len(rows)} changes ({path}); ms, median / p90 / p99 / max.\n")
-    print("| change | n | issue -> answer | CLI returned -> answer | issue -> CLI returned | engine event -> answer | event |")
+    print("| change | n | issue -> answer | CLI returned -> answer | issue -> CLI returned | event (start / die) -> answer | last event (start / stop) -> answer |")
     print("|---|---:|---|---|---|---|---|")
     for what in ("start", "stop"):
         rs = [r for r in rows if r["change"] == what and r["answer_ms"] != ""]
         miss = sum(1 for r in rows if r["change"] == what and r["answer_ms"] == "")
         cols = []
-        for k in ("answer_ms", "answer_after_return_ms", "return_ms", "answer_after_event_ms"):
+        for k in ("answer_ms", "answer_after_return_ms", "return_ms", "answer_after_event_ms", "answer_after_last_event_ms"):
             xs = [fnum(r[k]) for r in rs if r[k] != ""]
             cols.append(" / ".join(f"{pct(xs, p):.1f}" for p in (0.5, 0.9, 0.99)) + f" / {max(xs):.1f}" if xs else "")
-        ev = sorted({r["event"] for r in rs if r["event"]})
         extra = f" ({miss} without an answer)" if miss else ""
-        print(f"| docker {what} | {len(rs)}{extra} | " + " | ".join(cols) + f" | {', '.join(ev)} |")
+        print(f"| docker {what} | {len(rs)}{extra} | " + " | ".join(cols) + " |")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 #
 #   bench/docker/thousand.sh [-t TAG] [-n CONTAINERS] [-p PARALLEL] [-b BUDGET_S] [-k RESTARTS]
 #
-# kdns runs on the host in a network namespace of its own (a dummy
-# interface holding 172.31.X+3.250, inside the /22 of the Docker network
+# kdns runs on the host in a network namespace of its own (a veth pair
+# inside it, one end holding 172.31.X+3.250, inside the /22 of the Docker network
 # this script makes, reserved with --aux-address so that no container
 # gets it), --io udp, --workers 1, [docker] socket = /var/run/docker.sock,
 # networks = [that network], domain kdns; a copy of target/release/kdns is
@@ -30,7 +30,7 @@
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 
-TAG=main N=1000 PAR=4 BUDGET=720 RESTARTS=5
+TAG=main N=1000 PAR=4 BUDGET=720 RESTARTS=5 IDLE=${IDLE:-60}
 while getopts t:n:p:b:k: o; do
     case $o in
         t) TAG=$OPTARG ;; n) N=$OPTARG ;; p) PAR=$OPTARG ;; b) BUDGET=$OPTARG ;; k) RESTARTS=$OPTARG ;;
@@ -59,7 +59,8 @@ NS=$PFX-ns
 ip netns add "$NS"
 track_netns "$NS"
 ip -n "$NS" link set lo up
-ip -n "$NS" link add kd0 type dummy
+ip -n "$NS" link add kd0 type veth peer name kd1
+ip -n "$NS" link set kd1 up
 ip -n "$NS" addr add "$KADDR/22" dev kd0
 ip -n "$NS" link set kd0 up
 
@@ -154,9 +155,9 @@ note "MemAvailable after start loop: $(awk '/^MemAvailable:/ {print $2}' /proc/m
 sleep 5
 note "answers after start loop: $(answers $((RUNNING / 10)))"
 c1=$(ticks "/proc/$KPID/task/$TID/stat") p1=$(ticks "/proc/$KPID/stat")
-sleep 60
+sleep "$IDLE"
 c2=$(ticks "/proc/$KPID/task/$TID/stat") p2=$(ticks "/proc/$KPID/stat")
-note "idle 60 s: kdns-docker cpu $(((c2 - c1) * 1000 / HZ)) ms, whole kdns $(((p2 - p1) * 1000 / HZ)) ms"
+note "idle $IDLE s: kdns-docker cpu $(((c2 - c1) * 1000 / HZ)) ms, whole kdns $(((p2 - p1) * 1000 / HZ)) ms"
 note "rss_kb after idle minute: $(rss_kb)"
 grep -i docker "$WORK/kdns.1.log" | head -5 >"$RES/thousand-$TAG.log"
 grep -ci 'joined' "$WORK/kdns.1.log" | sed 's/^/joined lines in the first run: /' >>"$RES/thousand-$TAG.log"
