@@ -51,5 +51,5 @@ machine_note >"$CSV"
 echo "# kdns in a container, --docker-socket /run/docker-host/docker.sock; X: base image, --init, sleep infinity; docker stop (default -t 10, X ends on SIGTERM); poller on the host every 1 ms" >>"$CSV"
 timeout $((CHANGES * 20 + 60)) python3 "$HERE/churn.py" --server "$P.53" --container "$X" --qname "$X.kdns" \
     --changes "$CHANGES" --csv "$CSV" --docker "$DOCKER" 2>"$RES/churn-$TAG.err" || say "churn.py failed (see churn-$TAG.err)"
-"$DOCKER" logs "$PFX-kdns" 2>&1 | grep -i docker | head -30 >"$RES/churn-$TAG.log"
+"$DOCKER" logs "$PFX-kdns" 2>&1 | grep -i docker | sed -n 1,30p >"$RES/churn-$TAG.log"
 python3 "$HERE/summarize.py" churn "$CSV" | tee "$RES/churn-$TAG.md"

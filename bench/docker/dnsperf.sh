@@ -70,7 +70,7 @@ CAPS=()
 "$DOCKER" run -d --name "$PFX-client" --label "$LABEL" --network "$NET" --ip "$P.100" --cpuset-cpus 1 \
     --dns "$P.53" -v "$WORK:/q:ro" "$IMG_BENCH" sleep 3600 >/dev/null
 sleep 2
-"$DOCKER" logs "$PFX-kdns" 2>&1 | head -20 >&2
+"$DOCKER" logs "$PFX-kdns" 2>&1 | sed -n 1,20p >&2
 cx() { timeout 120 "$DOCKER" exec "$PFX-client" "$@"; }
 for t in "$P.53" 127.0.0.11; do
     cx dig +short +tries=1 "@$t" h1.bench.test A >&2
@@ -129,5 +129,5 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 "$DOCKER" exec "$PFX-kdns" kdns-ctl --socket /run/kdns/control.sock stats >"$WORK/stats" 2>&1 || true
-{ "$DOCKER" logs "$PFX-kdns" 2>&1 | head -40; echo "--- kdns-ctl stats"; head -60 "$WORK/stats"; } >"$RES/dnsperf-$TAG.log"
+{ "$DOCKER" logs "$PFX-kdns" 2>&1 | sed -n 1,40p; echo "--- kdns-ctl stats"; head -60 "$WORK/stats"; } | sed "s/\x1b\[[0-9;]*m//g" >"$RES/dnsperf-$TAG.log"
 python3 "$HERE/summarize.py" dnsperf "$CSV" | tee "$RES/dnsperf-$TAG.md"

@@ -109,7 +109,7 @@ docker_tid() {
 }
 # cpu ticks (utime+stime) of a /proc stat file
 ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "$1"; }
-resync_line() { grep -o 'resync: .*' "$WORK/kdns.$LOGN.log" | head -1; }
+resync_line() { grep -m1 -o 'resync: .*' "$WORK/kdns.$LOGN.log"; }
 note() { echo "$*" | tee -a "$OUT" >&2; }
 # answers: how many of the NS services answer with how many addresses
 answers() {
@@ -124,7 +124,7 @@ answers() {
 }
 
 machine_note >"$OUT"
-note "# kdns $("$WORK/kdns" --version 2>&1 | head -1); network $NET $SUBNET; N=$N parallel=$PAR budget=${BUDGET}s; HZ=$HZ"
+note "# kdns $("$WORK/kdns" --version 2>&1 | sed -n 1,1p); network $NET $SUBNET; N=$N parallel=$PAR budget=${BUDGET}s; HZ=$HZ"
 start_kdns
 TID=$(docker_tid)
 note "start 0: $(resync_line)"
@@ -159,7 +159,7 @@ sleep "$IDLE"
 c2=$(ticks "/proc/$KPID/task/$TID/stat") p2=$(ticks "/proc/$KPID/stat")
 note "idle $IDLE s: kdns-docker cpu $(((c2 - c1) * 1000 / HZ)) ms, whole kdns $(((p2 - p1) * 1000 / HZ)) ms"
 note "rss_kb after idle minute: $(rss_kb)"
-grep -i docker "$WORK/kdns.1.log" | head -5 >"$RES/thousand-$TAG.log"
+grep -i docker "$WORK/kdns.1.log" | sed -n 1,5p | sed 's/\x1b\[[0-9;]*m//g' >"$RES/thousand-$TAG.log"
 grep -ci 'joined' "$WORK/kdns.1.log" | sed 's/^/joined lines in the first run: /' >>"$RES/thousand-$TAG.log"
 for ((k = 1; k <= RESTARTS; k++)); do
     stop_kdns
@@ -169,7 +169,7 @@ for ((k = 1; k <= RESTARTS; k++)); do
     note "restart $k: rss_kb $(rss_kb); $(answers 10 | sed 's/^/first 10 services: /')"
 done
 note "after the last restart: $(answers $((RUNNING / 10)))"
-grep -h 'resync' "$WORK"/kdns.*.log >>"$RES/thousand-$TAG.log"
+grep -h 'resync' "$WORK"/kdns.*.log | sed 's/\x1b\[[0-9;]*m//g' >>"$RES/thousand-$TAG.log"
 stop_kdns
 python3 - "$OUT" <<'EOF' | tee -a "$OUT" >&2
 import re, statistics, sys
