@@ -33,7 +33,9 @@ cleanup() {
     if [[ -n $ids ]]; then
         say "removing $(wc -w <<<"$ids") containers labelled $LABEL"
         # shellcheck disable=SC2086
-        xargs -n 100 "$DOCKER" rm -f <<<"$ids" >/dev/null
+        # one at a time: 100 at once (one CLI call) wedged dockerd 20.10 once (a
+        # libnetwork lock-order deadlock between concurrent endpoint deletions)
+        xargs -n 1 "$DOCKER" rm -f <<<"$ids" >/dev/null
     fi
     for p in "${_NETS[@]}"; do "$DOCKER" network rm "$p" >/dev/null; done
     for p in "${_NETNS[@]}"; do ip netns del "$p"; done

@@ -23,7 +23,7 @@
 #   - the full resync: kdns restarted RESTARTS (5) times; each start logs
 #     "resync: N running containers, ... (X ms)"; after each, all 100
 #     services are asked (dig svc<j>.kdns A: do all answer, with 10 addresses?).
-# Removes every container (docker rm -f by label, in bulk), the network
+# Removes every container (docker rm -f by label, one at a time), the network
 # and the namespace at the end, also on failure.
 # Results: results/thousand-TAG.txt (everything above), thousand-TAG.log
 # (kdns's provider log lines).
@@ -179,5 +179,5 @@ if ms:
 EOF
 t2=$(date +%s.%N)
 ids=$("$DOCKER" ps -aq --filter "label=$LABEL")
-xargs -n 100 "$DOCKER" rm -f <<<"$ids" >/dev/null
+xargs -n 1 "$DOCKER" rm -f <<<"$ids" >/dev/null   # one at a time: see lib.sh
 note "removed $(wc -w <<<"$ids") containers in $(echo "$(date +%s.%N) - $t2" | bc) s"
