@@ -18,8 +18,8 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, TXT};
 use hickory_proto::rr::{Name as HName, RData, Record as HRecord, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 use kdns_core::wire::{
-    write_empty_reply, Class, Header, Message, MessageBuilder, MessageError, Name, OptSpec, Question, Rcode, Record, Rtype, Section,
-    Sections, WireError, HEADER_LEN, MAX_NAME_LEN, MAX_POINTER_HOPS,
+    write_empty_reply, Class, Header, Message, MessageBuilder, MessageError, Name, Opcode, OptSpec, Question, Rcode, Record, Rtype,
+    Section, Sections, WireError, HEADER_LEN, MAX_NAME_LEN, MAX_POINTER_HOPS,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -153,7 +153,8 @@ fn check_message(msg: &[u8], m: &Message) {
         let rm = Message::parse(reply).expect("empty reply parses");
         let (rh, qh) = (Header::new_checked(reply).unwrap(), Header::new_checked(msg).unwrap());
         assert_eq!(rh.id(), qh.id());
-        assert!(rh.qr() && rh.ra());
+        assert!(rh.qr());
+        assert_eq!(rh.ra(), qh.opcode() == Opcode::QUERY, "RA only for a standard query");
         assert_eq!(rh.rcode(), Rcode(rcode.0 & 0xf));
         assert_eq!(rh.opcode(), qh.opcode());
         assert_eq!((rh.rd(), rh.cd()), (qh.rd(), qh.cd()));

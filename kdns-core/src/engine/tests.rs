@@ -402,6 +402,8 @@ fn bad_queries_get_error_rcodes_or_counted_drops() {
     q[2] |= 5 << 3;
     let Outcome::Reply(r) = w.send_raw(&c, &q) else { panic!() };
     assert_eq!((r.rcode(), r.header().id(), r.header().opcode()), (Rcode::NOTIMP, 5, Opcode::UPDATE));
+    assert_eq!(r.header().flags() & flags::RA, 0, "NOTIMP claims no recursion");
+    assert_ne!(r.header().flags() & flags::RD, 0, "RD is copied (RFC 1035 4.1.1)");
     // Two questions: FORMERR.
     let mut q = query(6, "x.test", Rtype::A, None);
     q[5] = 2;

@@ -2,7 +2,7 @@
 
 use super::header::{flags, Header, HEADER_LEN};
 use super::message::Question;
-use super::types::{Class, Rcode, Rtype};
+use super::types::{Class, Opcode, Rcode, Rtype};
 use super::WireError;
 
 /// Length of an OPT record without options.
@@ -199,9 +199,11 @@ impl<'a> MessageBuilder<'a> {
 }
 
 /// Writes a reply with no records to the query `query`: its ID, opcode,
-/// RD and CD, QR and RA set, the given rcode, the question copied as the
-/// client wrote it (when it could be read), and an OPT record when the
-/// query had one (`opt`; the extended rcode bits are filled from `rcode`).
+/// RD and CD, QR set, RA set for a standard query only (recursion is what
+/// kdns offers for QUERY; a NOTIMP to UPDATE or NOTIFY claims nothing),
+/// the given rcode, the question copied as the client wrote it (when it
+/// could be read), and an OPT record when the query had one (`opt`; the
+/// extended rcode bits are filled from `rcode`).
 pub fn write_empty_reply(
     query: &[u8],
     question: Option<&Question>,
@@ -215,7 +217,8 @@ pub fn write_empty_reply(
     {
         let mut h = b.header();
         h.set_id(qh.id());
-        h.set_flags(keep | flags::QR | flags::RA);
+        let ra = if qh.opcode() == Opcode::QUERY { flags::RA } else { 0 };
+        h.set_flags(keep | flags::QR | ra);
         h.set_rcode(rcode);
     }
     if let Some(q) = question {
