@@ -18,7 +18,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -109,9 +109,10 @@ fn records_file(dir: &TempDir) -> PathBuf {
     p
 }
 
-/// kdns in `ns` on 127.0.0.1:`port` with the records file and the Docker
-/// provider on `socket`; `as_nobody` drops to user nobody first.
-fn start_kdns(ns: &Netns, dir: &TempDir, port: u16, socket: &Path, as_nobody: bool) -> Proc {
+/// kdns in `ns` on 127.0.0.1:`port` with the records file and `docker`,
+/// the arguments that turn the Docker provider on (`--docker-socket P` or
+/// `--config F`); `as_nobody` drops to user nobody first.
+fn start_kdns(ns: &Netns, dir: &TempDir, port: u16, docker: &[&str], as_nobody: bool) -> Proc {
     let log = dir.join(&format!("kdns-{port}.log"));
     let file = std::fs::File::create(&log).expect("log");
     let bin = kdns_bin();
@@ -141,11 +142,10 @@ fn start_kdns(ns: &Netns, dir: &TempDir, port: u16, socket: &Path, as_nobody: bo
             "",
             "--control-socket",
             control.to_str().expect("utf-8"),
-            "--docker-socket",
-            socket.to_str().expect("utf-8"),
         ]
         .map(String::from),
     );
+    argv.extend(docker.iter().map(|a| a.to_string()));
     let args: Vec<&str> = argv.iter().map(String::as_str).collect();
     let mut c = ns.command(&args);
     c.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(file.try_clone().expect("dup")).stderr(file);
@@ -202,7 +202,10 @@ fn an_engine_that_cannot_be_reached_is_said_once_and_retried() {
         (5302, stale.clone(), false, "nothing listens on the Docker API socket"),
         (5303, closed.join("docker.sock"), true, "permission denied on the Docker API socket"),
     ];
-    let procs: Vec<Proc> = cases.iter().map(|(port, sock, nobody, _)| start_kdns(&ns, &dir, *port, sock, *nobody)).collect();
+    let procs: Vec<Proc> = cases
+        .iter()
+        .map(|(port, sock, nobody, _)| start_kdns(&ns, &dir, *port, &["--docker-socket", sock.to_str().expect("utf-8")], *nobody))
+        .collect();
     for ((port, _, _, _), p) in cases.iter().zip(&procs) {
         wait_answer(&ns, *port, "db.kdns", &["10.5.0.1"], "the records file is served without the engine", &|| p.log());
     }
@@ -258,37 +261,7 @@ fn plain_containers_follow_the_engine() {
     let dir = TempDir::new("provider-events");
     let conf = dir.join("kdns.toml");
     std::fs::write(&conf, format!("[docker]\nenabled = true\nnetworks = [\"{net}\"]\n")).expect("conf");
-    let start = |port: u16| -> Proc {
-        let log = dir.join(&format!("kdns-{port}.log"));
-        let file = std::fs::File::create(&log).expect("log");
-        let bin = kdns_bin();
-        let records = records_file(&dir);
-        let listen = format!("127.0.0.1:{port}");
-        let control = dir.join(&format!("control-{port}.sock"));
-        let mut c = ns.command(&[
-            bin.to_str().expect("utf-8"),
-            "--config",
-            conf.to_str().expect("utf-8"),
-            "--io",
-            "udp",
-            "--workers",
-            "1",
-            "--listen",
-            &listen,
-            "--backend",
-            "127.0.0.1:9",
-            "--domain",
-            "kdns",
-            "--records-file",
-            records.to_str().expect("utf-8"),
-            "--state-file",
-            "",
-            "--control-socket",
-            control.to_str().expect("utf-8"),
-        ]);
-        c.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(file.try_clone().expect("dup")).stderr(file);
-        Proc { child: c.spawn().expect("start kdns"), log }
-    };
+    let start = |port: u16| start_kdns(&ns, &dir, port, &["--config", conf.to_str().expect("utf-8")], false);
     let kdns = start(5301);
     let port = 5301;
     let log = || kdns.log();

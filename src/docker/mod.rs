@@ -45,6 +45,14 @@ const REQUEST_TIMEOUT_S: u64 = 30;
 const INSPECT_CONCURRENCY: usize = 16;
 /// Most instance changes logged one by one per batch of events.
 const CHANGES_LOGGED: usize = 20;
+/// The container events that can change an answer; the engine is asked for
+/// these alone. A healthcheck runs as an exec (three events a run per
+/// container), attach, resize, top... change nothing served.
+/// `health_status` matches "health_status: healthy" and the like.
+const CONTAINER_ACTIONS: [&str; 12] =
+    ["start", "restart", "die", "stop", "kill", "destroy", "rename", "pause", "unpause", "health_status", "update", "oom"];
+/// The network events that can change an answer.
+const NETWORK_ACTIONS: [&str; 5] = ["connect", "disconnect", "create", "destroy", "remove"];
 
 /// The running provider; stop it with [`Provider::shutdown`].
 #[derive(Debug)]
@@ -93,12 +101,15 @@ enum End {
 async fn run(s: DockerSettings, store: Arc<Store>, mut stop: tokio::sync::oneshot::Receiver<()>) {
     let sel = Selection { networks: s.networks.clone(), listen: s.listen.clone(), serve_starting: s.serve_starting };
     let mut model = Model::default();
+    // The instances the store serves from Docker (kept across sessions, as
+    // the store keeps them), for the log of what each change did.
+    let mut seen = Seen::new();
     let mut backoff = BACKOFF_MIN;
     let mut last_error: Option<String> = None;
     let mut ever_synced = false;
     loop {
         let end = tokio::select! {
-            e = session(&s, &sel, &store, &mut model, &mut ever_synced) => e,
+            e = session(&s, &sel, &store, &mut model, &mut seen, &mut ever_synced) => e,
             _ = &mut stop => return,
         };
         let msg = match end {
@@ -164,7 +175,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn session(s: &DockerSettings, sel: &Selection, store: &Store, model: &mut Model, ever_synced: &mut bool) -> End {
+async fn session(s: &DockerSettings, sel: &Selection, store: &Store, model: &mut Model, seen: &mut Seen, ever_synced: &mut bool) -> End {
     let path = s.socket.display().to_string();
     if let Err(m) = probe_socket(&s.socket).await {
         return End::Unreachable(m);
@@ -182,30 +193,9 @@ async fn session(s: &DockerSettings, sel: &Selection, store: &Store, model: &mut
     // Events first (replayed from a second ago), then the lists: nothing
     // that happens during the resync is missed.
     let since = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs().saturating_sub(1));
-    // Only what can change an answer: a healthcheck runs as an exec (three
-    // events a run per container), which the engine then keeps to itself.
-    // `health_status` matches "health_status: healthy" and the like.
-    let actions = [
-        "start",
-        "restart",
-        "die",
-        "stop",
-        "kill",
-        "destroy",
-        "rename",
-        "pause",
-        "unpause",
-        "health_status",
-        "update",
-        "oom",
-        "connect",
-        "disconnect",
-        "create",
-        "remove",
-    ];
     let filters = std::collections::HashMap::from([
         ("type".to_string(), vec!["container".to_string(), "network".to_string()]),
-        ("event".to_string(), actions.iter().map(|a| a.to_string()).collect()),
+        ("event".to_string(), CONTAINER_ACTIONS.iter().chain(&NETWORK_ACTIONS).map(|a| a.to_string()).collect()),
     ]);
     let mut events = docker.events(Some(EventsOptions { since: Some(since.to_string()), until: None, filters: Some(filters) })).boxed();
 
@@ -231,7 +221,7 @@ async fn session(s: &DockerSettings, sel: &Selection, store: &Store, model: &mut
         }
     }
     model.replace_all(containers);
-    let (changed, summary) = publish(store, model, &served, sel, false);
+    let (changed, summary) = publish(store, model, seen, &served, sel, false);
     let took = t0.elapsed();
     if served.is_empty() {
         tracing::warn!("Docker provider: {}", no_network(sel, &nets));
@@ -293,7 +283,7 @@ async fn session(s: &DockerSettings, sel: &Selection, store: &Store, model: &mut
             }
         }
         if !ids.is_empty() || nets_changed {
-            publish(store, model, &served, sel, true);
+            publish(store, model, seen, &served, sel, true);
         }
     }
 }
@@ -327,12 +317,8 @@ fn relevant(e: &EventMessage) -> Option<Target> {
     let actor = e.actor.as_ref()?;
     match e.typ {
         Some(EventMessageTypeEnum::CONTAINER) => {
-            // exec_* (healthchecks run as execs), attach, resize, top, ...
-            // change nothing we serve.
             let verb = action.split(':').next().unwrap_or("");
-            const VERBS: [&str; 12] =
-                ["start", "restart", "die", "stop", "kill", "destroy", "rename", "pause", "unpause", "health_status", "update", "oom"];
-            VERBS.contains(&verb).then(|| actor.id.clone()).flatten().map(Target::Container)
+            CONTAINER_ACTIONS.contains(&verb).then(|| actor.id.clone()).flatten().map(Target::Container)
         }
         Some(EventMessageTypeEnum::NETWORK) => match action {
             "connect" | "disconnect" => actor.attributes.as_ref()?.get("container").cloned().map(Target::Container),
@@ -411,10 +397,10 @@ fn instances(l: &Layer) -> Seen {
         .collect()
 }
 
-/// Computes the layer, logs its warnings (and, after events, what changed),
-/// and hands it to the store. Returns whether the records changed and a
-/// summary for the log.
-fn publish(store: &Store, model: &mut Model, served: &[String], sel: &Selection, log_changes: bool) -> (bool, String) {
+/// Computes the layer, logs its warnings (and, after events, what changed
+/// since `seen`, the instances last handed over), and hands it to the
+/// store. Returns whether the records changed and a summary for the log.
+fn publish(store: &Store, model: &mut Model, seen: &mut Seen, served: &[String], sel: &Selection, log_changes: bool) -> (bool, String) {
     let (layer, warnings) = model.layer(served, sel);
     for w in warnings {
         tracing::warn!("{w}");
@@ -425,13 +411,13 @@ fn publish(store: &Store, model: &mut Model, served: &[String], sel: &Selection,
         layer.services.iter().map(|s| s.instances.len()).sum::<usize>(),
         layer.names.len()
     );
-    let before = log_changes.then(|| store.docker_layer());
-    let after = log_changes.then(|| instances(&layer));
+    let now = instances(&layer);
     match store.set_docker(layer) {
         Ok(Some(c)) => {
-            if let (Some(before), Some(after)) = (before, after) {
-                log_diff(&instances(&before), &after, c.serial);
+            if log_changes {
+                log_diff(seen, &now, c.serial);
             }
+            *seen = now;
             (true, summary)
         }
         Ok(None) => (false, summary),

@@ -115,6 +115,14 @@ struct EffInstance {
     docker: Option<(bool, &'static str)>,
 }
 
+impl EffInstance {
+    /// `k` of `<service>-k` for the instance at place `k` (from 0): the
+    /// rule of `kdns_core::records::Instance::number_at`.
+    fn number_at(&self, k: usize) -> u64 {
+        self.number.map_or(k as u64 + 1, u64::from)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct EffService {
     /// Without instances.
@@ -245,7 +253,7 @@ fn merge_docker(m: &mut Merged, docker: &DockerLayer) {
     for s in &m.services {
         labels.insert(s.def.name.clone());
         for (k, i) in s.instances.iter().enumerate() {
-            labels.insert(format!("{}-{}", s.def.name, i.number.map_or(k as u64 + 1, u64::from)));
+            labels.insert(format!("{}-{}", s.def.name, i.number_at(k)));
         }
     }
     let statics: HashSet<String> = m.records.iter().map(|r| r.core.name.clone()).collect();
@@ -397,7 +405,7 @@ struct ServiceView {
 
 #[derive(Debug, Serialize)]
 struct InstanceView {
-    number: usize,
+    number: u64,
     id: String,
     addrs: Vec<String>,
     healthy: bool,
@@ -651,11 +659,6 @@ impl Store {
         Ok(Some(self.finish(p, "Docker records changed")))
     }
 
-    /// The Docker provider's records now.
-    pub fn docker_layer(&self) -> DockerLayer {
-        self.lock().docker.clone()
-    }
-
     /// Docker services, instances and names served.
     pub fn docker_summary(&self) -> (usize, usize, usize) {
         let g = self.lock();
@@ -730,7 +733,7 @@ impl Store {
                         let (healthy, health) = health_of(&g.machines, &g.runtime.health, s, i);
                         let mach = g.machines.get(&(s.def.name.clone(), i.def.id.clone()));
                         InstanceView {
-                            number: i.number.map_or(k + 1, |n| n as usize),
+                            number: i.number_at(k),
                             id: i.def.id.clone(),
                             addrs: i.addrs.iter().map(|a| a.to_string()).collect(),
                             healthy,
