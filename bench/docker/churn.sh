@@ -29,11 +29,7 @@ done
 CSV=$RES/churn-$TAG.csv
 
 build_images kdns
-SUBNET=$(free_subnet 24)
-P=$(net_prefix "$SUBNET")
-NET=$PFX-net
-make_network "$NET" "$SUBNET"
-say "network $NET $SUBNET"
+bench_network
 
 "$DOCKER" run -d --name "$PFX-kdns" --label "$LABEL" --network "$NET" --ip "$P.53" \
     -v /var/run:/run/docker-host:ro "$IMG_KDNS" \

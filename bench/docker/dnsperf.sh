@@ -41,11 +41,7 @@ LAT_RATES=${LAT_RATES:-"2000 5000"}
 CSV=$RES/dnsperf-$TAG.csv
 
 build_images all
-SUBNET=$(free_subnet 24)
-P=$(net_prefix "$SUBNET")
-NET=$PFX-net
-make_network "$NET" "$SUBNET"
-say "network $NET $SUBNET"
+bench_network
 
 workdir
 {

@@ -121,6 +121,16 @@ make_network() {
 # net_prefix 172.31.44.0/24 -> 172.31.44
 net_prefix() { local s=${1%/*}; echo "${s%.*}"; }
 
+# bench_network: the run's /24 network $PFX-net on a free subnet; sets
+# NET, SUBNET and P (its first three octets).
+bench_network() {
+    SUBNET=$(free_subnet 24)
+    P=$(net_prefix "$SUBNET")
+    NET=$PFX-net
+    make_network "$NET" "$SUBNET"
+    say "network $NET $SUBNET"
+}
+
 # The CPU load of the machine at this moment (for the result files).
 machine_note() {
     echo "# $(date -Is) host $(hostname) $(nproc) cpus; load $(cut -d' ' -f1-3 /proc/loadavg);" \
