@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kdns_core::cache::CacheConfig;
-use kdns_core::engine::{Acl, EngineConfig, IpNet};
+use kdns_core::engine::{Acl, ClientLimits, EngineConfig, IpNet, OverLimit};
 use kdns_core::upstream::{BackendSpec, HealthConfig, Selection};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub cache: CacheSection,
     /// `[upstream]`
     pub upstream: UpstreamSection,
+    /// `[limits]`
+    pub limits: LimitsSection,
     /// `[tcp]`
     pub tcp: TcpSection,
     /// `[xdp]`
@@ -336,15 +338,20 @@ pub struct UpstreamSection {
     pub backends: Vec<BackendEntry>,
     /// "round-robin" or "least-outstanding".
     pub selection: String,
-    /// One try's timeout (ms).
+    /// The longest a try waits (ms), and the wait before a backend's first
+    /// answer; then each backend's timeout follows its round-trip times.
     pub try_timeout_ms: u64,
+    /// The shortest try timeout (ms).
+    pub try_timeout_min_ms: u64,
     /// Most backends asked per query.
     pub max_tries: u8,
     /// Give up (stale answer or SERVFAIL) after this long (ms).
     pub query_deadline_ms: u64,
-    /// Consecutive timeouts that mark a backend down.
+    /// Silent timeouts in a row that make a backend suspect (a probe then
+    /// decides).
     pub down_after_timeouts: u32,
-    /// Failure share over the window that marks a backend down.
+    /// Share of silent timeouts over the window that makes a backend
+    /// suspect.
     pub failure_ratio: f32,
     /// Outcomes in the failure window.
     pub window: u32,
@@ -358,6 +365,11 @@ pub struct UpstreamSection {
     pub probe_name: String,
     /// Queries in flight per worker.
     pub max_in_flight: usize,
+    /// Answer identical questions in flight from one upstream query.
+    pub coalesce: bool,
+    /// 0x20: randomise the letter case of forwarded questions and require
+    /// it back.
+    pub randomize_case: bool,
 }
 
 impl Default for UpstreamSection {
@@ -368,6 +380,7 @@ impl Default for UpstreamSection {
             backends: Vec::new(),
             selection: "round-robin".into(),
             try_timeout_ms: e.try_timeout.as_millis() as u64,
+            try_timeout_min_ms: e.try_timeout_min.as_millis() as u64,
             max_tries: e.max_tries,
             query_deadline_ms: e.query_deadline.as_millis() as u64,
             down_after_timeouts: h.down_after_timeouts,
@@ -378,8 +391,81 @@ impl Default for UpstreamSection {
             probe_max_ms: h.probe_max.as_millis() as u64,
             probe_name: e.probe_name,
             max_in_flight: e.pending_capacity,
+            coalesce: e.coalesce,
+            randomize_case: e.randomize_case,
         }
     }
+}
+
+/// `[limits]`: fair shares per client (on cache misses only).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// IPv4 clients sharing this prefix length are one client.
+    pub client_prefix_v4: u8,
+    /// IPv6 clients sharing this prefix length are one client.
+    pub client_prefix_v6: u8,
+    /// Most queries one client may have waiting upstream, per worker (0: off).
+    pub client_max_pending: u32,
+    /// Misses one client may send upstream per second, per worker (0: off).
+    pub client_miss_rate: u32,
+    /// Misses one client may send upstream in a burst.
+    pub client_miss_burst: u32,
+    /// What a client over its share gets: "servfail", "refused" or "drop".
+    pub over_limit: String,
+    /// Clients tracked per worker.
+    pub clients: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let l = ClientLimits::default();
+        LimitsSection {
+            client_prefix_v4: l.prefix_v4,
+            client_prefix_v6: l.prefix_v6,
+            client_max_pending: l.max_pending,
+            client_miss_rate: l.miss_rate,
+            client_miss_burst: l.miss_burst,
+            over_limit: "servfail".into(),
+            clients: l.table_size,
+        }
+    }
+}
+
+fn settle_limits(l: &LimitsSection, max_in_flight: usize) -> Result<ClientLimits, ConfigError> {
+    if l.client_prefix_v4 > 32 {
+        return Err(ConfigError::new("limits.client_prefix_v4", format!("{}: must be 0..=32", l.client_prefix_v4)));
+    }
+    if l.client_prefix_v6 > 128 {
+        return Err(ConfigError::new("limits.client_prefix_v6", format!("{}: must be 0..=128", l.client_prefix_v6)));
+    }
+    if l.client_max_pending as usize > max_in_flight {
+        return Err(ConfigError::new(
+            "limits.client_max_pending",
+            format!("{}: must be at most upstream.max_in_flight ({max_in_flight}); 0 turns the share off", l.client_max_pending),
+        ));
+    }
+    if l.client_miss_rate > 0 && l.client_miss_burst == 0 {
+        return Err(ConfigError::new("limits.client_miss_burst", "must be at least 1 while client_miss_rate is on"));
+    }
+    if l.clients == 0 || l.clients > 1 << 20 {
+        return Err(ConfigError::new("limits.clients", format!("{}: must be 1..=1048576", l.clients)));
+    }
+    let over_limit = match l.over_limit.as_str() {
+        "servfail" => OverLimit::Servfail,
+        "refused" => OverLimit::Refused,
+        "drop" => OverLimit::Drop,
+        other => return Err(ConfigError::new("limits.over_limit", format!("'{other}': expected servfail, refused or drop"))),
+    };
+    Ok(ClientLimits {
+        prefix_v4: l.client_prefix_v4,
+        prefix_v6: l.client_prefix_v6,
+        max_pending: l.client_max_pending,
+        miss_rate: l.client_miss_rate,
+        miss_burst: l.client_miss_burst,
+        over_limit,
+        table_size: l.clients,
+    })
 }
 
 /// `[tcp]`
@@ -628,6 +714,12 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     if u.try_timeout_ms == 0 || u.try_timeout_ms > 60_000 {
         return Err(ConfigError::new("upstream.try_timeout_ms", format!("{}: must be 1..=60000", u.try_timeout_ms)));
     }
+    if u.try_timeout_min_ms == 0 || u.try_timeout_min_ms > u.try_timeout_ms {
+        return Err(ConfigError::new(
+            "upstream.try_timeout_min_ms",
+            format!("{}: must be 1..=upstream.try_timeout_ms ({})", u.try_timeout_min_ms, u.try_timeout_ms),
+        ));
+    }
     if u.query_deadline_ms < u.try_timeout_ms {
         return Err(ConfigError::new("upstream.query_deadline_ms", "must be at least upstream.try_timeout_ms"));
     }
@@ -650,7 +742,10 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         up_after_successes: u.up_after,
         probe_initial: Duration::from_millis(u.probe_initial_ms),
         probe_max: Duration::from_millis(u.probe_max_ms),
+        try_timeout_min: Duration::from_millis(u.try_timeout_min_ms),
+        try_timeout_max: Duration::from_millis(u.try_timeout_ms),
     };
+    let limits = settle_limits(&file.limits, u.max_in_flight)?;
     let engine = EngineConfig {
         cache,
         backends,
@@ -659,10 +754,15 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         acl: Acl::new(nets),
         udp_size: s.udp_size,
         try_timeout: Duration::from_millis(u.try_timeout_ms),
+        try_timeout_min: Duration::from_millis(u.try_timeout_min_ms),
         max_tries: u.max_tries,
         query_deadline: Duration::from_millis(u.query_deadline_ms),
         pending_capacity: u.max_in_flight,
         probe_name: u.probe_name.clone(),
+        limits,
+        coalesce: u.coalesce,
+        source_ports: 1,
+        randomize_case: u.randomize_case,
         seed: 0,
     };
     // Let the engine check what only it knows (probe name, pool limits).

@@ -360,6 +360,13 @@ impl TcpServer {
                         c.waiting += 1;
                     }
                 }
+                // Waits on an identical question: the reply comes out of
+                // poll_transmit.
+                Verdict::Wait => {
+                    if let Some(Some(c)) = self.conns.get_mut(idx) {
+                        c.waiting += 1;
+                    }
+                }
                 Verdict::Drop(_) => {}
             }
         }
@@ -463,7 +470,7 @@ impl TcpServer {
             IoStats::add(&self.io.backend_rx, 1);
             let now = self.now();
             let answer = self.buf[..n].to_vec();
-            let v = self.engine.handle_backend_answer(now, addr, &answer, &mut self.out);
+            let v = self.engine.handle_backend_answer(now, addr, 0, &answer, &mut self.out);
             crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
             if let AnswerVerdict::Reply { client, len } = v {
                 let truncated = self.out.get(2).is_some_and(|f| u16::from(*f) << 8 & flags::TC != 0);

@@ -307,7 +307,8 @@ impl UdpWorker {
                             }
                         }
                     }
-                    Verdict::Drop(_) => {}
+                    // The reply comes out of poll_transmit with the answer.
+                    Verdict::Wait | Verdict::Drop(_) => {}
                 }
             }
             let r = self.tx[i].flush(fd);
@@ -339,7 +340,7 @@ impl UdpWorker {
             let now = self.now();
             for j in 0..n {
                 let Some((answer, _, _)) = self.brx.get(j) else { continue };
-                let v = self.engine.handle_backend_answer(now, addr, answer, &mut self.out);
+                let v = self.engine.handle_backend_answer(now, addr, 0, answer, &mut self.out);
                 crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
                 if let AnswerVerdict::Reply { client, len } = v {
                     self.reply_to(client, len);

@@ -186,7 +186,7 @@ fn miss(e: &mut Engine, q: &[u8], b: &mut Bufs) -> usize {
         panic!("a new name is forwarded");
     };
     let alen = write_answer(&b.out[..len], &mut b.answer);
-    let v = e.handle_backend_answer(NOW, addr, &b.answer[..alen], &mut b.out);
+    let v = e.handle_backend_answer(NOW, addr, 0, &b.answer[..alen], &mut b.out);
     while e.poll_transmit(NOW, &mut b.drain).is_some() {}
     match v {
         AnswerVerdict::Reply { client: to, len } => {

@@ -524,7 +524,8 @@ impl XdpWorker {
                 }
                 None
             }
-            Verdict::Drop(_) => None,
+            // The reply comes out of poll_transmit with the answer.
+            Verdict::Wait | Verdict::Drop(_) => None,
         }
     }
 
@@ -541,7 +542,7 @@ impl XdpWorker {
                 };
                 moved += 1;
                 IoStats::add(&self.io.backend_rx, 1);
-                let v = self.engine.handle_backend_answer(now, addr, &self.abuf[..n], &mut self.out);
+                let v = self.engine.handle_backend_answer(now, addr, 0, &self.abuf[..n], &mut self.out);
                 crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
                 if let AnswerVerdict::Reply { client, len } = v {
                     self.send_from_fresh_frame(client, len);

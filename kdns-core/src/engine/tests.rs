@@ -43,6 +43,7 @@ impl Reply {
 struct Sent {
     backend: BackendId,
     addr: SocketAddr,
+    port: u16,
     bytes: Vec<u8>,
 }
 
@@ -56,9 +57,11 @@ impl Sent {
     }
 }
 
+#[derive(Debug)]
 enum Outcome {
     Reply(Reply),
     Forward(Sent),
+    Wait,
     Drop(DropReason),
 }
 
@@ -78,6 +81,9 @@ impl World {
             // Round numbers for the scenarios below.
             try_timeout: Duration::from_millis(1000),
             query_deadline: Duration::from_millis(3500),
+            // One client asks everything here; the fair-share scenarios
+            // turn the limits on.
+            limits: ClientLimits { max_pending: 0, miss_rate: 0, ..ClientLimits::default() },
             ..EngineConfig::default()
         };
         tweak(&mut cfg);
@@ -91,7 +97,10 @@ impl World {
     fn send_raw(&mut self, c: &Client, q: &[u8]) -> Outcome {
         match self.engine.handle_query(self.now, c, q, &mut self.out) {
             Verdict::Reply(len) => Outcome::Reply(Reply { bytes: self.out[..len].to_vec() }),
-            Verdict::Forward { backend, addr, len } => Outcome::Forward(Sent { backend, addr, bytes: self.out[..len].to_vec() }),
+            Verdict::Forward { backend, addr, len, port } => {
+                Outcome::Forward(Sent { backend, addr, port, bytes: self.out[..len].to_vec() })
+            }
+            Verdict::Wait => Outcome::Wait,
             Verdict::Drop(r) => Outcome::Drop(r),
         }
     }
@@ -106,6 +115,7 @@ impl World {
         match self.ask(name, Rtype::A) {
             Outcome::Forward(s) => s,
             Outcome::Reply(r) => panic!("expected a forward, got a reply {:?}", r.rcode()),
+            Outcome::Wait => panic!("expected a forward, got a wait"),
             Outcome::Drop(d) => panic!("expected a forward, got a drop {d:?}"),
         }
     }
@@ -114,17 +124,22 @@ impl World {
         match self.ask(name, Rtype::A) {
             Outcome::Reply(r) => r,
             Outcome::Forward(s) => panic!("expected a reply, got a forward to {:?}", s.backend),
+            Outcome::Wait => panic!("expected a reply, got a wait"),
             Outcome::Drop(d) => panic!("expected a reply, got a drop {d:?}"),
         }
     }
 
     fn backend_says(&mut self, from: SocketAddr, bytes: &[u8]) -> AnswerVerdict {
-        self.engine.handle_backend_answer(self.now, from, bytes, &mut self.out)
+        self.engine.handle_backend_answer(self.now, from, 0, bytes, &mut self.out)
+    }
+
+    fn backend_says_on(&mut self, sent: &Sent, bytes: &[u8]) -> AnswerVerdict {
+        self.engine.handle_backend_answer(self.now, sent.addr, sent.port, bytes, &mut self.out)
     }
 
     fn deliver(&mut self, sent: &Sent, rrs: &[Rr]) -> Reply {
         let ans = sent.answer(Rcode::NOERROR, rrs);
-        match self.backend_says(sent.addr, &ans) {
+        match self.backend_says_on(sent, &ans) {
             AnswerVerdict::Reply { len, client: c } => {
                 assert_eq!(c, client());
                 Reply { bytes: self.out[..len].to_vec() }
@@ -141,7 +156,7 @@ impl World {
         let (mut sent, mut replies) = (vec![], vec![]);
         while let Some(t) = self.engine.poll_transmit(self.now, &mut self.out) {
             match t {
-                Transmit::Backend { backend, addr, len } => sent.push(Sent { backend, addr, bytes: self.out[..len].to_vec() }),
+                Transmit::Backend { backend, addr, len, port } => sent.push(Sent { backend, addr, port, bytes: self.out[..len].to_vec() }),
                 Transmit::Client { len, .. } => replies.push(Reply { bytes: self.out[..len].to_vec() }),
             }
         }
@@ -162,8 +177,9 @@ fn miss_is_forwarded_answered_then_served_from_cache_with_ttl_counted_down() {
     let mut w = World::new(&[B0]);
     let sent = w.ask_forwarded("www.Example.com");
     assert_eq!(sent.addr, B0.parse().unwrap());
-    assert_eq!(sent.qname(), "www.Example.com.", "the client's spelling goes upstream");
+    assert!(sent.qname().eq_ignore_ascii_case("www.example.com."), "{}", sent.qname());
     let reply = w.deliver(&sent, &[a(300, [192, 0, 2, 1])]);
+    assert_eq!(reply.qname(), "www.Example.com.", "the client's spelling, not the 0x20 one sent upstream");
     assert_eq!(reply.header().id(), 101, "the client's ID, not ours");
     assert_eq!(reply.ttls(), vec![300]);
     let m = Message::parse(&reply.bytes).unwrap();
@@ -189,9 +205,22 @@ fn entry_expires_and_is_asked_again() {
     w.deliver(&sent, &[a(60, [10, 0, 0, 1])]);
     w.advance(secs(59));
     assert_eq!(w.ask_answered("a.test").ttls(), vec![1]);
+    // That hit was of a popular entry about to expire: a refresh went out.
+    let (refresh, _) = w.tick();
+    assert_eq!((refresh.len(), w.stats().refreshes.get()), (1, 1));
     w.advance(secs(1));
+    // Expired: the next query waits on the refresh in flight instead of
+    // asking again, and gets its answer.
+    assert!(matches!(w.ask("a.test", Rtype::A), Outcome::Wait));
+    let ans = refresh[0].answer(Rcode::NOERROR, &[a(60, [10, 0, 0, 2])]);
+    assert_eq!(w.backend_says_on(&refresh[0], &ans), AnswerVerdict::Consumed);
+    let (_, replies) = w.tick();
+    assert_eq!(replies.len(), 1);
+    assert_eq!((replies[0].ttls(), replies[0].header().id()), (vec![60], w.next_id));
+    // Expired again with nothing in flight: asked again.
+    w.advance(secs(60));
     let again = w.ask_forwarded("a.test");
-    assert_eq!(w.deliver(&again, &[a(60, [10, 0, 0, 2])]).ttls(), vec![60]);
+    assert_eq!(w.deliver(&again, &[a(60, [10, 0, 0, 3])]).ttls(), vec![60]);
 }
 
 #[test]
@@ -217,6 +246,7 @@ fn a_backend_that_stops_answering_costs_a_retry_then_is_marked_down_probed_and_t
     let b1: SocketAddr = B1.parse().unwrap();
     // B0 dies. Each query sent to it is retried on B1 after one try timeout.
     let mut to_b0 = 0;
+    let mut probe = None;
     for i in 0..8 {
         let name = format!("n{i}.test");
         let sent = w.ask_forwarded(&name);
@@ -226,20 +256,29 @@ fn a_backend_that_stops_answering_costs_a_retry_then_is_marked_down_probed_and_t
         }
         to_b0 += 1;
         w.advance(Duration::from_millis(1000));
-        let (retries, replies) = w.tick();
+        let (sent, replies) = w.tick();
         assert!(replies.is_empty());
+        let (retries, probes): (Vec<_>, Vec<_>) = sent.into_iter().partition(|s| !s.qname().eq_ignore_ascii_case("id.server."));
         assert_eq!(retries.len(), 1, "re-sent once");
         assert_eq!(retries[0].addr, b1, "to the other backend");
         let reply = w.deliver(&retries[0], &[a(60, [10, 0, 0, 1])]);
         assert_eq!(reply.header().id(), w.next_id, "no query lost: the client gets its answer");
-        if w.engine.pool().state(BackendId(0)) == BackendState::Down {
+        if let Some(p) = probes.into_iter().next() {
+            assert_eq!(p.addr, b0, "the silent backend is probed");
+            probe = Some(p);
             break;
         }
+        assert_eq!(w.engine.pool().state(BackendId(0)), BackendState::Up);
     }
-    assert_eq!(to_b0, 3, "down after 3 consecutive timeouts");
+    assert_eq!(to_b0, 3, "suspect after 3 silent timeouts in a row");
+    assert!(probe.is_some() && w.engine.pool().is_suspect(BackendId(0)));
+    // The probe is not answered either: down, after the probe timeout.
+    w.advance(Duration::from_millis(1000));
+    w.tick();
     assert_eq!(w.engine.pool().state(BackendId(0)), BackendState::Down);
     assert_eq!(w.stats().backend_down.get(), 1);
     assert_eq!(w.stats().retried.get(), 3);
+    assert_eq!(w.stats().slow_tries.get(), 0, "silence is not a slow name");
     // While down, every query goes straight to B1.
     for i in 0..4 {
         let sent = w.ask_forwarded(&format!("m{i}.test"));
@@ -251,7 +290,7 @@ fn a_backend_that_stops_answering_costs_a_retry_then_is_marked_down_probed_and_t
     let (probes, _) = w.tick();
     assert_eq!(probes.len(), 1);
     assert_eq!(probes[0].addr, b0);
-    assert_eq!(probes[0].qname(), "id.server.");
+    assert_eq!(probes[0].qname().to_ascii_lowercase(), "id.server.");
     w.advance(Duration::from_millis(1000));
     assert!(w.tick().0.is_empty(), "failed probe: backoff doubles to 1 s");
     w.advance(Duration::from_millis(1000));
@@ -320,10 +359,13 @@ fn with_every_backend_down_a_stale_answer_then_servfail() {
 #[test]
 fn when_every_backend_is_marked_down_one_that_still_answers_is_used() {
     let mut w = World::new(&[B0]);
-    // Three timeouts in a row (an overload burst, say) mark the only backend down.
+    // Three silent timeouts (an overload burst, say) and an unanswered
+    // probe mark the only backend down.
     for i in 0..3 {
         w.ask_forwarded(&format!("slow{i}.test"));
     }
+    w.advance(Duration::from_millis(1000));
+    w.tick();
     w.advance(Duration::from_millis(1000));
     w.tick();
     assert_eq!(w.engine.pool().state(BackendId(0)), BackendState::Down);
