@@ -256,11 +256,11 @@ impl Pool {
         self.slots[id.index()].suspect
     }
 
-    /// Whether backend `id` answered anything (a query or a probe) after
-    /// `t`: if so, a try sent to it at `t` that timed out met a slow name,
-    /// not a dead backend.
+    /// Whether backend `id` answered anything (a query or a probe) at or
+    /// after `t`: if so, a try sent to it at `t` that timed out met a slow
+    /// name, not a dead backend.
     pub fn answered_since(&self, id: BackendId, t: Timestamp) -> bool {
-        self.slots.get(id.index()).and_then(|s| s.last_answer).is_some_and(|a| a > t)
+        self.slots.get(id.index()).and_then(|s| s.last_answer).is_some_and(|a| a >= t)
     }
 
     /// How long a try to backend `id` waits: its retransmission timeout

@@ -143,7 +143,7 @@ fn answered_since_tells_a_slow_name_from_silence() {
     p.on_sent(A, ms(100));
     p.on_answer(A, ms(150), Some(Duration::from_millis(50)), false);
     assert!(p.answered_since(A, ms(100)), "answered after the try left");
-    assert!(!p.answered_since(A, ms(150)));
+    assert!(p.answered_since(A, ms(150)) && !p.answered_since(A, ms(151)));
     p.on_slow(A);
     assert_eq!(p.stats(A).slow.get(), 1);
 }
