@@ -985,6 +985,36 @@ mod tests {
     }
 
     #[test]
+    fn limits_section() {
+        let l = settle_text("").unwrap().engine.limits;
+        assert_eq!(l, ClientLimits::default());
+        let s = settle_text(
+            "[limits]\nclient_prefix_v4 = 24\nclient_prefix_v6 = 56\nclient_max_pending = 64\nclient_miss_rate = 0\nover_limit = \"refused\"\nclients = 100\n[upstream]\ntry_timeout_min_ms = 20\ncoalesce = false\nrandomize_case = false\n",
+        )
+        .unwrap();
+        let l = s.engine.limits;
+        assert_eq!(
+            (l.prefix_v4, l.prefix_v6, l.max_pending, l.miss_rate, l.over_limit, l.table_size),
+            (24, 56, 64, 0, OverLimit::Refused, 100)
+        );
+        assert_eq!(s.engine.try_timeout_min, Duration::from_millis(20));
+        assert_eq!(s.engine.health.try_timeout_min, Duration::from_millis(20));
+        assert!(!s.engine.coalesce && !s.engine.randomize_case);
+        for (text, key) in [
+            ("[limits]\nclient_prefix_v4 = 33", "limits.client_prefix_v4"),
+            ("[limits]\nclient_prefix_v6 = 129", "limits.client_prefix_v6"),
+            ("[limits]\nclient_max_pending = 5000", "limits.client_max_pending"),
+            ("[limits]\nclient_miss_burst = 0", "limits.client_miss_burst"),
+            ("[limits]\nover_limit = \"tarpit\"", "limits.over_limit"),
+            ("[limits]\nclients = 0", "limits.clients"),
+            ("[upstream]\ntry_timeout_min_ms = 900", "upstream.try_timeout_min_ms"),
+            ("[upstream]\ntry_timeout_min_ms = 0", "upstream.try_timeout_min_ms"),
+        ] {
+            assert_eq!(settle_text(text).unwrap_err().key, key, "{text}");
+        }
+    }
+
+    #[test]
     fn xdp_workers_are_real_time_unless_busy_polling() {
         let rt = |text: &str| settle_text(text).unwrap().realtime_priority;
         assert_eq!(rt(""), DEFAULT_REALTIME_PRIORITY);

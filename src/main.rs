@@ -70,17 +70,31 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     [upstream]
     backends = [\"10.53.0.2\", { address = \"10.53.0.3:53\", weight = 2 }]
     selection = \"round-robin\"       # or \"least-outstanding\"
-    try_timeout_ms = 800             # then the next backend is asked
+    try_timeout_ms = 800             # the longest a try waits, and the wait before a
+                                     # backend's first answer; then its own RTO
+    try_timeout_min_ms = 50          # the shortest try timeout
     max_tries = 3
     query_deadline_ms = 3000         # then a stale answer or SERVFAIL
-    down_after_timeouts = 3
-    failure_ratio = 0.5              # over the last `window` outcomes
-    window = 20
+    down_after_timeouts = 3          # silent timeouts in a row: suspect, a probe decides
+    failure_ratio = 0.5              # share of silent timeouts over the last `window`
+    window = 20                      #   outcomes that makes a backend suspect
     up_after = 2                     # good probe answers to come back
     probe_initial_ms = 500
     probe_max_ms = 8000
     probe_name = \"id.server.\"        # probed with CH TXT; any answer counts
     max_in_flight = 4096             # per worker
+    coalesce = true                  # identical questions in flight go upstream once
+    randomize_case = true            # 0x20 on forwarded questions, checked on answers
+
+    [limits]                         # fair shares per client, per worker (misses only)
+    client_prefix_v4 = 32            # clients within one /N are one client
+    client_prefix_v6 = 64
+    client_max_pending = 256         # queries waiting upstream at once (0: no share)
+    client_miss_rate = 5000          # misses sent upstream per second (0: no limit)
+    client_miss_burst = 10000
+    over_limit = \"servfail\"          # what a client over its share gets:
+                                     # \"servfail\", \"refused\" or \"drop\" (counted)
+    clients = 4096                   # clients tracked per worker
 
     [tcp]
     enabled = true
@@ -130,6 +144,24 @@ AF_XDP:
     shed before it costs the core anything. This needs CAP_SYS_NICE (kdns
     logs a warning and runs at normal priority without it); set 0 if other
     real-time work shares those cores.
+
+ONE CLIENT CANNOT TAKE DNS DOWN:
+    A try waits for its backend's own retransmission timeout (smoothed RTT
+    plus four deviations, within try_timeout_min_ms and try_timeout_ms).
+    When it runs out and that backend answered anything since the try
+    left, the name is slow, not the backend: the query keeps waiting there
+    (to query_deadline_ms) and nothing is held against the backend. A try
+    met by silence is retried on another backend, and an answer from any
+    backend asked is taken. down_after_timeouts silent timeouts in a row
+    make a backend suspect: a probe is sent at once, and only its timing
+    out takes the backend down. Each client (an address, or the /N of
+    [limits]) may hold client_max_pending of a worker's max_in_flight and
+    send client_miss_rate misses per second upstream; over that it gets an
+    immediate SERVFAIL (or REFUSED, or nothing), counted in kdns-ctl stats
+    and /metrics; hits and local answers are never limited. Identical
+    questions in flight go upstream once and every client waiting on one
+    gets its answer. Forwarded questions carry a random ID and 0x20 case;
+    an answer that does not repeat both is dropped and counted.
 
 LOCAL RECORDS:
     Names under the local domains are answered by kdns itself: web.kdns
@@ -431,6 +463,7 @@ fn run(s: Settings) -> Result<(), String> {
         backends,
         pid: std::process::id(),
         xdp: xdp_counters(&xdp_runtime),
+        limits: s.engine.limits,
     };
     let plane = records::start(&s.records, handles.clone()).map_err(|e| format!("records: {e}"))?;
     let provider = match &s.docker {

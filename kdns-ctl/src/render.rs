@@ -20,7 +20,20 @@ pub struct Stats {
     pub totals: Totals,
     pub workers: Vec<Worker>,
     pub backends: Vec<Backend>,
+    pub limits: Limits,
     pub xdp: Vec<XdpInterface>,
+}
+
+/// The per-client fair shares in force.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    pub client_prefix_v4: u8,
+    pub client_prefix_v6: u8,
+    pub client_max_pending: u32,
+    pub client_miss_rate: u32,
+    pub client_miss_burst: u32,
+    pub over_limit: String,
 }
 
 /// One interface's XDP program counters.
@@ -331,6 +344,11 @@ pub struct Counters {
     pub cache_entries: u64,
     pub cache_bytes: u64,
     pub forwarded: u64,
+    pub coalesced: u64,
+    pub limited_pending: u64,
+    pub limited_rate: u64,
+    pub slow_tries: u64,
+    pub late_answers: u64,
     pub local_answers: u64,
     pub retried: u64,
     pub timeouts: u64,
@@ -352,9 +370,12 @@ pub struct Backend {
     pub sent: u64,
     pub answers: u64,
     pub timeouts: u64,
+    pub slow: u64,
+    pub suspected: u64,
     pub probes: u64,
     pub went_down: u64,
     pub came_up: u64,
+    pub try_timeout_ms: f64,
     pub rtt_ms: Rtt,
 }
 
@@ -499,14 +520,36 @@ pub fn summary(s: &Stats) -> String {
         (
             "Forwarding",
             format!(
-                "forwarded {}, retried {}, timeouts {}, stale answers {}, gave up {}, in flight {}",
-                c.forwarded, c.retried, c.timeouts, c.stale_answers, c.gave_up, c.in_flight
+                "forwarded {}, waited on an identical question {}, retried {}, timeouts {}, slow {}, late answers {}, stale answers {}, gave up {}, in flight {}",
+                c.forwarded,
+                c.coalesced,
+                c.retried,
+                c.timeouts,
+                c.slow_tries,
+                c.late_answers,
+                c.stale_answers,
+                c.gave_up,
+                c.in_flight
             ),
         ),
+        ("Limits", limits(&s.limits, c)),
         ("Drops", nonzero(&c.drops)),
     ];
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter().map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:"))).collect()
+}
+
+fn limits(l: &Limits, c: &Counters) -> String {
+    let share = if l.client_max_pending == 0 { "no pending share".to_string() } else { format!("{} pending", l.client_max_pending) };
+    let rate = if l.client_miss_rate == 0 {
+        "no miss rate".to_string()
+    } else {
+        format!("{} misses/s (burst {})", l.client_miss_rate, l.client_miss_burst)
+    };
+    format!(
+        "per client (/{} IPv4, /{} IPv6) per worker: {share}, {rate}; over them ({}): {} by pending, {} by rate",
+        l.client_prefix_v4, l.client_prefix_v6, l.over_limit, c.limited_pending, c.limited_rate
+    )
 }
 
 /// The per-worker table.
@@ -564,7 +607,10 @@ pub fn backends_table(bs: &[Backend]) -> String {
         ("SENT", Right),
         ("ANSWERS", Right),
         ("TIMEOUTS", Right),
+        ("SLOW", Right),
+        ("SUSPECT", Right),
         ("DOWN", Right),
+        ("TRY ms", Right),
         ("P50 ms", Right),
         ("P90 ms", Right),
         ("P99 ms", Right),
@@ -580,7 +626,10 @@ pub fn backends_table(bs: &[Backend]) -> String {
                 b.sent.to_string(),
                 b.answers.to_string(),
                 b.timeouts.to_string(),
+                b.slow.to_string(),
+                b.suspected.to_string(),
                 b.went_down.to_string(),
+                millis(Some(b.try_timeout_ms)),
                 millis(b.rtt_ms.p50),
                 millis(b.rtt_ms.p90),
                 millis(b.rtt_ms.p99),
@@ -627,10 +676,13 @@ mod tests {
       ],
       "backends": [
         {"address": "10.0.0.1:53", "state": "up", "up_workers": 2, "workers": 2, "in_flight": 3, "sent": 50,
-         "answers": 47, "timeouts": 3, "rtt_ms": {"p50": 3.001, "p90": 5.003, "p99": 12.5, "max": 20.0, "mean": 3.5, "samples": 47}},
-        {"address": "10.0.0.2:53", "state": "partial", "up_workers": 1, "workers": 2, "went_down": 1,
+         "answers": 47, "timeouts": 3, "slow": 5, "suspected": 1, "try_timeout_ms": 50.0,
+         "rtt_ms": {"p50": 3.001, "p90": 5.003, "p99": 12.5, "max": 20.0, "mean": 3.5, "samples": 47}},
+        {"address": "10.0.0.2:53", "state": "partial", "up_workers": 1, "workers": 2, "went_down": 1, "try_timeout_ms": 800.0,
          "rtt_ms": {"p50": null, "p90": null, "p99": null, "max": null, "mean": null, "samples": 0}}
-      ]
+      ],
+      "limits": {"client_prefix_v4": 32, "client_prefix_v6": 64, "client_max_pending": 256, "client_miss_rate": 5000,
+                 "client_miss_burst": 10000, "over_limit": "servfail", "clients": 4096}
     }"#;
 
     fn example() -> Stats {
@@ -651,9 +703,18 @@ mod tests {
         let t = backends_table(&example().backends);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0], "BACKEND      STATE    UP ON  IN-FLIGHT  SENT  ANSWERS  TIMEOUTS  DOWN  P50 ms  P90 ms  P99 ms");
-        assert_eq!(lines[1], "10.0.0.1:53  up         2/2          3    50       47         3     0   3.001   5.003  12.500");
-        assert_eq!(lines[2], "10.0.0.2:53  partial    1/2          0     0        0         0     1       -       -       -");
+        assert_eq!(
+            lines[0],
+            "BACKEND      STATE    UP ON  IN-FLIGHT  SENT  ANSWERS  TIMEOUTS  SLOW  SUSPECT  DOWN   TRY ms  P50 ms  P90 ms  P99 ms"
+        );
+        assert_eq!(
+            lines[1],
+            "10.0.0.1:53  up         2/2          3    50       47         3     5        1     0   50.000   3.001   5.003  12.500"
+        );
+        assert_eq!(
+            lines[2],
+            "10.0.0.2:53  partial    1/2          0     0        0         0     0        0     1  800.000       -       -       -"
+        );
         // Columns line up: every line is as long as the header.
         assert!(lines.iter().all(|l| l.len() == lines[0].len()));
     }
@@ -684,7 +745,8 @@ Queries:    160 (10 over TCP)
 Cache:      hit ratio 53.3%, 80 hits (3 negative), 70 misses, 33 entries, 1.5 MiB
 Answers:    NOERROR 145, NXDOMAIN 5
 Local:      0 answers from local records
-Forwarding: forwarded 70, retried 1, timeouts 2, stale answers 0, gave up 0, in flight 4
+Forwarding: forwarded 70, waited on an identical question 0, retried 1, timeouts 2, slow 0, late answers 0, stale answers 0, gave up 0, in flight 4
+Limits:     per client (/32 IPv4, /64 IPv6) per worker: 256 pending, 5000 misses/s (burst 10000); over them (servfail): 0 by pending, 0 by rate
 Drops:      query_too_short 2
 ";
         assert_eq!(s, want);

@@ -159,7 +159,7 @@ fn daemon() -> (Vec<FakeWorker>, Vec<SocketAddr>, Vec<Arc<dyn XdpCounterSource>>
 fn rendered() -> String {
     let (ws, configured, xdp) = daemon();
     let handles: Vec<WorkerHandle> = ws.iter().map(|w| w.handle.clone()).collect();
-    render(&handles, &configured, &xdp)
+    render(&handles, &configured, &xdp, &kdns_core::engine::ClientLimits::default())
 }
 
 /// The value of the sample `series` (name and labels exactly as written).
@@ -314,9 +314,17 @@ fn every_family_has_help_and_type_once_before_its_samples() {
             "kdns_cache_evictions_total",
             "kdns_forward_requests_total",
             "kdns_forward_timeouts_total",
+            "kdns_forward_slow_total",
+            "kdns_forward_late_answers_total",
+            "kdns_coalesced_total",
+            "kdns_limited_total",
+            "kdns_limit",
+            "kdns_limit_over_limit_info",
             "kdns_forward_retries_total",
             "kdns_stale_answers_total",
             "kdns_backend_up",
+            "kdns_backend_suspected_total",
+            "kdns_backend_try_timeout_seconds",
             "kdns_backend_rtt_seconds",
             "kdns_request_duration_seconds",
             "kdns_drops_total",
@@ -338,7 +346,7 @@ fn floats_are_spelled_as_prometheus_reads_them() {
 
 #[test]
 fn no_workers_no_backends_still_render_every_family() {
-    let text = render(&[], &[], &[]);
+    let text = render(&[], &[], &[], &kdns_core::engine::ClientLimits::default());
     assert!(text.contains("kdns_request_duration_seconds_bucket{le=\"+Inf\"} 0\n"), "{text}");
     assert!(text.contains("kdns_request_duration_seconds_count 0\n"), "{text}");
     assert!(text.contains("# TYPE kdns_backend_rtt_seconds summary\n"), "{text}");

@@ -306,6 +306,7 @@ ttl = 60
                 backends: vec![],
                 pid: 1,
                 xdp: vec![],
+                limits: kdns_core::engine::ClientLimits::default(),
             },
             Extras { records: Some(Arc::clone(&store)), tcp: Some(("127.0.0.1:0".parse().unwrap(), tok.into())) },
         )

@@ -28,8 +28,41 @@ pub(super) struct Stats {
     pub totals: Totals,
     pub workers: Vec<WorkerJson>,
     pub backends: Vec<BackendJson>,
+    /// The per-client fair shares in force (per worker).
+    pub limits: LimitsJson,
     /// The XDP program's counters per interface (empty without AF_XDP).
     pub xdp: Vec<XdpJson>,
+}
+
+/// `[limits]` as configured.
+#[derive(Debug, Serialize)]
+pub(super) struct LimitsJson {
+    pub client_prefix_v4: u8,
+    pub client_prefix_v6: u8,
+    pub client_max_pending: u32,
+    pub client_miss_rate: u32,
+    pub client_miss_burst: u32,
+    pub over_limit: &'static str,
+    pub clients: usize,
+}
+
+impl LimitsJson {
+    pub(super) fn new(l: &kdns_core::engine::ClientLimits) -> LimitsJson {
+        use kdns_core::engine::OverLimit;
+        LimitsJson {
+            client_prefix_v4: l.prefix_v4,
+            client_prefix_v6: l.prefix_v6,
+            client_max_pending: l.max_pending,
+            client_miss_rate: l.miss_rate,
+            client_miss_burst: l.miss_burst,
+            over_limit: match l.over_limit {
+                OverLimit::Servfail => "servfail",
+                OverLimit::Refused => "refused",
+                OverLimit::Drop => "drop",
+            },
+            clients: l.table_size,
+        }
+    }
 }
 
 /// One interface's XDP program counters.
@@ -117,6 +150,11 @@ pub(super) struct Counters {
     pub cache_evictions: u64,
     pub cache_expired: u64,
     pub forwarded: u64,
+    pub coalesced: u64,
+    pub limited_pending: u64,
+    pub limited_rate: u64,
+    pub slow_tries: u64,
+    pub late_answers: u64,
     pub local_answers: u64,
     pub panic_forwards: u64,
     pub retried: u64,
@@ -171,9 +209,16 @@ pub(super) struct BackendJson {
     pub sent: u64,
     pub answers: u64,
     pub timeouts: u64,
+    /// Tries that outlived their timeout while the backend kept answering.
+    pub slow: u64,
+    pub late_answers: u64,
+    /// Times it became suspect (silent; a probe decided).
+    pub suspected: u64,
     pub probes: u64,
     pub went_down: u64,
     pub came_up: u64,
+    /// The longest try timeout in force on any worker (it follows the RTT).
+    pub try_timeout_ms: f64,
     pub rtt_ms: RttJson,
 }
 
@@ -227,6 +272,11 @@ impl Counters {
             cache_evictions: c.evictions.get(),
             cache_expired: c.expired.get(),
             forwarded: e.forwarded.get(),
+            coalesced: e.coalesced.get(),
+            limited_pending: e.limited_pending.get(),
+            limited_rate: e.limited_rate.get(),
+            slow_tries: e.slow_tries.get(),
+            late_answers: e.late_answers.get(),
             local_answers: e.local_answers.get(),
             panic_forwards: e.panic_forwards.get(),
             retried: e.retried.get(),
@@ -283,6 +333,11 @@ impl Counters {
         s(&mut self.cache_evictions, o.cache_evictions);
         s(&mut self.cache_expired, o.cache_expired);
         s(&mut self.forwarded, o.forwarded);
+        s(&mut self.coalesced, o.coalesced);
+        s(&mut self.limited_pending, o.limited_pending);
+        s(&mut self.limited_rate, o.limited_rate);
+        s(&mut self.slow_tries, o.slow_tries);
+        s(&mut self.late_answers, o.late_answers);
         s(&mut self.local_answers, o.local_answers);
         s(&mut self.panic_forwards, o.panic_forwards);
         s(&mut self.retried, o.retried);
@@ -430,9 +485,13 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
                 sent: 0,
                 answers: 0,
                 timeouts: 0,
+                slow: 0,
+                late_answers: 0,
+                suspected: 0,
                 probes: 0,
                 went_down: 0,
                 came_up: 0,
+                try_timeout_ms: 0.0,
                 rtt_ms: RttJson::default(),
             },
             rtt: None,
@@ -462,6 +521,10 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
             j.sent += b.sent.get();
             j.answers += b.answers.get();
             j.timeouts += b.timeouts.get();
+            j.slow += b.slow.get();
+            j.late_answers += b.late_answers.get();
+            j.suspected += b.suspected.get();
+            j.try_timeout_ms = j.try_timeout_ms.max(b.try_timeout_us.get() as f64 / 1000.0);
             j.probes += b.probes.get();
             j.went_down += b.went_down.get();
             j.came_up += b.came_up.get();
@@ -522,6 +585,7 @@ pub(super) fn collect(shared: &Shared) -> Stats {
         totals: Totals { workers: workers.len(), counters: totals, hit_ratio },
         workers: wjson,
         backends: backends(&shared.info.backends, workers, &snaps),
+        limits: LimitsJson::new(&shared.info.limits),
         xdp: xdp(&shared.info.xdp),
     }
 }

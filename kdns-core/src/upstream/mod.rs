@@ -253,6 +253,9 @@ pub struct BackendStats {
     pub outstanding: Gauge,
     /// 1 while the backend is up, 0 while down.
     pub state_up: Gauge,
+    /// The try timeout now in force, in microseconds (see
+    /// [`Pool::try_timeout`]).
+    pub try_timeout_us: Gauge,
     /// Sum of answer RTTs in microseconds.
     pub rtt_sum_us: Counter,
     /// Number of RTTs in `rtt_sum_us`.
@@ -281,6 +284,7 @@ impl BackendStats {
             came_up: Counter::new(),
             outstanding: Gauge::new(),
             state_up,
+            try_timeout_us: Gauge::new(),
             rtt_sum_us: Counter::new(),
             rtt_count: Counter::new(),
             rtt_buckets: core::array::from_fn(|_| Counter::new()),

@@ -180,6 +180,11 @@ impl Pool {
             })
             .collect();
         let all = 1u64.checked_shl(specs.len() as u32).map_or(u64::MAX, |b| b - 1);
+        let max_us = u64::try_from(cfg.try_timeout_max.as_micros()).unwrap_or(u64::MAX);
+        let stats: Arc<[BackendStats]> = specs.iter().map(|s| BackendStats::new(s.addr)).collect();
+        for st in stats.iter() {
+            st.try_timeout_us.set(max_us);
+        }
         Ok(Pool {
             slots,
             addrs: specs.iter().map(|s| s.addr).collect(),
@@ -190,7 +195,7 @@ impl Pool {
             ratio_limit,
             selection,
             cursor: 0,
-            stats: specs.iter().map(|s| BackendStats::new(s.addr)).collect(),
+            stats,
         })
     }
 
@@ -427,6 +432,8 @@ impl Pool {
         if let Some(rtt) = rtt {
             self.stats[i].record_rtt(rtt);
             self.slots[i].rtt_sample(rtt);
+            let rto = u64::try_from(self.try_timeout(id).as_micros()).unwrap_or(u64::MAX);
+            self.stats[i].try_timeout_us.set(rto);
         }
         let s = &mut self.slots[i];
         s.last_answer = Some(now);
