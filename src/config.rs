@@ -415,6 +415,25 @@ pub struct LimitsSection {
     pub over_limit: String,
     /// Clients tracked per worker.
     pub clients: usize,
+    /// Queries (hits included) one client may send per second, enforced in
+    /// the XDP program (0: off).
+    pub xdp_client_qps: u32,
+    /// Queries one client may send at once under `xdp_client_qps`.
+    pub xdp_client_burst: u32,
+    /// Clients the XDP program tracks (LRU).
+    pub xdp_clients: u32,
+}
+
+/// The per-client query rate the XDP program enforces (`[limits]
+/// xdp_client_*`; `qps` 0: off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct XdpClientRate {
+    /// Queries per second.
+    pub qps: u32,
+    /// Queries at once.
+    pub burst: u32,
+    /// Clients tracked.
+    pub entries: u32,
 }
 
 impl Default for LimitsSection {
@@ -428,6 +447,9 @@ impl Default for LimitsSection {
             client_miss_burst: l.miss_burst,
             over_limit: "servfail".into(),
             clients: l.table_size,
+            xdp_client_qps: 0,
+            xdp_client_burst: 200,
+            xdp_clients: 65536,
         }
     }
 }
@@ -450,6 +472,15 @@ fn settle_limits(l: &LimitsSection, max_in_flight: usize) -> Result<ClientLimits
     }
     if l.clients == 0 || l.clients > 1 << 20 {
         return Err(ConfigError::new("limits.clients", format!("{}: must be 1..=1048576", l.clients)));
+    }
+    if l.xdp_client_qps > 0 && l.xdp_client_burst == 0 {
+        return Err(ConfigError::new("limits.xdp_client_burst", "must be at least 1 while xdp_client_qps is on"));
+    }
+    if l.xdp_client_qps > 100_000_000 {
+        return Err(ConfigError::new("limits.xdp_client_qps", format!("{}: must be at most 100000000", l.xdp_client_qps)));
+    }
+    if l.xdp_clients == 0 || l.xdp_clients > 1 << 24 {
+        return Err(ConfigError::new("limits.xdp_clients", format!("{}: must be 1..=16777216", l.xdp_clients)));
     }
     let over_limit = match l.over_limit.as_str() {
         "servfail" => OverLimit::Servfail,
@@ -537,6 +568,8 @@ pub struct Settings {
     /// The engine settings (backends, cache, health, ACL) shared by all workers;
     /// each worker gets its own seed.
     pub engine: EngineConfig,
+    /// The per-client query rate of the XDP program.
+    pub xdp_client_rate: XdpClientRate,
     /// Where backends came from, for the log.
     pub backends_from: String,
     /// Control socket path.
@@ -831,7 +864,10 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     }
     let records = settle_records(&file.records, o)?;
     let docker = settle_docker(&file.docker, o, &records, &listen)?;
+    let xl = &file.limits;
+    let xdp_client_rate = XdpClientRate { qps: xl.xdp_client_qps, burst: xl.xdp_client_burst, entries: xl.xdp_clients };
     Ok(Settings {
+        xdp_client_rate,
         records,
         docker,
         listen,
@@ -1007,6 +1043,8 @@ mod tests {
             ("[limits]\nclient_miss_burst = 0", "limits.client_miss_burst"),
             ("[limits]\nover_limit = \"tarpit\"", "limits.over_limit"),
             ("[limits]\nclients = 0", "limits.clients"),
+            ("[limits]\nxdp_client_qps = 10\nxdp_client_burst = 0", "limits.xdp_client_burst"),
+            ("[limits]\nxdp_clients = 0", "limits.xdp_clients"),
             ("[upstream]\ntry_timeout_min_ms = 900", "upstream.try_timeout_min_ms"),
             ("[upstream]\ntry_timeout_min_ms = 0", "upstream.try_timeout_min_ms"),
         ] {

@@ -95,6 +95,11 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     over_limit = \"servfail\"          # what a client over its share gets:
                                      # \"servfail\", \"refused\" or \"drop\" (counted)
     clients = 4096                   # clients tracked per worker
+    xdp_client_qps = 0               # queries (hits too) per client per second, enforced
+                                     # in the XDP program: over it, dropped before any
+                                     # copy (the queues' \"dropped\"); 0: off
+    xdp_client_burst = 200
+    xdp_clients = 65536              # clients the XDP program tracks (LRU)
 
     [tcp]
     enabled = true
@@ -161,7 +166,9 @@ ONE CLIENT CANNOT TAKE DNS DOWN:
     and /metrics; hits and local answers are never limited. Identical
     questions in flight go upstream once and every client waiting on one
     gets its answer. Forwarded questions carry a random ID and 0x20 case;
-    an answer that does not repeat both is dropped and counted.
+    an answer that does not repeat both is dropped and counted. With
+    AF_XDP, xdp_client_qps bounds every query of a client (hits too) in
+    the XDP program itself, so a flood over it costs no copy.
 
 LOCAL RECORDS:
     Names under the local domains are answered by kdns itself: web.kdns
@@ -464,6 +471,7 @@ fn run(s: Settings) -> Result<(), String> {
         pid: std::process::id(),
         xdp: xdp_counters(&xdp_runtime),
         limits: s.engine.limits,
+        xdp_client_rate: if xdp_runtime.is_some() { s.xdp_client_rate } else { Default::default() },
     };
     let plane = records::start(&s.records, handles.clone()).map_err(|e| format!("records: {e}"))?;
     let provider = match &s.docker {

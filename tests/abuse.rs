@@ -210,3 +210,57 @@ fn a_dead_backend_is_still_taken_down_under_a_slow_zone() {
     assert_eq!(live["went_down"], 0, "the live backend went down: {live}");
     assert_eq!(o.lost, 0, "{}", o.text);
 }
+
+/// `limits.xdp_client_qps`: the XDP program drops a client's queries over
+/// its rate before any copy, cache hits included; another client is not
+/// touched.
+#[test]
+fn the_xdp_program_drops_a_client_over_its_query_rate() {
+    require_root_and_tools();
+    let _slot = shared_slot();
+    let dir = TempDir::new("abuse");
+    let conf = dir.join("kdns.toml");
+    std::fs::write(&conf, "[limits]\nxdp_client_qps = 100\nxdp_client_burst = 100\n").expect("config");
+    let lab = Lab::start(LabOpts {
+        backends: 1,
+        extra: vec!["--io".into(), "xdp".into(), "--config".into(), conf.to_str().expect("utf-8").into()],
+        ..LabOpts::default()
+    });
+    let flooder = format!("10.53.{}.3", lab.link.x);
+    lab.client.exec_ok(&["ip", "addr", "add", &format!("{flooder}/24"), "dev", &lab.link.client_if]);
+    let at = lab.at4();
+    // Cached first, so the flood is of hits.
+    assert_eq!(dig(&lab.client, &[&at, "www.static.test", "A"]).status, "NOERROR");
+    let q = dir.join("hit.txt");
+    std::fs::write(&q, "www.static.test A\n").expect("query file");
+    let dropped = |s: &serde_json::Value| -> u64 {
+        s["xdp"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|i| i["queues"].as_array().into_iter().flatten())
+            .map(|q| q["dropped"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let s0 = lab.stats();
+    assert_eq!(s0["limits"]["xdp_client_qps"], 100, "{}", s0["limits"]);
+    let mut perf =
+        Dnsperf::spawn(&lab.client, &lab.link.server_v4(), &q, &["-a", &flooder, "-l", "3", "-Q", "2000", "-q", "3000", "-t", "1"]);
+    // The neighbour, during the flood.
+    std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..5 {
+        let a = dig(&lab.client, &[&at, "-b", &lab.link.client_v4(), "www.static.test", "A"]);
+        assert_eq!(a.status, "NOERROR", "the neighbour is answered during the flood:\n{}", a.text);
+    }
+    let r = perf.wait(Duration::from_secs(30));
+    let s1 = lab.stats();
+    let drops = dropped(&s1) - dropped(&s0);
+    let queries = kind_sum(&s1, "xdp", "queries") - kind_sum(&s0, "xdp", "queries");
+    eprintln!("{}\nXDP dropped {drops}, the AF_XDP worker saw {queries} queries", r.text);
+    assert!(r.sent >= 1_500, "{}", r.text);
+    // About 100 a second (+ the burst of 100) reach kdns; the rest is dropped
+    // in the program (generous bounds: the flood is 2,000 a second).
+    assert!(r.completed <= 1_000, "the flooder got {} answers over its rate:\n{}", r.completed, r.text);
+    assert!(drops >= r.sent - r.completed - 50, "XDP dropped {drops} of {} unanswered", r.sent - r.completed);
+    assert!(queries < 1_000, "the AF_XDP worker saw {queries} queries: the drops happened after the copy");
+}

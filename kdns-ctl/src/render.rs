@@ -34,6 +34,8 @@ pub struct Limits {
     pub client_miss_rate: u32,
     pub client_miss_burst: u32,
     pub over_limit: String,
+    pub xdp_client_qps: u32,
+    pub xdp_client_burst: u32,
 }
 
 /// One interface's XDP program counters.
@@ -546,8 +548,13 @@ fn limits(l: &Limits, c: &Counters) -> String {
     } else {
         format!("{} misses/s (burst {})", l.client_miss_rate, l.client_miss_burst)
     };
+    let xdp = if l.xdp_client_qps == 0 {
+        String::new()
+    } else {
+        format!("; in the XDP program {} queries/s (burst {}), over it dropped", l.xdp_client_qps, l.xdp_client_burst)
+    };
     format!(
-        "per client (/{} IPv4, /{} IPv6) per worker: {share}, {rate}; over them ({}): {} by pending, {} by rate",
+        "per client (/{} IPv4, /{} IPv6) per worker: {share}, {rate}; over them ({}): {} by pending, {} by rate{xdp}",
         l.client_prefix_v4, l.client_prefix_v6, l.over_limit, c.limited_pending, c.limited_rate
     )
 }

@@ -224,6 +224,7 @@ pub(super) fn render(
     configured: &[SocketAddr],
     xdp: &[Arc<dyn XdpCounterSource>],
     limits: &ClientLimits,
+    xdp_rate: &crate::config::XdpClientRate,
 ) -> String {
     let mut out = String::with_capacity(8192);
 
@@ -317,6 +318,8 @@ pub(super) fn render(
         ("client_miss_rate", u64::from(limits.miss_rate)),
         ("client_miss_burst", u64::from(limits.miss_burst)),
         ("clients", limits.table_size as u64),
+        ("xdp_client_qps", u64::from(xdp_rate.qps)),
+        ("xdp_client_burst", if xdp_rate.qps > 0 { u64::from(xdp_rate.burst) } else { 0 }),
     ] {
         sample(&mut out, "kdns_limit", &[("name", name)], v);
     }

@@ -307,6 +307,7 @@ ttl = 60
                 pid: 1,
                 xdp: vec![],
                 limits: kdns_core::engine::ClientLimits::default(),
+                xdp_client_rate: Default::default(),
             },
             Extras { records: Some(Arc::clone(&store)), tcp: Some(("127.0.0.1:0".parse().unwrap(), tok.into())) },
         )

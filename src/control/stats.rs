@@ -44,10 +44,14 @@ pub(super) struct LimitsJson {
     pub client_miss_burst: u32,
     pub over_limit: &'static str,
     pub clients: usize,
+    /// The XDP program's per-client query rate (0: off); its drops are the
+    /// queues' `dropped`.
+    pub xdp_client_qps: u32,
+    pub xdp_client_burst: u32,
 }
 
 impl LimitsJson {
-    pub(super) fn new(l: &kdns_core::engine::ClientLimits) -> LimitsJson {
+    pub(super) fn new(l: &kdns_core::engine::ClientLimits, x: &crate::config::XdpClientRate) -> LimitsJson {
         use kdns_core::engine::OverLimit;
         LimitsJson {
             client_prefix_v4: l.prefix_v4,
@@ -61,6 +65,8 @@ impl LimitsJson {
                 OverLimit::Drop => "drop",
             },
             clients: l.table_size,
+            xdp_client_qps: x.qps,
+            xdp_client_burst: if x.qps > 0 { x.burst } else { 0 },
         }
     }
 }
@@ -585,7 +591,7 @@ pub(super) fn collect(shared: &Shared) -> Stats {
         totals: Totals { workers: workers.len(), counters: totals, hit_ratio },
         workers: wjson,
         backends: backends(&shared.info.backends, workers, &snaps),
-        limits: LimitsJson::new(&shared.info.limits),
+        limits: LimitsJson::new(&shared.info.limits, &shared.info.xdp_client_rate),
         xdp: xdp(&shared.info.xdp),
     }
 }

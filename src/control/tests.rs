@@ -101,6 +101,7 @@ fn info() -> DaemonInfo {
         backends: vec![addr(B1), addr(B2)],
         pid: 4242,
         limits: kdns_core::engine::ClientLimits::default(),
+        xdp_client_rate: Default::default(),
     }
 }
 
