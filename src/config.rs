@@ -476,13 +476,18 @@ pub struct TcpSection {
     pub enabled: bool,
     /// Close a connection idle this long (ms).
     pub idle_timeout_ms: u64,
-    /// Most open client connections.
+    /// Most open client connections. When the table is full, a new
+    /// connection takes the place of the longest-idle one.
     pub max_connections: usize,
+    /// Most open connections from one client address (at least 1; a
+    /// value of `max_connections` or more means no cap of its own). A
+    /// connection over the cap is closed at once.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for TcpSection {
     fn default() -> Self {
-        TcpSection { enabled: true, idle_timeout_ms: 10_000, max_connections: 1024 }
+        TcpSection { enabled: true, idle_timeout_ms: 10_000, max_connections: 1024, max_connections_per_client: 64 }
     }
 }
 
@@ -785,6 +790,12 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     let t = &file.tcp;
     if t.max_connections == 0 {
         return Err(ConfigError::new("tcp.max_connections", "must be at least 1"));
+    }
+    if t.max_connections_per_client == 0 {
+        return Err(ConfigError::new(
+            "tcp.max_connections_per_client",
+            "must be at least 1 (a value of tcp.max_connections or more means no cap per client)",
+        ));
     }
     let io_src = o.io.clone().unwrap_or_else(|| s.io.clone());
     let io = match io_src.as_str() {
@@ -1101,6 +1112,8 @@ mod tests {
             ("[xdp]\nrealtime_priority = 100", "xdp.realtime_priority"),
             ("[xdp]\nrealtime_priority = 5\nbusy_poll = true", "xdp.realtime_priority"),
             ("[xdp]\nring_size = 1000", "xdp.ring_size"),
+            ("[tcp]\nmax_connections = 0", "tcp.max_connections"),
+            ("[tcp]\nmax_connections_per_client = 0", "tcp.max_connections_per_client"),
         ];
         for (text, key) in cases {
             assert_eq!(settle_text(text).unwrap_err().key, key, "{text}");

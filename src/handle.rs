@@ -80,8 +80,17 @@ pub struct IoStats {
     pub backend_rx: AtomicU64,
     /// TCP connections accepted.
     pub tcp_accepted: AtomicU64,
-    /// TCP connections refused at the connection limit.
+    /// TCP connections closed at once because they could not be set up
+    /// (registration with the poller failed).
     pub tcp_refused: AtomicU64,
+    /// TCP connections closed at once: their client address already held
+    /// `tcp.max_connections_per_client`.
+    pub tcp_refused_per_client: AtomicU64,
+    /// TCP connections closed to make room in a full table: the
+    /// longest-idle one with no query in progress.
+    pub tcp_evicted_idle: AtomicU64,
+    /// The same, when every connection had a query in progress.
+    pub tcp_evicted_busy: AtomicU64,
     /// TCP connections closed for idleness.
     pub tcp_idle_closed: AtomicU64,
     /// TCP connections open now.

@@ -38,7 +38,9 @@ Each worker thread is pinned to a core and owns its own cache, its own
 SO_REUSEPORT UDP sockets (batched with recvmmsg/sendmmsg) and its own
 sockets to the backends; nothing is shared between workers. A TCP server
 on the same addresses answers TCP queries (RFC 7766: pipelining, idle
-timeout, connection limit) and clients whose UDP answer was truncated.
+timeout, a connection limit per client address and in all; when the
+table is full the longest-idle connection is closed for the new one) and
+clients whose UDP answer was truncated.
 
 With no arguments kdns serves at once: UDP and TCP on 127.0.0.1:5353,
 backends taken from /etc/resolv.conf (kdns's own addresses skipped),
@@ -99,7 +101,8 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     [tcp]
     enabled = true
     idle_timeout_ms = 10000
-    max_connections = 1024
+    max_connections = 1024           # when full, the longest-idle connection makes room
+    max_connections_per_client = 64  # per client address; more are closed at once
 
     [xdp]                            # used when io is \"xdp\" or \"auto\"
     interfaces = []                  # default: those holding a listen address

@@ -356,6 +356,19 @@ pub struct Counters {
     pub gave_up: u64,
     pub in_flight: u64,
     pub drops: Map<String, Value>,
+    pub io: Io,
+}
+
+/// The socket layer's counters the summary shows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Io {
+    pub tcp_open: u64,
+    pub tcp_accepted: u64,
+    pub tcp_refused_per_client: u64,
+    pub tcp_evicted_idle: u64,
+    pub tcp_evicted_busy: u64,
+    pub tcp_idle_closed: u64,
 }
 
 /// One backend.
@@ -534,6 +547,18 @@ pub fn summary(s: &Stats) -> String {
         ),
         ("Limits", limits(&s.limits, c)),
         ("Drops", nonzero(&c.drops)),
+        (
+            "TCP",
+            format!(
+                "{} open, {} accepted; closed: {} over the per-client cap, {} evicted idle, {} evicted busy, {} idle timeout",
+                c.io.tcp_open,
+                c.io.tcp_accepted,
+                c.io.tcp_refused_per_client,
+                c.io.tcp_evicted_idle,
+                c.io.tcp_evicted_busy,
+                c.io.tcp_idle_closed
+            ),
+        ),
     ];
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter().map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:"))).collect()
@@ -668,7 +693,8 @@ mod tests {
         "replies_by_rcode": {"NOERROR": 145, "FORMERR": 0, "NXDOMAIN": 5},
         "cache_hits": 80, "cache_misses": 70, "cache_negative_hits": 3, "cache_entries": 33, "cache_bytes": 1572864,
         "forwarded": 70, "retried": 1, "timeouts": 2, "stale_answers": 0, "gave_up": 0, "in_flight": 4,
-        "drops": {"query_too_short": 2, "pending_full": 0}, "hit_ratio": 0.5333, "some_future_field": 1},
+        "drops": {"query_too_short": 2, "pending_full": 0}, "hit_ratio": 0.5333, "some_future_field": 1,
+        "io": {"tcp_open": 3, "tcp_accepted": 40, "tcp_refused_per_client": 7, "tcp_evicted_idle": 2, "tcp_idle_closed": 28}},
       "workers": [
         {"id": 0, "kind": "udp", "core": 2, "snapshot": "ok", "queries": 150, "cache_hits": 80, "cache_misses": 70,
          "drops": {"query_too_short": 2}, "in_flight": 4},
@@ -748,6 +774,7 @@ Local:      0 answers from local records
 Forwarding: forwarded 70, waited on an identical question 0, retried 1, timeouts 2, slow 0, late answers 0, stale answers 0, gave up 0, in flight 4
 Limits:     per client (/32 IPv4, /64 IPv6) per worker: 256 pending, 5000 misses/s (burst 10000); over them (servfail): 0 by pending, 0 by rate
 Drops:      query_too_short 2
+TCP:        3 open, 40 accepted; closed: 7 over the per-client cap, 2 evicted idle, 0 evicted busy, 28 idle timeout
 ";
         assert_eq!(s, want);
     }

@@ -188,6 +188,9 @@ pub(super) struct IoJson {
     pub backend_rx: u64,
     pub tcp_accepted: u64,
     pub tcp_refused: u64,
+    pub tcp_refused_per_client: u64,
+    pub tcp_evicted_idle: u64,
+    pub tcp_evicted_busy: u64,
     pub tcp_idle_closed: u64,
     pub tcp_open: u64,
     pub tcp_upstream: u64,
@@ -305,6 +308,9 @@ impl Counters {
                 backend_rx: g(&io.backend_rx),
                 tcp_accepted: g(&io.tcp_accepted),
                 tcp_refused: g(&io.tcp_refused),
+                tcp_refused_per_client: g(&io.tcp_refused_per_client),
+                tcp_evicted_idle: g(&io.tcp_evicted_idle),
+                tcp_evicted_busy: g(&io.tcp_evicted_busy),
                 tcp_idle_closed: g(&io.tcp_idle_closed),
                 tcp_open: g(&io.tcp_open),
                 tcp_upstream: g(&io.tcp_upstream),
@@ -365,6 +371,9 @@ impl Counters {
         s(&mut a.backend_rx, b.backend_rx);
         s(&mut a.tcp_accepted, b.tcp_accepted);
         s(&mut a.tcp_refused, b.tcp_refused);
+        s(&mut a.tcp_refused_per_client, b.tcp_refused_per_client);
+        s(&mut a.tcp_evicted_idle, b.tcp_evicted_idle);
+        s(&mut a.tcp_evicted_busy, b.tcp_evicted_busy);
         s(&mut a.tcp_idle_closed, b.tcp_idle_closed);
         s(&mut a.tcp_open, b.tcp_open);
         s(&mut a.tcp_upstream, b.tcp_upstream);

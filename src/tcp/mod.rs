@@ -1,6 +1,12 @@
 //! The TCP server (RFC 7766): length-prefixed messages, several queries per
 //! connection, pipelining (answers may come out of order; clients match
-//! them by ID), an idle timeout and a connection limit.
+//! them by ID), an idle timeout and connection limits.
+//!
+//! No client can hold the table hostage: one client address holds at most
+//! `tcp.max_connections_per_client` connections (more are closed at once),
+//! and when the table is full the longest-idle connection (one with no
+//! query in progress if there is any) is closed to admit the new one, so a
+//! new client is always served. [`table`] keeps that order.
 //!
 //! One thread with its own [`Engine`] serves every connection, so TCP never
 //! touches the UDP workers' state. Misses go to the backends over UDP like
@@ -28,6 +34,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::TcpSection;
 use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind};
 use crate::worker::new_histogram;
+
+mod table;
+use table::{Admit, Table};
 
 const WAKE: Token = Token(usize::MAX);
 const BACKEND_BASE: usize = 1 << 20;
@@ -59,7 +68,6 @@ struct Conn {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
-    last_active: Instant,
     waiting: usize,
     read_closed: bool,
     writable_armed: bool,
@@ -118,6 +126,7 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         waker,
     };
     let n = backends.len();
+    let table = Table::new(setup.cfg.max_connections, setup.cfg.max_connections_per_client);
     let server = TcpServer {
         id: setup.id,
         engine,
@@ -136,7 +145,7 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         buf: vec![0; 65_535],
         rtt: (0..n).map(|_| new_histogram()).collect(),
         origin: Instant::now(),
-        open: 0,
+        table,
         rng: setup.engine.seed | 1,
     };
     let t = std::thread::Builder::new().name("kdns-tcp".into()).spawn(move || server.run())?;
@@ -174,7 +183,8 @@ struct TcpServer {
     buf: Vec<u8>,
     rtt: Vec<Histogram<u64>>,
     origin: Instant,
-    open: usize,
+    /// Per-client counts and the idle order of `conns`.
+    table: Table,
     rng: u64,
 }
 
@@ -220,6 +230,7 @@ impl TcpServer {
                             self.conn_flush(idx);
                         }
                         self.maybe_close(idx);
+                        self.touch(idx);
                     }
                     x if x >= UPSTREAM_BASE => self.upstream_ready(x),
                     x if x >= BACKEND_BASE => self.backend_readable(x - BACKEND_BASE),
@@ -271,11 +282,19 @@ impl TcpServer {
             match l.accept() {
                 Ok((mut stream, peer)) => {
                     IoStats::add(&self.io.tcp_accepted, 1);
-                    if self.open >= self.cfg.max_connections {
-                        IoStats::add(&self.io.tcp_refused, 1);
-                        tracing::debug!(%peer, "tcp connection limit reached; closing");
-                        drop(stream);
-                        continue;
+                    match self.table.admit(peer.ip()) {
+                        Admit::Yes => {}
+                        Admit::OverClientCap => {
+                            IoStats::add(&self.io.tcp_refused_per_client, 1);
+                            tracing::debug!(%peer, "tcp connection limit per client reached; closing the new one");
+                            drop(stream);
+                            continue;
+                        }
+                        Admit::Evict { victim, busy } => {
+                            IoStats::add(if busy { &self.io.tcp_evicted_busy } else { &self.io.tcp_evicted_idle }, 1);
+                            tracing::debug!(%peer, busy, "tcp connection table full; closing the longest-idle connection");
+                            self.close(victim);
+                        }
                     }
                     let _ = stream.set_nodelay(true);
                     let idx = self.free.pop().unwrap_or_else(|| {
@@ -283,6 +302,7 @@ impl TcpServer {
                         self.conns.len() - 1
                     });
                     if self.poll.registry().register(&mut stream, Token(CONN_BASE + idx), Interest::READABLE).is_err() {
+                        IoStats::add(&self.io.tcp_refused, 1);
                         self.free.push(idx);
                         continue;
                     }
@@ -296,13 +316,12 @@ impl TcpServer {
                         rbuf: Vec::new(),
                         wbuf: Vec::new(),
                         wpos: 0,
-                        last_active: Instant::now(),
                         waiting: 0,
                         read_closed: false,
                         writable_armed: false,
                     });
-                    self.open += 1;
-                    IoStats::add(&self.io.tcp_open, 1);
+                    self.table.insert(idx, peer.ip(), Instant::now());
+                    self.io.tcp_open.store(self.table.open() as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -321,10 +340,7 @@ impl TcpServer {
                     c.read_closed = true;
                     break;
                 }
-                Ok(n) => {
-                    c.rbuf.extend_from_slice(&self.buf[..n]);
-                    c.last_active = Instant::now();
-                }
+                Ok(n) => c.rbuf.extend_from_slice(&self.buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -426,19 +442,26 @@ impl TcpServer {
             if let Some(mut c) = slot.take() {
                 let _ = self.poll.registry().deregister(&mut c.stream);
                 self.free.push(idx);
-                self.open -= 1;
-                self.io.tcp_open.store(self.open as u64, Ordering::Relaxed);
+                self.table.remove(idx);
+                self.io.tcp_open.store(self.table.open() as u64, Ordering::Relaxed);
             }
         }
     }
 
+    /// Something happened on connection `idx`: it moves to the back of the
+    /// idle order (quiet or busy).
+    fn touch(&mut self, idx: usize) {
+        if let Some(Some(c)) = self.conns.get(idx) {
+            let busy = c.waiting > 0 || !c.wbuf.is_empty();
+            self.table.touch(idx, Instant::now(), busy);
+        }
+    }
+
     fn sweep(&mut self, idle: Duration) {
-        for idx in 0..self.conns.len() {
-            let stale = matches!(&self.conns[idx], Some(c) if c.waiting == 0 && c.wbuf.is_empty() && c.last_active.elapsed() >= idle);
-            if stale {
-                IoStats::add(&self.io.tcp_idle_closed, 1);
-                self.close(idx);
-            }
+        let now = Instant::now();
+        while let Some(idx) = self.table.expired(now, idle) {
+            IoStats::add(&self.io.tcp_idle_closed, 1);
+            self.close(idx);
         }
         let expired: Vec<usize> = self.upstreams.iter().filter(|(_, u)| u.started.elapsed() >= UPSTREAM_TIMEOUT).map(|(k, _)| *k).collect();
         for k in expired {
@@ -487,14 +510,12 @@ impl TcpServer {
     fn deliver(&mut self, client: Client, len: usize) {
         let (idx, gen) = untag(client.tag);
         match self.conns.get_mut(idx) {
-            Some(Some(c)) if c.gen == gen => {
-                c.waiting = c.waiting.saturating_sub(1);
-                c.last_active = Instant::now();
-            }
+            Some(Some(c)) if c.gen == gen => c.waiting = c.waiting.saturating_sub(1),
             _ => return,
         }
         self.write_message(idx, len);
         self.maybe_close(idx);
+        self.touch(idx);
     }
 
     /// The backend's UDP answer was truncated: ask the same question over
