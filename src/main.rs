@@ -10,6 +10,7 @@ mod handle;
 mod io;
 mod records;
 mod tcp;
+mod upstream_sockets;
 mod worker;
 #[cfg(feature = "xdp")]
 mod xdp;
@@ -87,6 +88,10 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     max_in_flight = 4096             # per worker
     coalesce = true                  # identical questions in flight go upstream once
     randomize_case = true            # 0x20 on forwarded questions, checked on answers
+    source_ports = 16                # per worker: sockets on random ports, one picked per query
+    source_port_rotate_after = 100   # a slot gets a new random port after this many queries
+    source_port_rotate_ms = 10000    # ... or this old (0 turns either off); old sockets are
+                                     # read until query_deadline_ms has passed
 
     [limits]                         # fair shares per client, per worker (misses only)
     client_prefix_v4 = 32            # clients within one /N are one client
@@ -414,6 +419,14 @@ fn run(s: Settings) -> Result<(), String> {
     let cores = if s.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let mut handles: Vec<WorkerHandle> = Vec::new();
     let mut threads = Vec::new();
+    // Every worker holds up to this many sockets to the backends (its
+    // source ports and the old ones still read); AF_XDP queue workers are
+    // counted as one per core.
+    let backends: Vec<SocketAddr> = s.engine.backends.iter().map(|b| b.addr).collect();
+    let (v4, v6) = upstream_sockets::families(&backends);
+    let per_worker = s.ports.max_sockets(usize::from(v4) + usize::from(v6)) as u64;
+    let workers = s.workers.max(std::thread::available_parallelism().map_or(1, |n| n.get())) as u64 + 2;
+    io::rlimit::ensure_open_files(workers * per_worker + 1024, &format!("upstream.source_ports = {} ({workers} workers)", s.ports.slots))?;
     let xdp_runtime = start_xdp(&s, &stop, &cores, &mut handles, &mut threads)?;
     // With AF_XDP, one socket worker serves what the XDP program passes to
     // the kernel (other queues, fragments); without it, one per core.
@@ -427,16 +440,22 @@ fn run(s: Settings) -> Result<(), String> {
         }
         let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-        let (h, t) = worker::spawn(worker::WorkerSetup { id, core, engine, listen, stop: Arc::clone(&stop) })
+        let (h, t) = worker::spawn(worker::WorkerSetup { id, core, engine, listen, ports: s.ports.clone(), stop: Arc::clone(&stop) })
             .map_err(|e| format!("worker {id}: {e}"))?;
         handles.push(h);
         threads.push(t);
     }
     if s.tcp.enabled {
         let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
-        let (h, t) =
-            tcp::spawn(tcp::TcpSetup { id: handles.len(), listen: s.listen.clone(), engine, cfg: s.tcp.clone(), stop: Arc::clone(&stop) })
-                .map_err(|e| format!("tcp: {e}"))?;
+        let (h, t) = tcp::spawn(tcp::TcpSetup {
+            id: handles.len(),
+            listen: s.listen.clone(),
+            engine,
+            cfg: s.tcp.clone(),
+            ports: s.ports.clone(),
+            stop: Arc::clone(&stop),
+        })
+        .map_err(|e| format!("tcp: {e}"))?;
         handles.push(h);
         threads.push(t);
     }

@@ -28,6 +28,9 @@
 //! | `kdns_request_duration_seconds` | histogram | `EngineStats::latency`, `latency_sum_us` |
 //! | `kdns_drops_total{reason}` | counter | `EngineStats::drops` |
 //! | `kdns_tcp_connections_open` | gauge | `IoStats::tcp_open` |
+//! | `kdns_upstream_sockets_open` | gauge | `IoStats::upstream_sockets_open` |
+//! | `kdns_upstream_sockets_opened_total` | counter | `IoStats::upstream_sockets_opened` |
+//! | `kdns_upstream_socket_rotations_total{outcome}` | counter | `IoStats::upstream_rotations`, `upstream_rotations_deferred`, `upstream_socket_errors` |
 //! | `kdns_tcp_connections_total{event}` | counter | `IoStats::tcp_accepted`, `tcp_refused_per_client`, `tcp_evicted_idle`, `tcp_evicted_busy`, `tcp_idle_closed`, `tcp_refused` |
 //! | `kdns_xdp_packets_total{interface,queue,action}` | counter | the XDP program's maps |
 //!
@@ -412,6 +415,34 @@ pub(super) fn render(
     ];
     for (event, n) in events {
         sample(&mut out, "kdns_tcp_connections_total", &[("event", event)], n);
+    }
+
+    single(
+        &mut out,
+        "kdns_upstream_sockets_open",
+        "gauge",
+        "Source-port sockets to the backends open now (current ones and old ones still read for late answers).",
+        sum(workers, |w| IoStats::get(&w.io.upstream_sockets_open)),
+    );
+    single(
+        &mut out,
+        "kdns_upstream_sockets_opened_total",
+        "counter",
+        "Source-port sockets opened (each on a new random port), at start and by rotation.",
+        sum(workers, |w| IoStats::get(&w.io.upstream_sockets_opened)),
+    );
+    family(
+        &mut out,
+        "kdns_upstream_socket_rotations_total",
+        "counter",
+        "Source-port slots due for a new socket: rotated; deferred (the slot's old sockets still wait for late answers); failed (no socket could be opened).",
+    );
+    for (outcome, n) in [
+        ("rotated", sum(workers, |w| IoStats::get(&w.io.upstream_rotations))),
+        ("deferred", sum(workers, |w| IoStats::get(&w.io.upstream_rotations_deferred))),
+        ("failed", sum(workers, |w| IoStats::get(&w.io.upstream_socket_errors))),
+    ] {
+        sample(&mut out, "kdns_upstream_socket_rotations_total", &[("outcome", outcome)], n);
     }
 
     if !xdp.is_empty() {

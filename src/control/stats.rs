@@ -195,6 +195,11 @@ pub(super) struct IoJson {
     pub tcp_open: u64,
     pub tcp_upstream: u64,
     pub lost_at_shutdown: u64,
+    pub upstream_sockets_open: u64,
+    pub upstream_sockets_opened: u64,
+    pub upstream_rotations: u64,
+    pub upstream_rotations_deferred: u64,
+    pub upstream_socket_errors: u64,
     pub rx_oversized: u64,
     pub frame_errors: u64,
 }
@@ -315,6 +320,11 @@ impl Counters {
                 tcp_open: g(&io.tcp_open),
                 tcp_upstream: g(&io.tcp_upstream),
                 lost_at_shutdown: g(&io.lost_at_shutdown),
+                upstream_sockets_open: g(&io.upstream_sockets_open),
+                upstream_sockets_opened: g(&io.upstream_sockets_opened),
+                upstream_rotations: g(&io.upstream_rotations),
+                upstream_rotations_deferred: g(&io.upstream_rotations_deferred),
+                upstream_socket_errors: g(&io.upstream_socket_errors),
                 rx_oversized: g(&io.rx_oversized),
                 frame_errors: g(&io.frame_errors),
             },
@@ -378,6 +388,11 @@ impl Counters {
         s(&mut a.tcp_open, b.tcp_open);
         s(&mut a.tcp_upstream, b.tcp_upstream);
         s(&mut a.lost_at_shutdown, b.lost_at_shutdown);
+        s(&mut a.upstream_sockets_open, b.upstream_sockets_open);
+        s(&mut a.upstream_sockets_opened, b.upstream_sockets_opened);
+        s(&mut a.upstream_rotations, b.upstream_rotations);
+        s(&mut a.upstream_rotations_deferred, b.upstream_rotations_deferred);
+        s(&mut a.upstream_socket_errors, b.upstream_socket_errors);
         s(&mut a.rx_oversized, b.rx_oversized);
         s(&mut a.frame_errors, b.frame_errors);
     }

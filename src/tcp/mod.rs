@@ -28,11 +28,12 @@ use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transmit, T
 use kdns_core::upstream::BackendState;
 use kdns_core::wire::{flags, Header, Message, HEADER_LEN};
 use kdns_core::Timestamp;
-use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::TcpSection;
 use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind};
+use crate::upstream_sockets::{PortsConfig, SourcePorts};
 use crate::worker::new_histogram;
 
 mod table;
@@ -56,6 +57,8 @@ pub struct TcpSetup {
     pub engine: EngineConfig,
     /// Limits and timeouts.
     pub cfg: TcpSection,
+    /// The source-port slots for backend queries.
+    pub ports: PortsConfig,
     /// Set to stop.
     pub stop: Arc<AtomicBool>,
 }
@@ -100,7 +103,6 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let io_stats = Arc::new(IoStats::default());
     let mut listeners = Vec::new();
     for (i, addr) in setup.listen.iter().enumerate() {
         let std_l = tcp_listener(*addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on tcp {addr}: {e}")))?;
@@ -108,12 +110,9 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         poll.registry().register(&mut l, Token(i), Interest::READABLE)?;
         listeners.push((*addr, l));
     }
-    let mut backends = Vec::new();
-    for (i, b) in setup.engine.backends.iter().enumerate() {
-        let mut s = UdpSocket::from_std(crate::worker::backend_socket(b.addr)?);
-        poll.registry().register(&mut s, Token(BACKEND_BASE + i), Interest::READABLE)?;
-        backends.push((b.addr, s));
-    }
+    let io_stats = Arc::new(IoStats::default());
+    let ports = crate::worker::new_ports(&setup.ports, &setup.engine, poll.registry(), BACKEND_BASE, &io_stats)?;
+    let backends: Vec<SocketAddr> = setup.engine.backends.iter().map(|b| b.addr).collect();
     let handle = WorkerHandle {
         id: setup.id,
         kind: WorkerKind::Tcp,
@@ -133,6 +132,7 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         poll,
         listeners,
         backends,
+        ports,
         conns: Vec::new(),
         free: Vec::new(),
         upstreams: HashMap::new(),
@@ -170,7 +170,9 @@ struct TcpServer {
     engine: Engine,
     poll: Poll,
     listeners: Vec<(SocketAddr, TcpListener)>,
-    backends: Vec<(SocketAddr, UdpSocket)>,
+    /// The backends' addresses, in the engine's order.
+    backends: Vec<SocketAddr>,
+    ports: SourcePorts,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     upstreams: HashMap<usize, Upstream>,
@@ -233,18 +235,22 @@ impl TcpServer {
                         self.touch(idx);
                     }
                     x if x >= UPSTREAM_BASE => self.upstream_ready(x),
-                    x if x >= BACKEND_BASE => self.backend_readable(x - BACKEND_BASE),
+                    x if x >= BACKEND_BASE => {
+                        self.ports.readable(t);
+                    }
                     x if stopping.is_none() => self.accept(x),
                     _ => {}
                 }
             }
+            self.backend_answers();
+            self.ports.tick(Instant::now());
             let now = self.now();
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
             while let Some(t) = self.engine.poll_transmit(now, &mut self.out) {
                 match t {
-                    Transmit::Backend { backend, len, .. } => self.send_backend(backend.index(), len),
+                    Transmit::Backend { addr, len, port, .. } => self.send_backend(addr, port, len),
                     Transmit::Client { client, len } => self.deliver(client, len),
                 }
             }
@@ -370,8 +376,8 @@ impl TcpServer {
             IoStats::add(&self.io.rx, 1);
             match self.engine.handle_query(now, &client, &query, &mut self.out) {
                 Verdict::Reply(n) => self.write_message(idx, n),
-                Verdict::Forward { backend, len, .. } => {
-                    self.send_backend(backend.index(), len);
+                Verdict::Forward { addr, len, port, .. } => {
+                    self.send_backend(addr, port, len);
                     if let Some(Some(c)) = self.conns.get_mut(idx) {
                         c.waiting += 1;
                     }
@@ -472,35 +478,35 @@ impl TcpServer {
         }
     }
 
-    fn send_backend(&mut self, b: usize, len: usize) {
-        if let Some((_, s)) = self.backends.get(b) {
-            match s.send(&self.out[..len]) {
-                Ok(_) => IoStats::add(&self.io.backend_tx, 1),
-                Err(_) => IoStats::add(&self.io.tx_errors, 1),
-            }
+    fn send_backend(&mut self, to: SocketAddr, port: u16, len: usize) {
+        match self.ports.send(port, to, &self.out[..len], Instant::now()) {
+            Ok(_) => IoStats::add(&self.io.backend_tx, 1),
+            Err(_) => IoStats::add(&self.io.tx_errors, 1),
         }
     }
 
-    fn backend_readable(&mut self, b: usize) {
-        loop {
-            let Some((addr, s)) = self.backends.get(b) else { return };
-            let addr = *addr;
-            let n = match s.recv(&mut self.buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
-            };
-            IoStats::add(&self.io.backend_rx, 1);
-            let now = self.now();
-            let answer = self.buf[..n].to_vec();
-            let v = self.engine.handle_backend_answer(now, addr, 0, &answer, &mut self.out);
-            crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
-            if let AnswerVerdict::Reply { client, len } = v {
-                let truncated = self.out.get(2).is_some_and(|f| u16::from(*f) << 8 & flags::TC != 0);
-                if truncated && self.ask_over_tcp(b, client, len) {
-                    continue;
+    /// Reads every source-port socket that is ready until it would block.
+    fn backend_answers(&mut self) {
+        while let Some(r) = self.ports.next_ready() {
+            loop {
+                let (n, from) = match self.ports.recv_from(r.id, &mut self.buf) {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                IoStats::add(&self.io.backend_rx, 1);
+                let now = self.now();
+                let answer = self.buf[..n].to_vec();
+                let v = self.engine.handle_backend_answer(now, from, r.slot, &answer, &mut self.out);
+                crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
+                if let AnswerVerdict::Reply { client, len } = v {
+                    let truncated = self.out.get(2).is_some_and(|f| u16::from(*f) << 8 & flags::TC != 0);
+                    let b = self.backends.iter().position(|a| *a == from);
+                    if truncated && self.ask_over_tcp(b, client, len) {
+                        continue;
+                    }
+                    self.deliver(client, len);
                 }
-                self.deliver(client, len);
             }
         }
     }
@@ -521,13 +527,14 @@ impl TcpServer {
     /// The backend's UDP answer was truncated: ask the same question over
     /// TCP (to that backend if it is up, else any up backend). The TC reply
     /// in `self.out` holds the client's ID and question.
-    fn ask_over_tcp(&mut self, b: usize, client: Client, len: usize) -> bool {
+    fn ask_over_tcp(&mut self, b: Option<usize>, client: Client, len: usize) -> bool {
         let reply = &self.out[..len];
         let Ok(h) = Header::new_checked(reply) else { return false };
         let Ok(m) = Message::parse(reply) else { return false };
         let pool = self.engine.pool();
-        let target = if pool.ids().nth(b).is_some_and(|id| pool.state(id) == BackendState::Up) {
-            Some(pool.addr(pool.ids().nth(b).expect("checked")))
+        let asked = b.and_then(|b| pool.ids().nth(b)).filter(|&id| pool.state(id) == BackendState::Up);
+        let target = if let Some(id) = asked {
+            Some(pool.addr(id))
         } else {
             pool.ids().find(|&id| pool.state(id) == BackendState::Up).map(|id| pool.addr(id))
         };
