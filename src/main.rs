@@ -37,7 +37,11 @@ few timeouts, probed with backoff, and taken back when it answers again.
 
 Each worker thread is pinned to a core and owns its own cache, its own
 SO_REUSEPORT UDP sockets (batched with recvmmsg/sendmmsg) and its own
-sockets to the backends; nothing is shared between workers. A TCP server
+sockets to the backends: a pool of source ports picked by the kernel at
+random, one chosen at random per query and replaced now and then, so a
+forwarded query is not guarded by its 16-bit ID alone; an answer that
+arrives on another port than its query left from is dropped and counted.
+Nothing is shared between workers. A TCP server
 on the same addresses answers TCP queries (RFC 7766: pipelining, idle
 timeout, a connection limit per client address and in all; when the
 table is full the longest-idle connection is closed for the new one) and
