@@ -11,6 +11,8 @@ use kdns_core::engine::{Acl, ClientLimits, EngineConfig, IpNet, OverLimit};
 use kdns_core::upstream::{BackendSpec, HealthConfig, Selection};
 use serde::{Deserialize, Serialize};
 
+use crate::upstream_sockets::PortsConfig;
+
 /// Where kdns listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
 /// Where the control socket goes when nothing says otherwise.
@@ -370,12 +372,21 @@ pub struct UpstreamSection {
     /// 0x20: randomise the letter case of forwarded questions and require
     /// it back.
     pub randomize_case: bool,
+    /// Source-port slots per worker: sockets on random ports that backend
+    /// queries leave from, one picked at random per query.
+    pub source_ports: u16,
+    /// Give a slot a fresh socket (a new random port) after this many
+    /// queries sent from it (0: not by count).
+    pub source_port_rotate_after: u32,
+    /// ... or when its socket is this old (ms; 0: not by age).
+    pub source_port_rotate_ms: u64,
 }
 
 impl Default for UpstreamSection {
     fn default() -> Self {
         let e = EngineConfig::default();
         let h = HealthConfig::default();
+        let p = PortsConfig::default();
         UpstreamSection {
             backends: Vec::new(),
             selection: "round-robin".into(),
@@ -393,6 +404,9 @@ impl Default for UpstreamSection {
             max_in_flight: e.pending_capacity,
             coalesce: e.coalesce,
             randomize_case: e.randomize_case,
+            source_ports: p.slots,
+            source_port_rotate_after: p.rotate_after,
+            source_port_rotate_ms: p.rotate_every.as_millis() as u64,
         }
     }
 }
@@ -507,13 +521,18 @@ pub struct TcpSection {
     pub enabled: bool,
     /// Close a connection idle this long (ms).
     pub idle_timeout_ms: u64,
-    /// Most open client connections.
+    /// Most open client connections. When the table is full, a new
+    /// connection takes the place of the longest-idle one.
     pub max_connections: usize,
+    /// Most open connections from one client address (at least 1; a
+    /// value of `max_connections` or more means no cap of its own). A
+    /// connection over the cap is closed at once.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for TcpSection {
     fn default() -> Self {
-        TcpSection { enabled: true, idle_timeout_ms: 10_000, max_connections: 1024 }
+        TcpSection { enabled: true, idle_timeout_ms: 10_000, max_connections: 1024, max_connections_per_client: 64 }
     }
 }
 
@@ -572,6 +591,8 @@ pub struct Settings {
     pub xdp_client_rate: XdpClientRate,
     /// Where backends came from, for the log.
     pub backends_from: String,
+    /// The source-port slots of every worker's backend sockets.
+    pub ports: PortsConfig,
     /// Control socket path.
     pub control_socket: PathBuf,
     /// Metrics address.
@@ -765,6 +786,21 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     if u.probe_initial_ms == 0 || u.probe_max_ms < u.probe_initial_ms {
         return Err(ConfigError::new("upstream.probe_max_ms", "probe_initial_ms must be > 0 and probe_max_ms >= probe_initial_ms"));
     }
+    if u.source_ports == 0 || u.source_ports > 1024 {
+        return Err(ConfigError::new("upstream.source_ports", format!("{}: must be 1..=1024", u.source_ports)));
+    }
+    if u.source_port_rotate_ms > 86_400_000 {
+        return Err(ConfigError::new(
+            "upstream.source_port_rotate_ms",
+            format!("{}: must be at most 86400000 (a day; 0: not by age)", u.source_port_rotate_ms),
+        ));
+    }
+    let ports = PortsConfig {
+        slots: u.source_ports,
+        rotate_after: u.source_port_rotate_after,
+        rotate_every: Duration::from_millis(u.source_port_rotate_ms),
+        query_deadline: Duration::from_millis(u.query_deadline_ms),
+    };
     if u.max_in_flight == 0 || u.max_in_flight > 32_768 {
         return Err(ConfigError::new("upstream.max_in_flight", format!("{}: must be 1..=32768", u.max_in_flight)));
     }
@@ -794,7 +830,7 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         probe_name: u.probe_name.clone(),
         limits,
         coalesce: u.coalesce,
-        source_ports: 1,
+        source_ports: u.source_ports,
         randomize_case: u.randomize_case,
         seed: 0,
     };
@@ -818,6 +854,12 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     let t = &file.tcp;
     if t.max_connections == 0 {
         return Err(ConfigError::new("tcp.max_connections", "must be at least 1"));
+    }
+    if t.max_connections_per_client == 0 {
+        return Err(ConfigError::new(
+            "tcp.max_connections_per_client",
+            "must be at least 1 (a value of tcp.max_connections or more means no cap per client)",
+        ));
     }
     let io_src = o.io.clone().unwrap_or_else(|| s.io.clone());
     let io = match io_src.as_str() {
@@ -876,6 +918,7 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         realtime_priority,
         engine,
         backends_from,
+        ports,
         control_socket: PathBuf::from(o.control_socket.clone().unwrap_or_else(|| s.control_socket.clone())),
         metrics,
         log_level,
@@ -1139,6 +1182,11 @@ mod tests {
             ("[xdp]\nrealtime_priority = 100", "xdp.realtime_priority"),
             ("[xdp]\nrealtime_priority = 5\nbusy_poll = true", "xdp.realtime_priority"),
             ("[xdp]\nring_size = 1000", "xdp.ring_size"),
+            ("[tcp]\nmax_connections = 0", "tcp.max_connections"),
+            ("[upstream]\nsource_ports = 0", "upstream.source_ports"),
+            ("[upstream]\nsource_ports = 5000", "upstream.source_ports"),
+            ("[upstream]\nsource_port_rotate_ms = 100000000", "upstream.source_port_rotate_ms"),
+            ("[tcp]\nmax_connections_per_client = 0", "tcp.max_connections_per_client"),
         ];
         for (text, key) in cases {
             assert_eq!(settle_text(text).unwrap_err().key, key, "{text}");

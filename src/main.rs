@@ -10,6 +10,7 @@ mod handle;
 mod io;
 mod records;
 mod tcp;
+mod upstream_sockets;
 mod worker;
 #[cfg(feature = "xdp")]
 mod xdp;
@@ -36,9 +37,15 @@ few timeouts, probed with backoff, and taken back when it answers again.
 
 Each worker thread is pinned to a core and owns its own cache, its own
 SO_REUSEPORT UDP sockets (batched with recvmmsg/sendmmsg) and its own
-sockets to the backends; nothing is shared between workers. A TCP server
+sockets to the backends: a pool of source ports picked by the kernel at
+random, one chosen at random per query and replaced now and then, so a
+forwarded query is not guarded by its 16-bit ID alone; an answer that
+arrives on another port than its query left from is dropped and counted.
+Nothing is shared between workers. A TCP server
 on the same addresses answers TCP queries (RFC 7766: pipelining, idle
-timeout, connection limit) and clients whose UDP answer was truncated.
+timeout, a connection limit per client address and in all; when the
+table is full the longest-idle connection is closed for the new one) and
+clients whose UDP answer was truncated.
 
 With no arguments kdns serves at once: UDP and TCP on 127.0.0.1:5353,
 backends taken from /etc/resolv.conf (kdns's own addresses skipped),
@@ -85,6 +92,10 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     max_in_flight = 4096             # per worker
     coalesce = true                  # identical questions in flight go upstream once
     randomize_case = true            # 0x20 on forwarded questions, checked on answers
+    source_ports = 16                # per worker: sockets on random ports, one picked per query
+    source_port_rotate_after = 100   # a slot gets a new random port after this many queries
+    source_port_rotate_ms = 10000    # ... or this old (0 turns either off); old sockets are
+                                     # read until query_deadline_ms has passed
 
     [limits]                         # fair shares per client, per worker (misses only)
     client_prefix_v4 = 32            # clients within one /N are one client
@@ -104,7 +115,8 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     [tcp]
     enabled = true
     idle_timeout_ms = 10000
-    max_connections = 1024
+    max_connections = 1024           # when full, the longest-idle connection makes room
+    max_connections_per_client = 64  # per client address; more are closed at once
 
     [xdp]                            # used when io is \"xdp\" or \"auto\"
     interfaces = []                  # default: those holding a listen address
@@ -418,6 +430,14 @@ fn run(s: Settings) -> Result<(), String> {
     let cores = if s.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let mut handles: Vec<WorkerHandle> = Vec::new();
     let mut threads = Vec::new();
+    // Every worker holds up to this many sockets to the backends (its
+    // source ports and the old ones still read); AF_XDP queue workers are
+    // counted as one per core.
+    let backends: Vec<SocketAddr> = s.engine.backends.iter().map(|b| b.addr).collect();
+    let (v4, v6) = upstream_sockets::families(&backends);
+    let per_worker = s.ports.max_sockets(usize::from(v4) + usize::from(v6)) as u64;
+    let workers = s.workers.max(std::thread::available_parallelism().map_or(1, |n| n.get())) as u64 + 2;
+    io::rlimit::ensure_open_files(workers * per_worker + 1024, &format!("upstream.source_ports = {} ({workers} workers)", s.ports.slots))?;
     let xdp_runtime = start_xdp(&s, &stop, &cores, &mut handles, &mut threads)?;
     // With AF_XDP, one socket worker serves what the XDP program passes to
     // the kernel (other queues, fragments); without it, one per core.
@@ -431,16 +451,22 @@ fn run(s: Settings) -> Result<(), String> {
         }
         let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-        let (h, t) = worker::spawn(worker::WorkerSetup { id, core, engine, listen, stop: Arc::clone(&stop) })
+        let (h, t) = worker::spawn(worker::WorkerSetup { id, core, engine, listen, ports: s.ports.clone(), stop: Arc::clone(&stop) })
             .map_err(|e| format!("worker {id}: {e}"))?;
         handles.push(h);
         threads.push(t);
     }
     if s.tcp.enabled {
         let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
-        let (h, t) =
-            tcp::spawn(tcp::TcpSetup { id: handles.len(), listen: s.listen.clone(), engine, cfg: s.tcp.clone(), stop: Arc::clone(&stop) })
-                .map_err(|e| format!("tcp: {e}"))?;
+        let (h, t) = tcp::spawn(tcp::TcpSetup {
+            id: handles.len(),
+            listen: s.listen.clone(),
+            engine,
+            cfg: s.tcp.clone(),
+            ports: s.ports.clone(),
+            stop: Arc::clone(&stop),
+        })
+        .map_err(|e| format!("tcp: {e}"))?;
         handles.push(h);
         threads.push(t);
     }

@@ -358,6 +358,24 @@ pub struct Counters {
     pub gave_up: u64,
     pub in_flight: u64,
     pub drops: Map<String, Value>,
+    pub io: Io,
+}
+
+/// The socket layer's counters the summary shows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Io {
+    pub tcp_open: u64,
+    pub tcp_accepted: u64,
+    pub tcp_refused_per_client: u64,
+    pub tcp_evicted_idle: u64,
+    pub tcp_evicted_busy: u64,
+    pub tcp_idle_closed: u64,
+    pub upstream_sockets_open: u64,
+    pub upstream_sockets_opened: u64,
+    pub upstream_rotations: u64,
+    pub upstream_rotations_deferred: u64,
+    pub upstream_socket_errors: u64,
 }
 
 /// One backend.
@@ -536,6 +554,29 @@ pub fn summary(s: &Stats) -> String {
         ),
         ("Limits", limits(&s.limits, c)),
         ("Drops", nonzero(&c.drops)),
+        (
+            "Source ports",
+            format!(
+                "{} sockets open, {} opened, {} rotations ({} deferred, {} failed)",
+                c.io.upstream_sockets_open,
+                c.io.upstream_sockets_opened,
+                c.io.upstream_rotations,
+                c.io.upstream_rotations_deferred,
+                c.io.upstream_socket_errors
+            ),
+        ),
+        (
+            "TCP",
+            format!(
+                "{} open, {} accepted; closed: {} over the per-client cap, {} evicted idle, {} evicted busy, {} idle timeout",
+                c.io.tcp_open,
+                c.io.tcp_accepted,
+                c.io.tcp_refused_per_client,
+                c.io.tcp_evicted_idle,
+                c.io.tcp_evicted_busy,
+                c.io.tcp_idle_closed
+            ),
+        ),
     ];
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter().map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:"))).collect()
@@ -675,7 +716,8 @@ mod tests {
         "replies_by_rcode": {"NOERROR": 145, "FORMERR": 0, "NXDOMAIN": 5},
         "cache_hits": 80, "cache_misses": 70, "cache_negative_hits": 3, "cache_entries": 33, "cache_bytes": 1572864,
         "forwarded": 70, "retried": 1, "timeouts": 2, "stale_answers": 0, "gave_up": 0, "in_flight": 4,
-        "drops": {"query_too_short": 2, "pending_full": 0}, "hit_ratio": 0.5333, "some_future_field": 1},
+        "drops": {"query_too_short": 2, "pending_full": 0}, "hit_ratio": 0.5333, "some_future_field": 1,
+        "io": {"upstream_sockets_open": 48, "upstream_sockets_opened": 60, "upstream_rotations": 12, "tcp_open": 3, "tcp_accepted": 40, "tcp_refused_per_client": 7, "tcp_evicted_idle": 2, "tcp_idle_closed": 28}},
       "workers": [
         {"id": 0, "kind": "udp", "core": 2, "snapshot": "ok", "queries": 150, "cache_hits": 80, "cache_misses": 70,
          "drops": {"query_too_short": 2}, "in_flight": 4},
@@ -745,16 +787,18 @@ mod tests {
     fn summary_block() {
         let s = summary(&example());
         let want = "\
-Daemon:     kdns 0.1.0 (pid 4242), 2 workers, listening on 127.0.0.1:53, [::1]:53
-Uptime:     1d 2h 3m 4s
-QPS:        1520.0 (last 1 s), 1498.3 (last 10 s)
-Queries:    160 (10 over TCP)
-Cache:      hit ratio 53.3%, 80 hits (3 negative), 70 misses, 33 entries, 1.5 MiB
-Answers:    NOERROR 145, NXDOMAIN 5
-Local:      0 answers from local records
-Forwarding: forwarded 70, waited on an identical question 0, retried 1, timeouts 2, slow 0, late answers 0, stale answers 0, gave up 0, in flight 4
-Limits:     per client (/32 IPv4, /64 IPv6) per worker: 256 pending, 5000 misses/s (burst 10000); over them (servfail): 0 by pending, 0 by rate
-Drops:      query_too_short 2
+Daemon:       kdns 0.1.0 (pid 4242), 2 workers, listening on 127.0.0.1:53, [::1]:53
+Uptime:       1d 2h 3m 4s
+QPS:          1520.0 (last 1 s), 1498.3 (last 10 s)
+Queries:      160 (10 over TCP)
+Cache:        hit ratio 53.3%, 80 hits (3 negative), 70 misses, 33 entries, 1.5 MiB
+Answers:      NOERROR 145, NXDOMAIN 5
+Local:        0 answers from local records
+Forwarding:   forwarded 70, waited on an identical question 0, retried 1, timeouts 2, slow 0, late answers 0, stale answers 0, gave up 0, in flight 4
+Limits:       per client (/32 IPv4, /64 IPv6) per worker: 256 pending, 5000 misses/s (burst 10000); over them (servfail): 0 by pending, 0 by rate
+Drops:        query_too_short 2
+Source ports: 48 sockets open, 60 opened, 12 rotations (0 deferred, 0 failed)
+TCP:          3 open, 40 accepted; closed: 7 over the per-client cap, 2 evicted idle, 0 evicted busy, 28 idle timeout
 ";
         assert_eq!(s, want);
     }
@@ -762,7 +806,7 @@ Drops:      query_too_short 2
     #[test]
     fn empty_stats_render() {
         let s = stats(&Stats::default());
-        assert!(s.contains("Drops:      none\n"), "{s}");
+        assert!(s.contains("Drops:        none\n"), "{s}");
         assert!(s.contains("hit ratio -,"), "{s}");
         assert!(s.ends_with("Backends\n(none configured)\n"), "{s}");
     }

@@ -27,6 +27,11 @@
 //! | `kdns_backend_rtt_seconds{backend}` | summary (`_sum`, `_count`) | `BackendStats::rtt_sum_us`, `rtt_count` |
 //! | `kdns_request_duration_seconds` | histogram | `EngineStats::latency`, `latency_sum_us` |
 //! | `kdns_drops_total{reason}` | counter | `EngineStats::drops` |
+//! | `kdns_tcp_connections_open` | gauge | `IoStats::tcp_open` |
+//! | `kdns_upstream_sockets_open` | gauge | `IoStats::upstream_sockets_open` |
+//! | `kdns_upstream_sockets_opened_total` | counter | `IoStats::upstream_sockets_opened` |
+//! | `kdns_upstream_socket_rotations_total{outcome}` | counter | `IoStats::upstream_rotations`, `upstream_rotations_deferred`, `upstream_socket_errors` |
+//! | `kdns_tcp_connections_total{event}` | counter | `IoStats::tcp_accepted`, `tcp_refused_per_client`, `tcp_evicted_idle`, `tcp_evicted_busy`, `tcp_idle_closed`, `tcp_refused` |
 //! | `kdns_xdp_packets_total{interface,queue,action}` | counter | the XDP program's maps |
 //!
 //! Everything but `kdns_requests_total` is summed over workers.
@@ -38,7 +43,7 @@ use std::sync::Arc;
 use kdns_core::engine::{ClientLimits, DropReason, OverLimit, LATENCY_BOUNDS};
 
 use super::stats::{rcode_listed, rcode_name, RCODES};
-use crate::handle::{WorkerHandle, XdpCounterSource};
+use crate::handle::{IoStats, WorkerHandle, XdpCounterSource};
 
 /// The `Content-Type` of the exposition format.
 pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -388,6 +393,59 @@ pub(super) fn render(
     for (i, r) in DropReason::ALL.iter().enumerate() {
         let n = sum(workers, |w| w.engine.drops.get(i).map_or(0, |c| c.get()));
         sample(&mut out, "kdns_drops_total", &[("reason", r.name())], n);
+    }
+
+    single(
+        &mut out,
+        "kdns_tcp_connections_open",
+        "gauge",
+        "TCP client connections open now.",
+        sum(workers, |w| IoStats::get(&w.io.tcp_open)),
+    );
+    family(
+        &mut out,
+        "kdns_tcp_connections_total",
+        "counter",
+        "TCP client connections by event: accepted; closed at once over the per-client cap (refused_per_client) or when they could not be set up (refused); closed for a new one in a full table (evicted_idle, evicted_busy); closed for idleness (idle_closed).",
+    );
+    let events = [
+        ("accepted", sum(workers, |w| IoStats::get(&w.io.tcp_accepted))),
+        ("refused_per_client", sum(workers, |w| IoStats::get(&w.io.tcp_refused_per_client))),
+        ("evicted_idle", sum(workers, |w| IoStats::get(&w.io.tcp_evicted_idle))),
+        ("evicted_busy", sum(workers, |w| IoStats::get(&w.io.tcp_evicted_busy))),
+        ("idle_closed", sum(workers, |w| IoStats::get(&w.io.tcp_idle_closed))),
+        ("refused", sum(workers, |w| IoStats::get(&w.io.tcp_refused))),
+    ];
+    for (event, n) in events {
+        sample(&mut out, "kdns_tcp_connections_total", &[("event", event)], n);
+    }
+
+    single(
+        &mut out,
+        "kdns_upstream_sockets_open",
+        "gauge",
+        "Source-port sockets to the backends open now (current ones and old ones still read for late answers).",
+        sum(workers, |w| IoStats::get(&w.io.upstream_sockets_open)),
+    );
+    single(
+        &mut out,
+        "kdns_upstream_sockets_opened_total",
+        "counter",
+        "Source-port sockets opened (each on a new random port), at start and by rotation.",
+        sum(workers, |w| IoStats::get(&w.io.upstream_sockets_opened)),
+    );
+    family(
+        &mut out,
+        "kdns_upstream_socket_rotations_total",
+        "counter",
+        "Source-port slots due for a new socket: rotated; deferred (the slot's old sockets still wait for late answers); failed (no socket could be opened).",
+    );
+    for (outcome, n) in [
+        ("rotated", sum(workers, |w| IoStats::get(&w.io.upstream_rotations))),
+        ("deferred", sum(workers, |w| IoStats::get(&w.io.upstream_rotations_deferred))),
+        ("failed", sum(workers, |w| IoStats::get(&w.io.upstream_socket_errors))),
+    ] {
+        sample(&mut out, "kdns_upstream_socket_rotations_total", &[("outcome", outcome)], n);
     }
 
     if !xdp.is_empty() {

@@ -194,10 +194,18 @@ pub(super) struct IoJson {
     pub backend_rx: u64,
     pub tcp_accepted: u64,
     pub tcp_refused: u64,
+    pub tcp_refused_per_client: u64,
+    pub tcp_evicted_idle: u64,
+    pub tcp_evicted_busy: u64,
     pub tcp_idle_closed: u64,
     pub tcp_open: u64,
     pub tcp_upstream: u64,
     pub lost_at_shutdown: u64,
+    pub upstream_sockets_open: u64,
+    pub upstream_sockets_opened: u64,
+    pub upstream_rotations: u64,
+    pub upstream_rotations_deferred: u64,
+    pub upstream_socket_errors: u64,
     pub rx_oversized: u64,
     pub frame_errors: u64,
 }
@@ -311,10 +319,18 @@ impl Counters {
                 backend_rx: g(&io.backend_rx),
                 tcp_accepted: g(&io.tcp_accepted),
                 tcp_refused: g(&io.tcp_refused),
+                tcp_refused_per_client: g(&io.tcp_refused_per_client),
+                tcp_evicted_idle: g(&io.tcp_evicted_idle),
+                tcp_evicted_busy: g(&io.tcp_evicted_busy),
                 tcp_idle_closed: g(&io.tcp_idle_closed),
                 tcp_open: g(&io.tcp_open),
                 tcp_upstream: g(&io.tcp_upstream),
                 lost_at_shutdown: g(&io.lost_at_shutdown),
+                upstream_sockets_open: g(&io.upstream_sockets_open),
+                upstream_sockets_opened: g(&io.upstream_sockets_opened),
+                upstream_rotations: g(&io.upstream_rotations),
+                upstream_rotations_deferred: g(&io.upstream_rotations_deferred),
+                upstream_socket_errors: g(&io.upstream_socket_errors),
                 rx_oversized: g(&io.rx_oversized),
                 frame_errors: g(&io.frame_errors),
             },
@@ -371,10 +387,18 @@ impl Counters {
         s(&mut a.backend_rx, b.backend_rx);
         s(&mut a.tcp_accepted, b.tcp_accepted);
         s(&mut a.tcp_refused, b.tcp_refused);
+        s(&mut a.tcp_refused_per_client, b.tcp_refused_per_client);
+        s(&mut a.tcp_evicted_idle, b.tcp_evicted_idle);
+        s(&mut a.tcp_evicted_busy, b.tcp_evicted_busy);
         s(&mut a.tcp_idle_closed, b.tcp_idle_closed);
         s(&mut a.tcp_open, b.tcp_open);
         s(&mut a.tcp_upstream, b.tcp_upstream);
         s(&mut a.lost_at_shutdown, b.lost_at_shutdown);
+        s(&mut a.upstream_sockets_open, b.upstream_sockets_open);
+        s(&mut a.upstream_sockets_opened, b.upstream_sockets_opened);
+        s(&mut a.upstream_rotations, b.upstream_rotations);
+        s(&mut a.upstream_rotations_deferred, b.upstream_rotations_deferred);
+        s(&mut a.upstream_socket_errors, b.upstream_socket_errors);
         s(&mut a.rx_oversized, b.rx_oversized);
         s(&mut a.frame_errors, b.frame_errors);
     }

@@ -166,6 +166,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
                 mac,
                 engine,
                 settings: settings.clone(),
+                ports: s.ports.clone(),
                 stop: Arc::clone(stop),
             };
             let w = worker::prepare(setup)?;
