@@ -419,8 +419,10 @@ pub struct LimitsSection {
     pub client_prefix_v4: u8,
     /// IPv6 clients sharing this prefix length are one client.
     pub client_prefix_v6: u8,
-    /// Most queries one client may have waiting upstream, per worker (0: off).
-    pub client_max_pending: u32,
+    /// Most queries one client may have waiting upstream, per worker (0:
+    /// off; unset: a quarter of `upstream.max_in_flight`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_max_pending: Option<u32>,
     /// Misses one client may send upstream per second, per worker (0: off).
     pub client_miss_rate: u32,
     /// Misses one client may send upstream in a burst.
@@ -456,7 +458,7 @@ impl Default for LimitsSection {
         LimitsSection {
             client_prefix_v4: l.prefix_v4,
             client_prefix_v6: l.prefix_v6,
-            client_max_pending: l.max_pending,
+            client_max_pending: None,
             client_miss_rate: l.miss_rate,
             client_miss_burst: l.miss_burst,
             over_limit: "servfail".into(),
@@ -475,10 +477,11 @@ fn settle_limits(l: &LimitsSection, max_in_flight: usize) -> Result<ClientLimits
     if l.client_prefix_v6 > 128 {
         return Err(ConfigError::new("limits.client_prefix_v6", format!("{}: must be 0..=128", l.client_prefix_v6)));
     }
-    if l.client_max_pending as usize > max_in_flight {
+    let max_pending = l.client_max_pending.unwrap_or((max_in_flight / 4).max(1) as u32);
+    if max_pending as usize > max_in_flight {
         return Err(ConfigError::new(
             "limits.client_max_pending",
-            format!("{}: must be at most upstream.max_in_flight ({max_in_flight}); 0 turns the share off", l.client_max_pending),
+            format!("{max_pending}: must be at most upstream.max_in_flight ({max_in_flight}); 0 turns the share off"),
         ));
     }
     if l.client_miss_rate > 0 && l.client_miss_burst == 0 {
@@ -505,7 +508,7 @@ fn settle_limits(l: &LimitsSection, max_in_flight: usize) -> Result<ClientLimits
     Ok(ClientLimits {
         prefix_v4: l.client_prefix_v4,
         prefix_v6: l.client_prefix_v6,
-        max_pending: l.client_max_pending,
+        max_pending,
         miss_rate: l.client_miss_rate,
         miss_burst: l.client_miss_burst,
         over_limit,
@@ -1067,6 +1070,8 @@ mod tests {
     fn limits_section() {
         let l = settle_text("").unwrap().engine.limits;
         assert_eq!(l, ClientLimits::default());
+        assert_eq!(l.max_pending, 1024, "a quarter of max_in_flight (4096)");
+        assert_eq!(settle_text("[upstream]\nmax_in_flight = 100").unwrap().engine.limits.max_pending, 25);
         let s = settle_text(
             "[limits]\nclient_prefix_v4 = 24\nclient_prefix_v6 = 56\nclient_max_pending = 64\nclient_miss_rate = 0\nover_limit = \"refused\"\nclients = 100\n[upstream]\ntry_timeout_min_ms = 20\ncoalesce = false\nrandomize_case = false\n",
         )

@@ -38,7 +38,7 @@ pub struct ClientLimits {
     pub prefix_v6: u8,
     /// Most queries one client may have waiting for a backend (in-flight
     /// queries and queries waiting on an identical one); `0` turns the
-    /// share off. Default 256 (of 4096 slots).
+    /// share off. Default 1024 (a quarter of the default 4096 slots).
     pub max_pending: u32,
     /// Misses one client may send upstream per second, sustained; `0`
     /// turns the rate limit off. Default 5000.
@@ -57,7 +57,7 @@ impl Default for ClientLimits {
         ClientLimits {
             prefix_v4: 32,
             prefix_v6: 64,
-            max_pending: 256,
+            max_pending: 1024,
             miss_rate: 5000,
             miss_burst: 10000,
             over_limit: OverLimit::Servfail,
