@@ -23,7 +23,7 @@
 //! | `kdns_stale_answers_total` | counter | `EngineStats::stale_answers` |
 //! | `kdns_backend_up{backend}` | gauge | `BackendStats::state_up` |
 //! | `kdns_backend_suspected_total{backend}` | counter | `BackendStats::suspected` |
-//! | `kdns_backend_try_timeout_seconds{backend}` | gauge | `BackendStats::try_timeout_us` (the longest over workers) |
+//! | `kdns_backend_try_timeout_seconds{backend}` | gauge | `BackendStats::try_timeout_us` (the longest over the workers with RTT samples, else over all) |
 //! | `kdns_backend_rtt_seconds{backend}` | summary (`_sum`, `_count`) | `BackendStats::rtt_sum_us`, `rtt_count` |
 //! | `kdns_request_duration_seconds` | histogram | `EngineStats::latency`, `latency_sum_us` |
 //! | `kdns_drops_total{reason}` | counter | `EngineStats::drops` |
@@ -150,6 +150,7 @@ struct BackendRow {
     slow: u64,
     suspected: u64,
     try_timeout_us: u64,
+    try_timeout_idle_us: u64,
     rtt_sum_us: u64,
     rtt_count: u64,
     /// Workers that see it up, and that know it.
@@ -169,6 +170,7 @@ impl BackendRow {
             slow: 0,
             suspected: 0,
             try_timeout_us: 0,
+            try_timeout_idle_us: 0,
             rtt_sum_us: 0,
             rtt_count: 0,
             up_views: 0,
@@ -208,7 +210,11 @@ fn backend_rows(configured: &[SocketAddr], workers: &[WorkerHandle]) -> Vec<Back
             r.timeouts = r.timeouts.wrapping_add(b.timeouts.get());
             r.slow = r.slow.wrapping_add(b.slow.get());
             r.suspected = r.suspected.wrapping_add(b.suspected.get());
-            r.try_timeout_us = r.try_timeout_us.max(b.try_timeout_us.get());
+            if b.rtt_count.get() > 0 {
+                r.try_timeout_us = r.try_timeout_us.max(b.try_timeout_us.get());
+            } else {
+                r.try_timeout_idle_us = r.try_timeout_idle_us.max(b.try_timeout_us.get());
+            }
             r.rtt_sum_us = r.rtt_sum_us.wrapping_add(b.rtt_sum_us.get());
             r.rtt_count = r.rtt_count.wrapping_add(b.rtt_count.get());
             let up = usize::from(b.state_up.get() != 0);
@@ -364,7 +370,8 @@ pub(super) fn render(
         "The try timeout in force for a backend (it follows the round-trip time; the longest over workers).",
     );
     for (r, a) in rows.iter().zip(&addrs) {
-        sample_f64(&mut out, "kdns_backend_try_timeout_seconds", &[("backend", a)], secs(r.try_timeout_us));
+        let us = if r.try_timeout_us > 0 { r.try_timeout_us } else { r.try_timeout_idle_us };
+        sample_f64(&mut out, "kdns_backend_try_timeout_seconds", &[("backend", a)], secs(us));
     }
     family(&mut out, "kdns_backend_rtt_seconds", "summary", "Round-trip time of the answers from a backend.");
     for (r, a) in rows.iter().zip(&addrs) {

@@ -231,7 +231,8 @@ pub(super) struct BackendJson {
     pub probes: u64,
     pub went_down: u64,
     pub came_up: u64,
-    /// The longest try timeout in force on any worker (it follows the RTT).
+    /// The longest try timeout in force on the workers that have RTT samples
+    /// of it (else on any: the maximum); it follows the RTT.
     pub try_timeout_ms: f64,
     pub rtt_ms: RttJson,
 }
@@ -459,6 +460,10 @@ struct BackendAcc {
     /// Workers that have sent it queries, and how many of those see it up.
     active: usize,
     active_up: usize,
+    /// The longest try timeout among workers with RTT samples, and among
+    /// the others (still at the maximum).
+    rto_sampled_ms: f64,
+    rto_idle_ms: f64,
 }
 
 /// Milliseconds with 3 decimals from microseconds.
@@ -527,6 +532,8 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
             rtt: None,
             active: 0,
             active_up: 0,
+            rto_sampled_ms: 0.0,
+            rto_idle_ms: 0.0,
         });
         acc.len() - 1
     };
@@ -554,7 +561,12 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
             j.slow += b.slow.get();
             j.late_answers += b.late_answers.get();
             j.suspected += b.suspected.get();
-            j.try_timeout_ms = j.try_timeout_ms.max(b.try_timeout_us.get() as f64 / 1000.0);
+            let rto = b.try_timeout_us.get() as f64 / 1000.0;
+            if b.rtt_count.get() > 0 {
+                a.rto_sampled_ms = a.rto_sampled_ms.max(rto);
+            } else {
+                a.rto_idle_ms = a.rto_idle_ms.max(rto);
+            }
             j.probes += b.probes.get();
             j.went_down += b.went_down.get();
             j.came_up += b.came_up.get();
@@ -568,6 +580,7 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
     acc.into_iter()
         .map(|mut a| {
             let j = &mut a.json;
+            j.try_timeout_ms = if a.rto_sampled_ms > 0.0 { a.rto_sampled_ms } else { a.rto_idle_ms };
             let (up, n) = if a.active > 0 { (a.active_up, a.active) } else { (j.up_workers, j.workers) };
             j.state = match (up, n) {
                 (_, 0) => "unknown",

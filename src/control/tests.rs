@@ -152,6 +152,13 @@ fn workers() -> Vec<Fake> {
         b[1].state_up.set(up2);
     }
     w1.handle.backends[1].went_down.add(1);
+    // Try timeouts: B1 has RTT samples on workers 0 and 1 (60 and 75 ms);
+    // worker 2 never had an answer and is still at the 800 ms maximum.
+    for (w, us, samples) in [(&w0, 60_000, 3), (&w1, 75_000, 2), (&w2, 800_000, 0)] {
+        w.handle.backends[0].try_timeout_us.set(us);
+        w.handle.backends[0].rtt_count.add(samples);
+        w.handle.backends[1].try_timeout_us.set(800_000);
+    }
     vec![w0, w1, w2]
 }
 
@@ -298,6 +305,8 @@ fn stats_sum_counters_and_merge_answered_histograms() {
     assert_eq!(b[1]["state"], "partial");
     assert_eq!(b[1]["up_workers"], 2);
     assert_eq!(b[1]["went_down"], 1);
+    assert_eq!(b[0]["try_timeout_ms"], 75.0, "the longest among workers with RTT samples");
+    assert_eq!(b[1]["try_timeout_ms"], 800.0, "no samples anywhere: the maximum");
     assert_eq!(b[1]["rtt_ms"], serde_json::json!({"p50": null, "p90": null, "p99": null, "max": null, "mean": null, "samples": 0}));
 
     // /v1/backends is the same array alone.
