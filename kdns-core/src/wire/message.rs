@@ -36,7 +36,7 @@ impl Question {
     /// Reads the question at `pos`.
     #[inline]
     pub fn parse(msg: &[u8], pos: usize) -> Result<Question, WireError> {
-        let name = Name::parse(msg, pos)?;
+        let name = Name::parse_above(msg, pos, HEADER_LEN)?;
         let at = name.end();
         Ok(Question { name, qtype: Rtype(get16(msg, at)?), qclass: Class(get16(msg, at + 2)?) })
     }
@@ -71,7 +71,7 @@ impl Record {
     /// Reads the record at `pos`; RDATA must fit in the message.
     #[inline]
     pub fn parse(msg: &[u8], pos: usize) -> Result<Record, WireError> {
-        let name = Name::parse(msg, pos)?;
+        let name = Name::parse_above(msg, pos, HEADER_LEN)?;
         let at = name.end();
         let fixed = msg.get(at..at + 10).ok_or(WireError::Truncated)?;
         let rdlen = u16::from_be_bytes([fixed[8], fixed[9]]);
@@ -104,8 +104,8 @@ impl Record {
     /// For an SOA record: the MINIMUM field (the negative-caching TTL,
     /// RFC 2308), read after the two names in RDATA.
     pub fn soa_minimum(&self, msg: &[u8]) -> Result<u32, WireError> {
-        let mname = Name::parse(msg, self.rdata_offset)?;
-        let rname = Name::parse(msg, mname.end())?;
+        let mname = Name::parse_above(msg, self.rdata_offset, HEADER_LEN)?;
+        let rname = Name::parse_above(msg, mname.end(), HEADER_LEN)?;
         let at = rname.end() + 16;
         if at + 4 > self.end() {
             return Err(WireError::BadRdLength);

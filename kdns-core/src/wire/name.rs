@@ -34,6 +34,15 @@ pub struct Name {
 impl Name {
     /// Validates the name that starts at `start` in `msg`.
     pub fn parse(msg: &[u8], start: usize) -> Result<Name, WireError> {
+        Self::parse_above(msg, start, 0)
+    }
+
+    /// [`Name::parse`] for a name in a DNS message: no compression pointer
+    /// may point below `floor` (the header's length). A pointer into the
+    /// header would read other bytes once the header is rewritten (a reply
+    /// carries the client's ID, flags and counts), so such a message is
+    /// rejected as it arrives.
+    pub fn parse_above(msg: &[u8], start: usize, floor: usize) -> Result<Name, WireError> {
         let mut pos = start;
         let mut segment_start = start;
         // After a jump, the labels read must end before the run that held
@@ -72,7 +81,7 @@ impl Name {
                         return Err(WireError::PointerLoop);
                     }
                     let target = ((len & 0x3f) << 8) | lo;
-                    if target >= pos {
+                    if target >= pos || target < floor {
                         return Err(WireError::BadPointer);
                     }
                     if target >= segment_start {
