@@ -87,7 +87,14 @@ for t in "${targets[@]}"; do
     # shellcheck disable=SC2086
     if ! timeout --kill-after=10 $((secs + 900)) "${fuzz[@]}" run -a -s none "$t" "target/corpus/$t" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -print_final_stats=1 ${FUZZ_ARGS:-} >"target/fuzz-$t.log" 2>&1; then
-        grep -v -e '^#[0-9]' -e '^INFO:' "target/fuzz-$t.log" | tail -40 >&2
+        log="target/fuzz-$t.log"
+        if grep -q 'panicked at' "$log"; then
+            # the panic message (up to the backtrace) and libFuzzer's summary
+            sed -n '/panicked at/,/^stack backtrace:/p' "$log" | grep -v '^stack backtrace:' | head -30 >&2
+            grep -E '^SUMMARY|^MS: ' "$log" >&2 || true
+        else
+            grep -v -e '^#[0-9]' -e '^INFO:' "$log" | tail -40 >&2
+        fi
         echo "fuzz.sh: $t FAILED (full log: kdns-core/fuzz/target/fuzz-$t.log)" >&2
         found=0
         while IFS= read -r f; do

@@ -166,10 +166,6 @@ fn question_of(msg: &[u8]) -> Option<Vec<u8>> {
     Some(q)
 }
 
-fn same_question(a: &[u8], b: &[u8]) -> bool {
-    a == b
-}
-
 /// Whether the name at `pos` is or leads through a compression pointer into
 /// the header (offset < 12).
 fn name_points_into_header(msg: &[u8], mut pos: usize) -> bool {
@@ -285,7 +281,7 @@ impl World {
         if h.qdcount() == 1 {
             let q = question_of(reply).unwrap_or_else(|| panic!("a reply that does not parse: {reply:02x?}\n{known}"));
             if let Some(asked) = &a.question {
-                assert!(same_question(&q, asked), "a reply to another question: asked {asked:02x?}, reply {reply:02x?}\n{known}");
+                assert!(q == *asked, "a reply to another question: asked {asked:02x?}, reply {reply:02x?}\n{known}");
             }
         }
         self.replies += 1;
@@ -299,7 +295,7 @@ impl World {
         assert!(!h.qr() && h.qdcount() == 1, "a backend query that is not a query");
         let q = question_of(&bytes).expect("a backend query that does not parse");
         if let Some(asked) = tag.and_then(|t| self.asked[t].question.as_deref()) {
-            assert!(same_question(&q, asked), "a backend asked another question than the client");
+            assert!(q == asked, "a backend asked another question than the client");
         }
         if self.sent.len() == 16 {
             self.sent.remove(0);
