@@ -77,6 +77,11 @@ if [[ -n $repro ]]; then
     exec "${fuzz[@]}" run -a -s none "$t" "$repro"
 fi
 
+# The failures of this run, one line each (scripts/test.sh repeats them at
+# its end).
+mkdir -p target
+failures=target/fuzz-failures.txt
+: >"$failures"
 status=0
 for t in "${targets[@]}"; do
     mkdir -p "target/corpus/$t" "artifacts/$t"
@@ -101,8 +106,12 @@ for t in "${targets[@]}"; do
             found=1
             echo "fuzz.sh: reproducer: kdns-core/fuzz/$f" >&2
             echo "fuzz.sh:   scripts/fuzz.sh --repro kdns-core/fuzz/$f" >&2
+            echo "$t: $(grep -m1 -o 'DAEMON BUG ([^)]*)' "$log" || true) $(grep -m1 -A1 'panicked at' "$log" | tail -1 | cut -c1-120); reproduce: scripts/fuzz.sh --repro kdns-core/fuzz/$f" >>"$failures"
         done < <(find "artifacts/$t" -type f -newer "$stamp" | sort)
-        ((found)) || echo "fuzz.sh: no new artifact in kdns-core/fuzz/artifacts/$t/ (build error or timeout?)" >&2
+        if ((!found)); then
+            echo "fuzz.sh: no new artifact in kdns-core/fuzz/artifacts/$t/ (build error or timeout?)" >&2
+            echo "$t: failed without an artifact (see kdns-core/fuzz/target/fuzz-$t.log)" >>"$failures"
+        fi
         status=1
     else
         grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added)|^Done [0-9]+ runs' \
