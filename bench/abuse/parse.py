@@ -199,7 +199,8 @@ def cmd_summary(args):
     out = []
     out.append(f"Ordinary client ({rows[0].get('ord_qps', 2000)} qps, unique names under ok.test), "
                f"answered (NOERROR within {rows[0].get('ord_timeout_s', 1)} s) and p99 latency"
-               + (f"; medians of {rounds} rounds" if rounds > 1 else "") + ":")
+               + (f"; medians of {rounds} rounds" if rounds > 1 else "")
+               + "; in brackets the p99 over the same system's p99 without a flood:")
     out.append("")
     out.append("| flood (qps offered) | " + " | ".join(f"{s} answered | {s} p99" for s in systems) + " |")
     out.append("|---:|" + "---:|---:|" * len(systems))
@@ -207,22 +208,25 @@ def cmd_summary(args):
         cells = []
         for s in systems:
             cells.append(fmt(pick(s, q, "ord_answered_pct"), ".2f") + "%")
-            cells.append(fmt(pick(s, q, "ord_p99_ms"), ".2f") + " ms")
+            p99, base = pick(s, q, "ord_p99_ms"), pick(s, 0, "ord_p99_ms")
+            ratio = f" ({p99 / base:.1f}x)" if q and p99 is not None and base else ""
+            cells.append(fmt(p99, ".2f") + " ms" + ratio)
         label = "none (baseline)" if q == 0 else f"{q:,}"
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     out.append("")
-    out.append("Flooder (random names under blackhole.test, never answered upstream): what it got, and CPU of the "
-               "server process during the ordinary client's run (all threads; kdns: + its NAPI thread):")
+    out.append("Flooder (random names under blackhole.test, never answered upstream): what it got (queries, not per "
+               "second), and CPU time during the ordinary client's run: the server process (all threads), kdns's NAPI "
+               "thread, the Unbounds behind kdns and dnsdist, and the server core's busy time:")
     out.append("")
-    out.append("| system | flood offered | sent/s | NOERROR | NXDOMAIN | SERVFAIL | REFUSED | no answer | server CPU s | NAPI CPU s | backends CPU s |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| system | flood offered | sent/s | NOERROR | NXDOMAIN | SERVFAIL | REFUSED | no answer | server CPU s | NAPI CPU s | backends CPU s | server core busy s |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in systems:
         for q in rates:
             g = lambda k: pick(s, q, k)  # noqa: E731
             out.append(f"| {s} | {q:,} | {fmt(g('flood_sent_qps'), ',.0f')} | {fmt(g('flood_noerror'), ',.0f')} | "
                        f"{fmt(g('flood_nxdomain'), ',.0f')} | {fmt(g('flood_servfail'), ',.0f')} | {fmt(g('flood_refused'), ',.0f')} | "
                        f"{fmt(g('flood_no_answer'), ',.0f')} | {fmt(g('cpu_s'), '.2f')} | {fmt(g('napi_cpu_s'), '.2f')} | "
-                       f"{fmt(g('backends_cpu_s'), '.2f')} |")
+                       f"{fmt(g('backends_cpu_s'), '.2f')} | {fmt(g('core_busy_s'), '.2f')} |")
     k = [r for r in rows if r["system"] == "kdns" and "kdns" in r]
     if k:
         out.append("")
