@@ -12,9 +12,18 @@
  *     key 0.0.0.0 / :: is present in the map),
  *   - UDP to destination port `dns_port`, UDP length >= 8 + 12 (a DNS header)
  *     and within the IP payload.
- * Everything else returns XDP_PASS. The program never drops: a queue whose
- * xsks_map slot is empty falls back to XDP_PASS through bpf_redirect_map's
- * flags argument.
+ * Everything else returns XDP_PASS. A queue whose xsks_map slot is empty
+ * falls back to XDP_PASS through bpf_redirect_map's flags argument.
+ *
+ * Optional per-client query rate (client_interval_ns != 0): a matching
+ * query whose source (masked to client_prefix_v4 / client_prefix_v6 bits)
+ * is over its rate is dropped here, before any copy. The rate is a GCRA
+ * (virtual scheduling): each client's entry in the LRU map client_rate
+ * holds its theoretical arrival time `tat`; a query at `now` passes while
+ * tat - now < client_burst_ns and moves tat on by client_interval_ns.
+ * The entry is updated without a lock: two CPUs racing on one client can
+ * let a query more through, never fewer (the limit is a bound on a flood,
+ * not an accounting). The loader sets the globals and the map's size.
  *
  * Per-queue counters (PERCPU_ARRAY `counters`, key = rx queue index):
  *   redirected  bpf_redirect_map returned XDP_REDIRECT
@@ -23,8 +32,8 @@
  *   malformed   an IP frame that is truncated / inconsistent before we could
  *               check it, or UDP to a listen address with bad lengths
  *               (passed to the kernel too: it decides what to do with it)
- *   dropped     frames this program dropped (XDP_DROP/XDP_ABORTED); always 0
- *               today, kept so the layout stays stable if that changes
+ *   dropped     queries dropped by the per-client rate (XDP_DROP), or a
+ *               redirect that failed
  * Every frame increments exactly one counter.
  */
 #include <linux/bpf.h>
@@ -53,6 +62,16 @@ struct kdns_counters {
 	__u64 passed;
 	__u64 malformed;
 	__u64 dropped;
+};
+
+/* A client: the source address masked to its prefix. */
+struct client_key {
+	__u32 family; /* 4 or 6 */
+	__u32 addr[4];
+};
+
+struct client_val {
+	__u64 tat;
 };
 
 struct vlan_tag {
@@ -89,6 +108,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct kdns_counters);
 } counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct client_key);
+	__type(value, struct client_val);
+} client_rate SEC(".maps");
+
+/* The per-client rate: 0 = off. Set by the loader. */
+volatile const __u64 client_interval_ns = 0;
+volatile const __u64 client_burst_ns = 0;
+volatile const __u32 client_prefix_v4 = 32;
+volatile const __u32 client_prefix_v6 = 64;
 
 /* DNS port in NETWORK byte order (compared with udphdr->dest as is).
  * The loader sets it with EbpfLoader::override_global("dns_port", port.to_be()). */
@@ -132,7 +164,20 @@ static __always_inline enum verdict check_udp(struct udphdr *udp, __u32 ip_paylo
 	return V_MATCH;
 }
 
-static __always_inline enum verdict classify_v4(void *l3, void *data_end)
+/* Network-order mask of 32-bit word `word` of a /prefix. */
+static __always_inline __u32 prefix_mask(__u32 prefix, __u32 word)
+{
+	__u32 bits;
+
+	if (prefix <= word * 32)
+		return 0;
+	bits = prefix - word * 32;
+	if (bits >= 32)
+		return 0xffffffff;
+	return bpf_htonl(0xffffffff << (32 - bits));
+}
+
+static __always_inline enum verdict classify_v4(void *l3, void *data_end, struct client_key *key)
 {
 	struct iphdr *iph = l3;
 	struct udphdr *udp;
@@ -157,10 +202,12 @@ static __always_inline enum verdict classify_v4(void *l3, void *data_end)
 	udp = l3 + hlen;
 	if ((void *)(udp + 1) > data_end)
 		return V_MALFORMED;
+	key->family = 4;
+	key->addr[0] = iph->saddr & prefix_mask(client_prefix_v4, 0);
 	return check_udp(udp, tot_len - hlen);
 }
 
-static __always_inline enum verdict classify_v6(void *l3, void *data_end)
+static __always_inline enum verdict classify_v6(void *l3, void *data_end, struct client_key *key)
 {
 	struct ipv6hdr *ip6 = l3;
 	struct udphdr *udp;
@@ -180,10 +227,14 @@ static __always_inline enum verdict classify_v6(void *l3, void *data_end)
 	udp = (void *)(ip6 + 1);
 	if ((void *)(udp + 1) > data_end)
 		return V_MALFORMED;
+	key->family = 6;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		key->addr[i] = ip6->saddr.in6_u.u6_addr32[i] & prefix_mask(client_prefix_v6, i);
 	return check_udp(udp, plen);
 }
 
-static __always_inline enum verdict classify(void *data, void *data_end)
+static __always_inline enum verdict classify(void *data, void *data_end, struct client_key *key)
 {
 	struct ethhdr *eth = data;
 	void *l3;
@@ -202,10 +253,32 @@ static __always_inline enum verdict classify(void *data, void *data_end)
 		l3 = tag + 1;
 	}
 	if (proto == bpf_htons(ETH_P_IP))
-		return classify_v4(l3, data_end);
+		return classify_v4(l3, data_end, key);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return classify_v6(l3, data_end);
+		return classify_v6(l3, data_end, key);
 	return V_PASS;
+}
+
+/* Whether the client `key` is over its rate at `now` (see the top). */
+static __always_inline int over_rate(struct client_key *key)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct client_val *v = bpf_map_lookup_elem(&client_rate, key);
+	__u64 tat;
+
+	if (!v) {
+		struct client_val fresh = { .tat = now + client_interval_ns };
+
+		bpf_map_update_elem(&client_rate, key, &fresh, BPF_ANY);
+		return 0;
+	}
+	tat = v->tat;
+	if (tat < now)
+		tat = now;
+	if (tat - now >= client_burst_ns)
+		return 1;
+	v->tat = tat + client_interval_ns;
+	return 0;
 }
 
 SEC("xdp")
@@ -215,9 +288,15 @@ int kdns_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 queue = ctx->rx_queue_index;
 	struct kdns_counters *cnt = bpf_map_lookup_elem(&counters, &queue);
-	enum verdict v = classify(data, data_end);
+	struct client_key key = {};
+	enum verdict v = classify(data, data_end, &key);
 	long action;
 
+	if (v == V_MATCH && client_interval_ns && over_rate(&key)) {
+		if (cnt)
+			cnt->dropped++;
+		return XDP_DROP;
+	}
 	if (v == V_MATCH) {
 		/* Empty slot (or queue >= max_entries): XDP_PASS. */
 		action = bpf_redirect_map(&xsks_map, queue, XDP_PASS);

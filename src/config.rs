@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kdns_core::cache::CacheConfig;
-use kdns_core::engine::{Acl, EngineConfig, IpNet};
+use kdns_core::engine::{Acl, ClientLimits, EngineConfig, IpNet, OverLimit};
 use kdns_core::upstream::{BackendSpec, HealthConfig, Selection};
 use serde::{Deserialize, Serialize};
+
+use crate::upstream_sockets::PortsConfig;
 
 /// Where kdns listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
@@ -51,6 +53,8 @@ pub struct FileConfig {
     pub cache: CacheSection,
     /// `[upstream]`
     pub upstream: UpstreamSection,
+    /// `[limits]`
+    pub limits: LimitsSection,
     /// `[tcp]`
     pub tcp: TcpSection,
     /// `[xdp]`
@@ -336,15 +340,20 @@ pub struct UpstreamSection {
     pub backends: Vec<BackendEntry>,
     /// "round-robin" or "least-outstanding".
     pub selection: String,
-    /// One try's timeout (ms).
+    /// The longest a try waits (ms), and the wait before a backend's first
+    /// answer; then each backend's timeout follows its round-trip times.
     pub try_timeout_ms: u64,
+    /// The shortest try timeout (ms).
+    pub try_timeout_min_ms: u64,
     /// Most backends asked per query.
     pub max_tries: u8,
     /// Give up (stale answer or SERVFAIL) after this long (ms).
     pub query_deadline_ms: u64,
-    /// Consecutive timeouts that mark a backend down.
+    /// Silent timeouts in a row that make a backend suspect (a probe then
+    /// decides).
     pub down_after_timeouts: u32,
-    /// Failure share over the window that marks a backend down.
+    /// Share of silent timeouts over the window that makes a backend
+    /// suspect.
     pub failure_ratio: f32,
     /// Outcomes in the failure window.
     pub window: u32,
@@ -358,16 +367,31 @@ pub struct UpstreamSection {
     pub probe_name: String,
     /// Queries in flight per worker.
     pub max_in_flight: usize,
+    /// Answer identical questions in flight from one upstream query.
+    pub coalesce: bool,
+    /// 0x20: randomise the letter case of forwarded questions and require
+    /// it back.
+    pub randomize_case: bool,
+    /// Source-port slots per worker: sockets on random ports that backend
+    /// queries leave from, one picked at random per query.
+    pub source_ports: u16,
+    /// Give a slot a fresh socket (a new random port) after this many
+    /// queries sent from it (0: not by count).
+    pub source_port_rotate_after: u32,
+    /// ... or when its socket is this old (ms; 0: not by age).
+    pub source_port_rotate_ms: u64,
 }
 
 impl Default for UpstreamSection {
     fn default() -> Self {
         let e = EngineConfig::default();
         let h = HealthConfig::default();
+        let p = PortsConfig::default();
         UpstreamSection {
             backends: Vec::new(),
             selection: "round-robin".into(),
             try_timeout_ms: e.try_timeout.as_millis() as u64,
+            try_timeout_min_ms: e.try_timeout_min.as_millis() as u64,
             max_tries: e.max_tries,
             query_deadline_ms: e.query_deadline.as_millis() as u64,
             down_after_timeouts: h.down_after_timeouts,
@@ -378,8 +402,118 @@ impl Default for UpstreamSection {
             probe_max_ms: h.probe_max.as_millis() as u64,
             probe_name: e.probe_name,
             max_in_flight: e.pending_capacity,
+            coalesce: e.coalesce,
+            randomize_case: e.randomize_case,
+            source_ports: p.slots,
+            source_port_rotate_after: p.rotate_after,
+            source_port_rotate_ms: p.rotate_every.as_millis() as u64,
         }
     }
+}
+
+/// `[limits]`: fair shares per client (on cache misses only).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// IPv4 clients sharing this prefix length are one client.
+    pub client_prefix_v4: u8,
+    /// IPv6 clients sharing this prefix length are one client.
+    pub client_prefix_v6: u8,
+    /// Most queries one client may have waiting upstream, per worker (0:
+    /// off; unset: a quarter of `upstream.max_in_flight`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_max_pending: Option<u32>,
+    /// Misses one client may send upstream per second, per worker (0: off).
+    pub client_miss_rate: u32,
+    /// Misses one client may send upstream in a burst.
+    pub client_miss_burst: u32,
+    /// What a client over its share gets: "servfail", "refused" or "drop".
+    pub over_limit: String,
+    /// Clients tracked per worker.
+    pub clients: usize,
+    /// Queries (hits included) one client may send per second, enforced in
+    /// the XDP program (0: off).
+    pub xdp_client_qps: u32,
+    /// Queries one client may send at once under `xdp_client_qps`.
+    pub xdp_client_burst: u32,
+    /// Clients the XDP program tracks (LRU).
+    pub xdp_clients: u32,
+}
+
+/// The per-client query rate the XDP program enforces (`[limits]
+/// xdp_client_*`; `qps` 0: off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct XdpClientRate {
+    /// Queries per second.
+    pub qps: u32,
+    /// Queries at once.
+    pub burst: u32,
+    /// Clients tracked.
+    pub entries: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let l = ClientLimits::default();
+        LimitsSection {
+            client_prefix_v4: l.prefix_v4,
+            client_prefix_v6: l.prefix_v6,
+            client_max_pending: None,
+            client_miss_rate: l.miss_rate,
+            client_miss_burst: l.miss_burst,
+            over_limit: "servfail".into(),
+            clients: l.table_size,
+            xdp_client_qps: 0,
+            xdp_client_burst: 200,
+            xdp_clients: 65536,
+        }
+    }
+}
+
+fn settle_limits(l: &LimitsSection, max_in_flight: usize) -> Result<ClientLimits, ConfigError> {
+    if l.client_prefix_v4 > 32 {
+        return Err(ConfigError::new("limits.client_prefix_v4", format!("{}: must be 0..=32", l.client_prefix_v4)));
+    }
+    if l.client_prefix_v6 > 128 {
+        return Err(ConfigError::new("limits.client_prefix_v6", format!("{}: must be 0..=128", l.client_prefix_v6)));
+    }
+    let max_pending = l.client_max_pending.unwrap_or((max_in_flight / 4).max(1) as u32);
+    if max_pending as usize > max_in_flight {
+        return Err(ConfigError::new(
+            "limits.client_max_pending",
+            format!("{max_pending}: must be at most upstream.max_in_flight ({max_in_flight}); 0 turns the share off"),
+        ));
+    }
+    if l.client_miss_rate > 0 && l.client_miss_burst == 0 {
+        return Err(ConfigError::new("limits.client_miss_burst", "must be at least 1 while client_miss_rate is on"));
+    }
+    if l.clients == 0 || l.clients > 1 << 20 {
+        return Err(ConfigError::new("limits.clients", format!("{}: must be 1..=1048576", l.clients)));
+    }
+    if l.xdp_client_qps > 0 && l.xdp_client_burst == 0 {
+        return Err(ConfigError::new("limits.xdp_client_burst", "must be at least 1 while xdp_client_qps is on"));
+    }
+    if l.xdp_client_qps > 100_000_000 {
+        return Err(ConfigError::new("limits.xdp_client_qps", format!("{}: must be at most 100000000", l.xdp_client_qps)));
+    }
+    if l.xdp_clients == 0 || l.xdp_clients > 1 << 24 {
+        return Err(ConfigError::new("limits.xdp_clients", format!("{}: must be 1..=16777216", l.xdp_clients)));
+    }
+    let over_limit = match l.over_limit.as_str() {
+        "servfail" => OverLimit::Servfail,
+        "refused" => OverLimit::Refused,
+        "drop" => OverLimit::Drop,
+        other => return Err(ConfigError::new("limits.over_limit", format!("'{other}': expected servfail, refused or drop"))),
+    };
+    Ok(ClientLimits {
+        prefix_v4: l.client_prefix_v4,
+        prefix_v6: l.client_prefix_v6,
+        max_pending,
+        miss_rate: l.client_miss_rate,
+        miss_burst: l.client_miss_burst,
+        over_limit,
+        table_size: l.clients,
+    })
 }
 
 /// `[tcp]`
@@ -390,13 +524,18 @@ pub struct TcpSection {
     pub enabled: bool,
     /// Close a connection idle this long (ms).
     pub idle_timeout_ms: u64,
-    /// Most open client connections.
+    /// Most open client connections. When the table is full, a new
+    /// connection takes the place of the longest-idle one.
     pub max_connections: usize,
+    /// Most open connections from one client address (at least 1; a
+    /// value of `max_connections` or more means no cap of its own). A
+    /// connection over the cap is closed at once.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for TcpSection {
     fn default() -> Self {
-        TcpSection { enabled: true, idle_timeout_ms: 10_000, max_connections: 1024 }
+        TcpSection { enabled: true, idle_timeout_ms: 10_000, max_connections: 1024, max_connections_per_client: 64 }
     }
 }
 
@@ -451,8 +590,12 @@ pub struct Settings {
     /// The engine settings (backends, cache, health, ACL) shared by all workers;
     /// each worker gets its own seed.
     pub engine: EngineConfig,
+    /// The per-client query rate of the XDP program.
+    pub xdp_client_rate: XdpClientRate,
     /// Where backends came from, for the log.
     pub backends_from: String,
+    /// The source-port slots of every worker's backend sockets.
+    pub ports: PortsConfig,
     /// Control socket path.
     pub control_socket: PathBuf,
     /// Metrics address.
@@ -628,6 +771,12 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     if u.try_timeout_ms == 0 || u.try_timeout_ms > 60_000 {
         return Err(ConfigError::new("upstream.try_timeout_ms", format!("{}: must be 1..=60000", u.try_timeout_ms)));
     }
+    if u.try_timeout_min_ms == 0 || u.try_timeout_min_ms > u.try_timeout_ms {
+        return Err(ConfigError::new(
+            "upstream.try_timeout_min_ms",
+            format!("{}: must be 1..=upstream.try_timeout_ms ({})", u.try_timeout_min_ms, u.try_timeout_ms),
+        ));
+    }
     if u.query_deadline_ms < u.try_timeout_ms {
         return Err(ConfigError::new("upstream.query_deadline_ms", "must be at least upstream.try_timeout_ms"));
     }
@@ -640,6 +789,21 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     if u.probe_initial_ms == 0 || u.probe_max_ms < u.probe_initial_ms {
         return Err(ConfigError::new("upstream.probe_max_ms", "probe_initial_ms must be > 0 and probe_max_ms >= probe_initial_ms"));
     }
+    if u.source_ports == 0 || u.source_ports > 1024 {
+        return Err(ConfigError::new("upstream.source_ports", format!("{}: must be 1..=1024", u.source_ports)));
+    }
+    if u.source_port_rotate_ms > 86_400_000 {
+        return Err(ConfigError::new(
+            "upstream.source_port_rotate_ms",
+            format!("{}: must be at most 86400000 (a day; 0: not by age)", u.source_port_rotate_ms),
+        ));
+    }
+    let ports = PortsConfig {
+        slots: u.source_ports,
+        rotate_after: u.source_port_rotate_after,
+        rotate_every: Duration::from_millis(u.source_port_rotate_ms),
+        query_deadline: Duration::from_millis(u.query_deadline_ms),
+    };
     if u.max_in_flight == 0 || u.max_in_flight > 32_768 {
         return Err(ConfigError::new("upstream.max_in_flight", format!("{}: must be 1..=32768", u.max_in_flight)));
     }
@@ -650,7 +814,10 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         up_after_successes: u.up_after,
         probe_initial: Duration::from_millis(u.probe_initial_ms),
         probe_max: Duration::from_millis(u.probe_max_ms),
+        try_timeout_min: Duration::from_millis(u.try_timeout_min_ms),
+        try_timeout_max: Duration::from_millis(u.try_timeout_ms),
     };
+    let limits = settle_limits(&file.limits, u.max_in_flight)?;
     let engine = EngineConfig {
         cache,
         backends,
@@ -659,10 +826,15 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         acl: Acl::new(nets),
         udp_size: s.udp_size,
         try_timeout: Duration::from_millis(u.try_timeout_ms),
+        try_timeout_min: Duration::from_millis(u.try_timeout_min_ms),
         max_tries: u.max_tries,
         query_deadline: Duration::from_millis(u.query_deadline_ms),
         pending_capacity: u.max_in_flight,
         probe_name: u.probe_name.clone(),
+        limits,
+        coalesce: u.coalesce,
+        source_ports: u.source_ports,
+        randomize_case: u.randomize_case,
         seed: 0,
     };
     // Let the engine check what only it knows (probe name, pool limits).
@@ -685,6 +857,12 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     let t = &file.tcp;
     if t.max_connections == 0 {
         return Err(ConfigError::new("tcp.max_connections", "must be at least 1"));
+    }
+    if t.max_connections_per_client == 0 {
+        return Err(ConfigError::new(
+            "tcp.max_connections_per_client",
+            "must be at least 1 (a value of tcp.max_connections or more means no cap per client)",
+        ));
     }
     let io_src = o.io.clone().unwrap_or_else(|| s.io.clone());
     let io = match io_src.as_str() {
@@ -731,7 +909,10 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
     }
     let records = settle_records(&file.records, o)?;
     let docker = settle_docker(&file.docker, o, &records, &listen)?;
+    let xl = &file.limits;
+    let xdp_client_rate = XdpClientRate { qps: xl.xdp_client_qps, burst: xl.xdp_client_burst, entries: xl.xdp_clients };
     Ok(Settings {
+        xdp_client_rate,
         records,
         docker,
         listen,
@@ -740,6 +921,7 @@ pub fn settle(file: FileConfig, o: &Overrides, resolv_conf: Option<&str>, cores:
         realtime_priority,
         engine,
         backends_from,
+        ports,
         control_socket: PathBuf::from(o.control_socket.clone().unwrap_or_else(|| s.control_socket.clone())),
         metrics,
         log_level,
@@ -885,6 +1067,40 @@ mod tests {
     }
 
     #[test]
+    fn limits_section() {
+        let l = settle_text("").unwrap().engine.limits;
+        assert_eq!(l, ClientLimits::default());
+        assert_eq!(l.max_pending, 1024, "a quarter of max_in_flight (4096)");
+        assert_eq!(settle_text("[upstream]\nmax_in_flight = 100").unwrap().engine.limits.max_pending, 25);
+        let s = settle_text(
+            "[limits]\nclient_prefix_v4 = 24\nclient_prefix_v6 = 56\nclient_max_pending = 64\nclient_miss_rate = 0\nover_limit = \"refused\"\nclients = 100\n[upstream]\ntry_timeout_min_ms = 20\ncoalesce = false\nrandomize_case = false\n",
+        )
+        .unwrap();
+        let l = s.engine.limits;
+        assert_eq!(
+            (l.prefix_v4, l.prefix_v6, l.max_pending, l.miss_rate, l.over_limit, l.table_size),
+            (24, 56, 64, 0, OverLimit::Refused, 100)
+        );
+        assert_eq!(s.engine.try_timeout_min, Duration::from_millis(20));
+        assert_eq!(s.engine.health.try_timeout_min, Duration::from_millis(20));
+        assert!(!s.engine.coalesce && !s.engine.randomize_case);
+        for (text, key) in [
+            ("[limits]\nclient_prefix_v4 = 33", "limits.client_prefix_v4"),
+            ("[limits]\nclient_prefix_v6 = 129", "limits.client_prefix_v6"),
+            ("[limits]\nclient_max_pending = 5000", "limits.client_max_pending"),
+            ("[limits]\nclient_miss_burst = 0", "limits.client_miss_burst"),
+            ("[limits]\nover_limit = \"tarpit\"", "limits.over_limit"),
+            ("[limits]\nclients = 0", "limits.clients"),
+            ("[limits]\nxdp_client_qps = 10\nxdp_client_burst = 0", "limits.xdp_client_burst"),
+            ("[limits]\nxdp_clients = 0", "limits.xdp_clients"),
+            ("[upstream]\ntry_timeout_min_ms = 900", "upstream.try_timeout_min_ms"),
+            ("[upstream]\ntry_timeout_min_ms = 0", "upstream.try_timeout_min_ms"),
+        ] {
+            assert_eq!(settle_text(text).unwrap_err().key, key, "{text}");
+        }
+    }
+
+    #[test]
     fn xdp_workers_are_real_time_unless_busy_polling() {
         let rt = |text: &str| settle_text(text).unwrap().realtime_priority;
         assert_eq!(rt(""), DEFAULT_REALTIME_PRIORITY);
@@ -971,6 +1187,11 @@ mod tests {
             ("[xdp]\nrealtime_priority = 100", "xdp.realtime_priority"),
             ("[xdp]\nrealtime_priority = 5\nbusy_poll = true", "xdp.realtime_priority"),
             ("[xdp]\nring_size = 1000", "xdp.ring_size"),
+            ("[tcp]\nmax_connections = 0", "tcp.max_connections"),
+            ("[upstream]\nsource_ports = 0", "upstream.source_ports"),
+            ("[upstream]\nsource_ports = 5000", "upstream.source_ports"),
+            ("[upstream]\nsource_port_rotate_ms = 100000000", "upstream.source_port_rotate_ms"),
+            ("[tcp]\nmax_connections_per_client = 0", "tcp.max_connections_per_client"),
         ];
         for (text, key) in cases {
             assert_eq!(settle_text(text).unwrap_err().key, key, "{text}");

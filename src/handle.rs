@@ -80,8 +80,17 @@ pub struct IoStats {
     pub backend_rx: AtomicU64,
     /// TCP connections accepted.
     pub tcp_accepted: AtomicU64,
-    /// TCP connections refused at the connection limit.
+    /// TCP connections closed at once because they could not be set up
+    /// (registration with the poller failed).
     pub tcp_refused: AtomicU64,
+    /// TCP connections closed at once: their client address already held
+    /// `tcp.max_connections_per_client`.
+    pub tcp_refused_per_client: AtomicU64,
+    /// TCP connections closed to make room in a full table: the
+    /// longest-idle one with no query in progress.
+    pub tcp_evicted_idle: AtomicU64,
+    /// The same, when every connection had a query in progress.
+    pub tcp_evicted_busy: AtomicU64,
     /// TCP connections closed for idleness.
     pub tcp_idle_closed: AtomicU64,
     /// TCP connections open now.
@@ -90,6 +99,18 @@ pub struct IoStats {
     pub tcp_upstream: AtomicU64,
     /// Queries still in flight when the worker stopped (never answered).
     pub lost_at_shutdown: AtomicU64,
+    /// Source-port sockets to the backends open now (current and old ones
+    /// still read for late answers).
+    pub upstream_sockets_open: AtomicU64,
+    /// Source-port sockets opened (at start and by rotation).
+    pub upstream_sockets_opened: AtomicU64,
+    /// Source-port slots given a fresh socket (a new random port).
+    pub upstream_rotations: AtomicU64,
+    /// Rotations put off because the slot already had its share of old
+    /// sockets waiting for late answers.
+    pub upstream_rotations_deferred: AtomicU64,
+    /// New source-port sockets that could not be opened (the old one stays).
+    pub upstream_socket_errors: AtomicU64,
     /// Serial of the local records snapshot the worker answers from (0:
     /// none yet); set right after `Engine::set_records`.
     pub records_serial: Gauge,

@@ -10,6 +10,7 @@ mod handle;
 mod io;
 mod records;
 mod tcp;
+mod upstream_sockets;
 mod worker;
 #[cfg(feature = "xdp")]
 mod xdp;
@@ -36,9 +37,15 @@ few timeouts, probed with backoff, and taken back when it answers again.
 
 Each worker thread is pinned to a core and owns its own cache, its own
 SO_REUSEPORT UDP sockets (batched with recvmmsg/sendmmsg) and its own
-sockets to the backends; nothing is shared between workers. A TCP server
+sockets to the backends: a pool of source ports picked by the kernel at
+random, one chosen at random per query and replaced now and then, so a
+forwarded query is not guarded by its 16-bit ID alone; an answer that
+arrives on another port than its query left from is dropped and counted.
+Nothing is shared between workers. A TCP server
 on the same addresses answers TCP queries (RFC 7766: pipelining, idle
-timeout, connection limit) and clients whose UDP answer was truncated.
+timeout, a connection limit per client address and in all; when the
+table is full the longest-idle connection is closed for the new one) and
+clients whose UDP answer was truncated.
 
 With no arguments kdns serves at once: UDP and TCP on 127.0.0.1:5353,
 backends taken from /etc/resolv.conf (kdns's own addresses skipped),
@@ -70,22 +77,47 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     [upstream]
     backends = [\"10.53.0.2\", { address = \"10.53.0.3:53\", weight = 2 }]
     selection = \"round-robin\"       # or \"least-outstanding\"
-    try_timeout_ms = 800             # then the next backend is asked
+    try_timeout_ms = 800             # the longest a try waits, and the wait before a
+                                     # backend's first answer; then its own RTO
+    try_timeout_min_ms = 50          # the shortest try timeout
     max_tries = 3
     query_deadline_ms = 3000         # then a stale answer or SERVFAIL
-    down_after_timeouts = 3
-    failure_ratio = 0.5              # over the last `window` outcomes
-    window = 20
+    down_after_timeouts = 3          # silent timeouts in a row: suspect, a probe decides
+    failure_ratio = 0.5              # share of silent timeouts over the last `window`
+    window = 20                      #   outcomes that makes a backend suspect
     up_after = 2                     # good probe answers to come back
     probe_initial_ms = 500
     probe_max_ms = 8000
     probe_name = \"id.server.\"        # probed with CH TXT; any answer counts
     max_in_flight = 4096             # per worker
+    coalesce = true                  # identical questions in flight go upstream once
+    randomize_case = true            # 0x20 on forwarded questions, checked on answers
+    source_ports = 16                # per worker: sockets on random ports, one picked per query
+    source_port_rotate_after = 100   # a slot gets a new random port after this many queries
+    source_port_rotate_ms = 10000    # ... or this old (0 turns either off); old sockets are
+                                     # read until query_deadline_ms has passed
+
+    [limits]                         # fair shares per client, per worker (misses only)
+    client_prefix_v4 = 32            # clients within one /N are one client
+    client_prefix_v6 = 64
+    client_max_pending = 1024        # queries waiting upstream at once (0: no share);
+                                     # default: a quarter of max_in_flight
+    client_miss_rate = 5000          # misses sent upstream per second (0: no limit)
+    client_miss_burst = 10000
+    over_limit = \"servfail\"          # what a client over its share gets:
+                                     # \"servfail\", \"refused\" or \"drop\" (counted)
+    clients = 4096                   # clients tracked per worker
+    xdp_client_qps = 0               # queries (hits too) per client per second, enforced
+                                     # in the XDP program: over it, dropped before any
+                                     # copy (the queues' \"dropped\"); 0: off
+    xdp_client_burst = 200
+    xdp_clients = 65536              # clients the XDP program tracks (LRU)
 
     [tcp]
     enabled = true
     idle_timeout_ms = 10000
-    max_connections = 1024
+    max_connections = 1024           # when full, the longest-idle connection makes room
+    max_connections_per_client = 64  # per client address; more are closed at once
 
     [xdp]                            # used when io is \"xdp\" or \"auto\"
     interfaces = []                  # default: those holding a listen address
@@ -130,6 +162,26 @@ AF_XDP:
     shed before it costs the core anything. This needs CAP_SYS_NICE (kdns
     logs a warning and runs at normal priority without it); set 0 if other
     real-time work shares those cores.
+
+ONE CLIENT CANNOT TAKE DNS DOWN:
+    A try waits for its backend's own retransmission timeout (smoothed RTT
+    plus four deviations, within try_timeout_min_ms and try_timeout_ms).
+    When it runs out and that backend answered anything since the try
+    left, the name is slow, not the backend: the query keeps waiting there
+    (to query_deadline_ms) and nothing is held against the backend. A try
+    met by silence is retried on another backend, and an answer from any
+    backend asked is taken. down_after_timeouts silent timeouts in a row
+    make a backend suspect: a probe is sent at once, and only its timing
+    out takes the backend down. Each client (an address, or the /N of
+    [limits]) may hold client_max_pending of a worker's max_in_flight and
+    send client_miss_rate misses per second upstream; over that it gets an
+    immediate SERVFAIL (or REFUSED, or nothing), counted in kdns-ctl stats
+    and /metrics; hits and local answers are never limited. Identical
+    questions in flight go upstream once and every client waiting on one
+    gets its answer. Forwarded questions carry a random ID and 0x20 case;
+    an answer that does not repeat both is dropped and counted. With
+    AF_XDP, xdp_client_qps bounds every query of a client (hits too) in
+    the XDP program itself, so a flood over it costs no copy.
 
 LOCAL RECORDS:
     Names under the local domains are answered by kdns itself: web.kdns
@@ -379,6 +431,14 @@ fn run(s: Settings) -> Result<(), String> {
     let cores = if s.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let mut handles: Vec<WorkerHandle> = Vec::new();
     let mut threads = Vec::new();
+    // Every worker holds up to this many sockets to the backends (its
+    // source ports and the old ones still read); AF_XDP queue workers are
+    // counted as one per core.
+    let backends: Vec<SocketAddr> = s.engine.backends.iter().map(|b| b.addr).collect();
+    let (v4, v6) = upstream_sockets::families(&backends);
+    let per_worker = s.ports.max_sockets(usize::from(v4) + usize::from(v6)) as u64;
+    let workers = s.workers.max(std::thread::available_parallelism().map_or(1, |n| n.get())) as u64 + 2;
+    io::rlimit::ensure_open_files(workers * per_worker + 1024, &format!("upstream.source_ports = {} ({workers} workers)", s.ports.slots))?;
     let xdp_runtime = start_xdp(&s, &stop, &cores, &mut handles, &mut threads)?;
     // With AF_XDP, one socket worker serves what the XDP program passes to
     // the kernel (other queues, fragments); without it, one per core.
@@ -392,16 +452,22 @@ fn run(s: Settings) -> Result<(), String> {
         }
         let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-        let (h, t) = worker::spawn(worker::WorkerSetup { id, core, engine, listen, stop: Arc::clone(&stop) })
+        let (h, t) = worker::spawn(worker::WorkerSetup { id, core, engine, listen, ports: s.ports.clone(), stop: Arc::clone(&stop) })
             .map_err(|e| format!("worker {id}: {e}"))?;
         handles.push(h);
         threads.push(t);
     }
     if s.tcp.enabled {
         let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
-        let (h, t) =
-            tcp::spawn(tcp::TcpSetup { id: handles.len(), listen: s.listen.clone(), engine, cfg: s.tcp.clone(), stop: Arc::clone(&stop) })
-                .map_err(|e| format!("tcp: {e}"))?;
+        let (h, t) = tcp::spawn(tcp::TcpSetup {
+            id: handles.len(),
+            listen: s.listen.clone(),
+            engine,
+            cfg: s.tcp.clone(),
+            ports: s.ports.clone(),
+            stop: Arc::clone(&stop),
+        })
+        .map_err(|e| format!("tcp: {e}"))?;
         handles.push(h);
         threads.push(t);
     }
@@ -431,6 +497,8 @@ fn run(s: Settings) -> Result<(), String> {
         backends,
         pid: std::process::id(),
         xdp: xdp_counters(&xdp_runtime),
+        limits: s.engine.limits,
+        xdp_client_rate: if xdp_runtime.is_some() { s.xdp_client_rate } else { Default::default() },
     };
     let plane = records::start(&s.records, handles.clone()).map_err(|e| format!("records: {e}"))?;
     let provider = match &s.docker {

@@ -2,11 +2,12 @@
 //!
 //! Each worker owns an [`Engine`] (cache, pending table, backend view), one
 //! SO_REUSEPORT UDP socket per listen address (the kernel spreads clients
-//! over the workers), and one connected UDP socket per backend. A single
-//! mio poll waits on all of them; a turn receives a batch with `recvmmsg`,
-//! runs every query through the engine, and sends the replies with
-//! `sendmmsg`. Misses go out on the worker's own backend sockets and their
-//! answers come back to the same worker, so nothing crosses cores.
+//! over the workers), and its own source-port pool for the backends
+//! ([`SourcePorts`]: sockets on random ports, one picked per query). A
+//! single mio poll waits on all of them; a turn receives a batch with
+//! `recvmmsg`, runs every query through the engine, and sends the replies
+//! with `sendmmsg`. Misses go out on the worker's own backend sockets and
+//! their answers come back to the same worker, so nothing crosses cores.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind, WorkerSnapshot};
 use crate::io::udp::{RecvBatch, SendBatch, BATCH};
+use crate::upstream_sockets::{PortsConfig, SourcePorts};
 
 const WAKE: Token = Token(usize::MAX);
 const BACKEND_BASE: usize = 1 << 20;
@@ -52,18 +54,6 @@ pub fn reuseport_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-/// A UDP socket connected to `backend` from a random local port: the
-/// kernel then delivers only datagrams from that address and port.
-pub fn backend_socket(backend: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let local: SocketAddr = if backend.is_ipv6() { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
-    let s = Socket::new(Domain::for_address(backend), Type::DGRAM, Some(Protocol::UDP))?;
-    let _ = s.set_recv_buffer_size(4 << 20);
-    s.bind(&local.into())?;
-    s.connect(&backend.into())?;
-    s.set_nonblocking(true)?;
-    Ok(s.into())
-}
-
 /// Everything a worker starts with.
 #[derive(Debug)]
 pub struct WorkerSetup {
@@ -75,6 +65,8 @@ pub struct WorkerSetup {
     pub engine: EngineConfig,
     /// Listen sockets, bound already (so bind errors surface at start).
     pub listen: Vec<(SocketAddr, std::net::UdpSocket)>,
+    /// The source-port slots for backend queries.
+    pub ports: PortsConfig,
     /// Set to stop.
     pub stop: Arc<AtomicBool>,
 }
@@ -92,12 +84,7 @@ pub fn spawn(setup: WorkerSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         poll.registry().register(&mut s, Token(i), Interest::READABLE)?;
         listen.push((addr, s));
     }
-    let mut backends = Vec::new();
-    for (i, b) in setup.engine.backends.iter().enumerate() {
-        let mut s = UdpSocket::from_std(backend_socket(b.addr).map_err(|e| io::Error::new(e.kind(), format!("backend {}: {e}", b.addr)))?);
-        poll.registry().register(&mut s, Token(BACKEND_BASE + i), Interest::READABLE)?;
-        backends.push((b.addr, s));
-    }
+    let ports = new_ports(&setup.ports, &setup.engine, poll.registry(), BACKEND_BASE, &io_stats)?;
     let handle = WorkerHandle {
         id: setup.id,
         kind: WorkerKind::Udp,
@@ -110,14 +97,14 @@ pub fn spawn(setup: WorkerSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         waker,
     };
     let udp_size = usize::from(setup.engine.udp_size).max(512);
-    let n_backends = backends.len();
+    let n_backends = setup.engine.backends.len();
     let tx_batches = listen.iter().map(|_| SendBatch::new(BATCH, udp_size)).collect();
     let w = UdpWorker {
         id: setup.id,
         engine,
         poll,
         listen,
-        backends,
+        ports,
         rx: RecvBatch::new(BATCH, MAX_QUERY),
         brx: RecvBatch::new(BATCH / 2, udp_size),
         tx: tx_batches,
@@ -139,6 +126,21 @@ pub fn spawn(setup: WorkerSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         w.run()
     })?;
     Ok((handle, t))
+}
+
+/// The source-port pool of a worker whose engine is `engine`, registered
+/// with `registry` from `token_base` up.
+pub fn new_ports(
+    cfg: &PortsConfig,
+    engine: &EngineConfig,
+    registry: &mio::Registry,
+    token_base: usize,
+    io: &Arc<IoStats>,
+) -> io::Result<SourcePorts> {
+    let addrs: Vec<SocketAddr> = engine.backends.iter().map(|b| b.addr).collect();
+    // The engine picks slots in 0..source_ports: the pool has exactly that many.
+    let cfg = PortsConfig { slots: engine.source_ports.max(1), ..cfg.clone() };
+    SourcePorts::new(&cfg, &addrs, registry, token_base, Arc::clone(io))
 }
 
 /// A histogram of round-trip times in microseconds (1 us .. 60 s, 2 digits).
@@ -194,7 +196,7 @@ struct UdpWorker {
     engine: Engine,
     poll: Poll,
     listen: Vec<(SocketAddr, UdpSocket)>,
-    backends: Vec<(SocketAddr, UdpSocket)>,
+    ports: SourcePorts,
     rx: RecvBatch,
     brx: RecvBatch,
     tx: Vec<SendBatch>,
@@ -204,7 +206,7 @@ struct UdpWorker {
     io: Arc<IoStats>,
     rtt: Vec<Histogram<u64>>,
     origin: Instant,
-    /// Sockets that still had data when their budget ran out.
+    /// Listen sockets that still had data when their budget ran out.
     busy: Vec<Token>,
 }
 
@@ -218,7 +220,7 @@ impl UdpWorker {
         let mut stopping: Option<Instant> = None;
         loop {
             let now = self.now();
-            let timeout = if !self.busy.is_empty() {
+            let timeout = if !self.busy.is_empty() || self.ports.has_ready() {
                 Duration::ZERO
             } else {
                 let t = self.engine.poll_timeout().map_or(Duration::from_secs(1), |t| t.saturating_since(now));
@@ -232,17 +234,17 @@ impl UdpWorker {
             }
             let mut ready: Vec<Token> = std::mem::take(&mut self.busy);
             for ev in events.iter() {
-                if ev.token() != WAKE && !ready.contains(&ev.token()) {
+                if ev.token() != WAKE && !self.ports.readable(ev.token()) && !ready.contains(&ev.token()) {
                     ready.push(ev.token());
                 }
             }
             for t in ready {
-                if t.0 >= BACKEND_BASE {
-                    self.backend_readable(t.0 - BACKEND_BASE, t);
-                } else if stopping.is_none() {
+                if stopping.is_none() {
                     self.listen_readable(t.0, t);
                 }
             }
+            self.backend_answers();
+            self.ports.tick(Instant::now());
             let now = self.now();
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
@@ -256,7 +258,7 @@ impl UdpWorker {
                 for (_, s) in &mut self.listen {
                     let _ = self.poll.registry().deregister(s);
                 }
-                self.busy.retain(|t| t.0 >= BACKEND_BASE);
+                self.busy.clear();
             }
             if let Some(since) = stopping {
                 let left = self.engine.in_flight();
@@ -299,15 +301,12 @@ impl UdpWorker {
                 let slot = self.tx[i].slot().expect("flushed above");
                 match self.engine.handle_query(now, &client, query, slot) {
                     Verdict::Reply(len) => self.tx[i].commit(len, src),
-                    Verdict::Forward { backend, len, .. } => {
-                        if let Some((_, b)) = self.backends.get(backend.index()) {
-                            match b.send(&slot[..len]) {
-                                Ok(_) => IoStats::add(&self.io.backend_tx, 1),
-                                Err(_) => IoStats::add(&self.io.tx_errors, 1),
-                            }
-                        }
-                    }
-                    Verdict::Drop(_) => {}
+                    Verdict::Forward { addr, len, port, .. } => match self.ports.send(port, addr, &slot[..len], Instant::now()) {
+                        Ok(_) => IoStats::add(&self.io.backend_tx, 1),
+                        Err(_) => IoStats::add(&self.io.tx_errors, 1),
+                    },
+                    // The reply comes out of poll_transmit with the answer.
+                    Verdict::Wait | Verdict::Drop(_) => {}
                 }
             }
             let r = self.tx[i].flush(fd);
@@ -321,41 +320,37 @@ impl UdpWorker {
         }
     }
 
-    fn backend_readable(&mut self, b: usize, token: Token) {
-        let Some((addr, sock)) = self.backends.get(b) else { return };
-        let (addr, fd) = (*addr, sock.as_raw_fd());
-        for round in 0..BUDGET {
-            let n = match self.brx.recv(fd) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(e) => {
-                    // ECONNREFUSED: the backend's port is closed (ICMP). The
-                    // query's timeout handles it; nothing to read now.
-                    tracing::trace!(worker = self.id, backend = %addr, error = %e, "backend receive error");
-                    return;
+    /// Reads the source-port sockets that are ready, each until it would
+    /// block or its budget runs out (then it is read again next turn).
+    fn backend_answers(&mut self) {
+        while let Some(r) = self.ports.next_ready() {
+            for round in 0..BUDGET {
+                let n = match self.brx.recv(r.fd) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::trace!(worker = self.id, error = %e, "backend receive error");
+                        break;
+                    }
+                };
+                IoStats::add(&self.io.backend_rx, n as u64);
+                let now = self.now();
+                for j in 0..n {
+                    let Some((answer, from, _)) = self.brx.get(j) else { continue };
+                    let v = self.engine.handle_backend_answer(now, from, r.slot, answer, &mut self.out);
+                    crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
+                    if let AnswerVerdict::Reply { client, len } = v {
+                        self.reply_to(client, len);
+                    }
                 }
-            };
-            IoStats::add(&self.io.backend_rx, n as u64);
-            let now = self.now();
-            for j in 0..n {
-                let Some((answer, _, _)) = self.brx.get(j) else { continue };
-                let v = self.engine.handle_backend_answer(now, addr, answer, &mut self.out);
-                crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
-                if let AnswerVerdict::Reply { client, len } = v {
-                    self.reply_to(client, len);
+                if n < BATCH / 2 {
+                    break;
                 }
-            }
-            if n < self.brx_capacity() {
-                return;
-            }
-            if round + 1 == BUDGET {
-                self.busy.push(token);
+                if round + 1 == BUDGET {
+                    self.ports.again(r.id);
+                }
             }
         }
-    }
-
-    fn brx_capacity(&self) -> usize {
-        BATCH / 2
     }
 
     /// Queues `self.out[..len]` for `client` on its listen socket.
@@ -380,14 +375,10 @@ impl UdpWorker {
     fn drain_transmits(&mut self, now: Timestamp) {
         while let Some(t) = self.engine.poll_transmit(now, &mut self.out) {
             match t {
-                Transmit::Backend { backend, len, .. } => {
-                    if let Some((_, b)) = self.backends.get(backend.index()) {
-                        match b.send(&self.out[..len]) {
-                            Ok(_) => IoStats::add(&self.io.backend_tx, 1),
-                            Err(_) => IoStats::add(&self.io.tx_errors, 1),
-                        }
-                    }
-                }
+                Transmit::Backend { addr, len, port, .. } => match self.ports.send(port, addr, &self.out[..len], Instant::now()) {
+                    Ok(_) => IoStats::add(&self.io.backend_tx, 1),
+                    Err(_) => IoStats::add(&self.io.tx_errors, 1),
+                },
                 Transmit::Client { client, len } => self.reply_to(client, len),
             }
         }

@@ -231,7 +231,7 @@ impl Rig {
                 let a = (self.forwarded as u32).to_be_bytes();
                 let alen =
                     write_answer(&self.out[..len], [10, a[1], a[2], a[3]], ANSWER_TTL, &mut self.answer).ok_or(RigError::BadForward)?;
-                let v = self.engine.handle_backend_answer(now, addr, &self.answer[..alen], &mut self.out);
+                let v = self.engine.handle_backend_answer(now, addr, 0, &self.answer[..alen], &mut self.out);
                 while self.engine.poll_transmit(now, &mut self.drain).is_some() {}
                 match v {
                     AnswerVerdict::Reply { len, .. } => Ok(len),

@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use kdns_core::cache::CacheConfig;
-use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transport, Verdict};
+use kdns_core::engine::{AnswerVerdict, Client, ClientLimits, Engine, EngineConfig, Transport, Verdict};
 use kdns_core::net::{self, L2Header};
 use kdns_core::upstream::BackendSpec;
 use kdns_core::wire::{encode_name, flags, Class, Header, Message, MessageBuilder, OptSpec, Rtype, Section, HEADER_LEN};
@@ -112,7 +112,10 @@ fn client() -> Client {
 }
 
 fn engine(cache: CacheConfig) -> Engine {
-    let cfg = EngineConfig { cache, backends: BACKENDS.iter().map(|&a| BackendSpec::new(a)).collect(), ..EngineConfig::default() };
+    // The client limits stay on (their path must not allocate either), with
+    // a burst that the misses at one instant (NOW never moves) cannot spend.
+    let limits = ClientLimits { miss_burst: 100_000_000, ..ClientLimits::default() };
+    let cfg = EngineConfig { cache, limits, backends: BACKENDS.iter().map(|&a| BackendSpec::new(a)).collect(), ..EngineConfig::default() };
     Engine::new(cfg).expect("valid config")
 }
 
@@ -186,7 +189,7 @@ fn miss(e: &mut Engine, q: &[u8], b: &mut Bufs) -> usize {
         panic!("a new name is forwarded");
     };
     let alen = write_answer(&b.out[..len], &mut b.answer);
-    let v = e.handle_backend_answer(NOW, addr, &b.answer[..alen], &mut b.out);
+    let v = e.handle_backend_answer(NOW, addr, 0, &b.answer[..alen], &mut b.out);
     while e.poll_transmit(NOW, &mut b.drain).is_some() {}
     match v {
         AnswerVerdict::Reply { client: to, len } => {

@@ -147,7 +147,8 @@ Show traffic, cache, per-worker and per-backend statistics.
 
 Prints a summary (uptime, queries per second over the last 1 and 10 seconds, \
 queries, cache hit ratio, answers by rcode, forwarding outcomes, drops by \
-reason), a table with one row per worker, and a table with one row per \
+reason, source-port sockets to the backends and their rotations, TCP \
+connections open and closed by the limits), a table with one row per worker, and a table with one row per \
 backend: its state (up, down, or partial when only some workers see it up), \
 queries in flight, counts, and round-trip-time percentiles merged over \
 workers.

@@ -20,7 +20,22 @@ pub struct Stats {
     pub totals: Totals,
     pub workers: Vec<Worker>,
     pub backends: Vec<Backend>,
+    pub limits: Limits,
     pub xdp: Vec<XdpInterface>,
+}
+
+/// The per-client fair shares in force.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    pub client_prefix_v4: u8,
+    pub client_prefix_v6: u8,
+    pub client_max_pending: u32,
+    pub client_miss_rate: u32,
+    pub client_miss_burst: u32,
+    pub over_limit: String,
+    pub xdp_client_qps: u32,
+    pub xdp_client_burst: u32,
 }
 
 /// One interface's XDP program counters.
@@ -331,6 +346,11 @@ pub struct Counters {
     pub cache_entries: u64,
     pub cache_bytes: u64,
     pub forwarded: u64,
+    pub coalesced: u64,
+    pub limited_pending: u64,
+    pub limited_rate: u64,
+    pub slow_tries: u64,
+    pub late_answers: u64,
     pub local_answers: u64,
     pub retried: u64,
     pub timeouts: u64,
@@ -338,6 +358,24 @@ pub struct Counters {
     pub gave_up: u64,
     pub in_flight: u64,
     pub drops: Map<String, Value>,
+    pub io: Io,
+}
+
+/// The socket layer's counters the summary shows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Io {
+    pub tcp_open: u64,
+    pub tcp_accepted: u64,
+    pub tcp_refused_per_client: u64,
+    pub tcp_evicted_idle: u64,
+    pub tcp_evicted_busy: u64,
+    pub tcp_idle_closed: u64,
+    pub upstream_sockets_open: u64,
+    pub upstream_sockets_opened: u64,
+    pub upstream_rotations: u64,
+    pub upstream_rotations_deferred: u64,
+    pub upstream_socket_errors: u64,
 }
 
 /// One backend.
@@ -352,9 +390,12 @@ pub struct Backend {
     pub sent: u64,
     pub answers: u64,
     pub timeouts: u64,
+    pub slow: u64,
+    pub suspected: u64,
     pub probes: u64,
     pub went_down: u64,
     pub came_up: u64,
+    pub try_timeout_ms: f64,
     pub rtt_ms: Rtt,
 }
 
@@ -499,14 +540,64 @@ pub fn summary(s: &Stats) -> String {
         (
             "Forwarding",
             format!(
-                "forwarded {}, retried {}, timeouts {}, stale answers {}, gave up {}, in flight {}",
-                c.forwarded, c.retried, c.timeouts, c.stale_answers, c.gave_up, c.in_flight
+                "forwarded {}, waited on an identical question {}, retried {}, timeouts {}, slow {}, late answers {}, stale answers {}, gave up {}, in flight {}",
+                c.forwarded,
+                c.coalesced,
+                c.retried,
+                c.timeouts,
+                c.slow_tries,
+                c.late_answers,
+                c.stale_answers,
+                c.gave_up,
+                c.in_flight
             ),
         ),
+        ("Limits", limits(&s.limits, c)),
         ("Drops", nonzero(&c.drops)),
+        (
+            "Source ports",
+            format!(
+                "{} sockets open, {} opened, {} rotations ({} deferred, {} failed)",
+                c.io.upstream_sockets_open,
+                c.io.upstream_sockets_opened,
+                c.io.upstream_rotations,
+                c.io.upstream_rotations_deferred,
+                c.io.upstream_socket_errors
+            ),
+        ),
+        (
+            "TCP",
+            format!(
+                "{} open, {} accepted; closed: {} over the per-client cap, {} evicted idle, {} evicted busy, {} idle timeout",
+                c.io.tcp_open,
+                c.io.tcp_accepted,
+                c.io.tcp_refused_per_client,
+                c.io.tcp_evicted_idle,
+                c.io.tcp_evicted_busy,
+                c.io.tcp_idle_closed
+            ),
+        ),
     ];
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter().map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:"))).collect()
+}
+
+fn limits(l: &Limits, c: &Counters) -> String {
+    let share = if l.client_max_pending == 0 { "no pending share".to_string() } else { format!("{} pending", l.client_max_pending) };
+    let rate = if l.client_miss_rate == 0 {
+        "no miss rate".to_string()
+    } else {
+        format!("{} misses/s (burst {})", l.client_miss_rate, l.client_miss_burst)
+    };
+    let xdp = if l.xdp_client_qps == 0 {
+        String::new()
+    } else {
+        format!("; in the XDP program {} queries/s (burst {}), over it dropped", l.xdp_client_qps, l.xdp_client_burst)
+    };
+    format!(
+        "per client (/{} IPv4, /{} IPv6) per worker: {share}, {rate}; over them ({}): {} by pending, {} by rate{xdp}",
+        l.client_prefix_v4, l.client_prefix_v6, l.over_limit, c.limited_pending, c.limited_rate
+    )
 }
 
 /// The per-worker table.
@@ -564,7 +655,10 @@ pub fn backends_table(bs: &[Backend]) -> String {
         ("SENT", Right),
         ("ANSWERS", Right),
         ("TIMEOUTS", Right),
+        ("SLOW", Right),
+        ("SUSPECT", Right),
         ("DOWN", Right),
+        ("TRY ms", Right),
         ("P50 ms", Right),
         ("P90 ms", Right),
         ("P99 ms", Right),
@@ -580,7 +674,10 @@ pub fn backends_table(bs: &[Backend]) -> String {
                 b.sent.to_string(),
                 b.answers.to_string(),
                 b.timeouts.to_string(),
+                b.slow.to_string(),
+                b.suspected.to_string(),
                 b.went_down.to_string(),
+                millis(Some(b.try_timeout_ms)),
                 millis(b.rtt_ms.p50),
                 millis(b.rtt_ms.p90),
                 millis(b.rtt_ms.p99),
@@ -619,7 +716,8 @@ mod tests {
         "replies_by_rcode": {"NOERROR": 145, "FORMERR": 0, "NXDOMAIN": 5},
         "cache_hits": 80, "cache_misses": 70, "cache_negative_hits": 3, "cache_entries": 33, "cache_bytes": 1572864,
         "forwarded": 70, "retried": 1, "timeouts": 2, "stale_answers": 0, "gave_up": 0, "in_flight": 4,
-        "drops": {"query_too_short": 2, "pending_full": 0}, "hit_ratio": 0.5333, "some_future_field": 1},
+        "drops": {"query_too_short": 2, "pending_full": 0}, "hit_ratio": 0.5333, "some_future_field": 1,
+        "io": {"upstream_sockets_open": 48, "upstream_sockets_opened": 60, "upstream_rotations": 12, "tcp_open": 3, "tcp_accepted": 40, "tcp_refused_per_client": 7, "tcp_evicted_idle": 2, "tcp_idle_closed": 28}},
       "workers": [
         {"id": 0, "kind": "udp", "core": 2, "snapshot": "ok", "queries": 150, "cache_hits": 80, "cache_misses": 70,
          "drops": {"query_too_short": 2}, "in_flight": 4},
@@ -627,10 +725,13 @@ mod tests {
       ],
       "backends": [
         {"address": "10.0.0.1:53", "state": "up", "up_workers": 2, "workers": 2, "in_flight": 3, "sent": 50,
-         "answers": 47, "timeouts": 3, "rtt_ms": {"p50": 3.001, "p90": 5.003, "p99": 12.5, "max": 20.0, "mean": 3.5, "samples": 47}},
-        {"address": "10.0.0.2:53", "state": "partial", "up_workers": 1, "workers": 2, "went_down": 1,
+         "answers": 47, "timeouts": 3, "slow": 5, "suspected": 1, "try_timeout_ms": 50.0,
+         "rtt_ms": {"p50": 3.001, "p90": 5.003, "p99": 12.5, "max": 20.0, "mean": 3.5, "samples": 47}},
+        {"address": "10.0.0.2:53", "state": "partial", "up_workers": 1, "workers": 2, "went_down": 1, "try_timeout_ms": 800.0,
          "rtt_ms": {"p50": null, "p90": null, "p99": null, "max": null, "mean": null, "samples": 0}}
-      ]
+      ],
+      "limits": {"client_prefix_v4": 32, "client_prefix_v6": 64, "client_max_pending": 1024, "client_miss_rate": 5000,
+                 "client_miss_burst": 10000, "over_limit": "servfail", "clients": 4096}
     }"#;
 
     fn example() -> Stats {
@@ -651,9 +752,18 @@ mod tests {
         let t = backends_table(&example().backends);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0], "BACKEND      STATE    UP ON  IN-FLIGHT  SENT  ANSWERS  TIMEOUTS  DOWN  P50 ms  P90 ms  P99 ms");
-        assert_eq!(lines[1], "10.0.0.1:53  up         2/2          3    50       47         3     0   3.001   5.003  12.500");
-        assert_eq!(lines[2], "10.0.0.2:53  partial    1/2          0     0        0         0     1       -       -       -");
+        assert_eq!(
+            lines[0],
+            "BACKEND      STATE    UP ON  IN-FLIGHT  SENT  ANSWERS  TIMEOUTS  SLOW  SUSPECT  DOWN   TRY ms  P50 ms  P90 ms  P99 ms"
+        );
+        assert_eq!(
+            lines[1],
+            "10.0.0.1:53  up         2/2          3    50       47         3     5        1     0   50.000   3.001   5.003  12.500"
+        );
+        assert_eq!(
+            lines[2],
+            "10.0.0.2:53  partial    1/2          0     0        0         0     0        0     1  800.000       -       -       -"
+        );
         // Columns line up: every line is as long as the header.
         assert!(lines.iter().all(|l| l.len() == lines[0].len()));
     }
@@ -677,15 +787,18 @@ mod tests {
     fn summary_block() {
         let s = summary(&example());
         let want = "\
-Daemon:     kdns 0.1.0 (pid 4242), 2 workers, listening on 127.0.0.1:53, [::1]:53
-Uptime:     1d 2h 3m 4s
-QPS:        1520.0 (last 1 s), 1498.3 (last 10 s)
-Queries:    160 (10 over TCP)
-Cache:      hit ratio 53.3%, 80 hits (3 negative), 70 misses, 33 entries, 1.5 MiB
-Answers:    NOERROR 145, NXDOMAIN 5
-Local:      0 answers from local records
-Forwarding: forwarded 70, retried 1, timeouts 2, stale answers 0, gave up 0, in flight 4
-Drops:      query_too_short 2
+Daemon:       kdns 0.1.0 (pid 4242), 2 workers, listening on 127.0.0.1:53, [::1]:53
+Uptime:       1d 2h 3m 4s
+QPS:          1520.0 (last 1 s), 1498.3 (last 10 s)
+Queries:      160 (10 over TCP)
+Cache:        hit ratio 53.3%, 80 hits (3 negative), 70 misses, 33 entries, 1.5 MiB
+Answers:      NOERROR 145, NXDOMAIN 5
+Local:        0 answers from local records
+Forwarding:   forwarded 70, waited on an identical question 0, retried 1, timeouts 2, slow 0, late answers 0, stale answers 0, gave up 0, in flight 4
+Limits:       per client (/32 IPv4, /64 IPv6) per worker: 1024 pending, 5000 misses/s (burst 10000); over them (servfail): 0 by pending, 0 by rate
+Drops:        query_too_short 2
+Source ports: 48 sockets open, 60 opened, 12 rotations (0 deferred, 0 failed)
+TCP:          3 open, 40 accepted; closed: 7 over the per-client cap, 2 evicted idle, 0 evicted busy, 28 idle timeout
 ";
         assert_eq!(s, want);
     }
@@ -693,7 +806,7 @@ Drops:      query_too_short 2
     #[test]
     fn empty_stats_render() {
         let s = stats(&Stats::default());
-        assert!(s.contains("Drops:      none\n"), "{s}");
+        assert!(s.contains("Drops:        none\n"), "{s}");
         assert!(s.contains("hit ratio -,"), "{s}");
         assert!(s.ends_with("Backends\n(none configured)\n"), "{s}");
     }

@@ -14,12 +14,24 @@
 //! | `kdns_cache_evictions_total` | counter | `CacheStats::evictions` |
 //! | `kdns_forward_requests_total{backend}` | counter | `BackendStats::sent` |
 //! | `kdns_forward_timeouts_total{backend}` | counter | `BackendStats::timeouts` |
+//! | `kdns_forward_slow_total{backend}` | counter | `BackendStats::slow` |
+//! | `kdns_forward_late_answers_total` | counter | `EngineStats::late_answers` |
+//! | `kdns_coalesced_total` | counter | `EngineStats::coalesced` |
+//! | `kdns_limited_total{reason}` | counter | `EngineStats::limited_pending`, `limited_rate` |
+//! | `kdns_limit{name}`, `kdns_limit_over_limit_info{action}` | gauge | the `[limits]` in force |
 //! | `kdns_forward_retries_total` | counter | `EngineStats::retried` |
 //! | `kdns_stale_answers_total` | counter | `EngineStats::stale_answers` |
 //! | `kdns_backend_up{backend}` | gauge | `BackendStats::state_up` |
+//! | `kdns_backend_suspected_total{backend}` | counter | `BackendStats::suspected` |
+//! | `kdns_backend_try_timeout_seconds{backend}` | gauge | `BackendStats::try_timeout_us` (the longest over workers) |
 //! | `kdns_backend_rtt_seconds{backend}` | summary (`_sum`, `_count`) | `BackendStats::rtt_sum_us`, `rtt_count` |
 //! | `kdns_request_duration_seconds` | histogram | `EngineStats::latency`, `latency_sum_us` |
 //! | `kdns_drops_total{reason}` | counter | `EngineStats::drops` |
+//! | `kdns_tcp_connections_open` | gauge | `IoStats::tcp_open` |
+//! | `kdns_upstream_sockets_open` | gauge | `IoStats::upstream_sockets_open` |
+//! | `kdns_upstream_sockets_opened_total` | counter | `IoStats::upstream_sockets_opened` |
+//! | `kdns_upstream_socket_rotations_total{outcome}` | counter | `IoStats::upstream_rotations`, `upstream_rotations_deferred`, `upstream_socket_errors` |
+//! | `kdns_tcp_connections_total{event}` | counter | `IoStats::tcp_accepted`, `tcp_refused_per_client`, `tcp_evicted_idle`, `tcp_evicted_busy`, `tcp_idle_closed`, `tcp_refused` |
 //! | `kdns_xdp_packets_total{interface,queue,action}` | counter | the XDP program's maps |
 //!
 //! Everything but `kdns_requests_total` is summed over workers.
@@ -28,10 +40,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kdns_core::engine::{DropReason, LATENCY_BOUNDS};
+use kdns_core::engine::{ClientLimits, DropReason, OverLimit, LATENCY_BOUNDS};
 
 use super::stats::{rcode_listed, rcode_name, RCODES};
-use crate::handle::{WorkerHandle, XdpCounterSource};
+use crate::handle::{IoStats, WorkerHandle, XdpCounterSource};
 
 /// The `Content-Type` of the exposition format.
 pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -135,6 +147,9 @@ struct BackendRow {
     addr: SocketAddr,
     sent: u64,
     timeouts: u64,
+    slow: u64,
+    suspected: u64,
+    try_timeout_us: u64,
     rtt_sum_us: u64,
     rtt_count: u64,
     /// Workers that see it up, and that know it.
@@ -147,7 +162,20 @@ struct BackendRow {
 
 impl BackendRow {
     fn new(addr: SocketAddr) -> Self {
-        BackendRow { addr, sent: 0, timeouts: 0, rtt_sum_us: 0, rtt_count: 0, up_views: 0, views: 0, active_up_views: 0, active_views: 0 }
+        BackendRow {
+            addr,
+            sent: 0,
+            timeouts: 0,
+            slow: 0,
+            suspected: 0,
+            try_timeout_us: 0,
+            rtt_sum_us: 0,
+            rtt_count: 0,
+            up_views: 0,
+            views: 0,
+            active_up_views: 0,
+            active_views: 0,
+        }
     }
 
     /// Up on every worker that uses it (as in /v1/stats: the views of the
@@ -178,6 +206,9 @@ fn backend_rows(configured: &[SocketAddr], workers: &[WorkerHandle]) -> Vec<Back
             let sent = b.sent.get();
             r.sent = r.sent.wrapping_add(sent);
             r.timeouts = r.timeouts.wrapping_add(b.timeouts.get());
+            r.slow = r.slow.wrapping_add(b.slow.get());
+            r.suspected = r.suspected.wrapping_add(b.suspected.get());
+            r.try_timeout_us = r.try_timeout_us.max(b.try_timeout_us.get());
             r.rtt_sum_us = r.rtt_sum_us.wrapping_add(b.rtt_sum_us.get());
             r.rtt_count = r.rtt_count.wrapping_add(b.rtt_count.get());
             let up = usize::from(b.state_up.get() != 0);
@@ -193,7 +224,13 @@ fn backend_rows(configured: &[SocketAddr], workers: &[WorkerHandle]) -> Vec<Back
 }
 
 /// The whole exposition.
-pub(super) fn render(workers: &[WorkerHandle], configured: &[SocketAddr], xdp: &[Arc<dyn XdpCounterSource>]) -> String {
+pub(super) fn render(
+    workers: &[WorkerHandle],
+    configured: &[SocketAddr],
+    xdp: &[Arc<dyn XdpCounterSource>],
+    limits: &ClientLimits,
+    xdp_rate: &crate::config::XdpClientRate,
+) -> String {
     let mut out = String::with_capacity(8192);
 
     family(&mut out, "kdns_requests_total", "counter", "DNS queries received, by worker and transport.");
@@ -243,10 +280,61 @@ pub(super) fn render(workers: &[WorkerHandle], configured: &[SocketAddr], xdp: &
     for (r, a) in rows.iter().zip(&addrs) {
         sample(&mut out, "kdns_forward_requests_total", &[("backend", a)], r.sent);
     }
-    family(&mut out, "kdns_forward_timeouts_total", "counter", "Queries to a backend that timed out.");
+    family(
+        &mut out,
+        "kdns_forward_timeouts_total",
+        "counter",
+        "Tries to a backend that timed out with no answer from it since they were sent (silent).",
+    );
     for (r, a) in rows.iter().zip(&addrs) {
         sample(&mut out, "kdns_forward_timeouts_total", &[("backend", a)], r.timeouts);
     }
+    family(
+        &mut out,
+        "kdns_forward_slow_total",
+        "counter",
+        "Tries that outlived their timeout while the backend kept answering others (slow names; they kept waiting).",
+    );
+    for (r, a) in rows.iter().zip(&addrs) {
+        sample(&mut out, "kdns_forward_slow_total", &[("backend", a)], r.slow);
+    }
+    single(
+        &mut out,
+        "kdns_forward_late_answers_total",
+        "counter",
+        "Answers taken from a backend asked by an earlier try of the query.",
+        sum(workers, |w| w.engine.late_answers.get()),
+    );
+    single(
+        &mut out,
+        "kdns_coalesced_total",
+        "counter",
+        "Misses answered from an identical question already in flight instead of going upstream.",
+        sum(workers, |w| w.engine.coalesced.get()),
+    );
+    family(&mut out, "kdns_limited_total", "counter", "Misses refused because the client was over its fair share, by limit.");
+    sample(&mut out, "kdns_limited_total", &[("reason", "pending")], sum(workers, |w| w.engine.limited_pending.get()));
+    sample(&mut out, "kdns_limited_total", &[("reason", "rate")], sum(workers, |w| w.engine.limited_rate.get()));
+    family(&mut out, "kdns_limit", "gauge", "The per-client fair shares in force, per worker ([limits]; 0: off).");
+    for (name, v) in [
+        ("client_prefix_v4", u64::from(limits.prefix_v4)),
+        ("client_prefix_v6", u64::from(limits.prefix_v6)),
+        ("client_max_pending", u64::from(limits.max_pending)),
+        ("client_miss_rate", u64::from(limits.miss_rate)),
+        ("client_miss_burst", u64::from(limits.miss_burst)),
+        ("clients", limits.table_size as u64),
+        ("xdp_client_qps", u64::from(xdp_rate.qps)),
+        ("xdp_client_burst", if xdp_rate.qps > 0 { u64::from(xdp_rate.burst) } else { 0 }),
+    ] {
+        sample(&mut out, "kdns_limit", &[("name", name)], v);
+    }
+    let over = match limits.over_limit {
+        OverLimit::Servfail => "servfail",
+        OverLimit::Refused => "refused",
+        OverLimit::Drop => "drop",
+    };
+    family(&mut out, "kdns_limit_over_limit_info", "gauge", "What a client over its share gets (the label; always 1).");
+    sample(&mut out, "kdns_limit_over_limit_info", &[("action", over)], 1);
     single(
         &mut out,
         "kdns_forward_retries_total",
@@ -264,6 +352,19 @@ pub(super) fn render(workers: &[WorkerHandle], configured: &[SocketAddr], xdp: &
     family(&mut out, "kdns_backend_up", "gauge", "1 if the backend is up on every worker that uses it, else 0.");
     for (r, a) in rows.iter().zip(&addrs) {
         sample(&mut out, "kdns_backend_up", &[("backend", a)], u64::from(r.up()));
+    }
+    family(&mut out, "kdns_backend_suspected_total", "counter", "Times a backend became suspect (silent; a probe decided).");
+    for (r, a) in rows.iter().zip(&addrs) {
+        sample(&mut out, "kdns_backend_suspected_total", &[("backend", a)], r.suspected);
+    }
+    family(
+        &mut out,
+        "kdns_backend_try_timeout_seconds",
+        "gauge",
+        "The try timeout in force for a backend (it follows the round-trip time; the longest over workers).",
+    );
+    for (r, a) in rows.iter().zip(&addrs) {
+        sample_f64(&mut out, "kdns_backend_try_timeout_seconds", &[("backend", a)], secs(r.try_timeout_us));
     }
     family(&mut out, "kdns_backend_rtt_seconds", "summary", "Round-trip time of the answers from a backend.");
     for (r, a) in rows.iter().zip(&addrs) {
@@ -292,6 +393,59 @@ pub(super) fn render(workers: &[WorkerHandle], configured: &[SocketAddr], xdp: &
     for (i, r) in DropReason::ALL.iter().enumerate() {
         let n = sum(workers, |w| w.engine.drops.get(i).map_or(0, |c| c.get()));
         sample(&mut out, "kdns_drops_total", &[("reason", r.name())], n);
+    }
+
+    single(
+        &mut out,
+        "kdns_tcp_connections_open",
+        "gauge",
+        "TCP client connections open now.",
+        sum(workers, |w| IoStats::get(&w.io.tcp_open)),
+    );
+    family(
+        &mut out,
+        "kdns_tcp_connections_total",
+        "counter",
+        "TCP client connections by event: accepted; closed at once over the per-client cap (refused_per_client) or when they could not be set up (refused); closed for a new one in a full table (evicted_idle, evicted_busy); closed for idleness (idle_closed).",
+    );
+    let events = [
+        ("accepted", sum(workers, |w| IoStats::get(&w.io.tcp_accepted))),
+        ("refused_per_client", sum(workers, |w| IoStats::get(&w.io.tcp_refused_per_client))),
+        ("evicted_idle", sum(workers, |w| IoStats::get(&w.io.tcp_evicted_idle))),
+        ("evicted_busy", sum(workers, |w| IoStats::get(&w.io.tcp_evicted_busy))),
+        ("idle_closed", sum(workers, |w| IoStats::get(&w.io.tcp_idle_closed))),
+        ("refused", sum(workers, |w| IoStats::get(&w.io.tcp_refused))),
+    ];
+    for (event, n) in events {
+        sample(&mut out, "kdns_tcp_connections_total", &[("event", event)], n);
+    }
+
+    single(
+        &mut out,
+        "kdns_upstream_sockets_open",
+        "gauge",
+        "Source-port sockets to the backends open now (current ones and old ones still read for late answers).",
+        sum(workers, |w| IoStats::get(&w.io.upstream_sockets_open)),
+    );
+    single(
+        &mut out,
+        "kdns_upstream_sockets_opened_total",
+        "counter",
+        "Source-port sockets opened (each on a new random port), at start and by rotation.",
+        sum(workers, |w| IoStats::get(&w.io.upstream_sockets_opened)),
+    );
+    family(
+        &mut out,
+        "kdns_upstream_socket_rotations_total",
+        "counter",
+        "Source-port slots due for a new socket: rotated; deferred (the slot's old sockets still wait for late answers); failed (no socket could be opened).",
+    );
+    for (outcome, n) in [
+        ("rotated", sum(workers, |w| IoStats::get(&w.io.upstream_rotations))),
+        ("deferred", sum(workers, |w| IoStats::get(&w.io.upstream_rotations_deferred))),
+        ("failed", sum(workers, |w| IoStats::get(&w.io.upstream_socket_errors))),
+    ] {
+        sample(&mut out, "kdns_upstream_socket_rotations_total", &[("outcome", outcome)], n);
     }
 
     if !xdp.is_empty() {

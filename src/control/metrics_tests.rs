@@ -129,6 +129,18 @@ fn daemon() -> (Vec<FakeWorker>, Vec<SocketAddr>, Vec<Arc<dyn XdpCounterSource>>
     for _ in 0..10 {
         e.latency(Duration::from_millis(3));
     }
+    let io = &ws[3].handle.io;
+    IoStats::add(&io.tcp_accepted, 50);
+    IoStats::add(&io.tcp_refused_per_client, 9);
+    IoStats::add(&io.tcp_evicted_idle, 4);
+    IoStats::add(&io.tcp_idle_closed, 6);
+    io.tcp_open.store(31, std::sync::atomic::Ordering::Relaxed);
+    for w in &ws {
+        w.handle.io.upstream_sockets_open.store(16, std::sync::atomic::Ordering::Relaxed);
+        IoStats::add(&w.handle.io.upstream_sockets_opened, 20);
+        IoStats::add(&w.handle.io.upstream_rotations, 4);
+    }
+    IoStats::add(&ws[0].handle.io.upstream_rotations_deferred, 2);
 
     // B1 up everywhere with RTTs; B2 down on worker 1, which used it.
     for (w, sent, rtt_us) in [(&ws[0], 100u64, 1500u64), (&ws[1], 80, 2500), (&ws[3], 10, 1000)] {
@@ -159,7 +171,7 @@ fn daemon() -> (Vec<FakeWorker>, Vec<SocketAddr>, Vec<Arc<dyn XdpCounterSource>>
 fn rendered() -> String {
     let (ws, configured, xdp) = daemon();
     let handles: Vec<WorkerHandle> = ws.iter().map(|w| w.handle.clone()).collect();
-    render(&handles, &configured, &xdp)
+    render(&handles, &configured, &xdp, &kdns_core::engine::ClientLimits::default(), &Default::default())
 }
 
 /// The value of the sample `series` (name and labels exactly as written).
@@ -266,6 +278,17 @@ fn counters_and_gauges_are_summed_over_workers() {
     assert_eq!(value(&text, "kdns_drops_total{reason=\"pending_full\"}"), 1.0);
     assert_eq!(value(&text, "kdns_xdp_packets_total{interface=\"eth0\",queue=\"0\",action=\"redirected\"}"), 40.0);
     assert_eq!(value(&text, "kdns_xdp_packets_total{interface=\"eth0\",queue=\"1\",action=\"passed\"}"), 800.0);
+    assert_eq!(value(&text, "kdns_tcp_connections_open"), 31.0);
+    assert_eq!(value(&text, "kdns_tcp_connections_total{event=\"accepted\"}"), 50.0);
+    assert_eq!(value(&text, "kdns_tcp_connections_total{event=\"refused_per_client\"}"), 9.0);
+    assert_eq!(value(&text, "kdns_tcp_connections_total{event=\"evicted_idle\"}"), 4.0);
+    assert_eq!(value(&text, "kdns_tcp_connections_total{event=\"evicted_busy\"}"), 0.0);
+    assert_eq!(value(&text, "kdns_tcp_connections_total{event=\"idle_closed\"}"), 6.0);
+    assert_eq!(value(&text, "kdns_upstream_sockets_open"), 64.0);
+    assert_eq!(value(&text, "kdns_upstream_sockets_opened_total"), 80.0);
+    assert_eq!(value(&text, "kdns_upstream_socket_rotations_total{outcome=\"rotated\"}"), 16.0);
+    assert_eq!(value(&text, "kdns_upstream_socket_rotations_total{outcome=\"deferred\"}"), 2.0);
+    assert_eq!(value(&text, "kdns_upstream_socket_rotations_total{outcome=\"failed\"}"), 0.0);
     assert!(!text.contains("eth1"), "an interface whose counters cannot be read has no samples");
 }
 
@@ -314,12 +337,25 @@ fn every_family_has_help_and_type_once_before_its_samples() {
             "kdns_cache_evictions_total",
             "kdns_forward_requests_total",
             "kdns_forward_timeouts_total",
+            "kdns_forward_slow_total",
+            "kdns_forward_late_answers_total",
+            "kdns_coalesced_total",
+            "kdns_limited_total",
+            "kdns_limit",
+            "kdns_limit_over_limit_info",
             "kdns_forward_retries_total",
             "kdns_stale_answers_total",
             "kdns_backend_up",
+            "kdns_backend_suspected_total",
+            "kdns_backend_try_timeout_seconds",
             "kdns_backend_rtt_seconds",
             "kdns_request_duration_seconds",
             "kdns_drops_total",
+            "kdns_tcp_connections_open",
+            "kdns_tcp_connections_total",
+            "kdns_upstream_sockets_open",
+            "kdns_upstream_sockets_opened_total",
+            "kdns_upstream_socket_rotations_total",
             "kdns_xdp_packets_total",
         ]
     );
@@ -338,7 +374,7 @@ fn floats_are_spelled_as_prometheus_reads_them() {
 
 #[test]
 fn no_workers_no_backends_still_render_every_family() {
-    let text = render(&[], &[], &[]);
+    let text = render(&[], &[], &[], &kdns_core::engine::ClientLimits::default(), &Default::default());
     assert!(text.contains("kdns_request_duration_seconds_bucket{le=\"+Inf\"} 0\n"), "{text}");
     assert!(text.contains("kdns_request_duration_seconds_count 0\n"), "{text}");
     assert!(text.contains("# TYPE kdns_backend_rtt_seconds summary\n"), "{text}");

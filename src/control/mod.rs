@@ -64,6 +64,11 @@ pub struct DaemonInfo {
     pub pid: u32,
     /// The XDP programs' counters, one source per interface (empty without AF_XDP).
     pub xdp: Vec<Arc<dyn crate::handle::XdpCounterSource>>,
+    /// The per-client fair shares in force.
+    pub limits: kdns_core::engine::ClientLimits,
+    /// The per-client query rate of the XDP program (qps 0: off, or no
+    /// AF_XDP).
+    pub xdp_client_rate: crate::config::XdpClientRate,
 }
 
 /// Optional parts of the control plane.
@@ -445,6 +450,7 @@ fn route_metrics(shared: &Shared, rq: &Request) -> Reply {
     Reply {
         status: 200,
         headers: vec![("Content-Type", metrics::CONTENT_TYPE.into())],
-        body: metrics::render(&shared.workers, &shared.info.backends, &shared.info.xdp).into_bytes(),
+        body: metrics::render(&shared.workers, &shared.info.backends, &shared.info.xdp, &shared.info.limits, &shared.info.xdp_client_rate)
+            .into_bytes(),
     }
 }

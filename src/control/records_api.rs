@@ -306,6 +306,8 @@ ttl = 60
                 backends: vec![],
                 pid: 1,
                 xdp: vec![],
+                limits: kdns_core::engine::ClientLimits::default(),
+                xdp_client_rate: Default::default(),
             },
             Extras { records: Some(Arc::clone(&store)), tcp: Some(("127.0.0.1:0".parse().unwrap(), tok.into())) },
         )

@@ -28,8 +28,47 @@ pub(super) struct Stats {
     pub totals: Totals,
     pub workers: Vec<WorkerJson>,
     pub backends: Vec<BackendJson>,
+    /// The per-client fair shares in force (per worker).
+    pub limits: LimitsJson,
     /// The XDP program's counters per interface (empty without AF_XDP).
     pub xdp: Vec<XdpJson>,
+}
+
+/// `[limits]` as configured.
+#[derive(Debug, Serialize)]
+pub(super) struct LimitsJson {
+    pub client_prefix_v4: u8,
+    pub client_prefix_v6: u8,
+    pub client_max_pending: u32,
+    pub client_miss_rate: u32,
+    pub client_miss_burst: u32,
+    pub over_limit: &'static str,
+    pub clients: usize,
+    /// The XDP program's per-client query rate (0: off); its drops are the
+    /// queues' `dropped`.
+    pub xdp_client_qps: u32,
+    pub xdp_client_burst: u32,
+}
+
+impl LimitsJson {
+    pub(super) fn new(l: &kdns_core::engine::ClientLimits, x: &crate::config::XdpClientRate) -> LimitsJson {
+        use kdns_core::engine::OverLimit;
+        LimitsJson {
+            client_prefix_v4: l.prefix_v4,
+            client_prefix_v6: l.prefix_v6,
+            client_max_pending: l.max_pending,
+            client_miss_rate: l.miss_rate,
+            client_miss_burst: l.miss_burst,
+            over_limit: match l.over_limit {
+                OverLimit::Servfail => "servfail",
+                OverLimit::Refused => "refused",
+                OverLimit::Drop => "drop",
+            },
+            clients: l.table_size,
+            xdp_client_qps: x.qps,
+            xdp_client_burst: if x.qps > 0 { x.burst } else { 0 },
+        }
+    }
 }
 
 /// One interface's XDP program counters.
@@ -117,6 +156,11 @@ pub(super) struct Counters {
     pub cache_evictions: u64,
     pub cache_expired: u64,
     pub forwarded: u64,
+    pub coalesced: u64,
+    pub limited_pending: u64,
+    pub limited_rate: u64,
+    pub slow_tries: u64,
+    pub late_answers: u64,
     pub local_answers: u64,
     pub panic_forwards: u64,
     pub retried: u64,
@@ -150,10 +194,18 @@ pub(super) struct IoJson {
     pub backend_rx: u64,
     pub tcp_accepted: u64,
     pub tcp_refused: u64,
+    pub tcp_refused_per_client: u64,
+    pub tcp_evicted_idle: u64,
+    pub tcp_evicted_busy: u64,
     pub tcp_idle_closed: u64,
     pub tcp_open: u64,
     pub tcp_upstream: u64,
     pub lost_at_shutdown: u64,
+    pub upstream_sockets_open: u64,
+    pub upstream_sockets_opened: u64,
+    pub upstream_rotations: u64,
+    pub upstream_rotations_deferred: u64,
+    pub upstream_socket_errors: u64,
     pub rx_oversized: u64,
     pub frame_errors: u64,
 }
@@ -171,9 +223,16 @@ pub(super) struct BackendJson {
     pub sent: u64,
     pub answers: u64,
     pub timeouts: u64,
+    /// Tries that outlived their timeout while the backend kept answering.
+    pub slow: u64,
+    pub late_answers: u64,
+    /// Times it became suspect (silent; a probe decided).
+    pub suspected: u64,
     pub probes: u64,
     pub went_down: u64,
     pub came_up: u64,
+    /// The longest try timeout in force on any worker (it follows the RTT).
+    pub try_timeout_ms: f64,
     pub rtt_ms: RttJson,
 }
 
@@ -227,6 +286,11 @@ impl Counters {
             cache_evictions: c.evictions.get(),
             cache_expired: c.expired.get(),
             forwarded: e.forwarded.get(),
+            coalesced: e.coalesced.get(),
+            limited_pending: e.limited_pending.get(),
+            limited_rate: e.limited_rate.get(),
+            slow_tries: e.slow_tries.get(),
+            late_answers: e.late_answers.get(),
             local_answers: e.local_answers.get(),
             panic_forwards: e.panic_forwards.get(),
             retried: e.retried.get(),
@@ -255,10 +319,18 @@ impl Counters {
                 backend_rx: g(&io.backend_rx),
                 tcp_accepted: g(&io.tcp_accepted),
                 tcp_refused: g(&io.tcp_refused),
+                tcp_refused_per_client: g(&io.tcp_refused_per_client),
+                tcp_evicted_idle: g(&io.tcp_evicted_idle),
+                tcp_evicted_busy: g(&io.tcp_evicted_busy),
                 tcp_idle_closed: g(&io.tcp_idle_closed),
                 tcp_open: g(&io.tcp_open),
                 tcp_upstream: g(&io.tcp_upstream),
                 lost_at_shutdown: g(&io.lost_at_shutdown),
+                upstream_sockets_open: g(&io.upstream_sockets_open),
+                upstream_sockets_opened: g(&io.upstream_sockets_opened),
+                upstream_rotations: g(&io.upstream_rotations),
+                upstream_rotations_deferred: g(&io.upstream_rotations_deferred),
+                upstream_socket_errors: g(&io.upstream_socket_errors),
                 rx_oversized: g(&io.rx_oversized),
                 frame_errors: g(&io.frame_errors),
             },
@@ -283,6 +355,11 @@ impl Counters {
         s(&mut self.cache_evictions, o.cache_evictions);
         s(&mut self.cache_expired, o.cache_expired);
         s(&mut self.forwarded, o.forwarded);
+        s(&mut self.coalesced, o.coalesced);
+        s(&mut self.limited_pending, o.limited_pending);
+        s(&mut self.limited_rate, o.limited_rate);
+        s(&mut self.slow_tries, o.slow_tries);
+        s(&mut self.late_answers, o.late_answers);
         s(&mut self.local_answers, o.local_answers);
         s(&mut self.panic_forwards, o.panic_forwards);
         s(&mut self.retried, o.retried);
@@ -310,10 +387,18 @@ impl Counters {
         s(&mut a.backend_rx, b.backend_rx);
         s(&mut a.tcp_accepted, b.tcp_accepted);
         s(&mut a.tcp_refused, b.tcp_refused);
+        s(&mut a.tcp_refused_per_client, b.tcp_refused_per_client);
+        s(&mut a.tcp_evicted_idle, b.tcp_evicted_idle);
+        s(&mut a.tcp_evicted_busy, b.tcp_evicted_busy);
         s(&mut a.tcp_idle_closed, b.tcp_idle_closed);
         s(&mut a.tcp_open, b.tcp_open);
         s(&mut a.tcp_upstream, b.tcp_upstream);
         s(&mut a.lost_at_shutdown, b.lost_at_shutdown);
+        s(&mut a.upstream_sockets_open, b.upstream_sockets_open);
+        s(&mut a.upstream_sockets_opened, b.upstream_sockets_opened);
+        s(&mut a.upstream_rotations, b.upstream_rotations);
+        s(&mut a.upstream_rotations_deferred, b.upstream_rotations_deferred);
+        s(&mut a.upstream_socket_errors, b.upstream_socket_errors);
         s(&mut a.rx_oversized, b.rx_oversized);
         s(&mut a.frame_errors, b.frame_errors);
     }
@@ -430,9 +515,13 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
                 sent: 0,
                 answers: 0,
                 timeouts: 0,
+                slow: 0,
+                late_answers: 0,
+                suspected: 0,
                 probes: 0,
                 went_down: 0,
                 came_up: 0,
+                try_timeout_ms: 0.0,
                 rtt_ms: RttJson::default(),
             },
             rtt: None,
@@ -462,6 +551,10 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
             j.sent += b.sent.get();
             j.answers += b.answers.get();
             j.timeouts += b.timeouts.get();
+            j.slow += b.slow.get();
+            j.late_answers += b.late_answers.get();
+            j.suspected += b.suspected.get();
+            j.try_timeout_ms = j.try_timeout_ms.max(b.try_timeout_us.get() as f64 / 1000.0);
             j.probes += b.probes.get();
             j.went_down += b.went_down.get();
             j.came_up += b.came_up.get();
@@ -522,6 +615,7 @@ pub(super) fn collect(shared: &Shared) -> Stats {
         totals: Totals { workers: workers.len(), counters: totals, hit_ratio },
         workers: wjson,
         backends: backends(&shared.info.backends, workers, &snaps),
+        limits: LimitsJson::new(&shared.info.limits, &shared.info.xdp_client_rate),
         xdp: xdp(&shared.info.xdp),
     }
 }

@@ -100,6 +100,8 @@ fn info() -> DaemonInfo {
         listen: vec![addr("127.0.0.1:53")],
         backends: vec![addr(B1), addr(B2)],
         pid: 4242,
+        limits: kdns_core::engine::ClientLimits::default(),
+        xdp_client_rate: Default::default(),
     }
 }
 

@@ -4,7 +4,8 @@
 //! The program redirects to `xsks_map[rx_queue]` only UDP DNS queries for the
 //! listen addresses and port (IPv4/IPv6, at most one VLAN tag, no fragments,
 //! no IPv6 extension headers, sane lengths) and passes everything else to the
-//! kernel. It never drops. Maps (see the C file for the authoritative text):
+//! kernel. It drops only queries of a client over the optional per-client
+//! rate ([`ClientRate`]). Maps (see the C file for the authoritative text):
 //!
 //! | map         | type           | key                         | value                  |
 //! |-------------|----------------|-----------------------------|------------------------|
@@ -12,8 +13,11 @@
 //! | `listen_v4` | HASH, 1024     | `u32` IPv4, network order   | `u8` (1)               |
 //! | `listen_v6` | HASH, 1024     | `[u8; 16]` IPv6             | `u8` (1)               |
 //! | `counters`  | PERCPU_ARRAY 64| `u32` rx queue              | `{u64 redirected, passed, malformed, dropped}` |
+//! | `client_rate` | LRU_HASH, [`ClientRate::entries`] | `{u32 family, u32 addr[4]}` (source, masked) | `u64` theoretical arrival time |
 //!
-//! Global `volatile const __u16 dns_port`: the port in NETWORK byte order.
+//! Globals: `volatile const __u16 dns_port`, the port in NETWORK byte order;
+//! `client_interval_ns`, `client_burst_ns` (0: no rate) and
+//! `client_prefix_v4`, `client_prefix_v6`.
 //! A wildcard listen address (0.0.0.0 or ::) matches every destination of
 //! its family.
 //!
@@ -93,6 +97,22 @@ pub struct QueueCounters {
     pub malformed: u64,
     /// Dropped by the program (XDP_DROP/XDP_ABORTED): always 0 today.
     pub dropped: u64,
+}
+
+/// The optional per-client query rate the XDP program enforces (hits
+/// included): a client over it has its queries dropped before any copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRate {
+    /// Queries per second, sustained (0: off).
+    pub qps: u32,
+    /// Queries at once.
+    pub burst: u32,
+    /// Clients within one IPv4 /N are one client.
+    pub prefix_v4: u8,
+    /// Clients within one IPv6 /N are one client.
+    pub prefix_v6: u8,
+    /// Clients tracked (LRU).
+    pub entries: u32,
 }
 
 /// Value layout of the `counters` map (`struct kdns_counters`).
@@ -179,8 +199,9 @@ impl fmt::Debug for XdpProgram {
 impl XdpProgram {
     /// Loads the program for interface `ifname` with the listen addresses and
     /// port (only addresses of listen entries; the caller passes all of them,
-    /// including ones on other interfaces, that is fine). Does not attach.
-    pub fn load(ifname: &str, listen: &[IpAddr], port: u16) -> Result<XdpProgram, XdpError> {
+    /// including ones on other interfaces, that is fine), and the optional
+    /// per-client query rate. Does not attach.
+    pub fn load(ifname: &str, listen: &[IpAddr], port: u16, rate: Option<&ClientRate>) -> Result<XdpProgram, XdpError> {
         let ifindex = ifindex_of(ifname)?;
 
         let mut v4: Vec<u32> = Vec::new();
@@ -207,7 +228,22 @@ impl XdpProgram {
         }
 
         let port_be: u16 = port.to_be();
-        let mut ebpf = EbpfLoader::new().override_global("dns_port", &port_be, true).load(OBJECT).map_err(|e| XdpError::load(ifname, e))?;
+        let (interval, burst, p4, p6, entries) = match rate {
+            Some(r) if r.qps > 0 => {
+                let interval = 1_000_000_000u64 / u64::from(r.qps);
+                (interval, interval * u64::from(r.burst.max(1)), u32::from(r.prefix_v4.min(32)), u32::from(r.prefix_v6.min(128)), r.entries)
+            }
+            _ => (0u64, 0u64, 32u32, 64u32, 1u32),
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("dns_port", &port_be, true)
+            .override_global("client_interval_ns", &interval, true)
+            .override_global("client_burst_ns", &burst, true)
+            .override_global("client_prefix_v4", &p4, true)
+            .override_global("client_prefix_v6", &p6, true)
+            .map_max_entries("client_rate", entries.max(1))
+            .load(OBJECT)
+            .map_err(|e| XdpError::load(ifname, e))?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or(XdpError::Object(PROGRAM))?

@@ -138,7 +138,15 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
     let mut prepared = Vec::new();
     let mut id = first_id;
     for ifname in &ifaces {
-        let mut prog = XdpProgram::load(ifname, &ips, port).map_err(|e| format!("{ifname}: {e}"))?;
+        let r = s.xdp_client_rate;
+        let rate = (r.qps > 0).then_some(loader::ClientRate {
+            qps: r.qps,
+            burst: r.burst,
+            prefix_v4: s.engine.limits.prefix_v4,
+            prefix_v6: s.engine.limits.prefix_v6,
+            entries: r.entries,
+        });
+        let mut prog = XdpProgram::load(ifname, &ips, port, rate.as_ref()).map_err(|e| format!("{ifname}: {e}"))?;
         let n = loader::rx_queues(ifname).map_err(|e| format!("{ifname}: cannot read its queues: {e}"))?;
         let queues: Vec<u32> =
             if s.xdp.queues.is_empty() { (0..n).collect() } else { s.xdp.queues.iter().copied().filter(|&q| q < n).collect() };
@@ -158,6 +166,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
                 mac,
                 engine,
                 settings: settings.clone(),
+                ports: s.ports.clone(),
                 stop: Arc::clone(stop),
             };
             let w = worker::prepare(setup)?;

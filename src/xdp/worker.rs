@@ -1,7 +1,8 @@
 //! The AF_XDP worker: one per (interface, queue), pinned, run to completion.
 //!
 //! Each worker owns a UMEM and one AF_XDP socket bound to its queue, an
-//! [`Engine`], and connected UDP sockets to the backends. A turn:
+//! [`Engine`], and its source-port pool for the backends (UDP sockets on
+//! random ports, see [`SourcePorts`]). A turn:
 //!
 //! 1. completion ring -> free frames;
 //! 2. RX ring: each frame is parsed in place (`net::parse_udp_frame`), the
@@ -9,8 +10,12 @@
 //!    into the same frame, turned around (`net::turn_around`) and put on
 //!    the TX ring; frames that carried misses or drops go back to the fill
 //!    ring at once;
-//! 3. backend answers (kernel UDP sockets, polled in the same loop) are
-//!    written into free frames with fresh Ethernet/IP/UDP headers;
+//! 3. backend answers (kernel UDP sockets) are written into free frames
+//!    with fresh Ethernet/IP/UDP headers. While queries are in flight, one
+//!    zero-timeout `epoll_wait` per turn says which of the pool's sockets
+//!    are readable and only those are read: the cost of a turn does not
+//!    grow with `upstream.source_ports`, and with nothing in flight the
+//!    sockets cost nothing at all;
 //! 4. timers, queued retries/probes, control messages;
 //! 5. TX kicks while the TX ring holds frames (copy mode sends at most 32
 //!    frames per kick) and the fill-ring wakeup when the kernel asks for
@@ -21,7 +26,6 @@
 //! tag (48 + 16 bits), so the answer to a miss needs no neighbour lookup.
 
 use std::io;
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,12 +38,12 @@ use hdrhistogram::Histogram;
 use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transmit, Transport, Verdict};
 use kdns_core::net::{self, L2Header};
 use kdns_core::Timestamp;
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use xsk_rs::config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind};
+use crate::upstream_sockets::{PortsConfig, SourcePorts};
 use crate::worker::new_histogram;
 
 const WAKE: Token = Token(usize::MAX);
@@ -91,6 +95,8 @@ pub struct XdpWorkerSetup {
     pub engine: EngineConfig,
     /// Rings and frames.
     pub settings: XdpSettings,
+    /// The source-port slots for backend queries.
+    pub ports: PortsConfig,
     /// Set to stop.
     pub stop: Arc<AtomicBool>,
 }
@@ -190,12 +196,8 @@ impl PreparedXdpWorker {
         // every NAPI flush runs the epoll callback (locks and all) on the
         // receive core even while the worker is busy. The worker polls it
         // with ppoll() only when it goes to sleep (see `sleep`).
-        let mut backends = Vec::new();
-        for (i, b) in setup.engine.backends.iter().enumerate() {
-            let mut s = UdpSocket::from_std(crate::worker::backend_socket(b.addr)?);
-            poll.registry().register(&mut s, Token(BACKEND_BASE + i), Interest::READABLE)?;
-            backends.push((b.addr, s));
-        }
+        let io_stats = Arc::new(IoStats::default());
+        let ports = crate::worker::new_ports(&setup.ports, &setup.engine, poll.registry(), BACKEND_BASE, &io_stats)?;
         // Half the frames wait in the fill ring for queries; the rest answer misses.
         let fill_n = (setup.settings.ring_size as usize).min(descs.len() / 2);
         let free: Vec<FrameDesc> = descs.split_off(fill_n);
@@ -206,7 +208,6 @@ impl PreparedXdpWorker {
         }
         let template = free.first().copied().or_else(|| descs.first().copied()).ok_or_else(|| io::Error::other("no frames"))?;
         let (tx_ch, rx_ch) = crossbeam_channel::unbounded();
-        let io_stats = Arc::new(IoStats::default());
         let handle = WorkerHandle {
             id: setup.id,
             kind: WorkerKind::Xdp,
@@ -218,7 +219,7 @@ impl PreparedXdpWorker {
             tx: tx_ch,
             waker,
         };
-        let n = backends.len();
+        let n = setup.engine.backends.len();
         let frame_size = setup.settings.frame_size as usize;
         let w = XdpWorker {
             id: setup.id,
@@ -240,7 +241,8 @@ impl PreparedXdpWorker {
             comp_buf: vec![template; setup.settings.ring_size as usize],
             tx_batch: Vec::with_capacity(BATCH * 2),
             refill: Vec::with_capacity(BATCH * 2),
-            backends,
+            ports,
+            events: Events::with_capacity(64),
             qbuf: vec![0; MAX_QUERY],
             out: vec![0; 65_535],
             abuf: vec![0; 65_535],
@@ -351,7 +353,9 @@ struct XdpWorker {
     comp_buf: Vec<FrameDesc>,
     tx_batch: Vec<FrameDesc>,
     refill: Vec<FrameDesc>,
-    backends: Vec<(SocketAddr, UdpSocket)>,
+    ports: SourcePorts,
+    /// Readiness of the pool's sockets (and the control waker).
+    events: Events,
     qbuf: Vec<u8>,
     out: Vec<u8>,
     abuf: Vec<u8>,
@@ -369,7 +373,6 @@ impl XdpWorker {
 
     fn run(mut self) {
         tracing::debug!(worker = self.id, ifname = %self.ifname, queue = self.queue, "AF_XDP worker running");
-        let mut events = Events::with_capacity(64);
         let mut stopping: Option<Instant> = None;
         let mut idle_turns = 0u32;
         loop {
@@ -378,11 +381,13 @@ impl XdpWorker {
                 moved += self.receive();
             }
             let now = self.now();
-            // Only look at the backend sockets while something is pending:
-            // at cache-hit load that saves a syscall per turn.
-            if self.engine.in_flight() > 0 {
+            // Only look at the backend sockets while something is pending
+            // (or a socket was left with data): at cache-hit load that saves
+            // a syscall per turn.
+            if self.engine.in_flight() > 0 || self.ports.has_ready() {
                 moved += self.backend_answers(now);
             }
+            self.ports.tick(Instant::now());
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
@@ -416,7 +421,7 @@ impl XdpWorker {
             let now = self.now();
             let timeout =
                 self.engine.poll_timeout().map_or(Duration::from_millis(500), |t| t.saturating_since(now)).min(Duration::from_millis(500));
-            if let Err(e) = self.sleep(&mut events, timeout) {
+            if let Err(e) = self.sleep(timeout) {
                 tracing::error!(worker = self.id, error = %e, "poll failed; worker stops");
                 break;
             }
@@ -425,7 +430,7 @@ impl XdpWorker {
 
     /// Sleeps until the AF_XDP socket has frames, a backend socket or the
     /// control waker is ready (the epoll set, itself pollable), or `timeout`.
-    fn sleep(&mut self, events: &mut Events, timeout: Duration) -> io::Result<()> {
+    fn sleep(&mut self, timeout: Duration) -> io::Result<()> {
         let mut fds = [
             libc::pollfd { fd: self.rx.fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: self.poll.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -438,11 +443,25 @@ impl XdpWorker {
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
         if fds[1].revents != 0 {
-            // Consume the epoll set's ready list, or it stays readable; the
-            // loop itself reads the sockets and the control channel.
-            match self.poll.poll(events, Some(Duration::ZERO)) {
-                Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
-                _ => {}
+            // Consume the epoll set's ready list, or it stays readable, and
+            // keep which backend sockets it names (edge-triggered: this is
+            // the only notice they get); the loop reads them and the
+            // control channel.
+            self.poll_ports()?;
+        }
+        Ok(())
+    }
+
+    /// One zero-timeout `epoll_wait`: the pool's sockets that became
+    /// readable go on its ready list.
+    fn poll_ports(&mut self) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
+            _ => {}
+        }
+        for ev in self.events.iter() {
+            if ev.token() != WAKE {
+                self.ports.readable(ev.token());
             }
         }
         Ok(())
@@ -515,37 +534,48 @@ impl XdpWorker {
                     None
                 }
             },
-            Verdict::Forward { backend, len, .. } => {
-                if let Some((_, s)) = self.backends.get(backend.index()) {
-                    match s.send(&out[..len]) {
-                        Ok(_) => IoStats::add(&self.io.backend_tx, 1),
-                        Err(_) => IoStats::add(&self.io.tx_errors, 1),
-                    }
+            Verdict::Forward { addr, len, port, .. } => {
+                match self.ports.send(port, addr, &out[..len], Instant::now()) {
+                    Ok(_) => IoStats::add(&self.io.backend_tx, 1),
+                    Err(_) => IoStats::add(&self.io.tx_errors, 1),
                 }
                 None
             }
-            Verdict::Drop(_) => None,
+            // The reply comes out of poll_transmit with the answer.
+            Verdict::Wait | Verdict::Drop(_) => None,
         }
     }
 
-    /// Reads backend answers and sends the replies from free frames.
+    /// Reads backend answers from the pool's ready sockets and sends the
+    /// replies from free frames.
     fn backend_answers(&mut self, now: Timestamp) -> usize {
+        if !self.ports.has_ready() {
+            if let Err(e) = self.poll_ports() {
+                tracing::debug!(worker = self.id, error = %e, "epoll_wait failed");
+            }
+        }
         let mut moved = 0;
-        for b in 0..self.backends.len() {
+        while let Some(r) = self.ports.next_ready() {
+            let mut drained = false;
             for _ in 0..BATCH {
-                let (addr, sock) = &self.backends[b];
-                let addr = *addr;
-                let n = match sock.recv(&mut self.abuf) {
-                    Ok(n) => n,
-                    Err(_) => break,
+                let (n, from) = match self.ports.recv_from(r.id, &mut self.abuf) {
+                    Ok(x) => x,
+                    Err(_) => {
+                        drained = true;
+                        break;
+                    }
                 };
                 moved += 1;
                 IoStats::add(&self.io.backend_rx, 1);
-                let v = self.engine.handle_backend_answer(now, addr, &self.abuf[..n], &mut self.out);
+                let v = self.engine.handle_backend_answer(now, from, r.slot, &self.abuf[..n], &mut self.out);
                 crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
                 if let AnswerVerdict::Reply { client, len } = v {
                     self.send_from_fresh_frame(client, len);
                 }
+            }
+            if !drained {
+                self.ports.again(r.id);
+                break;
             }
         }
         moved
@@ -587,14 +617,10 @@ impl XdpWorker {
         while let Some(t) = self.engine.poll_transmit(now, &mut self.out) {
             n += 1;
             match t {
-                Transmit::Backend { backend, len, .. } => {
-                    if let Some((_, s)) = self.backends.get(backend.index()) {
-                        match s.send(&self.out[..len]) {
-                            Ok(_) => IoStats::add(&self.io.backend_tx, 1),
-                            Err(_) => IoStats::add(&self.io.tx_errors, 1),
-                        }
-                    }
-                }
+                Transmit::Backend { addr, len, port, .. } => match self.ports.send(port, addr, &self.out[..len], Instant::now()) {
+                    Ok(_) => IoStats::add(&self.io.backend_tx, 1),
+                    Err(_) => IoStats::add(&self.io.tx_errors, 1),
+                },
                 Transmit::Client { client, len } => self.send_from_fresh_frame(client, len),
             }
         }

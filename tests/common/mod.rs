@@ -557,8 +557,15 @@ impl Unbound {
     /// Writes the configuration and starts Unbound on `addr` inside `ns`,
     /// then waits until it answers.
     pub fn start(ns: &Netns, addr: SocketAddr) -> Unbound {
+        Self::start_with(ns, addr, "")
+    }
+
+    /// [`Unbound::start`] with `extra` inserted at the end of the `server:`
+    /// clause (more server options, then e.g. a `stub-zone:` clause).
+    pub fn start_with(ns: &Netns, addr: SocketAddr, extra: &str) -> Unbound {
         let dir = TempDir::new("unbound");
-        fs::write(dir.join("unbound.conf"), unbound_conf(dir.path(), addr)).expect("write unbound.conf");
+        let conf = unbound_conf(dir.path(), addr).replace("remote-control:\n", &format!("{extra}remote-control:\n"));
+        fs::write(dir.join("unbound.conf"), conf).expect("write unbound.conf");
         let mut u = Unbound { addr, ns_name: ns.name.clone(), prefix: ns.prefix(), dir, child: None };
         u.spawn();
         u
@@ -878,11 +885,14 @@ pub struct LabOpts {
     /// Run with the server namespace and the link once they are set up,
     /// before kdns starts (e.g. to attach a stale XDP program).
     pub before_kdns: Option<fn(&Netns, &Link)>,
+    /// Appended to each Unbound's `server:` clause (see
+    /// [`Unbound::start_with`]).
+    pub unbound_extra: String,
 }
 
 impl Default for LabOpts {
     fn default() -> Self {
-        LabOpts { backends: 1, allow: None, extra: Vec::new(), queues: None, before_kdns: None }
+        LabOpts { backends: 1, allow: None, extra: Vec::new(), queues: None, before_kdns: None, unbound_extra: String::new() }
     }
 }
 
@@ -907,8 +917,9 @@ impl Lab {
         let client = Netns::new(id, "c");
         let server = Netns::new(id, "s");
         let link = veth_with_queues(&client, &server, id, x, opts.queues);
-        let unbounds: Vec<Unbound> =
-            (0..opts.backends).map(|i| Unbound::start(&server, SocketAddr::from(([127, 0, 0, 1], UNBOUND_PORT + i as u16)))).collect();
+        let unbounds: Vec<Unbound> = (0..opts.backends)
+            .map(|i| Unbound::start_with(&server, SocketAddr::from(([127, 0, 0, 1], UNBOUND_PORT + i as u16)), &opts.unbound_extra))
+            .collect();
         let allow = opts.allow.clone().unwrap_or_else(|| vec!["10.53.{x}.0/25".into(), "fd53:{x}::/64".into()]);
         let allow = allow.iter().map(|a| a.replace("{x}", &x.to_string()));
         let mut args: Vec<String> =

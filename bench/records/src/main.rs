@@ -131,7 +131,7 @@ fn main() -> ExitCode {
             Verdict::Forward { addr, len, .. } => {
                 let a = (i as u32 + 1).to_be_bytes();
                 let alen = backend_answer(&out[..len], [10, a[1], a[2], a[3]], &mut ans);
-                let v = engine.handle_backend_answer(NOW, addr, &ans[..alen], &mut out);
+                let v = engine.handle_backend_answer(NOW, addr, 0, &ans[..alen], &mut out);
                 while engine.poll_transmit(NOW, &mut drain).is_some() {}
                 assert!(matches!(v, AnswerVerdict::Reply { .. }), "warm-up answer not replied: {v:?}");
             }

@@ -2,7 +2,8 @@
 //! (arbitrary bytes from a handful of client addresses, UDP or TCP, output
 //! buffers of several sizes), backend answers (to a query the engine really
 //! sent, with the fuzzer's flags and sections after the question, or raw
-//! bytes, from the right backend or another source) and time passing
+//! bytes, from the right backend or another source, on the source-port slot
+//! it went out from or another) and time passing
 //! (`handle_timeout` when `poll_timeout` is due, `poll_transmit` drained
 //! after every call, as a driver does).
 //!
@@ -14,9 +15,9 @@
 //! - every query sent to a backend parses, is a query, asks what the
 //!   client asked, and goes to a configured backend;
 //! - every client query ends exactly once: a reply, a counted drop, or a
-//!   forward that is later answered (backend answer, stale answer or
-//!   SERVFAIL); none is answered twice, and once time has run past every
-//!   deadline none is left waiting;
+//!   forward (or a wait on an identical question in flight) that is later
+//!   answered (backend answer, stale answer or SERVFAIL); none is answered
+//!   twice, and once time has run past every deadline none is left waiting;
 //! - the counters add up: `queries` = replies + drops of queries + queries
 //!   still waiting, `rcodes` sum to the replies.
 //!
@@ -27,15 +28,20 @@
 //!
 //! Script format (what gen_corpus.py writes; a short read ends the script):
 //!   byte 0: config (bit 0: local records, bit 1: pending capacity 4
-//!           instead of 64, bits 2-3: max_tries 1..=4)
+//!           instead of 64, bits 2-3: max_tries 1..=4, bit 4: tight
+//!           per-client limits (clients by /24, 3 pending, 20 misses/s, burst
+//!           10), bits 5-6: what a client over them gets (SERVFAIL, REFUSED,
+//!           nothing), bit 7: no coalescing)
 //!   then events, each one opcode byte (taken mod 4):
 //!   0 query   client:u8 port:u16 mode:u8 len:u16 bytes[len]
 //!             (mode bit 0: TCP, bits 1-3: output buffer size)
 //!   1 answer  which:u8 from:u8 flags:u16 an:u16 ns:u16 ar:u16 case:u8
 //!             len:u16 tail[len]: an answer to the `which`-th latest query
 //!             sent to a backend (its ID and question, the name's case
-//!             flipped by `case`), `tail` after the question
-//!   2 raw     from:u8 len:u16 bytes[len]: a backend answer as is
+//!             flipped by `case`), `tail` after the question; from bit 7:
+//!             from another source, bit 6: on another source-port slot
+//!   2 raw     from:u8 len:u16 bytes[len]: a backend answer as is (slot:
+//!             bits 4-5 of from)
 //!   3 time    ms:u16: advance the clock
 #![no_main]
 
@@ -44,7 +50,9 @@ use core::time::Duration;
 use std::sync::Arc;
 
 use kdns_core::cache::CacheConfig;
-use kdns_core::engine::{Acl, AnswerVerdict, Client, DropReason, Engine, EngineConfig, Transmit, Transport, Verdict};
+use kdns_core::engine::{
+    Acl, AnswerVerdict, Client, ClientLimits, DropReason, Engine, EngineConfig, OverLimit, Transmit, Transport, Verdict,
+};
 use kdns_core::records::{Instance, Mode, RecordsConfig, Service, Snapshot, StaticData, StaticRecord};
 use kdns_core::upstream::BackendSpec;
 use kdns_core::wire::{quick_query, Header, Message, HEADER_LEN};
@@ -52,6 +60,8 @@ use kdns_core::Timestamp;
 use libfuzzer_sys::fuzz_target;
 
 const UDP_SIZE: u16 = 1232;
+/// Source-port slots of the backend sockets.
+const PORTS: u16 = 3;
 const OUT_SIZES: [usize; 8] = [512, 600, 1232, 1400, 2048, 4096, 9000, 65535];
 
 fn backends() -> [SocketAddr; 2] {
@@ -138,6 +148,7 @@ struct Asked {
 /// A query the engine sent to a backend.
 struct Sent {
     addr: SocketAddr,
+    port: u16,
     bytes: Vec<u8>,
 }
 
@@ -241,12 +252,14 @@ impl World {
                 let reply = self.out[..len].to_vec();
                 self.reply(&client, &reply);
             }
-            Verdict::Forward { addr, len, .. } => {
+            Verdict::Forward { addr, len, port, .. } => {
                 assert!(len <= out_len);
                 let bytes = self.out[..len].to_vec();
-                self.forwarded(Some(tag), addr, bytes);
+                self.forwarded(Some(tag), addr, port, bytes);
                 self.waiting += 1;
             }
+            // An identical question is in flight: the reply comes with its answer.
+            Verdict::Wait => self.waiting += 1,
             Verdict::Drop(reason) => {
                 assert!(!reason.name().starts_with("answer_"), "a query dropped for an answer's reason: {reason:?}");
                 self.asked[tag].done = true;
@@ -279,8 +292,9 @@ impl World {
 
     /// A query the engine sends to a backend (for a client, or a probe or
     /// refresh when `tag` is None).
-    fn forwarded(&mut self, tag: Option<usize>, addr: SocketAddr, bytes: Vec<u8>) {
+    fn forwarded(&mut self, tag: Option<usize>, addr: SocketAddr, port: u16, bytes: Vec<u8>) {
         assert!(backends().contains(&addr), "a query sent to {addr}, not a backend");
+        assert!(port < PORTS, "a query sent from source-port slot {port} of {PORTS}");
         let h = Header::new_checked(&bytes[..]).expect("a backend query shorter than a header");
         assert!(!h.qr() && h.qdcount() == 1, "a backend query that is not a query");
         let q = question_of(&bytes).expect("a backend query that does not parse");
@@ -290,13 +304,11 @@ impl World {
         if self.sent.len() == 16 {
             self.sent.remove(0);
         }
-        self.sent.push(Sent { addr, bytes });
+        self.sent.push(Sent { addr, port, bytes });
     }
 
-    fn answer(&mut self, from: SocketAddr, answer: &[u8], out_len: usize) {
-        // Adapt here when the signature changes (e.g. the local port the
-        // answer came in on).
-        let v = self.engine.handle_backend_answer(self.now, from, answer, &mut self.out[..out_len]);
+    fn answer(&mut self, from: SocketAddr, port: u16, answer: &[u8], out_len: usize) {
+        let v = self.engine.handle_backend_answer(self.now, from, port, answer, &mut self.out[..out_len]);
         if !matches!(v, AnswerVerdict::Drop(_)) && points_into_header(answer) {
             self.header_pointers = true;
         }
@@ -326,9 +338,9 @@ impl World {
     fn drain(&mut self) {
         while let Some(t) = self.engine.poll_transmit(self.now, &mut self.out) {
             match t {
-                Transmit::Backend { addr, len, .. } => {
+                Transmit::Backend { addr, len, port, .. } => {
                     let bytes = self.out[..len].to_vec();
-                    self.forwarded(None, addr, bytes);
+                    self.forwarded(None, addr, port, bytes);
                 }
                 Transmit::Client { client, len } => {
                     let reply = self.out[..len].to_vec();
@@ -354,6 +366,20 @@ fuzz_target!(|data: &[u8]| {
         udp_size: UDP_SIZE,
         pending_capacity: if conf & 2 != 0 { 4 } else { 64 },
         max_tries: 1 + ((conf >> 2) & 3),
+        limits: if conf & 0x10 != 0 {
+            ClientLimits {
+                prefix_v4: 24,
+                max_pending: 3,
+                miss_rate: 20,
+                miss_burst: 10,
+                over_limit: [OverLimit::Servfail, OverLimit::Refused, OverLimit::Drop][usize::from(conf >> 5 & 3) % 3],
+                ..ClientLimits::default()
+            }
+        } else {
+            ClientLimits::default()
+        },
+        coalesce: conf & 0x80 == 0,
+        source_ports: PORTS,
         seed: 0x5eed,
         ..EngineConfig::default()
     };
@@ -391,6 +417,7 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let Some(s) = w.sent.len().checked_sub(1 + usize::from(which) % 16).map(|i| &w.sent[i]) else { continue };
                 let Ok(m) = Message::parse(&s.bytes) else { continue };
+                let port = if from & 0x40 != 0 { (s.port + 1) % PORTS } else { s.port };
                 let from = if from & 0x80 != 0 { source(from) } else { s.addr };
                 let mut a = Vec::with_capacity(64 + tail.len());
                 a.extend_from_slice(&s.bytes[..2]);
@@ -413,14 +440,14 @@ fuzz_target!(|data: &[u8]| {
                 if skip_header_pointers && points_into_header(&a) {
                     continue;
                 }
-                w.answer(from, &a, 65535);
+                w.answer(from, port, &a, 65535);
             }
             2 => {
                 let (Some(from), Some(bytes)) = (input.u8(), input.bytes()) else { break };
                 if skip_header_pointers && points_into_header(bytes) {
                     continue;
                 }
-                w.answer(source(from), bytes, 65535);
+                w.answer(source(from), u16::from(from >> 4 & 3), bytes, 65535);
             }
             _ => {
                 let Some(ms) = input.u16() else { break };

@@ -123,6 +123,13 @@ pub struct Key<'a> {
     pub flags: KeyFlags,
 }
 
+impl Key<'_> {
+    /// The key's hash (seeded per cache; the same for every spelling).
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// What kind of answer an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {

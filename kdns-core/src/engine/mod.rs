@@ -4,9 +4,12 @@
 //! ```text
 //!   client query  --handle_query(now, client, bytes, out)-->  Verdict
 //!                       Reply(len)        answer is in out[..len]: send it back
-//!                       Forward{..}       query for a backend is in out[..len]
+//!                       Forward{..}       query for a backend is in out[..len],
+//!                                         to send from source-port slot `port`
+//!                       Wait              an identical question is in flight;
+//!                                         the reply comes from poll_transmit
 //!                       Drop(reason)      counted; send nothing
-//!   backend answer --handle_backend_answer(now, from, bytes, out)--> AnswerVerdict
+//!   backend answer --handle_backend_answer(now, from, port, bytes, out)--> AnswerVerdict
 //!   timers        --poll_timeout() / handle_timeout(now)
 //!   queued sends  --poll_transmit(now, out)--> Option<Transmit>   (retries,
 //!                   probes, early refreshes, SERVFAIL / stale answers)
@@ -16,8 +19,19 @@
 //! returns `None`, and calls `handle_timeout` once `poll_timeout` has passed.
 //! Nothing here reads a clock, allocates after construction on the query
 //! path, or blocks.
+//!
+//! Misses, in order: a client over its fair share ([`ClientLimits`]: pending
+//! queries, miss rate) gets a fast SERVFAIL or REFUSED; a question already
+//! in flight gets the same answer when it comes (coalescing, [`Verdict::Wait`]);
+//! anything else goes to a backend with a random ID, a random source-port
+//! slot and 0x20 case randomisation, all three checked on the answer. A try
+//! waits for its backend's own timeout ([`Pool::try_timeout`]); when it runs
+//! out, a backend that answered anything meanwhile is alive and the query
+//! keeps waiting on it (a slow name), while a silent one is retried on
+//! another backend. A late answer from any backend asked is taken.
 
 mod acl;
+mod limits;
 mod reply;
 mod stats;
 
@@ -27,16 +41,20 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use acl::{Acl, IpNet, IpNetError};
+pub use limits::{ClientLimits, OverLimit};
 pub use stats::{DropReason, EngineStats, LATENCY_BOUNDS};
 
-use crate::cache::{Cache, CacheConfig, KeyFlags, Lookup};
+use crate::cache::{Cache, CacheConfig, Key, KeyFlags, Lookup};
 use crate::records::{LocalAnswer, LocalQuery, Snapshot};
 use crate::time::Timestamp;
-use crate::upstream::pending::{Handle, Pending};
+use crate::upstream::pending::{Handle, InFlight, Pending};
 use crate::upstream::{BackendId, BackendSpec, HealthConfig, Pool, PoolError, Selection, Transition, TriedSet};
 use crate::wire::{
-    encode_name, flags, quick_query, Class, Header, Message, MessageError, Opcode, OptSpec, QuickEdns, QuickQuery, Rcode, Rtype, OPT_LEN,
+    encode_name, flags, quick_query, Class, Header, Message, MessageError, Opcode, OptSpec, QuickEdns, QuickQuery, Rcode, Rtype,
+    HEADER_LEN, OPT_LEN,
 };
+use hashbrown::HashTable;
+use limits::{Clients, Refusal, NO_CLIENT};
 
 /// How the engine behaves; every field has a sane default.
 #[derive(Debug, Clone)]
@@ -54,16 +72,34 @@ pub struct EngineConfig {
     /// The UDP payload size we advertise and honour at most (RFC 9715
     /// suggests 1232 to avoid fragmentation).
     pub udp_size: u16,
-    /// How long one try waits for a backend before asking the next.
+    /// The longest a try waits for a backend before the next is asked, and
+    /// the wait before a backend's first answer; with answers, each
+    /// backend's try timeout follows its round-trip times (see
+    /// [`Pool::try_timeout`]).
     pub try_timeout: Duration,
+    /// The shortest try timeout.
+    pub try_timeout_min: Duration,
     /// Most backends asked for one query.
     pub max_tries: u8,
     /// After this long a client gets a stale answer or SERVFAIL.
     pub query_deadline: Duration,
     /// Most queries in flight to backends at once.
     pub pending_capacity: usize,
-    /// The name probed on a down backend (with `CH TXT`; any answer counts).
+    /// The name probed on a down or suspect backend (with `CH TXT`; any
+    /// answer counts).
     pub probe_name: String,
+    /// Per-client fair shares of the pending table and of the miss rate.
+    pub limits: ClientLimits,
+    /// Answer a question already in flight from that query's answer
+    /// instead of asking again.
+    pub coalesce: bool,
+    /// Source-port slots the driver has for backend queries (at least 1);
+    /// each query goes out from a random one and its answer must come back
+    /// on it.
+    pub source_ports: u16,
+    /// Randomise the case of the letters of each forwarded question (0x20)
+    /// and drop answers that do not repeat it exactly.
+    pub randomize_case: bool,
     /// Seeds the query IDs and the cache hash. Give each worker its own
     /// random value.
     pub seed: u64,
@@ -79,10 +115,15 @@ impl Default for EngineConfig {
             acl: Acl::loopback(),
             udp_size: 1232,
             try_timeout: Duration::from_millis(800),
+            try_timeout_min: Duration::from_millis(50),
             max_tries: 3,
             query_deadline: Duration::from_millis(3000),
             pending_capacity: 4096,
             probe_name: "id.server.".into(),
+            limits: ClientLimits::default(),
+            coalesce: true,
+            source_ports: 1,
+            randomize_case: true,
             seed: 0x6b64_6e73_2d73_6565,
         }
     }
@@ -144,7 +185,12 @@ pub enum Verdict {
         addr: SocketAddr,
         /// Length of the query in `out`.
         len: usize,
+        /// The source-port slot to send it from (`0..source_ports`).
+        port: u16,
     },
+    /// Send nothing now: the same question is already in flight, and the
+    /// reply will come out of [`Engine::poll_transmit`] with its answer.
+    Wait,
     /// Send nothing (counted).
     Drop(DropReason),
 }
@@ -176,9 +222,11 @@ pub enum Transmit {
         addr: SocketAddr,
         /// Length in `out`.
         len: usize,
+        /// The source-port slot to send it from.
+        port: u16,
     },
-    /// An answer (stale or SERVFAIL) to a client whose query no backend
-    /// answered.
+    /// An answer to a client: one that waited on an identical question, or
+    /// whose query no backend answered (stale or SERVFAIL).
     Client {
         /// Who asked.
         client: Client,
@@ -194,8 +242,9 @@ enum Purpose {
     Probe,
 }
 
-/// A query in flight to a backend: the client's side of it, so that the
-/// answer can be turned into the client's reply.
+/// A query waiting for a backend: the client's side of it, so that the
+/// answer can be turned into the client's reply. Also used for a query
+/// waiting on an identical one (a *follower*: never sent, no ID).
 #[derive(Debug, Clone, Copy)]
 struct Upstream {
     purpose: Purpose,
@@ -211,6 +260,24 @@ struct Upstream {
     tried: TriedSet,
     next: BackendId,
     first_sent: Timestamp,
+    /// The entry in the client table holding this query's share.
+    client_slot: u32,
+    /// The cache key's hash (the coalescing index's key).
+    key_hash: u64,
+    /// In the coalescing index (a leader).
+    indexed: bool,
+    /// Leader: the first query waiting on it. Follower: the next one.
+    waiters: Option<Handle>,
+    /// Seeds the 0x20 spelling (the same for every try).
+    case_seed: u64,
+    /// The last try's outcome was already reported to the pool (a silent
+    /// timeout): a later answer is a late one.
+    settled: bool,
+    /// The last try outlived its timeout on a live backend: its answer is
+    /// not an RTT sample.
+    slow: bool,
+    /// Times the last try was given more time.
+    waits: u8,
 }
 
 impl Default for Upstream {
@@ -229,6 +296,14 @@ impl Default for Upstream {
             tried: TriedSet::EMPTY,
             next: BackendId(0),
             first_sent: Timestamp::ZERO,
+            client_slot: NO_CLIENT,
+            key_hash: 0,
+            indexed: false,
+            waiters: None,
+            case_seed: 0,
+            settled: false,
+            slow: false,
+            waits: 0,
         }
     }
 }
@@ -237,12 +312,28 @@ impl Upstream {
     fn qname(&self) -> &[u8] {
         &self.qname[..self.qlen as usize]
     }
+
+    fn same_question(&self, qname: &[u8], qtype: Rtype, qclass: Class, key_flags: KeyFlags) -> bool {
+        self.qtype == qtype && self.qclass == qclass && self.key_flags == key_flags && self.qname().eq_ignore_ascii_case(qname)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Action {
     Send(Handle),
     GiveUp(Handle),
+    /// Answer a follower from the answer its leader got (`fanout` buffer
+    /// of generation `gen`, else the cache).
+    Fanout(Handle, u32),
+}
+
+/// The last accepted answer that followers still wait for.
+#[derive(Debug)]
+struct Fanout {
+    buf: Vec<u8>,
+    len: usize,
+    msg: Option<Message>,
+    gen: u32,
 }
 
 /// One worker's engine. See the module docs.
@@ -254,7 +345,6 @@ pub struct Engine {
     actions: VecDeque<Action>,
     acl: Acl,
     udp_size: u16,
-    try_timeout: Duration,
     max_tries: u8,
     query_deadline: Duration,
     probe_name: [u8; 255],
@@ -263,13 +353,21 @@ pub struct Engine {
     last_rtt: Option<(BackendId, Duration)>,
     records: Arc<Snapshot>,
     rotate: u32,
+    clients: Clients,
+    over_limit: OverLimit,
+    coalesce: bool,
+    in_flight: HashTable<Handle>,
+    fanout: Fanout,
+    source_ports: u16,
+    randomize_case: bool,
     stats: Arc<EngineStats>,
 }
 
 impl Engine {
     /// An engine with everything preallocated.
     pub fn new(cfg: EngineConfig) -> Result<Engine, ConfigError> {
-        let pool = Pool::new(&cfg.backends, cfg.health, cfg.selection).map_err(ConfigError::Backends)?;
+        let health = HealthConfig { try_timeout_min: cfg.try_timeout_min, try_timeout_max: cfg.try_timeout, ..cfg.health };
+        let pool = Pool::new(&cfg.backends, health, cfg.selection).map_err(ConfigError::Backends)?;
         let mut probe_name = [0u8; 255];
         let probe_len = encode_name(&cfg.probe_name, &mut probe_name).map_err(|_| ConfigError::ProbeName(cfg.probe_name.clone()))?;
         let capacity = cfg.pending_capacity.clamp(1, 1 << 15);
@@ -277,10 +375,10 @@ impl Engine {
             cache: Cache::new(cfg.cache, cfg.seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15),
             pool,
             pending: Pending::new(capacity),
+            // Each slot queues at most one action at a time, plus probes.
             actions: VecDeque::with_capacity(2 * capacity + 64),
             acl: cfg.acl,
             udp_size: cfg.udp_size.max(512),
-            try_timeout: cfg.try_timeout,
             max_tries: cfg.max_tries.max(1),
             query_deadline: cfg.query_deadline,
             probe_name,
@@ -289,6 +387,16 @@ impl Engine {
             last_rtt: None,
             records: Arc::new(Snapshot::empty()),
             rotate: 0,
+            clients: Clients::new(cfg.limits, cfg.seed.rotate_left(41) ^ 0x2545_f491_4f6c_dd1d),
+            over_limit: cfg.limits.over_limit,
+            coalesce: cfg.coalesce,
+            // Twice the entries ever indexed: removals leave tombstones, and
+            // hashbrown then rehashes in place (no allocation) only while at
+            // most half full.
+            in_flight: HashTable::with_capacity(2 * capacity),
+            fanout: Fanout { buf: vec![0; usize::from(u16::MAX)], len: 0, msg: None, gen: 0 },
+            source_ports: cfg.source_ports.max(1),
+            randomize_case: cfg.randomize_case,
             stats: Arc::new(EngineStats::default()),
         })
     }
@@ -341,18 +449,22 @@ impl Engine {
         self.last_rtt.take()
     }
 
-    /// Queries waiting for a backend.
+    /// Queries waiting for a backend (followers included).
     pub fn in_flight(&self) -> usize {
         self.pending.len()
     }
 
+    fn random(&mut self) -> u64 {
+        // xorshift64*: fast, and the seed comes from the caller.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
     fn next_id(&mut self) -> Option<u16> {
         for _ in 0..16 {
-            // xorshift64*: fast, and the seed comes from the caller.
-            self.rng ^= self.rng >> 12;
-            self.rng ^= self.rng << 25;
-            self.rng ^= self.rng >> 27;
-            let id = (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16;
+            let id = (self.random() >> 48) as u16;
             if self.pending.id_free(id) {
                 return Some(id);
             }
@@ -403,7 +515,7 @@ impl Engine {
         }
         .min(out.len());
         let opt_len = if edns.is_some() { OPT_LEN } else { 0 };
-        let qname = &query[crate::wire::HEADER_LEN..asked.qname_end];
+        let qname = &query[HEADER_LEN..asked.qname_end];
         let q = &asked;
         let key_flags = KeyFlags::new(edns.is_some_and(|e| e.1), h.cd());
         if !self.records.is_empty() {
@@ -458,60 +570,174 @@ impl Engine {
             }
             Lookup::Stale | Lookup::Miss => {
                 st.cache_misses.inc();
-                let fill = |u: &mut Upstream| {
-                    *u = Upstream {
-                        purpose: Purpose::Client(*client),
-                        client_id: h.id(),
-                        client_flags: h.flags(),
-                        client_edns: edns.map(|e| e.0),
-                        key_flags,
-                        qlen: qname.len() as u8,
-                        qtype: q.qtype,
-                        qclass: q.qclass,
-                        first_sent: now,
-                        ..Upstream::default()
-                    };
-                    u.qname[..qname.len()].copy_from_slice(qname);
-                };
-                let Some(handle) = self.pending.insert(fill) else {
-                    st.count_drop(DropReason::PendingFull);
-                    return Verdict::Drop(DropReason::PendingFull);
-                };
-                match self.pool.select(now, TriedSet::EMPTY) {
-                    Some(b) => match self.send(now, handle, b, out) {
-                        Some(t) => {
-                            self.stats.forwarded.inc();
-                            match t {
-                                Transmit::Backend { backend, addr, len } => Verdict::Forward { backend, addr, len },
-                                Transmit::Client { len, .. } => Verdict::Reply(len),
-                            }
-                        }
-                        None => {
-                            self.pending.remove(handle);
-                            self.stats.count_drop(DropReason::PendingFull);
-                            Verdict::Drop(DropReason::PendingFull)
-                        }
-                    },
-                    // No backend is up: a stale answer at once if we have
-                    // one; else ask one anyway (panic mode), since the pool
-                    // may have marked a live backend down under overload.
-                    None if self.cache.has_stale(now, &key) => match self.give_up(handle, now, out) {
-                        Some(Transmit::Client { len, .. }) => Verdict::Reply(len),
-                        _ => Verdict::Drop(DropReason::NoBufferSpace),
-                    },
-                    None => match self.pool.select_any(TriedSet::EMPTY).and_then(|b| self.send(now, handle, b, out)) {
-                        Some(Transmit::Backend { backend, addr, len }) => {
-                            self.stats.forwarded.inc();
-                            self.stats.panic_forwards.inc();
-                            Verdict::Forward { backend, addr, len }
-                        }
-                        _ => match self.give_up(handle, now, out) {
-                            Some(Transmit::Client { len, .. }) => Verdict::Reply(len),
-                            _ => Verdict::Drop(DropReason::NoBufferSpace),
-                        },
-                    },
-                }
+                let asked =
+                    Asked { id: h.id(), flags: h.flags(), edns: edns.map(|e| e.0), key_flags, qname, qtype: q.qtype, qclass: q.qclass };
+                self.miss(now, client, &asked, &key, out)
             }
+        }
+    }
+
+    /// A cache miss: fair share, coalescing, then a backend.
+    fn miss(&mut self, now: Timestamp, client: &Client, a: &Asked<'_>, key: &Key<'_>, out: &mut [u8]) -> Verdict {
+        let leader = if self.coalesce { self.find_in_flight(key.hash(), a.qname, a.qtype, a.qclass, a.key_flags) } else { None };
+        let client_slot = if self.clients.enabled() {
+            match self.clients.admit(client.addr.ip(), now, leader.is_none()) {
+                Ok(i) => i,
+                Err(r) => return self.over_limit(r, client, a, out),
+            }
+        } else {
+            NO_CLIENT
+        };
+        let fill = |u: &mut Upstream| {
+            *u = Upstream {
+                purpose: Purpose::Client(*client),
+                client_id: a.id,
+                client_flags: a.flags,
+                client_edns: a.edns,
+                key_flags: a.key_flags,
+                qlen: a.qname.len() as u8,
+                qtype: a.qtype,
+                qclass: a.qclass,
+                first_sent: now,
+                client_slot,
+                key_hash: key.hash(),
+                ..Upstream::default()
+            };
+            u.qname[..a.qname.len()].copy_from_slice(a.qname);
+        };
+        let Some(handle) = self.pending.insert(fill) else {
+            self.clients.release(client_slot);
+            self.stats.count_drop(DropReason::PendingFull);
+            return Verdict::Drop(DropReason::PendingFull);
+        };
+        if let Some(l) = leader {
+            // Wait on the identical question in flight: push onto its list.
+            let first = self.pending.get(l).and_then(|u| u.waiters);
+            if let Some(u) = self.pending.get_mut(handle) {
+                u.waiters = first;
+            }
+            if let Some(u) = self.pending.get_mut(l) {
+                u.waiters = Some(handle);
+            }
+            self.stats.coalesced.inc();
+            return Verdict::Wait;
+        }
+        let verdict = match self.pool.select(now, TriedSet::EMPTY) {
+            Some(b) => match self.send(now, handle, b, out) {
+                Some(t) => {
+                    self.stats.forwarded.inc();
+                    Some(t)
+                }
+                None => None,
+            },
+            // No backend is up: a stale answer at once if we have one; else
+            // ask one anyway (panic mode), since the pool may have marked a
+            // live backend down under overload.
+            None if self.cache.has_stale(now, key) => return self.give_up_now(handle, now, out),
+            None => match self.pool.select_any(TriedSet::EMPTY).and_then(|b| self.send(now, handle, b, out)) {
+                Some(t) => {
+                    self.stats.forwarded.inc();
+                    self.stats.panic_forwards.inc();
+                    Some(t)
+                }
+                None => return self.give_up_now(handle, now, out),
+            },
+        };
+        match verdict {
+            Some(Transmit::Backend { backend, addr, len, port }) => {
+                self.index_in_flight(handle);
+                Verdict::Forward { backend, addr, len, port }
+            }
+            Some(Transmit::Client { len, .. }) => Verdict::Reply(len),
+            None => {
+                self.release(handle);
+                self.stats.count_drop(DropReason::PendingFull);
+                Verdict::Drop(DropReason::PendingFull)
+            }
+        }
+    }
+
+    fn give_up_now(&mut self, handle: Handle, now: Timestamp, out: &mut [u8]) -> Verdict {
+        match self.give_up(handle, now, out) {
+            Some(Transmit::Client { len, .. }) => Verdict::Reply(len),
+            _ => Verdict::Drop(DropReason::NoBufferSpace),
+        }
+    }
+
+    /// A client over its share: a fast SERVFAIL or REFUSED, or a counted
+    /// drop, as configured.
+    #[cold]
+    fn over_limit(&mut self, why: Refusal, client: &Client, a: &Asked<'_>, out: &mut [u8]) -> Verdict {
+        let _ = client;
+        match why {
+            Refusal::Pending => self.stats.limited_pending.inc(),
+            Refusal::Rate => self.stats.limited_rate.inc(),
+        }
+        let rcode = match self.over_limit {
+            OverLimit::Servfail => Rcode::SERVFAIL,
+            OverLimit::Refused => Rcode::REFUSED,
+            OverLimit::Drop => {
+                self.stats.count_drop(DropReason::OverLimit);
+                return Verdict::Drop(DropReason::OverLimit);
+            }
+        };
+        let opt = a.edns.map(|_| OptSpec { udp_size: self.udp_size, ext_rcode: 0, dnssec_ok: a.key_flags.0 & KeyFlags::DO != 0 });
+        let q = reply::QuestionParts { name: a.qname, qtype: a.qtype, qclass: a.qclass };
+        match reply::error(out, &q, a.id, a.flags, rcode, opt) {
+            Some(len) => {
+                self.count_reply(out);
+                Verdict::Reply(len)
+            }
+            None => {
+                self.stats.count_drop(DropReason::NoBufferSpace);
+                Verdict::Drop(DropReason::NoBufferSpace)
+            }
+        }
+    }
+
+    fn find_in_flight(&self, hash: u64, qname: &[u8], qtype: Rtype, qclass: Class, key_flags: KeyFlags) -> Option<Handle> {
+        let pending = &self.pending;
+        self.in_flight.find(hash, |&h| pending.get(h).is_some_and(|u| u.same_question(qname, qtype, qclass, key_flags))).copied()
+    }
+
+    /// Makes `h` the leader identical questions wait on (unless one is
+    /// already indexed, which only a hash collision allows).
+    fn index_in_flight(&mut self, h: Handle) {
+        if !self.coalesce {
+            return;
+        }
+        let Some(u) = self.pending.get(h).copied() else { return };
+        if self.find_in_flight(u.key_hash, u.qname(), u.qtype, u.qclass, u.key_flags).is_some()
+            || self.in_flight.len() >= self.pending.capacity()
+        {
+            return;
+        }
+        let pending = &self.pending;
+        self.in_flight.insert_unique(u.key_hash, h, |x| pending.get(*x).map_or(0, |u| u.key_hash));
+        if let Some(u) = self.pending.get_mut(h) {
+            u.indexed = true;
+        }
+    }
+
+    /// Ends `h`: out of the index, its client's share given back, its slot
+    /// freed. Its followers are the caller's business.
+    fn release(&mut self, h: Handle) {
+        let Some(u) = self.pending.get(h).copied() else { return };
+        if u.indexed {
+            if let Ok(e) = self.in_flight.find_entry(u.key_hash, |&x| x == h) {
+                e.remove();
+            }
+        }
+        self.clients.release(u.client_slot);
+        self.pending.remove(h);
+    }
+
+    /// Queues one action per follower of `u`.
+    fn queue_followers(&mut self, u: &Upstream, make: impl Fn(Handle) -> Action) {
+        let mut next = u.waiters;
+        while let Some(f) = next {
+            next = self.pending.get(f).and_then(|w| w.waiters);
+            self.actions.push_back(make(f));
         }
     }
 
@@ -567,6 +793,10 @@ impl Engine {
     }
 
     fn start_refresh(&mut self, now: Timestamp, qname: &[u8], qtype: Rtype, qclass: Class, key_flags: KeyFlags) {
+        let Some(key_hash) = self.cache.key(qname, qtype, qclass, key_flags).map(|k| k.hash()) else { return };
+        if self.coalesce && self.find_in_flight(key_hash, qname, qtype, qclass, key_flags).is_some() {
+            return; // already being asked
+        }
         let fill = |u: &mut Upstream| {
             *u = Upstream {
                 purpose: Purpose::Refresh,
@@ -576,6 +806,7 @@ impl Engine {
                 qtype,
                 qclass,
                 first_sent: now,
+                key_hash,
                 ..Upstream::default()
             };
             u.qname[..qname.len()].copy_from_slice(qname);
@@ -587,6 +818,7 @@ impl Engine {
                 if let Some(u) = self.pending.get_mut(h) {
                     u.next = b;
                 }
+                self.index_in_flight(h);
                 self.actions.push_back(Action::Send(h));
             }
             (h, _) => {
@@ -600,69 +832,145 @@ impl Engine {
         }
     }
 
-    /// Writes the query of `h` for `backend` into `out` with a fresh ID and
-    /// arms its deadline.
+    /// Writes the query of `h` for `backend` into `out` (its ID, drawn at
+    /// the first try, its source-port slot and its 0x20 spelling) and arms
+    /// the try's deadline: the backend's try timeout, or its probe timeout.
     fn send(&mut self, now: Timestamp, h: Handle, backend: BackendId, out: &mut [u8]) -> Option<Transmit> {
-        let id = self.next_id()?;
+        let (id, port) = match self.pending.flight(h) {
+            Some(f) => (f.id, f.port),
+            None => {
+                let id = self.next_id()?;
+                let port = if self.source_ports > 1 { ((self.random() >> 32) % u64::from(self.source_ports)) as u16 } else { 0 };
+                if let Some(seed) = self.randomize_case.then(|| self.random()) {
+                    self.pending.get_mut(h)?.case_seed = seed;
+                }
+                (id, port)
+            }
+        };
         let u = self.pending.get_mut(h)?;
         let len = reply::upstream_query(out, id, u.client_flags, &u_question(u), self.udp_size, u.key_flags)?;
+        if u.case_seed != 0 {
+            spell_0x20(&mut out[HEADER_LEN..HEADER_LEN + u.qlen as usize], u.case_seed);
+        }
         u.tries += 1;
         u.tried.insert(backend);
-        let deadline = now + self.try_timeout;
-        if !self.pending.sent(h, backend, id, now, deadline) {
+        u.settled = false;
+        u.slow = false;
+        u.waits = 0;
+        let wait = if u.purpose == Purpose::Probe { self.pool.probe_timeout(backend) } else { self.pool.try_timeout(backend) };
+        let deadline = if u.purpose == Purpose::Probe { now + wait } else { (now + wait).min(u.first_sent + self.query_deadline) };
+        if !self.pending.sent(h, backend, id, port, now, deadline) {
             return None;
         }
         self.pool.on_sent(backend, now);
-        Some(Transmit::Backend { backend, addr: self.pool.addr(backend), len })
+        Some(Transmit::Backend { backend, addr: self.pool.addr(backend), len, port })
     }
 
-    /// Handles an answer that arrived at `now` from `from` on a backend
-    /// socket. It is accepted only from the backend asked, with the ID and
-    /// question asked; then it is cached and turned into the client's reply.
-    pub fn handle_backend_answer(&mut self, now: Timestamp, from: SocketAddr, answer: &[u8], out: &mut [u8]) -> AnswerVerdict {
-        let v = self.backend_answer(now, from, answer, out);
+    /// Handles an answer that arrived at `now` from `from` on source-port
+    /// slot `port` of a backend socket. It is accepted only from a backend
+    /// asked, on the slot asked from, with the ID and the exact (0x20)
+    /// question asked; then it is cached and turned into the client's
+    /// reply, and queries waiting on the same question are queued for
+    /// [`Engine::poll_transmit`].
+    pub fn handle_backend_answer(&mut self, now: Timestamp, from: SocketAddr, port: u16, answer: &[u8], out: &mut [u8]) -> AnswerVerdict {
+        let v = self.backend_answer(now, from, port, answer, out);
         if let AnswerVerdict::Drop(r) = v {
             self.stats.count_drop(r);
         }
         v
     }
 
-    fn backend_answer(&mut self, now: Timestamp, from: SocketAddr, answer: &[u8], out: &mut [u8]) -> AnswerVerdict {
+    fn backend_answer(&mut self, now: Timestamp, from: SocketAddr, port: u16, answer: &[u8], out: &mut [u8]) -> AnswerVerdict {
         let drop = |r: DropReason| AnswerVerdict::Drop(r);
         let Ok(h) = Header::new_checked(answer) else { return drop(DropReason::AnswerMalformed) };
         let Some(handle) = self.pending.by_id(h.id()) else { return drop(DropReason::AnswerUnknownId) };
         let Some(flight) = self.pending.flight(handle) else { return drop(DropReason::AnswerUnknownId) };
-        if !same_endpoint(self.pool.addr(flight.backend), from) {
+        let Some(&u) = self.pending.get(handle) else { return drop(DropReason::AnswerUnknownId) };
+        let Some(from_b) = self.pool.find(from).filter(|&b| b == flight.backend || u.tried.contains(b)) else {
             return drop(DropReason::AnswerWrongSource);
+        };
+        if port != flight.port {
+            return drop(DropReason::AnswerWrongPort);
         }
         if !h.qr() {
             return drop(DropReason::AnswerNotResponse);
         }
         let Ok(msg) = Message::parse(answer) else { return drop(DropReason::AnswerMalformed) };
-        let Some(&u) = self.pending.get(handle) else { return drop(DropReason::AnswerUnknownId) };
         let q = &msg.question;
         if q.qtype != u.qtype || q.qclass != u.qclass || !q.name.eq_wire_ignore_case(answer, u.qname()) {
             return drop(DropReason::AnswerWrongQuestion);
         }
+        if u.case_seed != 0 && !spelled_0x20(&answer[HEADER_LEN..], u.qname(), u.case_seed) {
+            return drop(DropReason::AnswerCaseMismatch);
+        }
         // Accepted.
-        self.pending.remove(handle);
         self.stats.answers.inc();
-        let rtt = now.saturating_since(flight.sent_at);
-        self.last_rtt = Some((flight.backend, rtt));
-        let t = self.pool.on_answer(flight.backend, now, rtt);
-        self.note(t);
+        self.note_answer(now, from_b, &flight, &u);
+        self.release(handle);
         let st = &*self.stats;
-        if u.purpose != Purpose::Probe {
-            if let Some(key) = self.cache.key(u.qname(), u.qtype, u.qclass, u.key_flags) {
-                if self.cache.insert(now, &key, answer, &msg).is_err() {
-                    st.not_cached.inc();
-                    if u.purpose == Purpose::Refresh {
-                        self.cache.refresh_failed(&key);
+        let cached = u.purpose != Purpose::Probe
+            && match self.cache.key(u.qname(), u.qtype, u.qclass, u.key_flags) {
+                Some(key) => {
+                    let ok = self.cache.insert(now, &key, answer, &msg).is_ok();
+                    if !ok {
+                        st.not_cached.inc();
+                        if u.purpose == Purpose::Refresh {
+                            self.cache.refresh_failed(&key);
+                        }
                     }
+                    ok
                 }
+                None => false,
+            };
+        if u.waiters.is_some() {
+            // Keep the answer for the followers (the cache may not hold it).
+            let _ = cached;
+            self.fanout.gen = self.fanout.gen.wrapping_add(1);
+            match self.fanout.buf.get_mut(..answer.len()) {
+                Some(buf) => {
+                    buf.copy_from_slice(answer);
+                    self.fanout.len = answer.len();
+                    self.fanout.msg = Some(msg);
+                    let gen = self.fanout.gen;
+                    self.queue_followers(&u, |f| Action::Fanout(f, gen));
+                }
+                None => self.queue_followers(&u, Action::GiveUp),
             }
         }
         let Purpose::Client(client) = u.purpose else { return AnswerVerdict::Consumed };
+        match self.client_reply(now, &u, answer, &msg, out) {
+            Some(len) => AnswerVerdict::Reply { client, len },
+            None => drop(DropReason::NoBufferSpace),
+        }
+    }
+
+    /// Tells the pool what an accepted answer from `from_b` means for the
+    /// try in flight.
+    fn note_answer(&mut self, now: Timestamp, from_b: BackendId, flight: &InFlight, u: &Upstream) {
+        let probe = u.purpose == Purpose::Probe;
+        if from_b == flight.backend && !u.settled {
+            let rtt = now.saturating_since(flight.sent_at);
+            let sample = (!u.slow).then_some(rtt);
+            if let Some(r) = sample {
+                self.last_rtt = Some((from_b, r));
+            }
+            let t = self.pool.on_answer(from_b, now, sample, probe);
+            self.note(t);
+        } else {
+            // An earlier try's answer: that backend lives; the current try
+            // is abandoned.
+            self.stats.late_answers.inc();
+            self.pool.on_late_answer(from_b, now);
+            if !u.settled {
+                self.pool.on_cancel(flight.backend);
+            }
+        }
+    }
+
+    /// Writes the reply to `u`'s client from a backend's answer: the
+    /// client's ID, flags, spelling and OPT, truncated if it does not fit.
+    fn client_reply(&self, now: Timestamp, u: &Upstream, answer: &[u8], msg: &Message, out: &mut [u8]) -> Option<usize> {
+        let Purpose::Client(client) = u.purpose else { return None };
         let limit = match client.transport {
             Transport::Tcp => usize::from(u16::MAX),
             Transport::Udp => usize::from(u.client_edns.map_or(512, |s| s.min(self.udp_size))),
@@ -670,19 +978,16 @@ impl Engine {
         .min(out.len());
         let opt = u.client_edns.map(|_| OptSpec { udp_size: self.udp_size, ext_rcode: 0, dnssec_ok: u.key_flags.0 & KeyFlags::DO != 0 });
         let room = limit.saturating_sub(if opt.is_some() { OPT_LEN } else { 0 });
-        let len = match reply::copy_without_opt(answer, &msg, &mut out[..room]) {
-            Some(len) => reply::finish(out, len, u.client_id, u.client_flags, None, opt),
+        let len = match reply::copy_without_opt(answer, msg, &mut out[..room]) {
+            Some(len) => reply::finish(out, len, u.client_id, u.client_flags, Some(u.qname()), opt),
             None => {
-                st.truncated.inc();
-                match reply::truncated(out, &u_question(&u), u.client_id, u.client_flags, answer, opt) {
-                    Some(len) => len,
-                    None => return drop(DropReason::NoBufferSpace),
-                }
+                self.stats.truncated.inc();
+                reply::truncated(out, &u_question(u), u.client_id, u.client_flags, answer, opt)?
             }
         };
         self.count_reply(out);
-        st.latency(now.saturating_since(u.first_sent));
-        AnswerVerdict::Reply { client, len }
+        self.stats.latency(now.saturating_since(u.first_sent));
+        Some(len)
     }
 
     fn note(&self, t: Option<Transition>) {
@@ -702,46 +1007,78 @@ impl Engine {
         }
     }
 
-    /// Runs the timers due at `now`: tries that timed out are re-sent to the
-    /// next healthy backend or given up (stale answer or SERVFAIL), and due
-    /// probes are queued. Then drain [`Engine::poll_transmit`].
+    /// Runs the timers due at `now`. A try that timed out on a backend
+    /// that answered anything since it was sent keeps waiting there (a
+    /// slow name); one that met silence is reported to the pool and
+    /// re-sent to another backend, or waits for a late answer once every
+    /// try is spent. At the query deadline the client gets a stale answer
+    /// or SERVFAIL. Due probes are queued. Then drain
+    /// [`Engine::poll_transmit`].
     pub fn handle_timeout(&mut self, now: Timestamp) {
         while let Some((h, f)) = self.pending.pop_expired(now) {
-            self.stats.timeouts.inc();
-            let t = self.pool.on_timeout(f.backend, now);
-            self.note(t);
             let Some(u) = self.pending.get(h).copied() else { continue };
-            match u.purpose {
-                Purpose::Probe => {
-                    self.pending.remove(h);
-                    continue;
-                }
-                Purpose::Refresh => {
-                    self.pending.remove(h);
-                    if let Some(key) = self.cache.key(u.qname(), u.qtype, u.qclass, u.key_flags) {
-                        self.cache.refresh_failed(&key);
-                    }
-                    continue;
-                }
-                Purpose::Client(_) => {}
+            if u.purpose == Purpose::Probe {
+                self.stats.timeouts.inc();
+                let t = self.pool.on_timeout(f.backend, now, true);
+                self.note(t);
+                self.release(h);
+                continue;
             }
-            let in_time = now < u.first_sent + self.query_deadline.saturating_sub(self.try_timeout / 4);
-            let next = if u.tries < self.max_tries && in_time {
+            let give_up_at = u.first_sent + self.query_deadline;
+            let alive = self.pool.answered_since(f.backend, f.sent_at);
+            if now >= give_up_at {
+                if !u.settled {
+                    self.stats.timeouts.inc();
+                    if alive {
+                        self.pool.on_cancel(f.backend);
+                    } else {
+                        let t = self.pool.on_timeout(f.backend, now, false);
+                        self.note(t);
+                    }
+                }
+                self.actions.push_back(Action::GiveUp(h));
+                continue;
+            }
+            if !u.settled && alive {
+                // A slow name: the backend lives. Wait longer, doubling.
+                if !u.slow {
+                    self.stats.slow_tries.inc();
+                    self.pool.on_slow(f.backend);
+                }
+                let wait = self.pool.try_timeout(f.backend).saturating_mul(2u32 << u.waits.min(8));
+                if let Some(u) = self.pending.get_mut(h) {
+                    u.slow = true;
+                    u.waits = u.waits.saturating_add(1);
+                }
+                self.pending.rearm(h, now, (now + wait).min(give_up_at));
+                continue;
+            }
+            if !u.settled {
+                self.stats.timeouts.inc();
+                let t = self.pool.on_timeout(f.backend, now, false);
+                self.note(t);
+                if let Some(u) = self.pending.get_mut(h) {
+                    u.settled = true;
+                }
+            }
+            let next = if u.tries < self.max_tries {
                 // Prefer a backend not asked yet; else any that is up.
                 self.pool.select(now, u.tried).or_else(|| self.pool.select(now, TriedSet::EMPTY)).or_else(|| self.pool.select_any(u.tried))
             } else {
                 None
             };
-            let action = match next {
+            match next {
                 Some(b) => {
                     if let Some(u) = self.pending.get_mut(h) {
                         u.next = b;
                     }
-                    Action::Send(h)
+                    self.actions.push_back(Action::Send(h));
                 }
-                None => Action::GiveUp(h),
-            };
-            self.actions.push_back(action);
+                // Every try spent: a late answer may still come.
+                None => {
+                    self.pending.rearm(h, now, give_up_at);
+                }
+            }
         }
         while self.actions.len() < self.actions.capacity() {
             let Some(b) = self.pool.probe_due(now) else { break };
@@ -769,8 +1106,9 @@ impl Engine {
     }
 
     /// The next packet the engine wants sent (retries, probes, refreshes,
-    /// answers to clients no backend answered), written into `out`. Call
-    /// until it returns `None` after every `handle_*` call.
+    /// answers to queries that waited on an identical one, answers to
+    /// clients no backend answered), written into `out`. Call until it
+    /// returns `None` after every `handle_*` call.
     pub fn poll_transmit(&mut self, now: Timestamp, out: &mut [u8]) -> Option<Transmit> {
         while let Some(a) = self.actions.pop_front() {
             match a {
@@ -779,15 +1117,20 @@ impl Engine {
                     match self.send(now, h, u.next, out) {
                         Some(t) => {
                             match u.purpose {
-                                Purpose::Client(_) => self.stats.retried.inc(),
-                                Purpose::Refresh => self.stats.refreshes.inc(),
+                                Purpose::Client(_) if u.tries > 0 => self.stats.retried.inc(),
+                                Purpose::Client(_) => {}
+                                Purpose::Refresh => {
+                                    if u.tries == 0 {
+                                        self.stats.refreshes.inc();
+                                    }
+                                }
                                 Purpose::Probe => self.stats.probes.inc(),
                             }
                             return Some(t);
                         }
                         None if u.purpose == Purpose::Probe => {
                             self.pool.on_cancel(u.next);
-                            self.pending.remove(h);
+                            self.release(h);
                         }
                         None => {
                             if let Some(t) = self.give_up(h, now, out) {
@@ -801,17 +1144,50 @@ impl Engine {
                         return Some(t);
                     }
                 }
+                Action::Fanout(h, gen) => {
+                    if let Some(t) = self.answer_follower(h, gen, now, out) {
+                        return Some(t);
+                    }
+                }
             }
         }
         None
     }
 
+    /// Answers a query that waited on an identical one, from that one's
+    /// answer (or, if the driver let a newer answer overwrite it, from the
+    /// cache; else as if no backend had answered).
+    fn answer_follower(&mut self, h: Handle, gen: u32, now: Timestamp, out: &mut [u8]) -> Option<Transmit> {
+        let u = *self.pending.get(h)?;
+        let Purpose::Client(client) = u.purpose else {
+            self.release(h);
+            return None;
+        };
+        if gen == self.fanout.gen {
+            if let Some(msg) = self.fanout.msg {
+                self.release(h);
+                let len = self.client_reply(now, &u, &self.fanout.buf[..self.fanout.len], &msg, out)?;
+                return Some(Transmit::Client { client, len });
+            }
+        }
+        self.give_up(h, now, out)
+    }
+
     /// Ends a client's query no backend answered: a stale answer if the
-    /// cache still has one, else SERVFAIL.
+    /// cache still has one, else SERVFAIL (and likewise for the queries
+    /// waiting on it). A refresh that ends so leaves the entry as it was.
     fn give_up(&mut self, h: Handle, now: Timestamp, out: &mut [u8]) -> Option<Transmit> {
         let u = *self.pending.get(h)?;
-        self.pending.remove(h);
-        let Purpose::Client(client) = u.purpose else { return None };
+        self.release(h);
+        self.queue_followers(&u, Action::GiveUp);
+        let Purpose::Client(client) = u.purpose else {
+            if u.purpose == Purpose::Refresh {
+                if let Some(key) = self.cache.key(u.qname(), u.qtype, u.qclass, u.key_flags) {
+                    self.cache.refresh_failed(&key);
+                }
+            }
+            return None;
+        };
         let limit = match client.transport {
             Transport::Tcp => usize::from(u16::MAX),
             Transport::Udp => usize::from(u.client_edns.map_or(512, |s| s.min(self.udp_size))),
@@ -837,14 +1213,69 @@ impl Engine {
     }
 }
 
-fn u_question(u: &Upstream) -> reply::QuestionParts<'_> {
-    reply::QuestionParts { name: u.qname(), qtype: u.qtype, qclass: u.qclass }
+/// What the engine keeps of a client's query on a miss.
+struct Asked<'a> {
+    id: u16,
+    flags: u16,
+    edns: Option<u16>,
+    key_flags: KeyFlags,
+    qname: &'a [u8],
+    qtype: Rtype,
+    qclass: Class,
 }
 
-/// Whether an answer's source is the backend's address (IPv4-mapped IPv6
-/// and IPv4 compare equal).
-fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+/// The 0x20 spelling of `seed`: bit `i` of a stream drawn from it flips
+/// the case of the `i`-th letter.
+struct CaseBits(u64, u64);
+
+impl CaseBits {
+    fn next(&mut self) -> bool {
+        if self.1 <= 1 {
+            // Refill from a splitmix64 step of the seed.
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            self.1 = (z ^ (z >> 31)) | (1 << 63);
+        }
+        let bit = self.1 & 1 == 1;
+        self.1 >>= 1;
+        bit
+    }
+}
+
+/// Randomises the case of the letters of the wire name in `name` (length
+/// octets are skipped).
+fn spell_0x20(name: &mut [u8], seed: u64) {
+    let mut bits = CaseBits(seed, 0);
+    let mut at = 0;
+    while at < name.len() {
+        let len = name[at] as usize;
+        if len == 0 || len & 0xc0 != 0 {
+            break;
+        }
+        for b in name.iter_mut().skip(at + 1).take(len) {
+            if b.is_ascii_alphabetic() {
+                let upper = bits.next();
+                *b = if upper { b.to_ascii_uppercase() } else { b.to_ascii_lowercase() };
+            }
+        }
+        at += len + 1;
+    }
+}
+
+/// Whether `wire` starts with the 0x20 spelling of `qname` for `seed`.
+fn spelled_0x20(wire: &[u8], qname: &[u8], seed: u64) -> bool {
+    let Some(got) = wire.get(..qname.len()) else { return false };
+    let mut want = [0u8; 255];
+    let want = &mut want[..qname.len()];
+    want.copy_from_slice(qname);
+    spell_0x20(want, seed);
+    got == want
+}
+
+fn u_question(u: &Upstream) -> reply::QuestionParts<'_> {
+    reply::QuestionParts { name: u.qname(), qtype: u.qtype, qclass: u.qclass }
 }
 
 #[cfg(test)]

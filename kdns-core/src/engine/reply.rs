@@ -127,6 +127,18 @@ pub(crate) fn truncated(
 
 /// SERVFAIL to the client.
 pub(crate) fn servfail(out: &mut [u8], q: &QuestionParts<'_>, id: u16, client_flags: u16, opt: Option<OptSpec>) -> Option<usize> {
+    error(out, q, id, client_flags, Rcode::SERVFAIL, opt)
+}
+
+/// An empty reply with `rcode` (SERVFAIL, REFUSED) to a standard query.
+pub(crate) fn error(
+    out: &mut [u8],
+    q: &QuestionParts<'_>,
+    id: u16,
+    client_flags: u16,
+    rcode: Rcode,
+    opt: Option<OptSpec>,
+) -> Option<usize> {
     let f = flags::QR | flags::RA | (client_flags & (flags::RD | flags::CD));
-    header_only(out, q, id, f, Rcode::SERVFAIL, opt)
+    header_only(out, q, id, f, rcode, opt)
 }

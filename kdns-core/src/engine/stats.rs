@@ -40,6 +40,15 @@ drop_reasons! {
     AnswerWrongQuestion => "answer_wrong_question",
     /// A backend answer without QR set.
     AnswerNotResponse => "answer_not_response",
+    /// A backend answer on another source-port slot than the query left
+    /// from (spoofed, or very late after a socket rotation).
+    AnswerWrongPort => "answer_wrong_port",
+    /// A backend answer whose question differs from the one asked only in
+    /// letter case: the 0x20 spelling was not repeated (spoofed, or a
+    /// backend that rewrites names).
+    AnswerCaseMismatch => "answer_case_mismatch",
+    /// A client over its fair share, with `over_limit = drop`.
+    OverLimit => "over_limit",
 }
 
 /// Upper bounds (seconds) of the reply latency buckets: the time from a
@@ -68,11 +77,25 @@ pub struct EngineStats {
     pub truncated: Counter,
     /// Queries sent to backends (first tries).
     pub forwarded: Counter,
+    /// Misses that waited on an identical question in flight instead of
+    /// going upstream.
+    pub coalesced: Counter,
+    /// Misses refused because the client held its whole share of the
+    /// pending table.
+    pub limited_pending: Counter,
+    /// Misses refused because the client spent its miss rate.
+    pub limited_rate: Counter,
+    /// Tries that outlived their timeout on a backend that kept answering
+    /// others (slow names): they kept waiting there.
+    pub slow_tries: Counter,
+    /// Answers taken from a backend asked by an earlier try.
+    pub late_answers: Counter,
     /// Queries sent while every backend was marked down (panic mode).
     pub panic_forwards: Counter,
     /// Queries sent again to another backend after a timeout.
     pub retried: Counter,
-    /// Tries that timed out.
+    /// Tries that timed out with no answer from their backend since they
+    /// were sent (silent), or at the query deadline.
     pub timeouts: Counter,
     /// Early refreshes of popular entries sent.
     pub refreshes: Counter,

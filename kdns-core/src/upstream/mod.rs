@@ -82,17 +82,21 @@ pub enum Selection {
     LeastOutstanding,
 }
 
-/// Thresholds of the in-band health tracking (see the module docs).
+/// Thresholds of the in-band health tracking and the try timeouts (see
+/// [`pool`]).
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct HealthConfig {
-    /// This many consecutive timeouts take a backend down (`0` disables the
-    /// rule). Default 3.
+    /// This many silent timeouts in a row (no answer at all from the
+    /// backend since the try was sent) make a backend suspect, and a probe
+    /// then decides (`0` disables the rule). Default 3.
     pub down_after_timeouts: u32,
-    /// Number of recent outcomes the failure ratio is computed over, at most
-    /// 64 (larger values are clamped; `0` disables the rule). Default 20.
+    /// Number of recent outcomes (answers and silent timeouts) the failure
+    /// ratio is computed over, at most 64 (larger values are clamped; `0`
+    /// disables the rule). Default 20.
     pub window: u32,
-    /// A full window with a failure share strictly above this ratio takes a
-    /// backend down (`>= 1` or NaN disables the rule). Default 0.5.
+    /// A full window with a share of silent timeouts strictly above this
+    /// ratio makes a backend suspect (`>= 1` or NaN disables the rule).
+    /// Default 0.5.
     pub down_failure_ratio: f32,
     /// This many good probe answers in a row bring a down backend back up
     /// (`0` is treated as `1`). Default 2.
@@ -102,6 +106,12 @@ pub struct HealthConfig {
     /// Cap of the probe backoff, which doubles with each failed probe
     /// (raised to `probe_initial` if smaller). Default 8 s.
     pub probe_max: Duration,
+    /// The shortest try timeout, however fast a backend answers (at least
+    /// 1 ms). Default 50 ms.
+    pub try_timeout_min: Duration,
+    /// The longest try timeout, and the timeout before a backend's first
+    /// answer. Default 800 ms.
+    pub try_timeout_max: Duration,
 }
 
 impl Default for HealthConfig {
@@ -113,6 +123,8 @@ impl Default for HealthConfig {
             up_after_successes: 2,
             probe_initial: Duration::from_millis(500),
             probe_max: Duration::from_secs(8),
+            try_timeout_min: Duration::from_millis(50),
+            try_timeout_max: Duration::from_millis(800),
         }
     }
 }
@@ -217,8 +229,16 @@ pub struct BackendStats {
     pub sent: Counter,
     /// Answers received.
     pub answers: Counter,
-    /// Queries that timed out.
+    /// Tries that timed out with no answer at all from the backend since
+    /// they were sent (silent timeouts; they drive the health logic).
     pub timeouts: Counter,
+    /// Tries that outlived their timeout while the backend kept answering
+    /// others: slow names, not counted against the backend.
+    pub slow: Counter,
+    /// Answers to tries already timed out or re-sent elsewhere.
+    pub late_answers: Counter,
+    /// Times the backend became suspect (silent timeouts; a probe decided).
+    pub suspected: Counter,
     /// Queries dropped without an outcome ([`Pool::on_cancel`]).
     pub cancelled: Counter,
     /// Outcomes reported with nothing outstanding (an engine bug; ignored).
@@ -233,6 +253,9 @@ pub struct BackendStats {
     pub outstanding: Gauge,
     /// 1 while the backend is up, 0 while down.
     pub state_up: Gauge,
+    /// The try timeout now in force, in microseconds (see
+    /// [`Pool::try_timeout`]).
+    pub try_timeout_us: Gauge,
     /// Sum of answer RTTs in microseconds.
     pub rtt_sum_us: Counter,
     /// Number of RTTs in `rtt_sum_us`.
@@ -251,6 +274,9 @@ impl BackendStats {
             sent: Counter::new(),
             answers: Counter::new(),
             timeouts: Counter::new(),
+            slow: Counter::new(),
+            late_answers: Counter::new(),
+            suspected: Counter::new(),
             cancelled: Counter::new(),
             spurious: Counter::new(),
             probes: Counter::new(),
@@ -258,6 +284,7 @@ impl BackendStats {
             came_up: Counter::new(),
             outstanding: Gauge::new(),
             state_up,
+            try_timeout_us: Gauge::new(),
             rtt_sum_us: Counter::new(),
             rtt_count: Counter::new(),
             rtt_buckets: core::array::from_fn(|_| Counter::new()),

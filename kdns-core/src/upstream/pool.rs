@@ -1,4 +1,5 @@
-//! The backend pool: backend selection and in-band health tracking.
+//! The backend pool: backend selection, in-band health tracking and each
+//! backend's retransmission timeout.
 //!
 //! A [`Pool`] holds up to [`MAX_BACKENDS`] resolvers. The engine asks it for
 //! a backend with [`Pool::select`] and reports what happened to each query
@@ -6,19 +7,30 @@
 //! [`Pool::on_timeout`] or [`Pool::on_cancel`]). From those reports alone the
 //! pool decides which backends are [`BackendState::Up`]:
 //!
-//! * `down_after_timeouts` consecutive timeouts, or more than
-//!   `down_failure_ratio` timeouts among the last `window` outcomes, take a
-//!   backend down. Only timeouts count as failures; the engine decides what
-//!   a bad answer is and may report it as a timeout.
+//! * A slow name is not a dead backend. When a try times out, the engine
+//!   first asks [`Pool::answered_since`]: a backend that answered anything
+//!   after the try was sent is alive, the name is slow, and nothing is
+//!   reported (the query keeps waiting). Only a *silent* timeout, one with
+//!   no answer at all from that backend since the try left, is reported
+//!   with [`Pool::on_timeout`].
+//! * `down_after_timeouts` silent timeouts in a row, or more than
+//!   `down_failure_ratio` of them among the last `window` outcomes, make a
+//!   backend *suspect*: a probe (one real query, `id.server CH TXT`) is due
+//!   at once. Any answer clears the suspicion; the probe timing out takes
+//!   the backend down. A zone whose servers never answer therefore costs
+//!   probes, not backends.
 //! * A down backend gets no regular traffic. [`Pool::probe_due`] hands it
-//!   out for one real query (a probe) after `probe_initial`; each failed
-//!   probe doubles the wait, up to `probe_max`. A successful probe makes the
-//!   next one due at once, and `up_after_successes` good probes in a row
-//!   bring the backend back up.
+//!   out for a probe after `probe_initial`; each failed probe doubles the
+//!   wait, up to `probe_max`. A successful probe makes the next one due at
+//!   once, and `up_after_successes` good probes in a row bring the backend
+//!   back up.
+//! * Each backend's try timeout ([`Pool::try_timeout`]) follows its answer
+//!   round-trip times as TCP's and Unbound's RTO do (RFC 6298: smoothed RTT
+//!   plus four times its variation), within `try_timeout_min` and
+//!   `try_timeout_max`; before the first answer it is `try_timeout_max`.
 //! * Queries still outstanding when a backend changes state are *stale*:
 //!   their outcomes are counted in the stats but do not drive the health
-//!   logic (the pool only counts them; it assumes, as with one fixed query
-//!   timeout, that stale queries time out before the probe sent after them).
+//!   logic.
 //!
 //! All decisions read plain fields owned by the worker; the atomics in
 //! [`BackendStats`] are written alongside for other threads to read through
@@ -33,7 +45,7 @@ pub use super::{
 };
 use crate::time::Timestamp;
 
-/// Probe progress of a down backend.
+/// Probe progress of a down or suspect backend.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Probe {
     /// No probe out; one is due at `Slot::next_probe`.
@@ -56,14 +68,25 @@ struct Slot {
     state: BackendState,
     /// Time of the last state change (start of the current epoch).
     since: Timestamp,
+    /// Silent timeouts since the last answer.
     timeouts_in_row: u32,
-    /// Recent outcomes, newest in bit 0; 1 = timeout.
+    /// Recent outcomes, newest in bit 0; 1 = silent timeout.
     window_bits: u64,
     window_filled: u32,
+    /// Up, but silent for too long: a probe decides.
+    suspect: bool,
     good_probes: u32,
     probe: Probe,
+    /// Down: when the next probe is due. Up: the earliest time a suspect
+    /// probe may be sent (one per `probe_initial`).
     next_probe: Timestamp,
     backoff: Duration,
+    /// When the last answer of any kind arrived.
+    last_answer: Option<Timestamp>,
+    /// Smoothed RTT and its mean deviation in microseconds (RFC 6298);
+    /// `srtt_us == 0`: no sample yet.
+    srtt_us: u64,
+    rttvar_us: u64,
 }
 
 /// The backend pool (see the module docs). Owned by one worker.
@@ -75,8 +98,6 @@ pub struct Pool {
     keys: Vec<u64>,
     /// Bit `i` set while backend `i` is up.
     up: u64,
-    /// Bit `i` set for every backend.
-    all: u64,
     cfg: HealthConfig,
     window_mask: u64,
     /// A full window with more failures than this goes down.
@@ -126,6 +147,8 @@ impl Pool {
         cfg.window = cfg.window.min(64);
         cfg.up_after_successes = cfg.up_after_successes.max(1);
         cfg.probe_max = cfg.probe_max.max(cfg.probe_initial);
+        cfg.try_timeout_min = cfg.try_timeout_min.max(Duration::from_millis(1));
+        cfg.try_timeout_max = cfg.try_timeout_max.max(cfg.try_timeout_min);
         let window_mask = 1u64.checked_shl(cfg.window).map_or(u64::MAX, |b| b - 1);
         let r = cfg.down_failure_ratio;
         let ratio_limit = if cfg.window == 0 || r.is_nan() || r >= 1.0 {
@@ -146,25 +169,33 @@ impl Pool {
                 timeouts_in_row: 0,
                 window_bits: 0,
                 window_filled: 0,
+                suspect: false,
                 good_probes: 0,
                 probe: Probe::Idle,
                 next_probe: Timestamp::ZERO,
                 backoff: cfg.probe_initial,
+                last_answer: None,
+                srtt_us: 0,
+                rttvar_us: 0,
             })
             .collect();
         let all = 1u64.checked_shl(specs.len() as u32).map_or(u64::MAX, |b| b - 1);
+        let max_us = u64::try_from(cfg.try_timeout_max.as_micros()).unwrap_or(u64::MAX);
+        let stats: Arc<[BackendStats]> = specs.iter().map(|s| BackendStats::new(s.addr)).collect();
+        for st in stats.iter() {
+            st.try_timeout_us.set(max_us);
+        }
         Ok(Pool {
             slots,
             addrs: specs.iter().map(|s| s.addr).collect(),
             keys: specs.iter().map(|s| addr_key(s.addr)).collect(),
             up: all,
-            all,
             cfg,
             window_mask,
             ratio_limit,
             selection,
             cursor: 0,
-            stats: specs.iter().map(|s| BackendStats::new(s.addr)).collect(),
+            stats,
         })
     }
 
@@ -217,11 +248,41 @@ impl Pool {
         self.slots[id.index()].outstanding
     }
 
-    /// When backend `id` is next due a probe: `None` while it is up or a
-    /// probe to it is out. Panics if `id` is not from this pool.
+    /// When backend `id` is next due a probe: `None` while it is up and not
+    /// suspect, or a probe to it is out. Panics if `id` is not from this
+    /// pool.
     pub fn next_probe(&self, id: BackendId) -> Option<Timestamp> {
         let s = &self.slots[id.index()];
-        (s.state == BackendState::Down && s.probe == Probe::Idle).then_some(s.next_probe)
+        s.wants_probe().then_some(s.next_probe)
+    }
+
+    /// Whether backend `id` is up but suspect (silent; a probe decides).
+    pub fn is_suspect(&self, id: BackendId) -> bool {
+        self.slots[id.index()].suspect
+    }
+
+    /// Whether backend `id` answered anything (a query or a probe) at or
+    /// after `t`: if so, a try sent to it at `t` that timed out met a slow
+    /// name, not a dead backend.
+    pub fn answered_since(&self, id: BackendId, t: Timestamp) -> bool {
+        self.slots.get(id.index()).and_then(|s| s.last_answer).is_some_and(|a| a >= t)
+    }
+
+    /// How long a try to backend `id` waits: its retransmission timeout
+    /// (see the module docs). Panics if `id` is not from this pool.
+    pub fn try_timeout(&self, id: BackendId) -> Duration {
+        let s = &self.slots[id.index()];
+        if s.srtt_us == 0 {
+            return self.cfg.try_timeout_max;
+        }
+        Duration::from_micros(s.srtt_us + 4 * s.rttvar_us).clamp(self.cfg.try_timeout_min, self.cfg.try_timeout_max)
+    }
+
+    /// How long a probe to backend `id` waits: four times its try timeout,
+    /// at most `try_timeout_max` (a probe decides a backend's fate, so it
+    /// is given more room than a try).
+    pub fn probe_timeout(&self, id: BackendId) -> Duration {
+        (self.try_timeout(id) * 4).min(self.cfg.try_timeout_max)
     }
 
     /// Panic mode: when no backend is up, any backend (round-robin),
@@ -299,13 +360,9 @@ impl Pool {
     /// [`Pool::on_sent`] for it (or [`Pool::on_cancel`] if it could not send);
     /// the backend is not returned again until the probe's outcome is known.
     pub fn probe_due(&mut self, now: Timestamp) -> Option<BackendId> {
-        let mut down = self.all & !self.up;
         let mut best: Option<usize> = None;
-        while down != 0 {
-            let i = down.trailing_zeros() as usize;
-            down &= down - 1;
-            let s = &self.slots[i];
-            if s.probe == Probe::Idle && s.next_probe <= now && best.is_none_or(|b| s.next_probe < self.slots[b].next_probe) {
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.wants_probe() && s.next_probe <= now && best.is_none_or(|b| s.next_probe < self.slots[b].next_probe) {
                 best = Some(i);
             }
         }
@@ -316,19 +373,9 @@ impl Pool {
     }
 
     /// The earliest time a probe becomes due; `None` if no backend is down
-    /// or every down backend has a probe out.
+    /// or suspect, or each of them has a probe out.
     pub fn next_probe_at(&self) -> Option<Timestamp> {
-        let mut down = self.all & !self.up;
-        let mut at: Option<Timestamp> = None;
-        while down != 0 {
-            let i = down.trailing_zeros() as usize;
-            down &= down - 1;
-            let s = &self.slots[i];
-            if s.probe == Probe::Idle {
-                at = Some(at.map_or(s.next_probe, |t| t.min(s.next_probe)));
-            }
-        }
-        at
+        self.slots.iter().filter(|s| s.wants_probe()).map(|s| s.next_probe).min()
     }
 
     /// A query (or a probe) was sent to `id` at `now`. Unknown ids are
@@ -341,13 +388,11 @@ impl Pool {
         s.outstanding = s.outstanding.saturating_add(1);
         st.outstanding.set(u64::from(s.outstanding));
         st.sent.inc();
-        if s.state == BackendState::Down {
-            if s.probe == Probe::Dispensed {
-                s.probe = Probe::InFlight { sent_at: now };
-            } else {
-                // Regular traffic to a down backend: not a probe.
-                s.stale = s.stale.saturating_add(1);
-            }
+        if s.probe == Probe::Dispensed {
+            s.probe = Probe::InFlight { sent_at: now };
+        } else if s.state == BackendState::Down {
+            // Regular traffic to a down backend: not a probe.
+            s.stale = s.stale.saturating_add(1);
         }
     }
 
@@ -360,34 +405,54 @@ impl Pool {
             return false;
         }
         s.outstanding -= 1;
+        if s.outstanding == 0 && matches!(s.probe, Probe::InFlight { .. }) {
+            // Nothing is out, so no probe is either (its outcome was
+            // reported as a regular one).
+            s.probe = Probe::Idle;
+        }
         self.stats[i].outstanding.set(u64::from(s.outstanding));
         true
     }
 
-    /// An answer from `id` arrived at `now`, `rtt` after its query was sent.
-    /// A good probe answer may bring a down backend up.
-    pub fn on_answer(&mut self, id: BackendId, now: Timestamp, rtt: Duration) -> Option<Transition> {
+    /// An answer from `id` arrived at `now`. `rtt` is the time since its
+    /// try was sent, when that is a fair sample of the backend's speed (an
+    /// answer within the try's timeout); `probe` says whether it answers
+    /// the probe [`Pool::probe_due`] handed out. Any answer proves the
+    /// backend alive; a good probe answer may bring a down backend up.
+    pub fn on_answer(&mut self, id: BackendId, now: Timestamp, rtt: Option<Duration>, probe: bool) -> Option<Transition> {
         let i = id.index();
-        if i >= self.slots.len() || !self.settle(i) {
+        if i >= self.slots.len() {
+            return None;
+        }
+        let probe = probe && matches!(self.slots[i].probe, Probe::InFlight { .. });
+        if !self.settle(i) {
             return None;
         }
         self.stats[i].answers.inc();
-        self.stats[i].record_rtt(rtt);
-        let rtt_ns = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
-        let sent_at = Timestamp::from_nanos(now.as_nanos().saturating_sub(rtt_ns));
+        if let Some(rtt) = rtt {
+            self.stats[i].record_rtt(rtt);
+            self.slots[i].rtt_sample(rtt);
+            let rto = u64::try_from(self.try_timeout(id).as_micros()).unwrap_or(u64::MAX);
+            self.stats[i].try_timeout_us.set(rto);
+        }
         let s = &mut self.slots[i];
-        match (s.state, s.probe) {
-            (BackendState::Up, _) => {
-                if s.stale > 0 && sent_at < s.since {
+        s.last_answer = Some(now);
+        match s.state {
+            BackendState::Up => {
+                if s.stale > 0 && rtt.is_some_and(|r| now.saturating_since(s.since) < r) {
                     s.stale -= 1;
                 }
-                // Attribution by send time is a guess; the count is not.
                 s.stale = s.stale.min(s.outstanding);
+                if probe {
+                    s.probe = Probe::Idle;
+                    s.next_probe = now + self.cfg.probe_initial;
+                }
+                s.suspect = false;
                 s.timeouts_in_row = 0;
                 self.push_outcome(i, false);
                 None
             }
-            (BackendState::Down, Probe::InFlight { sent_at: p }) if s.stale == 0 || sent_at >= p => {
+            BackendState::Down if probe => {
                 s.probe = Probe::Idle;
                 s.good_probes += 1;
                 if s.good_probes >= self.cfg.up_after_successes {
@@ -398,46 +463,81 @@ impl Pool {
                 s.next_probe = now;
                 None
             }
-            (BackendState::Down, _) => {
+            BackendState::Down => {
                 s.stale = s.stale.saturating_sub(1);
                 None
             }
         }
     }
 
-    /// A query to `id` timed out at `now`. May take the backend down; a
-    /// failed probe doubles the backoff.
-    pub fn on_timeout(&mut self, id: BackendId, now: Timestamp) -> Option<Transition> {
+    /// A try to `id` outlived its timeout while `id` kept answering others
+    /// (a slow name): counted, nothing else.
+    pub fn on_slow(&mut self, id: BackendId) {
+        if let Some(st) = self.stats.get(id.index()) {
+            st.slow.inc();
+        }
+    }
+
+    /// An answer from `id` to a try whose timeout was already reported (or
+    /// that was re-sent elsewhere): nothing is settled, but the backend is
+    /// alive. Clears an up backend's suspicion.
+    pub fn on_late_answer(&mut self, id: BackendId, now: Timestamp) {
+        let Some(s) = self.slots.get_mut(id.index()) else { return };
+        self.stats[id.index()].late_answers.inc();
+        s.last_answer = Some(now);
+        if s.state == BackendState::Up {
+            s.suspect = false;
+            s.timeouts_in_row = 0;
+        }
+    }
+
+    /// A try to `id` timed out at `now` with no answer at all from `id`
+    /// since it was sent (a *silent* timeout; the engine does not report
+    /// slow ones). `probe`: it was the probe [`Pool::probe_due`] handed
+    /// out. Silent timeouts make an up backend suspect; a suspect's probe
+    /// timing out takes it down; a failed probe of a down backend doubles
+    /// its backoff.
+    pub fn on_timeout(&mut self, id: BackendId, now: Timestamp, probe: bool) -> Option<Transition> {
         let i = id.index();
-        if i >= self.slots.len() || !self.settle(i) {
+        if i >= self.slots.len() {
+            return None;
+        }
+        let probe = probe && matches!(self.slots[i].probe, Probe::InFlight { .. });
+        if !self.settle(i) {
             return None;
         }
         self.stats[i].timeouts.inc();
         let s = &mut self.slots[i];
-        if s.stale > 0 {
+        if probe {
+            s.probe = Probe::Idle;
+        } else if s.stale > 0 {
             s.stale -= 1;
             return None;
         }
         match s.state {
+            BackendState::Up if probe => {
+                self.transition(i, BackendState::Down, now);
+                Some(Transition::WentDown)
+            }
             BackendState::Up => {
                 s.timeouts_in_row += 1;
                 let k = self.cfg.down_after_timeouts;
                 let in_row = k > 0 && s.timeouts_in_row >= k;
-                if self.push_outcome(i, true) || in_row {
-                    self.transition(i, BackendState::Down, now);
-                    return Some(Transition::WentDown);
+                if (self.push_outcome(i, true) || in_row) && !self.slots[i].suspect {
+                    let s = &mut self.slots[i];
+                    s.suspect = true;
+                    s.next_probe = s.next_probe.max(now);
+                    self.stats[i].suspected.inc();
                 }
                 None
             }
-            BackendState::Down => {
-                if let Probe::InFlight { .. } = s.probe {
-                    s.probe = Probe::Idle;
-                    s.good_probes = 0;
-                    s.backoff = s.backoff.saturating_mul(2).min(self.cfg.probe_max);
-                    s.next_probe = now + s.backoff;
-                }
+            BackendState::Down if probe => {
+                s.good_probes = 0;
+                s.backoff = s.backoff.saturating_mul(2).min(self.cfg.probe_max);
+                s.next_probe = now + s.backoff;
                 None
             }
+            BackendState::Down => None,
         }
     }
 
@@ -457,10 +557,13 @@ impl Pool {
         }
         self.stats[i].cancelled.inc();
         let s = &mut self.slots[i];
+        if let Probe::InFlight { .. } = s.probe {
+            // Conservative: a cancelled query may have been the probe.
+            s.probe = Probe::Idle;
+        }
         match s.state {
             BackendState::Up => s.stale = s.stale.min(s.outstanding),
-            BackendState::Down if s.stale > 0 => s.stale -= 1,
-            BackendState::Down => s.probe = Probe::Idle,
+            BackendState::Down => s.stale = s.stale.saturating_sub(1),
         }
     }
 
@@ -493,6 +596,7 @@ impl Pool {
         s.timeouts_in_row = 0;
         s.window_bits = 0;
         s.window_filled = 0;
+        s.suspect = false;
         s.good_probes = 0;
         s.probe = Probe::Idle;
         s.backoff = self.cfg.probe_initial;
@@ -510,6 +614,25 @@ impl Pool {
                 st.went_down.inc();
                 st.state_up.set(0);
             }
+        }
+    }
+}
+
+impl Slot {
+    /// A probe is wanted: down, or up and suspect, with none out.
+    fn wants_probe(&self) -> bool {
+        (self.state == BackendState::Down || self.suspect) && self.probe == Probe::Idle
+    }
+
+    /// RFC 6298, section 2, in microseconds.
+    fn rtt_sample(&mut self, rtt: Duration) {
+        let r = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX / 16).clamp(1, u64::MAX / 16);
+        if self.srtt_us == 0 {
+            self.srtt_us = r;
+            self.rttvar_us = r / 2;
+        } else {
+            self.rttvar_us = (3 * self.rttvar_us + self.srtt_us.abs_diff(r)) / 4;
+            self.srtt_us = ((7 * self.srtt_us + r) / 8).max(1);
         }
     }
 }

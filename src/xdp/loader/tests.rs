@@ -424,7 +424,7 @@ enum Expect {
 #[test]
 fn classify_frames() {
     require_root();
-    let mut prog = XdpProgram::load("lo", &[IpAddr::V4(S_V4), IpAddr::V6(S_V6)], 53).unwrap();
+    let mut prog = XdpProgram::load("lo", &[IpAddr::V4(S_V4), IpAddr::V6(S_V6)], 53, None).unwrap();
     let xsk = unbound_xsk();
     prog.register_socket(0, xsk.as_raw_fd()).unwrap();
 
@@ -520,7 +520,7 @@ fn classify_frames() {
 fn classify_port_and_wildcards() {
     require_root();
     // The port is configured (network byte order inside), wildcards match any address.
-    let mut prog = XdpProgram::load("lo", &[IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)], 5353).unwrap();
+    let mut prog = XdpProgram::load("lo", &[IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)], 5353, None).unwrap();
     let xsk = unbound_xsk();
     prog.register_socket(0, xsk.as_raw_fd()).unwrap();
     assert_eq!(test_run(&prog, &v4_frame(&[], S_V4_OTHER, 5353, 30)), XDP_REDIRECT);
@@ -529,7 +529,7 @@ fn classify_port_and_wildcards() {
     assert_eq!(test_run(&prog, &v4_frame(&[], S_V4, 0xe914, 30)), XDP_PASS, "port byte order");
 
     // A v4-mapped IPv6 listen address also matches IPv4.
-    let mut prog = XdpProgram::load("lo", &["::ffff:10.200.0.1".parse().unwrap()], 53).unwrap();
+    let mut prog = XdpProgram::load("lo", &["::ffff:10.200.0.1".parse().unwrap()], 53, None).unwrap();
     prog.register_socket(0, xsk.as_raw_fd()).unwrap();
     assert_eq!(test_run(&prog, &v4_frame(&[], S_V4, 53, 30)), XDP_REDIRECT);
     assert_eq!(test_run(&prog, &v4_frame(&[], S_V4_OTHER, 53, 30)), XDP_PASS);
@@ -538,11 +538,11 @@ fn classify_port_and_wildcards() {
 #[test]
 fn api_errors() {
     require_root();
-    let err = XdpProgram::load("kdns-nosuchif", &[], 53).unwrap_err();
+    let err = XdpProgram::load("kdns-nosuchif", &[], 53, None).unwrap_err();
     assert!(matches!(err, XdpError::InterfaceNotFound { .. }), "{err:?}");
     assert!(err.to_string().contains("not found"), "{err}");
 
-    let mut prog = XdpProgram::load("lo", &[IpAddr::V4(S_V4)], 53).unwrap();
+    let mut prog = XdpProgram::load("lo", &[IpAddr::V4(S_V4)], 53, None).unwrap();
     assert_eq!(prog.ifname(), "lo");
     assert_eq!(prog.ifindex(), 1);
     let xsk = unbound_xsk();
@@ -553,7 +553,7 @@ fn api_errors() {
     assert!(matches!(err, XdpError::NotAnXdpSocket { .. }), "{err:?}");
 
     let many: Vec<IpAddr> = (0..=MAX_LISTEN as u32).map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))).collect();
-    let err = XdpProgram::load("lo", &many, 53).unwrap_err();
+    let err = XdpProgram::load("lo", &many, 53, None).unwrap_err();
     assert!(matches!(err, XdpError::TooManyAddresses { .. }), "{err:?}");
 
     // Counters: every queue of the interface is listed, even at zero.
@@ -582,7 +582,7 @@ fn attached_program_passes_kernel_traffic_and_counts_it() {
     let rig = Rig::new((2, 2), (2, 2));
     let listen = [IpAddr::V4(S_V4), IpAddr::V6(S_V6)];
     let (mut prog, mode, queues, mac) = rig.in_server(|| {
-        let mut prog = XdpProgram::load(S_IF, &listen, 53).unwrap();
+        let mut prog = XdpProgram::load(S_IF, &listen, 53, None).unwrap();
         let mode = prog.attach().unwrap();
         (prog, mode, rx_queues(S_IF).unwrap(), mac_address(S_IF).unwrap())
     });
@@ -651,7 +651,7 @@ fn registered_sockets_get_the_queries_and_only_them() {
     let rig = Rig::new((2, 2), (2, 2));
     let listen = [IpAddr::V4(S_V4), IpAddr::V6(S_V6)];
     let mut prog = rig.in_server(|| {
-        let mut prog = XdpProgram::load(S_IF, &listen, 53).unwrap();
+        let mut prog = XdpProgram::load(S_IF, &listen, 53, None).unwrap();
         assert_eq!(prog.attach().unwrap(), AttachMode::Driver);
         prog
     });
@@ -726,7 +726,7 @@ fn stale_netlink_programs_are_replaced() {
 
         let (prog, logs) = rig.in_server(|| {
             let (logs, _guard) = Logs::capture();
-            let mut prog = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53).unwrap();
+            let mut prog = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53, None).unwrap();
             assert_eq!(prog.attach().unwrap(), AttachMode::Driver);
             (prog, logs.text())
         });
@@ -744,9 +744,9 @@ fn a_live_link_is_reported_not_removed() {
     require_root();
     let rig = Rig::new((2, 2), (2, 2));
     let (first, second) = rig.in_server(|| {
-        let mut first = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53).unwrap();
+        let mut first = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53, None).unwrap();
         first.attach().unwrap();
-        let mut second = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53).unwrap();
+        let mut second = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53, None).unwrap();
         let err = second.attach().unwrap_err();
         let text = err.to_string();
         eprintln!("{text}");
@@ -770,7 +770,7 @@ fn too_few_rx_queues_fall_back_to_generic_mode() {
     let rig = Rig::new((1, 1), (2, 2));
     let (prog, mode, logs) = rig.in_server(|| {
         let (logs, _guard) = Logs::capture();
-        let mut prog = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53).unwrap();
+        let mut prog = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53, None).unwrap();
         let mode = prog.attach().unwrap();
         (prog, mode, logs.text())
     });
@@ -799,7 +799,7 @@ fn child_attach_and_wait() {
     if std::env::var_os("KDNS_XDP_TEST_CHILD").is_none() {
         return;
     }
-    let mut prog = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53).unwrap();
+    let mut prog = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53, None).unwrap();
     prog.attach().unwrap();
     println!("ATTACHED {}", prog.program_id());
     io::stdout().flush().unwrap();

@@ -1,6 +1,12 @@
 //! The TCP server (RFC 7766): length-prefixed messages, several queries per
 //! connection, pipelining (answers may come out of order; clients match
-//! them by ID), an idle timeout and a connection limit.
+//! them by ID), an idle timeout and connection limits.
+//!
+//! No client can hold the table hostage: one client address holds at most
+//! `tcp.max_connections_per_client` connections (more are closed at once),
+//! and when the table is full the longest-idle connection (one with no
+//! query in progress if there is any) is closed to admit the new one, so a
+//! new client is always served. [`table`] keeps that order.
 //!
 //! One thread with its own [`Engine`] serves every connection, so TCP never
 //! touches the UDP workers' state. Misses go to the backends over UDP like
@@ -22,12 +28,16 @@ use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transmit, T
 use kdns_core::upstream::BackendState;
 use kdns_core::wire::{flags, Header, Message, HEADER_LEN};
 use kdns_core::Timestamp;
-use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::TcpSection;
 use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind};
+use crate::upstream_sockets::{PortsConfig, SourcePorts};
 use crate::worker::new_histogram;
+
+mod table;
+use table::{Admit, Table};
 
 const WAKE: Token = Token(usize::MAX);
 const BACKEND_BASE: usize = 1 << 20;
@@ -47,6 +57,8 @@ pub struct TcpSetup {
     pub engine: EngineConfig,
     /// Limits and timeouts.
     pub cfg: TcpSection,
+    /// The source-port slots for backend queries.
+    pub ports: PortsConfig,
     /// Set to stop.
     pub stop: Arc<AtomicBool>,
 }
@@ -59,7 +71,6 @@ struct Conn {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
-    last_active: Instant,
     waiting: usize,
     read_closed: bool,
     writable_armed: bool,
@@ -92,7 +103,6 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let io_stats = Arc::new(IoStats::default());
     let mut listeners = Vec::new();
     for (i, addr) in setup.listen.iter().enumerate() {
         let std_l = tcp_listener(*addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on tcp {addr}: {e}")))?;
@@ -100,12 +110,9 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         poll.registry().register(&mut l, Token(i), Interest::READABLE)?;
         listeners.push((*addr, l));
     }
-    let mut backends = Vec::new();
-    for (i, b) in setup.engine.backends.iter().enumerate() {
-        let mut s = UdpSocket::from_std(crate::worker::backend_socket(b.addr)?);
-        poll.registry().register(&mut s, Token(BACKEND_BASE + i), Interest::READABLE)?;
-        backends.push((b.addr, s));
-    }
+    let io_stats = Arc::new(IoStats::default());
+    let ports = crate::worker::new_ports(&setup.ports, &setup.engine, poll.registry(), BACKEND_BASE, &io_stats)?;
+    let backends: Vec<SocketAddr> = setup.engine.backends.iter().map(|b| b.addr).collect();
     let handle = WorkerHandle {
         id: setup.id,
         kind: WorkerKind::Tcp,
@@ -118,12 +125,14 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         waker,
     };
     let n = backends.len();
+    let table = Table::new(setup.cfg.max_connections, setup.cfg.max_connections_per_client);
     let server = TcpServer {
         id: setup.id,
         engine,
         poll,
         listeners,
         backends,
+        ports,
         conns: Vec::new(),
         free: Vec::new(),
         upstreams: HashMap::new(),
@@ -136,7 +145,7 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         buf: vec![0; 65_535],
         rtt: (0..n).map(|_| new_histogram()).collect(),
         origin: Instant::now(),
-        open: 0,
+        table,
         rng: setup.engine.seed | 1,
     };
     let t = std::thread::Builder::new().name("kdns-tcp".into()).spawn(move || server.run())?;
@@ -161,7 +170,9 @@ struct TcpServer {
     engine: Engine,
     poll: Poll,
     listeners: Vec<(SocketAddr, TcpListener)>,
-    backends: Vec<(SocketAddr, UdpSocket)>,
+    /// The backends' addresses, in the engine's order.
+    backends: Vec<SocketAddr>,
+    ports: SourcePorts,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     upstreams: HashMap<usize, Upstream>,
@@ -174,7 +185,8 @@ struct TcpServer {
     buf: Vec<u8>,
     rtt: Vec<Histogram<u64>>,
     origin: Instant,
-    open: usize,
+    /// Per-client counts and the idle order of `conns`.
+    table: Table,
     rng: u64,
 }
 
@@ -220,20 +232,25 @@ impl TcpServer {
                             self.conn_flush(idx);
                         }
                         self.maybe_close(idx);
+                        self.touch(idx);
                     }
                     x if x >= UPSTREAM_BASE => self.upstream_ready(x),
-                    x if x >= BACKEND_BASE => self.backend_readable(x - BACKEND_BASE),
+                    x if x >= BACKEND_BASE => {
+                        self.ports.readable(t);
+                    }
                     x if stopping.is_none() => self.accept(x),
                     _ => {}
                 }
             }
+            self.backend_answers();
+            self.ports.tick(Instant::now());
             let now = self.now();
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
             while let Some(t) = self.engine.poll_transmit(now, &mut self.out) {
                 match t {
-                    Transmit::Backend { backend, len, .. } => self.send_backend(backend.index(), len),
+                    Transmit::Backend { addr, len, port, .. } => self.send_backend(addr, port, len),
                     Transmit::Client { client, len } => self.deliver(client, len),
                 }
             }
@@ -271,11 +288,19 @@ impl TcpServer {
             match l.accept() {
                 Ok((mut stream, peer)) => {
                     IoStats::add(&self.io.tcp_accepted, 1);
-                    if self.open >= self.cfg.max_connections {
-                        IoStats::add(&self.io.tcp_refused, 1);
-                        tracing::debug!(%peer, "tcp connection limit reached; closing");
-                        drop(stream);
-                        continue;
+                    match self.table.admit(peer.ip()) {
+                        Admit::Yes => {}
+                        Admit::OverClientCap => {
+                            IoStats::add(&self.io.tcp_refused_per_client, 1);
+                            tracing::debug!(%peer, "tcp connection limit per client reached; closing the new one");
+                            drop(stream);
+                            continue;
+                        }
+                        Admit::Evict { victim, busy } => {
+                            IoStats::add(if busy { &self.io.tcp_evicted_busy } else { &self.io.tcp_evicted_idle }, 1);
+                            tracing::debug!(%peer, busy, "tcp connection table full; closing the longest-idle connection");
+                            self.close(victim);
+                        }
                     }
                     let _ = stream.set_nodelay(true);
                     let idx = self.free.pop().unwrap_or_else(|| {
@@ -283,6 +308,7 @@ impl TcpServer {
                         self.conns.len() - 1
                     });
                     if self.poll.registry().register(&mut stream, Token(CONN_BASE + idx), Interest::READABLE).is_err() {
+                        IoStats::add(&self.io.tcp_refused, 1);
                         self.free.push(idx);
                         continue;
                     }
@@ -296,13 +322,12 @@ impl TcpServer {
                         rbuf: Vec::new(),
                         wbuf: Vec::new(),
                         wpos: 0,
-                        last_active: Instant::now(),
                         waiting: 0,
                         read_closed: false,
                         writable_armed: false,
                     });
-                    self.open += 1;
-                    IoStats::add(&self.io.tcp_open, 1);
+                    self.table.insert(idx, peer.ip(), Instant::now());
+                    self.io.tcp_open.store(self.table.open() as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -321,10 +346,7 @@ impl TcpServer {
                     c.read_closed = true;
                     break;
                 }
-                Ok(n) => {
-                    c.rbuf.extend_from_slice(&self.buf[..n]);
-                    c.last_active = Instant::now();
-                }
+                Ok(n) => c.rbuf.extend_from_slice(&self.buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -354,8 +376,15 @@ impl TcpServer {
             IoStats::add(&self.io.rx, 1);
             match self.engine.handle_query(now, &client, &query, &mut self.out) {
                 Verdict::Reply(n) => self.write_message(idx, n),
-                Verdict::Forward { backend, len, .. } => {
-                    self.send_backend(backend.index(), len);
+                Verdict::Forward { addr, len, port, .. } => {
+                    self.send_backend(addr, port, len);
+                    if let Some(Some(c)) = self.conns.get_mut(idx) {
+                        c.waiting += 1;
+                    }
+                }
+                // Waits on an identical question: the reply comes out of
+                // poll_transmit.
+                Verdict::Wait => {
                     if let Some(Some(c)) = self.conns.get_mut(idx) {
                         c.waiting += 1;
                     }
@@ -419,19 +448,26 @@ impl TcpServer {
             if let Some(mut c) = slot.take() {
                 let _ = self.poll.registry().deregister(&mut c.stream);
                 self.free.push(idx);
-                self.open -= 1;
-                self.io.tcp_open.store(self.open as u64, Ordering::Relaxed);
+                self.table.remove(idx);
+                self.io.tcp_open.store(self.table.open() as u64, Ordering::Relaxed);
             }
         }
     }
 
+    /// Something happened on connection `idx`: it moves to the back of the
+    /// idle order (quiet or busy).
+    fn touch(&mut self, idx: usize) {
+        if let Some(Some(c)) = self.conns.get(idx) {
+            let busy = c.waiting > 0 || !c.wbuf.is_empty();
+            self.table.touch(idx, Instant::now(), busy);
+        }
+    }
+
     fn sweep(&mut self, idle: Duration) {
-        for idx in 0..self.conns.len() {
-            let stale = matches!(&self.conns[idx], Some(c) if c.waiting == 0 && c.wbuf.is_empty() && c.last_active.elapsed() >= idle);
-            if stale {
-                IoStats::add(&self.io.tcp_idle_closed, 1);
-                self.close(idx);
-            }
+        let now = Instant::now();
+        while let Some(idx) = self.table.expired(now, idle) {
+            IoStats::add(&self.io.tcp_idle_closed, 1);
+            self.close(idx);
         }
         let expired: Vec<usize> = self.upstreams.iter().filter(|(_, u)| u.started.elapsed() >= UPSTREAM_TIMEOUT).map(|(k, _)| *k).collect();
         for k in expired {
@@ -442,35 +478,35 @@ impl TcpServer {
         }
     }
 
-    fn send_backend(&mut self, b: usize, len: usize) {
-        if let Some((_, s)) = self.backends.get(b) {
-            match s.send(&self.out[..len]) {
-                Ok(_) => IoStats::add(&self.io.backend_tx, 1),
-                Err(_) => IoStats::add(&self.io.tx_errors, 1),
-            }
+    fn send_backend(&mut self, to: SocketAddr, port: u16, len: usize) {
+        match self.ports.send(port, to, &self.out[..len], Instant::now()) {
+            Ok(_) => IoStats::add(&self.io.backend_tx, 1),
+            Err(_) => IoStats::add(&self.io.tx_errors, 1),
         }
     }
 
-    fn backend_readable(&mut self, b: usize) {
-        loop {
-            let Some((addr, s)) = self.backends.get(b) else { return };
-            let addr = *addr;
-            let n = match s.recv(&mut self.buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
-            };
-            IoStats::add(&self.io.backend_rx, 1);
-            let now = self.now();
-            let answer = self.buf[..n].to_vec();
-            let v = self.engine.handle_backend_answer(now, addr, &answer, &mut self.out);
-            crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
-            if let AnswerVerdict::Reply { client, len } = v {
-                let truncated = self.out.get(2).is_some_and(|f| u16::from(*f) << 8 & flags::TC != 0);
-                if truncated && self.ask_over_tcp(b, client, len) {
-                    continue;
+    /// Reads every source-port socket that is ready until it would block.
+    fn backend_answers(&mut self) {
+        while let Some(r) = self.ports.next_ready() {
+            loop {
+                let (n, from) = match self.ports.recv_from(r.id, &mut self.buf) {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                IoStats::add(&self.io.backend_rx, 1);
+                let now = self.now();
+                let answer = self.buf[..n].to_vec();
+                let v = self.engine.handle_backend_answer(now, from, r.slot, &answer, &mut self.out);
+                crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
+                if let AnswerVerdict::Reply { client, len } = v {
+                    let truncated = self.out.get(2).is_some_and(|f| u16::from(*f) << 8 & flags::TC != 0);
+                    let b = self.backends.iter().position(|a| *a == from);
+                    if truncated && self.ask_over_tcp(b, client, len) {
+                        continue;
+                    }
+                    self.deliver(client, len);
                 }
-                self.deliver(client, len);
             }
         }
     }
@@ -480,26 +516,25 @@ impl TcpServer {
     fn deliver(&mut self, client: Client, len: usize) {
         let (idx, gen) = untag(client.tag);
         match self.conns.get_mut(idx) {
-            Some(Some(c)) if c.gen == gen => {
-                c.waiting = c.waiting.saturating_sub(1);
-                c.last_active = Instant::now();
-            }
+            Some(Some(c)) if c.gen == gen => c.waiting = c.waiting.saturating_sub(1),
             _ => return,
         }
         self.write_message(idx, len);
         self.maybe_close(idx);
+        self.touch(idx);
     }
 
     /// The backend's UDP answer was truncated: ask the same question over
     /// TCP (to that backend if it is up, else any up backend). The TC reply
     /// in `self.out` holds the client's ID and question.
-    fn ask_over_tcp(&mut self, b: usize, client: Client, len: usize) -> bool {
+    fn ask_over_tcp(&mut self, b: Option<usize>, client: Client, len: usize) -> bool {
         let reply = &self.out[..len];
         let Ok(h) = Header::new_checked(reply) else { return false };
         let Ok(m) = Message::parse(reply) else { return false };
         let pool = self.engine.pool();
-        let target = if pool.ids().nth(b).is_some_and(|id| pool.state(id) == BackendState::Up) {
-            Some(pool.addr(pool.ids().nth(b).expect("checked")))
+        let asked = b.and_then(|b| pool.ids().nth(b)).filter(|&id| pool.state(id) == BackendState::Up);
+        let target = if let Some(id) = asked {
+            Some(pool.addr(id))
         } else {
             pool.ids().find(|&id| pool.state(id) == BackendState::Up).map(|id| pool.addr(id))
         };
