@@ -2,6 +2,8 @@
 # The test command: installs what the tests need, then runs every test.
 #   scripts/test.sh            format check, clippy, all tests
 #   KDNS_QUICK=1 scripts/test.sh   tests only
+#   KDNS_FUZZ_SECS=0 scripts/test.sh   without the fuzzing step (default:
+#                                     40 s per fuzz target, scripts/fuzz.sh)
 # It starts the Docker engine for tests/docker.rs if none is running
 # (scripts/docker-engine.sh) and stops it again at the end.
 set -euo pipefail
@@ -38,5 +40,22 @@ else
     scripts/docker-engine.sh start
 fi
 
+# Coverage-guided fuzzing (cargo-fuzz), bounded: each target of
+# kdns-core/fuzz runs KDNS_FUZZ_SECS seconds from its seed corpus. A crash
+# fails the suite, after the tests have run too, and names the reproducer
+# (scripts/fuzz.sh --repro FILE).
+fuzz_secs=${KDNS_FUZZ_SECS:-40}
+fuzz_failed=0
+if [[ $fuzz_secs != 0 ]]; then
+    echo "== fuzz (${fuzz_secs} s per target: parse, roundtrip, engine)"
+    scripts/fuzz.sh "$fuzz_secs" || fuzz_failed=1
+fi
+
 echo "== cargo test"
 cargo test --workspace --locked
+
+if ((fuzz_failed)); then
+    echo "test.sh: FAILED: fuzzing found crashes:" >&2
+    cat kdns-core/fuzz/target/fuzz-failures.txt >&2 || true
+    exit 1
+fi

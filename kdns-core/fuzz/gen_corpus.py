@@ -7,7 +7,13 @@ Creates corpus/parse/*.bin and corpus/roundtrip/*.bin next to this file:
 small hand-assembled DNS messages (queries with and without EDNS, answers
 that use name compression, NXDOMAIN with SOA, TXT / AAAA / MX / SRV
 answers, a referral with glue) and a few malformed ones. The same set
-seeds both targets. Deterministic: rerunning rewrites identical files.
+seeds both targets. corpus/engine/*.bin are event scripts for the engine
+target (queries, answers to what the engine sent, time; the format is in
+fuzz_targets/engine.rs): a miss then hits, timeouts to SERVFAIL, backends
+marked down and probed, errors and REFUSED, local records, a full pending
+table, negative caching, truncation, expiry and stale answers, answers from
+the wrong source, and a flood of unanswered names beside an ordinary client.
+Deterministic: rerunning rewrites identical files.
 """
 
 import os
@@ -159,6 +165,125 @@ messages["bad-rdlength"] = header(0x3004, QR, an=1) + question("example.com", A)
 messages["bad-qdcount-2"] = header(0x3005, RD, qd=2) + question("a.example", A) + question("b.example", A)
 messages["bad-two-opts"] = header(0x3006, RD, ar=2) + question("example.com", A) + opt() + opt()
 messages["bad-option-overrun"] = header(0x3007, RD, ar=1) + question("example.com", A) + opt(options=b"\x00\x0a\x00\x08abcd")
+
+# Scripts for the engine target (format: fuzz_targets/engine.rs).
+def ev_query(msg, client=0, port=40000, tcp=False, out=7):
+    mode = (out << 1) | (1 if tcp else 0)
+    return b"\x00" + bytes([client]) + struct.pack(">HBH", port, mode, len(msg)) + msg
+
+
+def ev_answer(tail=b"", flags=QR | RD | RA, an=0, ns=0, ar=0, which=0, source=0, case=0):
+    return b"\x01" + struct.pack(">BBHHHHBH", which, source, flags, an, ns, ar, case, len(tail)) + tail
+
+
+def ev_raw(msg, source=0):
+    return b"\x02" + struct.pack(">BH", source, len(msg)) + msg
+
+
+def ev_time(ms):
+    return b"\x03" + struct.pack(">H", ms)
+
+
+def q(qname, qtype=A, id_=0x4242, edns=None, flags=RD):
+    if edns is None:
+        return header(id_, flags) + question(qname, qtype)
+    return header(id_, flags, ar=1) + question(qname, qtype) + opt(edns)
+
+
+A_RR = rr(ptr(Q), A, 300, bytes([10, 99, 0, 1]))
+CLIENT_A, CLIENT_B, CLIENT_V6, OUTSIDE = 0, 2, 3, 5  # see client_ip()
+
+scripts = {}
+scripts["miss-answer-hit"] = bytes([0]) + (
+    ev_query(q("www.example.com", edns=1232))
+    + ev_answer(A_RR, an=1)
+    + ev_query(q("www.example.com", edns=1232, id_=7))
+    + ev_query(q("WwW.eXaMpLe.CoM", id_=8), client=CLIENT_V6)
+    + ev_query(q("www.example.com", AAAA), tcp=True)
+    + ev_answer(rr(ptr(Q), AAAA, 60, bytes(16)), an=1, case=0x55)
+)
+scripts["timeouts-retry-servfail"] = bytes([0]) + (
+    ev_query(q("slow.example.com")) + ev_time(900) + ev_time(900) + ev_time(900) + ev_time(900)
+)
+scripts["backends-down-probes"] = bytes([0]) + b"".join(
+    ev_query(q(f"d{i}.example.com", id_=i)) for i in range(8)
+) + ev_time(1000) + ev_time(1000) + ev_time(1000) + ev_time(600) + ev_answer(
+    rr(ptr(Q), TXT, 0, txt(b"unbound")), an=1, flags=QR
+) + ev_time(600) + ev_answer(rr(ptr(Q), TXT, 0, txt(b"unbound")), an=1, flags=QR) + ev_query(q("after.example.com"))
+scripts["errors-and-refused"] = bytes([0]) + (
+    ev_query(q("refused.example.com"), client=OUTSIDE)
+    + ev_query(messages["bad-qdcount-2"])
+    + ev_query(messages["bad-truncated-question"])
+    + ev_query(messages["bad-pointer-loop"])
+    + ev_query(header(1, 0x2800) + question("notify.example", SOA))
+    + ev_query(header(2, RD, ar=1) + question("example.com", A) + opt(1232, version=1))
+    + ev_query(b"\x00\x01\x02")
+    + ev_query(messages["answer-a-compressed"])
+)
+scripts["local-records"] = bytes([1]) + (
+    ev_query(q("web.kdns"))
+    + ev_query(q("web.kdns", AAAA, edns=1232))
+    + ev_query(q("alias.kdns"))
+    + ev_query(q("web-7.kdns"))
+    + ev_query(q("nope.kdns"))
+    + ev_query(q("web"))
+    + ev_query(q("kdns", SOA))
+)
+scripts["pending-full"] = bytes([2]) + b"".join(ev_query(q(f"p{i}.example.com", id_=i)) for i in range(7)) + ev_answer(
+    A_RR, an=1, which=1
+) + ev_answer(A_RR, an=1, which=3)
+qn = name("missing.example.com")
+scripts["nxdomain-negative-cache"] = bytes([0]) + (
+    ev_query(q("missing.example.com", edns=4096))
+    + ev_answer(
+        rr(ptr(Q + 8), SOA, 900, soa(b"\x03ns1" + ptr(Q + 8), b"\x0ahostmaster" + ptr(Q + 8))), flags=QR | RD | RA | 3, ns=1
+    )
+    + ev_query(q("missing.example.com", edns=4096))
+    + ev_query(q("missing.example.com", MX))
+)
+big = rr(ptr(Q), TXT, 300, txt(*[bytes([65 + i]) * 200 for i in range(6)]))
+scripts["truncated-udp-full-tcp"] = bytes([0]) + (
+    ev_query(q("big.example.com", TXT))
+    + ev_answer(big, an=1)
+    + ev_query(q("big.example.com", TXT), out=0)
+    + ev_query(q("big.example.com", TXT), tcp=True)
+    + ev_query(q("big.example.com", TXT, edns=4096), out=3)
+)
+scripts["ttl-expiry-stale-refresh"] = bytes([0]) + (
+    ev_query(q("short.example.com"))
+    + ev_answer(rr(ptr(Q), A, 2, bytes([10, 0, 0, 9])), an=1)
+    + ev_time(1900)
+    + ev_query(q("short.example.com"))
+    + ev_time(1000)
+    + ev_query(q("short.example.com"))
+    + ev_time(1000) + ev_time(1000) + ev_time(1000)
+)
+scripts["wrong-source-and-garbage"] = bytes([0]) + (
+    ev_query(q("src.example.com"))
+    + ev_answer(A_RR, an=1, source=0x84)
+    + ev_answer(A_RR, an=1, source=0x85)
+    + ev_answer(A_RR, an=1, flags=RD)
+    + ev_raw(messages["answer-a-compressed"])
+    + ev_raw(b"\x00")
+    + ev_answer(A_RR, an=1, source=0x83)
+)
+# One client floods names that are never answered; another asks names the
+# backend answers at once.
+flood = b""
+for i in range(40):
+    flood += ev_query(q(f"r{i * 7919 % 100000}.blackhole.test", id_=i), client=CLIENT_A, port=1000 + i)
+    if i % 4 == 0:
+        flood += ev_query(q(f"n{i}.ok.test", id_=0x8000 + i), client=CLIENT_B) + ev_answer(A_RR, an=1)
+    if i % 10 == 9:
+        flood += ev_time(300)
+scripts["flood-and-ordinary-client"] = bytes([0]) + flood
+
+for key, data in sorted(scripts.items()):
+    d = os.path.join(HERE, "corpus", "engine")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, key + ".bin"), "wb") as f:
+        f.write(data)
+print(f"wrote {len(scripts)} scripts to corpus/engine")
 
 for target in ("parse", "roundtrip"):
     d = os.path.join(HERE, "corpus", target)

@@ -6,8 +6,8 @@
 #![no_main]
 
 use kdns_core::wire::{
-    write_empty_reply, Header, Message, MessageError, Name, OptSpec, Question, Rcode, Record, Rtype, Sections, WireError, HEADER_LEN,
-    MAX_NAME_LEN,
+    write_empty_reply, Header, Message, MessageError, Name, Opcode, OptSpec, Question, Rcode, Record, Rtype, Sections, WireError,
+    HEADER_LEN, MAX_NAME_LEN,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -105,7 +105,10 @@ fn check_message(msg: &[u8], m: &Message) {
         let rm = Message::parse(reply).expect("empty reply parses");
         let rh = Header::new_checked(reply).unwrap();
         assert_eq!(rh.id(), h.id());
-        assert!(rh.qr() && rh.ra());
+        assert!(rh.qr());
+        // RA (recursion available) only for a standard query.
+        assert_eq!(rh.ra(), h.opcode() == Opcode::QUERY);
+        assert_eq!(rh.opcode(), h.opcode());
         assert_eq!(rh.rcode(), Rcode(rcode.0 & 0xf));
         assert_eq!((rh.ancount(), rh.nscount(), rh.arcount()), (0, 0, u16::from(spec.is_some())));
         assert!(rm.question.name.eq_ignore_case(reply, &q.name, msg));
