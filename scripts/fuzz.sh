@@ -23,9 +23,6 @@
 # libFuzzer needs nightly rustc flags (-Z sanitizer=...). A nightly toolchain
 # is used when rustup has one; otherwise stable rustc with RUSTC_BOOTSTRAP=1,
 # which accepts the same flags. Extra libFuzzer flags: FUZZ_ARGS="-jobs=4".
-# KDNS_FUZZ_SKIP_HEADER_POINTERS=1: the engine target leaves out backend
-# answers with names pointing into the header (a known open engine bug), to
-# look for other bugs meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/../kdns-core/fuzz"
 

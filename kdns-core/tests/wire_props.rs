@@ -957,6 +957,17 @@ fn question_name_pointing_into_the_header() {
     m.extend_from_slice(&[0, 1, 0, 1]);
     assert_eq!(Message::parse(&m), Err(MessageError::Malformed(WireError::BadPointer)));
 
+    // In the data of a CNAME (and NS, PTR, DNAME, MX, SRV, SOA): refused.
+    let mut m = header(1, 0x8180, 1, 1, 0, 0);
+    m.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+    m.extend_from_slice(&ptr(12));
+    m.extend_from_slice(&[0, 5, 0, 1, 0, 0, 0, 60, 0, 2]);
+    m.extend_from_slice(&ptr(0));
+    assert_eq!(Message::parse(&m), Err(MessageError::Malformed(WireError::BadPointer)));
+    let last = m.len() - 1;
+    m[last] = 12; // to the question's name: fine
+    assert!(Message::parse(&m).is_ok());
+
     // A pointer to a flags byte 0x81 (QR|RD): refused too.
     let mut m = header(0x0161, 0x8100, 1, 0, 0, 0);
     m.extend_from_slice(&ptr(2));

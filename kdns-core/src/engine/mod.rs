@@ -896,6 +896,11 @@ impl Engine {
             return drop(DropReason::AnswerNotResponse);
         }
         let Ok(msg) = Message::parse(answer) else { return drop(DropReason::AnswerMalformed) };
+        // The reply leaves the backend's OPT out: records after it would
+        // move, and their compression pointers with them.
+        if msg.edns().is_some_and(|e| e.options_offset + e.options_len as usize != msg.sections.end) {
+            return drop(DropReason::AnswerMalformed);
+        }
         let q = &msg.question;
         if q.qtype != u.qtype || q.qclass != u.qclass || !q.name.eq_wire_ignore_case(answer, u.qname()) {
             return drop(DropReason::AnswerWrongQuestion);

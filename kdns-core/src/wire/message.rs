@@ -79,6 +79,35 @@ impl Record {
         if rdata_offset + rdlen as usize > msg.len() {
             return Err(WireError::BadRdLength);
         }
+        // Names in the data of the common types may be compressed too: they
+        // must be valid, end within the data (the bytes after a record may
+        // be an OPT that a reply leaves out) and not point into the header.
+        let rdata_end = rdata_offset + rdlen as usize;
+        let name_in = |at: usize| -> Result<usize, WireError> {
+            if at >= rdata_end {
+                return Err(WireError::BadRdLength);
+            }
+            let n = Name::parse_above(&msg[..rdata_end], at, HEADER_LEN)?;
+            Ok(n.end())
+        };
+        match u16::from_be_bytes([fixed[0], fixed[1]]) {
+            2 | 5 | 12 | 39 => {
+                name_in(rdata_offset)?;
+            }
+            15 => {
+                name_in(rdata_offset + 2)?;
+            }
+            33 => {
+                name_in(rdata_offset + 6)?;
+            }
+            6 => {
+                let m = name_in(rdata_offset)?;
+                if name_in(m)? + 20 > rdata_end {
+                    return Err(WireError::BadRdLength);
+                }
+            }
+            _ => {}
+        }
         Ok(Record {
             name,
             rtype: Rtype(u16::from_be_bytes([fixed[0], fixed[1]])),
