@@ -420,7 +420,7 @@ pub struct LimitsSection {
     /// IPv6 clients sharing this prefix length are one client.
     pub client_prefix_v6: u8,
     /// Most queries one client may have waiting upstream, per worker (0:
-    /// off; unset: a quarter of `upstream.max_in_flight`).
+    /// off; unset: a sixteenth of `upstream.max_in_flight`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_max_pending: Option<u32>,
     /// Misses one client may send upstream per second, per worker (0: off).
@@ -477,7 +477,7 @@ fn settle_limits(l: &LimitsSection, max_in_flight: usize) -> Result<ClientLimits
     if l.client_prefix_v6 > 128 {
         return Err(ConfigError::new("limits.client_prefix_v6", format!("{}: must be 0..=128", l.client_prefix_v6)));
     }
-    let max_pending = l.client_max_pending.unwrap_or((max_in_flight / 4).max(1) as u32);
+    let max_pending = l.client_max_pending.unwrap_or((max_in_flight / 16).max(1) as u32);
     if max_pending as usize > max_in_flight {
         return Err(ConfigError::new(
             "limits.client_max_pending",
@@ -1070,8 +1070,8 @@ mod tests {
     fn limits_section() {
         let l = settle_text("").unwrap().engine.limits;
         assert_eq!(l, ClientLimits::default());
-        assert_eq!(l.max_pending, 1024, "a quarter of max_in_flight (4096)");
-        assert_eq!(settle_text("[upstream]\nmax_in_flight = 100").unwrap().engine.limits.max_pending, 25);
+        assert_eq!(l.max_pending, 256, "a sixteenth of max_in_flight (4096)");
+        assert_eq!(settle_text("[upstream]\nmax_in_flight = 160").unwrap().engine.limits.max_pending, 10);
         let s = settle_text(
             "[limits]\nclient_prefix_v4 = 24\nclient_prefix_v6 = 56\nclient_max_pending = 64\nclient_miss_rate = 0\nover_limit = \"refused\"\nclients = 100\n[upstream]\ntry_timeout_min_ms = 20\ncoalesce = false\nrandomize_case = false\n",
         )

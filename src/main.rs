@@ -100,8 +100,8 @@ CONFIGURATION FILE (TOML; every key optional, defaults shown):
     [limits]                         # fair shares per client, per worker (misses only)
     client_prefix_v4 = 32            # clients within one /N are one client
     client_prefix_v6 = 64
-    client_max_pending = 1024        # queries waiting upstream at once (0: no share);
-                                     # default: a quarter of max_in_flight
+    client_max_pending = 256         # queries waiting upstream at once (0: no share);
+                                     # default: a sixteenth of max_in_flight
     client_miss_rate = 5000          # misses sent upstream per second (0: no limit)
     client_miss_burst = 10000
     over_limit = \"servfail\"          # what a client over its share gets:

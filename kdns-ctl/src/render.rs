@@ -730,7 +730,7 @@ mod tests {
         {"address": "10.0.0.2:53", "state": "partial", "up_workers": 1, "workers": 2, "went_down": 1, "try_timeout_ms": 800.0,
          "rtt_ms": {"p50": null, "p90": null, "p99": null, "max": null, "mean": null, "samples": 0}}
       ],
-      "limits": {"client_prefix_v4": 32, "client_prefix_v6": 64, "client_max_pending": 1024, "client_miss_rate": 5000,
+      "limits": {"client_prefix_v4": 32, "client_prefix_v6": 64, "client_max_pending": 256, "client_miss_rate": 5000,
                  "client_miss_burst": 10000, "over_limit": "servfail", "clients": 4096}
     }"#;
 
@@ -795,7 +795,7 @@ Cache:        hit ratio 53.3%, 80 hits (3 negative), 70 misses, 33 entries, 1.5 
 Answers:      NOERROR 145, NXDOMAIN 5
 Local:        0 answers from local records
 Forwarding:   forwarded 70, waited on an identical question 0, retried 1, timeouts 2, slow 0, late answers 0, stale answers 0, gave up 0, in flight 4
-Limits:       per client (/32 IPv4, /64 IPv6) per worker: 1024 pending, 5000 misses/s (burst 10000); over them (servfail): 0 by pending, 0 by rate
+Limits:       per client (/32 IPv4, /64 IPv6) per worker: 256 pending, 5000 misses/s (burst 10000); over them (servfail): 0 by pending, 0 by rate
 Drops:        query_too_short 2
 Source ports: 48 sockets open, 60 opened, 12 rotations (0 deferred, 0 failed)
 TCP:          3 open, 40 accepted; closed: 7 over the per-client cap, 2 evicted idle, 0 evicted busy, 28 idle timeout

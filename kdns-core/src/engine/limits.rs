@@ -38,7 +38,9 @@ pub struct ClientLimits {
     pub prefix_v6: u8,
     /// Most queries one client may have waiting for a backend (in-flight
     /// queries and queries waiting on an identical one); `0` turns the
-    /// share off. Default 1024 (a quarter of the default 4096 slots).
+    /// share off. Default 256 (a sixteenth of the default 4096 slots: a
+    /// flood of never-answered names then holds a small part of a
+    /// backend's own request list, e.g. Unbound's 1024 per thread).
     pub max_pending: u32,
     /// Misses one client may send upstream per second, sustained; `0`
     /// turns the rate limit off. Default 5000.
@@ -57,7 +59,7 @@ impl Default for ClientLimits {
         ClientLimits {
             prefix_v4: 32,
             prefix_v6: 64,
-            max_pending: 1024,
+            max_pending: 256,
             miss_rate: 5000,
             miss_burst: 10000,
             over_limit: OverLimit::Servfail,
