@@ -499,6 +499,8 @@ fn run(s: Settings) -> Result<(), String> {
         xdp: xdp_counters(&xdp_runtime),
         limits: s.engine.limits,
         xdp_client_rate: if xdp_runtime.is_some() { s.xdp_client_rate } else { Default::default() },
+        tcp_limits: (s.tcp.max_connections, s.tcp.max_connections_per_client),
+        source_ports: s.ports.slots,
     };
     let plane = records::start(&s.records, handles.clone()).map_err(|e| format!("records: {e}"))?;
     let provider = match &s.docker {

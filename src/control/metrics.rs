@@ -18,7 +18,7 @@
 //! | `kdns_forward_late_answers_total` | counter | `EngineStats::late_answers` |
 //! | `kdns_coalesced_total` | counter | `EngineStats::coalesced` |
 //! | `kdns_limited_total{reason}` | counter | `EngineStats::limited_pending`, `limited_rate` |
-//! | `kdns_limit{name}`, `kdns_limit_over_limit_info{action}` | gauge | the `[limits]` in force |
+//! | `kdns_limit{name}`, `kdns_limit_over_limit_info{action}` | gauge | the `[limits]` in force, `tcp.max_connections(_per_client)`, `upstream.source_ports` |
 //! | `kdns_forward_retries_total` | counter | `EngineStats::retried` |
 //! | `kdns_stale_answers_total` | counter | `EngineStats::stale_answers` |
 //! | `kdns_backend_up{backend}` | gauge | `BackendStats::state_up` |
@@ -236,6 +236,8 @@ pub(super) fn render(
     xdp: &[Arc<dyn XdpCounterSource>],
     limits: &ClientLimits,
     xdp_rate: &crate::config::XdpClientRate,
+    tcp_limits: (usize, usize),
+    source_ports: u16,
 ) -> String {
     let mut out = String::with_capacity(8192);
 
@@ -331,6 +333,9 @@ pub(super) fn render(
         ("clients", limits.table_size as u64),
         ("xdp_client_qps", u64::from(xdp_rate.qps)),
         ("xdp_client_burst", if xdp_rate.qps > 0 { u64::from(xdp_rate.burst) } else { 0 }),
+        ("tcp_max_connections", tcp_limits.0 as u64),
+        ("tcp_max_connections_per_client", tcp_limits.1 as u64),
+        ("source_ports", u64::from(source_ports)),
     ] {
         sample(&mut out, "kdns_limit", &[("name", name)], v);
     }

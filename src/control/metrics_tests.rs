@@ -171,7 +171,7 @@ fn daemon() -> (Vec<FakeWorker>, Vec<SocketAddr>, Vec<Arc<dyn XdpCounterSource>>
 fn rendered() -> String {
     let (ws, configured, xdp) = daemon();
     let handles: Vec<WorkerHandle> = ws.iter().map(|w| w.handle.clone()).collect();
-    render(&handles, &configured, &xdp, &kdns_core::engine::ClientLimits::default(), &Default::default())
+    render(&handles, &configured, &xdp, &kdns_core::engine::ClientLimits::default(), &Default::default(), (1024, 64), 16)
 }
 
 /// The value of the sample `series` (name and labels exactly as written).
@@ -374,7 +374,7 @@ fn floats_are_spelled_as_prometheus_reads_them() {
 
 #[test]
 fn no_workers_no_backends_still_render_every_family() {
-    let text = render(&[], &[], &[], &kdns_core::engine::ClientLimits::default(), &Default::default());
+    let text = render(&[], &[], &[], &kdns_core::engine::ClientLimits::default(), &Default::default(), (1024, 64), 16);
     assert!(text.contains("kdns_request_duration_seconds_bucket{le=\"+Inf\"} 0\n"), "{text}");
     assert!(text.contains("kdns_request_duration_seconds_count 0\n"), "{text}");
     assert!(text.contains("# TYPE kdns_backend_rtt_seconds summary\n"), "{text}");

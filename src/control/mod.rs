@@ -69,6 +69,10 @@ pub struct DaemonInfo {
     /// The per-client query rate of the XDP program (qps 0: off, or no
     /// AF_XDP).
     pub xdp_client_rate: crate::config::XdpClientRate,
+    /// TCP: most connections, and most from one client address.
+    pub tcp_limits: (usize, usize),
+    /// Source-port slots per worker for backend queries.
+    pub source_ports: u16,
 }
 
 /// Optional parts of the control plane.
@@ -450,7 +454,15 @@ fn route_metrics(shared: &Shared, rq: &Request) -> Reply {
     Reply {
         status: 200,
         headers: vec![("Content-Type", metrics::CONTENT_TYPE.into())],
-        body: metrics::render(&shared.workers, &shared.info.backends, &shared.info.xdp, &shared.info.limits, &shared.info.xdp_client_rate)
-            .into_bytes(),
+        body: metrics::render(
+            &shared.workers,
+            &shared.info.backends,
+            &shared.info.xdp,
+            &shared.info.limits,
+            &shared.info.xdp_client_rate,
+            shared.info.tcp_limits,
+            shared.info.source_ports,
+        )
+        .into_bytes(),
     }
 }

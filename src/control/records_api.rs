@@ -308,6 +308,8 @@ ttl = 60
                 xdp: vec![],
                 limits: kdns_core::engine::ClientLimits::default(),
                 xdp_client_rate: Default::default(),
+                tcp_limits: (1024, 64),
+                source_ports: 16,
             },
             Extras { records: Some(Arc::clone(&store)), tcp: Some(("127.0.0.1:0".parse().unwrap(), tok.into())) },
         )

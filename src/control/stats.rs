@@ -48,10 +48,16 @@ pub(super) struct LimitsJson {
     /// queues' `dropped`.
     pub xdp_client_qps: u32,
     pub xdp_client_burst: u32,
+    /// `tcp.max_connections` and `tcp.max_connections_per_client`.
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_client: usize,
+    /// `upstream.source_ports` (per worker).
+    pub source_ports: u16,
 }
 
 impl LimitsJson {
-    pub(super) fn new(l: &kdns_core::engine::ClientLimits, x: &crate::config::XdpClientRate) -> LimitsJson {
+    pub(super) fn new(info: &super::DaemonInfo) -> LimitsJson {
+        let (l, x) = (&info.limits, &info.xdp_client_rate);
         use kdns_core::engine::OverLimit;
         LimitsJson {
             client_prefix_v4: l.prefix_v4,
@@ -67,6 +73,9 @@ impl LimitsJson {
             clients: l.table_size,
             xdp_client_qps: x.qps,
             xdp_client_burst: if x.qps > 0 { x.burst } else { 0 },
+            tcp_max_connections: info.tcp_limits.0,
+            tcp_max_connections_per_client: info.tcp_limits.1,
+            source_ports: info.source_ports,
         }
     }
 }
@@ -628,7 +637,7 @@ pub(super) fn collect(shared: &Shared) -> Stats {
         totals: Totals { workers: workers.len(), counters: totals, hit_ratio },
         workers: wjson,
         backends: backends(&shared.info.backends, workers, &snaps),
-        limits: LimitsJson::new(&shared.info.limits, &shared.info.xdp_client_rate),
+        limits: LimitsJson::new(&shared.info),
         xdp: xdp(&shared.info.xdp),
     }
 }

@@ -102,6 +102,8 @@ fn info() -> DaemonInfo {
         pid: 4242,
         limits: kdns_core::engine::ClientLimits::default(),
         xdp_client_rate: Default::default(),
+        tcp_limits: (1024, 64),
+        source_ports: 16,
     }
 }
 
