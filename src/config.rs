@@ -499,11 +499,9 @@ fn settle_limits(l: &LimitsSection, max_in_flight: usize) -> Result<ClientLimits
     if l.xdp_clients == 0 || l.xdp_clients > 1 << 24 {
         return Err(ConfigError::new("limits.xdp_clients", format!("{}: must be 1..=16777216", l.xdp_clients)));
     }
-    let over_limit = match l.over_limit.as_str() {
-        "servfail" => OverLimit::Servfail,
-        "refused" => OverLimit::Refused,
-        "drop" => OverLimit::Drop,
-        other => return Err(ConfigError::new("limits.over_limit", format!("'{other}': expected servfail, refused or drop"))),
+    let Some(over_limit) = OverLimit::ALL.into_iter().find(|o| o.name() == l.over_limit) else {
+        let other = &l.over_limit;
+        return Err(ConfigError::new("limits.over_limit", format!("'{other}': expected servfail, refused or drop")));
     };
     Ok(ClientLimits {
         prefix_v4: l.client_prefix_v4,

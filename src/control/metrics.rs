@@ -40,7 +40,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kdns_core::engine::{ClientLimits, DropReason, OverLimit, LATENCY_BOUNDS};
+use kdns_core::engine::{ClientLimits, DropReason, LATENCY_BOUNDS};
 
 use super::stats::{rcode_listed, rcode_name, RCODES};
 use crate::handle::{IoStats, WorkerHandle, XdpCounterSource};
@@ -339,11 +339,7 @@ pub(super) fn render(
     ] {
         sample(&mut out, "kdns_limit", &[("name", name)], v);
     }
-    let over = match limits.over_limit {
-        OverLimit::Servfail => "servfail",
-        OverLimit::Refused => "refused",
-        OverLimit::Drop => "drop",
-    };
+    let over = limits.over_limit.name();
     family(&mut out, "kdns_limit_over_limit_info", "gauge", "What a client over its share gets (the label; always 1).");
     sample(&mut out, "kdns_limit_over_limit_info", &[("action", over)], 1);
     single(

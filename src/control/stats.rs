@@ -58,18 +58,13 @@ pub(super) struct LimitsJson {
 impl LimitsJson {
     pub(super) fn new(info: &super::DaemonInfo) -> LimitsJson {
         let (l, x) = (&info.limits, &info.xdp_client_rate);
-        use kdns_core::engine::OverLimit;
         LimitsJson {
             client_prefix_v4: l.prefix_v4,
             client_prefix_v6: l.prefix_v6,
             client_max_pending: l.max_pending,
             client_miss_rate: l.miss_rate,
             client_miss_burst: l.miss_burst,
-            over_limit: match l.over_limit {
-                OverLimit::Servfail => "servfail",
-                OverLimit::Refused => "refused",
-                OverLimit::Drop => "drop",
-            },
+            over_limit: l.over_limit.name(),
             clients: l.table_size,
             xdp_client_qps: x.qps,
             xdp_client_burst: if x.qps > 0 { x.burst } else { 0 },

@@ -27,6 +27,20 @@ pub enum OverLimit {
     Drop,
 }
 
+impl OverLimit {
+    /// Every action, in declaration order.
+    pub const ALL: [OverLimit; 3] = [OverLimit::Servfail, OverLimit::Refused, OverLimit::Drop];
+
+    /// Its name in the configuration and the stats ("servfail", ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            OverLimit::Servfail => "servfail",
+            OverLimit::Refused => "refused",
+            OverLimit::Drop => "drop",
+        }
+    }
+}
+
 /// Per-client limits on cache misses. Every field has a default.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClientLimits {

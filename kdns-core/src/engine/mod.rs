@@ -583,7 +583,7 @@ impl Engine {
         let client_slot = if self.clients.enabled() {
             match self.clients.admit(client.addr.ip(), now, leader.is_none()) {
                 Ok(i) => i,
-                Err(r) => return self.over_limit(r, client, a, out),
+                Err(r) => return self.over_limit(r, a, out),
             }
         } else {
             NO_CLIENT
@@ -667,8 +667,7 @@ impl Engine {
     /// A client over its share: a fast SERVFAIL or REFUSED, or a counted
     /// drop, as configured.
     #[cold]
-    fn over_limit(&mut self, why: Refusal, client: &Client, a: &Asked<'_>, out: &mut [u8]) -> Verdict {
-        let _ = client;
+    fn over_limit(&mut self, why: Refusal, a: &Asked<'_>, out: &mut [u8]) -> Verdict {
         match why {
             Refusal::Pending => self.stats.limited_pending.inc(),
             Refusal::Rate => self.stats.limited_rate.inc(),
@@ -912,24 +911,18 @@ impl Engine {
         self.stats.answers.inc();
         self.note_answer(now, from_b, &flight, &u);
         self.release(handle);
-        let st = &*self.stats;
-        let cached = u.purpose != Purpose::Probe
-            && match self.cache.key(u.qname(), u.qtype, u.qclass, u.key_flags) {
-                Some(key) => {
-                    let ok = self.cache.insert(now, &key, answer, &msg).is_ok();
-                    if !ok {
-                        st.not_cached.inc();
-                        if u.purpose == Purpose::Refresh {
-                            self.cache.refresh_failed(&key);
-                        }
+        if u.purpose != Purpose::Probe {
+            if let Some(key) = self.cache.key(u.qname(), u.qtype, u.qclass, u.key_flags) {
+                if self.cache.insert(now, &key, answer, &msg).is_err() {
+                    self.stats.not_cached.inc();
+                    if u.purpose == Purpose::Refresh {
+                        self.cache.refresh_failed(&key);
                     }
-                    ok
                 }
-                None => false,
-            };
+            }
+        }
         if u.waiters.is_some() {
             // Keep the answer for the followers (the cache may not hold it).
-            let _ = cached;
             self.fanout.gen = self.fanout.gen.wrapping_add(1);
             match self.fanout.buf.get_mut(..answer.len()) {
                 Some(buf) => {
@@ -972,17 +965,24 @@ impl Engine {
         }
     }
 
+    /// Our OPT for a reply (when the client sent one) and the room for the
+    /// reply before it: the client's UDP size (512 without EDNS), at most
+    /// ours, or 65 535 over TCP, and at most `out_len`.
+    fn reply_room(&self, client_edns: Option<u16>, key_flags: KeyFlags, transport: Transport, out_len: usize) -> (Option<OptSpec>, usize) {
+        let limit = match transport {
+            Transport::Tcp => usize::from(u16::MAX),
+            Transport::Udp => usize::from(client_edns.map_or(512, |s| s.min(self.udp_size))),
+        }
+        .min(out_len);
+        let opt = client_edns.map(|_| OptSpec { udp_size: self.udp_size, ext_rcode: 0, dnssec_ok: key_flags.0 & KeyFlags::DO != 0 });
+        (opt, limit.saturating_sub(if opt.is_some() { OPT_LEN } else { 0 }))
+    }
+
     /// Writes the reply to `u`'s client from a backend's answer: the
     /// client's ID, flags, spelling and OPT, truncated if it does not fit.
     fn client_reply(&self, now: Timestamp, u: &Upstream, answer: &[u8], msg: &Message, out: &mut [u8]) -> Option<usize> {
         let Purpose::Client(client) = u.purpose else { return None };
-        let limit = match client.transport {
-            Transport::Tcp => usize::from(u16::MAX),
-            Transport::Udp => usize::from(u.client_edns.map_or(512, |s| s.min(self.udp_size))),
-        }
-        .min(out.len());
-        let opt = u.client_edns.map(|_| OptSpec { udp_size: self.udp_size, ext_rcode: 0, dnssec_ok: u.key_flags.0 & KeyFlags::DO != 0 });
-        let room = limit.saturating_sub(if opt.is_some() { OPT_LEN } else { 0 });
+        let (opt, room) = self.reply_room(u.client_edns, u.key_flags, client.transport, out.len());
         let len = match reply::copy_without_opt(answer, msg, &mut out[..room]) {
             Some(len) => reply::finish(out, len, u.client_id, u.client_flags, Some(u.qname()), opt),
             None => {
@@ -1001,6 +1001,14 @@ impl Engine {
             Some(Transition::CameUp) => self.stats.backend_up.inc(),
             None => {}
         }
+    }
+
+    /// A try to `b` timed out with no answer from `b` since it left:
+    /// counted, and reported to the pool.
+    fn silent_timeout(&mut self, b: BackendId, now: Timestamp, probe: bool) {
+        self.stats.timeouts.inc();
+        let t = self.pool.on_timeout(b, now, probe);
+        self.note(t);
     }
 
     /// When [`Engine::handle_timeout`] should next be called: the earliest
@@ -1023,9 +1031,7 @@ impl Engine {
         while let Some((h, f)) = self.pending.pop_expired(now) {
             let Some(u) = self.pending.get(h).copied() else { continue };
             if u.purpose == Purpose::Probe {
-                self.stats.timeouts.inc();
-                let t = self.pool.on_timeout(f.backend, now, true);
-                self.note(t);
+                self.silent_timeout(f.backend, now, true);
                 self.release(h);
                 continue;
             }
@@ -1033,12 +1039,11 @@ impl Engine {
             let alive = self.pool.answered_since(f.backend, f.sent_at);
             if now >= give_up_at {
                 if !u.settled {
-                    self.stats.timeouts.inc();
                     if alive {
+                        self.stats.timeouts.inc();
                         self.pool.on_cancel(f.backend);
                     } else {
-                        let t = self.pool.on_timeout(f.backend, now, false);
-                        self.note(t);
+                        self.silent_timeout(f.backend, now, false);
                     }
                 }
                 self.actions.push_back(Action::GiveUp(h));
@@ -1059,9 +1064,7 @@ impl Engine {
                 continue;
             }
             if !u.settled {
-                self.stats.timeouts.inc();
-                let t = self.pool.on_timeout(f.backend, now, false);
-                self.note(t);
+                self.silent_timeout(f.backend, now, false);
                 if let Some(u) = self.pending.get_mut(h) {
                     u.settled = true;
                 }
@@ -1160,8 +1163,8 @@ impl Engine {
     }
 
     /// Answers a query that waited on an identical one, from that one's
-    /// answer (or, if the driver let a newer answer overwrite it, from the
-    /// cache; else as if no backend had answered).
+    /// answer (or, if the driver let a newer answer overwrite it, as if no
+    /// backend had answered: a stale answer or SERVFAIL).
     fn answer_follower(&mut self, h: Handle, gen: u32, now: Timestamp, out: &mut [u8]) -> Option<Transmit> {
         let u = *self.pending.get(h)?;
         let Purpose::Client(client) = u.purpose else {
@@ -1193,13 +1196,7 @@ impl Engine {
             }
             return None;
         };
-        let limit = match client.transport {
-            Transport::Tcp => usize::from(u16::MAX),
-            Transport::Udp => usize::from(u.client_edns.map_or(512, |s| s.min(self.udp_size))),
-        }
-        .min(out.len());
-        let opt = u.client_edns.map(|_| OptSpec { udp_size: self.udp_size, ext_rcode: 0, dnssec_ok: u.key_flags.0 & KeyFlags::DO != 0 });
-        let room = limit.saturating_sub(if opt.is_some() { OPT_LEN } else { 0 });
+        let (opt, room) = self.reply_room(u.client_edns, u.key_flags, client.transport, out.len());
         let stale =
             self.cache.key(u.qname(), u.qtype, u.qclass, u.key_flags).and_then(|k| self.cache.lookup_stale(now, &k, &mut out[..room]));
         let len = match stale {
