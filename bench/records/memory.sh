@@ -3,7 +3,7 @@
 #  1. the unit test's estimate of the snapshot alone
 #     (cargo test -p kdns-core --release records::tests::ten_thousand -- --nocapture),
 #     and the snapshot's real heap, counted by a counting allocator
-#     (bench/records/src/bin/snapmem.rs);
+#     (bench/src/bin/snapmem.rs);
 #  2. the daemon's resident memory (VmRSS, VmHWM from /proc/PID/status) with
 #     a records file of SERVICES services x INSTANCES instances (one IPv4
 #     address each, no health check) vs an empty records file, both
@@ -46,8 +46,8 @@ if ((UNIT)); then
         grep -E '10k services|test result' | tee -a "$TXT"
 fi
 # The snapshot's real heap (counting allocator) next to Snapshot::memory().
-(cd "$HERE" && nice -n 10 cargo build --release --quiet --bin snapmem)
-"$HERE/target/release/snapmem" "$SERVICES" "$INSTANCES" | tee -a "$TXT"
+(cd "$REC_ROOT" && nice -n 10 cargo build --release --quiet -p kdns-bench --bin snapmem)
+"$REC_ROOT/target/release/snapmem" "$SERVICES" "$INSTANCES" | tee -a "$TXT"
 rec_up
 python3 - "$REC_DIR/big.toml" "$SERVICES" "$INSTANCES" <<'EOF'
 import ipaddress, sys
