@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Results of the abuse rig (flood.sh, soak.sh).
+"""Results of the abuse rig (bench/abuse/flood.sh, soak.sh).
 
-    parse.py run ORD_OUT FLOOD_OUT|- KDNS_STATS|- key=value...  > RUN.json
+    abuse.py run ORD_OUT FLOOD_OUT|- KDNS_STATS|- key=value...  > RUN.json
         one run as a JSON object: the ordinary client (from dnsperf -v: one
         line per query, "> RCODE name type latency", "> T name type" for a
         timeout), the flooder (dnsperf's summary), kdns's counters when
         given, and the key=value pairs (system, flood_qps, CPU figures...)
-    parse.py summary DIR
+    abuse.py summary DIR
         every DIR/runs/*.json: writes DIR/summary.csv, prints the Markdown
-        tables (medians over rounds when there are several)
-    parse.py accounting KDNS_STATS
+        tables (medians over rounds when there are several); without
+        DIR/runs (not kept in git), the tables from DIR/summary.csv
+        (without kdns's counters)
+    abuse.py accounting KDNS_STATS
         queries, replies, drops of queries and in flight from
         `kdns-ctl stats --json`, as JSON
 
@@ -22,78 +24,38 @@ queries sent. Timeouts and other rcodes are counted separately.
 import csv
 import glob
 import json
-import math
 import os
 import statistics
 import sys
 
-
-def pct(sorted_vals, p):
-    if not sorted_vals:
-        return None
-    k = max(0, min(len(sorted_vals) - 1, math.ceil(p / 100 * len(sorted_vals)) - 1))
-    return sorted_vals[k]
-
-
-def dnsperf_summary(path):
-    """sent, completed, lost, runtime, rcodes {name: n} from dnsperf's summary."""
-    r = {"sent": 0, "completed": 0, "lost": 0, "runtime_s": 0.0, "rcodes": {}}
-    if not path or path == "-" or not os.path.exists(path):
-        return None
-    for line in open(path, errors="replace"):
-        s = line.strip()
-        if s.startswith("Queries sent:"):
-            r["sent"] = int(s.split()[2])
-        elif s.startswith("Queries completed:"):
-            r["completed"] = int(s.split()[2])
-        elif s.startswith("Queries lost:"):
-            r["lost"] = int(s.split()[2])
-        elif s.startswith("Run time (s):"):
-            r["runtime_s"] = float(s.split()[3])
-        elif s.startswith("Response codes:"):
-            rest = s[len("Response codes:"):].strip()
-            for part in filter(None, (p.strip() for p in rest.split(","))):
-                f = part.split()
-                if len(f) >= 2:
-                    r["rcodes"][f[0]] = int(f[1])
-    return r
+import results
 
 
 def ordinary(path, secs):
-    lat, rc, timeouts = [], {}, 0
-    for line in open(path, errors="replace"):
-        if not line.startswith("> "):
-            continue
-        f = line.split()
-        if f[1] == "T":
-            timeouts += 1
-            continue
-        rc[f[1]] = rc.get(f[1], 0) + 1
-        if f[1] == "NOERROR" and len(f) >= 5:
-            lat.append(float(f[4]) * 1000)
-    lat.sort()
-    s = dnsperf_summary(path) or {}
-    sent = s.get("sent", 0)
+    r = results.dnsperf(path)
+    lat = r["lat_by_rcode"].get("NOERROR", [])
+    rc = {name: len(v) for name, v in r["lat_by_rcode"].items()}
+    sent = r["sent"]
     out = {
         "ord_sent": sent,
-        "ord_runtime_s": s.get("runtime_s", 0.0),
+        "ord_runtime_s": r["runtime_s"],
         "ord_sent_qps": round(sent / secs) if secs else 0,
         "ord_noerror": rc.get("NOERROR", 0),
         "ord_servfail": rc.get("SERVFAIL", 0),
         "ord_refused": rc.get("REFUSED", 0),
         "ord_other": sum(v for k, v in rc.items() if k not in ("NOERROR", "SERVFAIL", "REFUSED")),
-        "ord_timeout": timeouts,
+        "ord_timeout": r["timeouts"],
         "ord_answered_pct": round(100 * rc.get("NOERROR", 0) / sent, 3) if sent else None,
     }
     for name, p in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9)):
-        v = pct(lat, p)
+        v = results.pct(lat, p)
         out[f"ord_{name}_ms"] = round(v, 3) if v is not None else None
     out["ord_max_ms"] = round(lat[-1], 3) if lat else None
     return out
 
 
 def flood(path, secs):
-    s = dnsperf_summary(path)
+    s = results.dnsperf(path)
     if s is None:
         return {"flood_sent": 0}
     rc = s["rcodes"]
@@ -180,15 +142,23 @@ def fmt(v, spec):
 
 def cmd_summary(args):
     d = args[0]
+    print(summary(d), end="")
+
+
+def summary(d):
+    """The Markdown tables of run folder d (see the module's doc)."""
     files = [f for f in sorted(glob.glob(os.path.join(d, "runs", "*.json"))) if not f.endswith(".kdns-stats.json")]
     rows = [json.loads(open(f).read()) for f in files]
-    if not rows:
-        sys.exit(f"no runs in {d}/runs")
-    with open(os.path.join(d, "summary.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, COLS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
+    if rows:
+        with open(os.path.join(d, "summary.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, COLS, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+    elif os.path.exists(os.path.join(d, "summary.csv")):
+        rows = [{c: _num(v) for c, v in r.items()} for r in csv.DictReader(open(os.path.join(d, "summary.csv")))]
+    else:
+        sys.exit(f"no runs in {d}/runs and no {d}/summary.csv")
     systems = [s for s in ("kdns", "dnsdist", "unbound") if any(r["system"] == s for r in rows)]
     rates = sorted({r["flood_qps"] for r in rows})
     rounds = len({r.get("round", 1) for r in rows})
@@ -240,9 +210,22 @@ def cmd_summary(args):
             out.append(f"| {r['flood_qps']:,} | {r.get('round', 1)} | {a['queries']} | {a['replies']} | {a['query_drops']} | "
                        f"{a['unaccounted']} | {a['in_flight']} | {a['forwarded']} | {a['retried']} | {a['gave_up']} | {dr} |")
     text = "\n".join(out) + "\n"
-    with open(os.path.join(d, "summary.md"), "w") as f:
-        f.write(text)
-    print(text, end="")
+    if files:
+        with open(os.path.join(d, "summary.md"), "w") as f:
+            f.write(text)
+    return text
+
+
+def _num(v):
+    """A summary.csv cell as run JSON holds it: int, float, None or text."""
+    if v == "":
+        return None
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return v
 
 
 def main():
