@@ -162,7 +162,7 @@ PY
 # queries still outstanding (up to its timeout: none is cut short by the
 # end of the run); -l is only a bound, SECONDS + timeout + 2. dnsperf's own
 # "Run time" includes that wait, so the rate offered is taken as names sent
-# over SECONDS (parse.py; a shortfall in names sent shows a generator that
+# over SECONDS (bench/lib/abuse.py; a shortfall in names sent shows a generator that
 # could not keep up).
 
 # ab_flood_start SYSTEM QPS SECONDS OUT: the flooder's dnsperf in the

@@ -429,7 +429,8 @@ declare -A SYS_ADDR=([kdns]=10.77.0.1 [unbound]=10.77.0.3 [dnsdist]=10.77.0.4 [k
 # srv_addr ADDR: put ADDR/24 on the server veth (static neighbour on the
 # generator side) unless it is there
 srv_addr() {
-    in_srv ip -4 addr show dev "$IF_SRV" | grep -q "inet $1/" && return 0
+    # (no pipe into grep -q: with pipefail, ip dying of SIGPIPE would read as "absent")
+    [[ $(in_srv ip -4 addr show dev "$IF_SRV") == *"inet $1/"* ]] && return 0
     in_srv ip addr add "$1/24" dev "$IF_SRV"
     in_gen ip neigh replace "$1" lladdr "$SRV_MAC" dev "$IF_GEN" nud permanent
 }
