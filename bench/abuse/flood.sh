@@ -46,7 +46,6 @@ ROUNDS=1
 DUR=20
 LEAD=5
 OUT="$BENCH_DIR/results/abuse"
-TAG=$(date +%Y%m%d-%H%M%S)
 rig_opts "q=RATES s=SYSTEMS r=ROUNDS l=DUR w=LEAD o=OUT t=TAG" "$@"
 RES="$OUT/$TAG"
 mkdir -p "$RES/runs"

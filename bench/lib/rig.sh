@@ -53,6 +53,9 @@ GEN_V6=fd77::2
 SRV_CORE=${SRV_CORE:-0}
 RIG_NICE=${RIG_NICE:--10}
 GEN_CORE=${GEN_CORE:-1}
+# the scripts' -o and -t: results folder (rig_out) and run tag
+OUT=""
+TAG=$(date +%Y%m%d-%H%M%S)
 RIG_DIR=""
 RIG_PIDS=()          # every process we started (pids), killed by pid at the end
 declare -A SYS_PIDS  # name (kdns, unbound, dnsdist, be5301, ...) -> pid

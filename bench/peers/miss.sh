@@ -29,8 +29,6 @@ rig_session "$0" "$@"
 ROUNDS=3
 RATES="5000 10000 20000 40000 60000 80000"
 NAMES=100000
-OUT=""
-TAG=$(date +%Y%m%d-%H%M%S)
 rig_opts "r=ROUNDS q=RATES n=NAMES o=OUT t=TAG" "$@"
 rig_out peers miss
 CSV="$OUT/miss-$TAG.csv"

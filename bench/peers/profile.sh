@@ -22,8 +22,6 @@ rig_session "$0" "$@"
 QPS=100000
 DUR=5
 ROUNDS=3
-OUT=""
-TAG=$(date +%Y%m%d-%H%M%S)
 rig_opts "q=QPS d=DUR r=ROUNDS o=OUT t=TAG" "$@"
 rig_out peers profile
 CSV="$OUT/profile-$TAG.csv"

@@ -31,8 +31,6 @@ KX_RATES="50000 100000 150000 200000 250000 300000 400000 500000 600000 800000"
 DP_RATES="25000 50000 100000 150000 200000 300000"
 SYSTEMS="kdns unbound dnsdist"
 GENS="kxdpgun dnsperf"
-OUT=""
-TAG=$(date +%Y%m%d-%H%M%S)
 rig_opts "r=ROUNDS d=DUR k=KX_RATES p=DP_RATES s=SYSTEMS g=GENS o=OUT t=TAG" "$@"
 rig_out peers sweep
 CSV="$OUT/sweep-$TAG.csv"

@@ -22,8 +22,6 @@ SERVICES=10000
 INSTANCES=10
 ROUNDS=2
 UNIT=1
-OUT=""
-TAG=$(date +%Y%m%d-%H%M%S)
 # shellcheck source=../lib/rig.sh
 source "$HERE/../lib/rig.sh"
 source "$HERE/lib.sh"

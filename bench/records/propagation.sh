@@ -13,8 +13,6 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CHANGES=50
-OUT=""
-TAG=$(date +%Y%m%d-%H%M%S)
 # shellcheck source=../lib/rig.sh
 source "$HERE/../lib/rig.sh"
 source "$HERE/lib.sh"

@@ -29,8 +29,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=3
 DUR=5
 RATES="200000 300000 400000 500000 600000 800000 1000000 1200000"
-OUT=""
-TAG=$(date +%Y%m%d-%H%M%S)
 RIG_WAIT_MAX=${RIG_WAIT_MAX:-${WAIT_MAX:-1800}}
 # shellcheck source=../lib/rig.sh
 source "$HERE/../lib/rig.sh"

@@ -36,8 +36,6 @@ kicks1=reflector:--kicks 1
 spin0=reflector:--spin 0
 busy=reflector:--busy-poll'
 PROFILE=0
-OUT=""
-TAG=$(date +%Y%m%d-%H%M%S)
 # shellcheck source=../lib/rig.sh
 source "$HERE/../lib/rig.sh"
 rig_session "$0" "$@"

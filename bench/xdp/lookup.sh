@@ -13,8 +13,6 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 RUNS=2000
 SYSTEMS="kdns-xdp kdns-udp unbound"
-OUT=""
-TAG=$(date +%Y%m%d-%H%M%S)
 NAME=n0.bench.test
 # shellcheck source=../lib/rig.sh
 source "$HERE/../lib/rig.sh"

@@ -32,8 +32,6 @@ ROUNDS=3
 DUR=5
 RATES="50000 100000 150000 200000 250000 300000 400000 500000 600000 700000 800000 1000000 1200000 1400000"
 SYSTEMS="kdns-xdp knot-xdp unbound dnsdist reflector"
-OUT=""
-TAG=$(date +%Y%m%d-%H%M%S)
 # shellcheck source=../lib/rig.sh
 source "$HERE/../lib/rig.sh"
 rig_session "$0" "$@"
