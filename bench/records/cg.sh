@@ -13,12 +13,13 @@
 # All through Engine::handle_query alone (no frame parse/turnaround).
 #
 # Usage: bench/records/cg.sh [N]     (default N=100000)
-# Env:   OUT=dir (default bench/records/results), VALGRIND=path
+# Env:   OUT=dir (default bench/results/records/cg-<date>), VALGRIND=path
 # Writes OUT/cg-<date>.csv (mode,N,ir0,irN,ir_per_query) and prints a table.
 set -euo pipefail
 N=${1:-100000}
 HERE=$(cd "$(dirname "$0")" && pwd)
-OUT=${OUT:-$HERE/results}
+STAMP=$(date +%Y%m%d-%H%M%S)
+OUT=${OUT:-$HERE/../results/records/cg-$STAMP}
 VALGRIND=${VALGRIND:-valgrind}
 command -v "$VALGRIND" >/dev/null || { echo "valgrind not found (apt-get install valgrind)" >&2; exit 1; }
 mkdir -p "$OUT"
@@ -39,7 +40,7 @@ ir() { # ir FILE ARGS... -> total Ir of one run
     awk '/^summary:/ { print $2 }' "$f"
 }
 
-CSV=$OUT/cg-$(date +%Y%m%d-%H%M%S).csv
+CSV=$OUT/cg-$STAMP.csv
 echo "# $(rustc --version); kdns-core git $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null)$(git -C "$HERE" diff --quiet HEAD -- "$HERE/../../kdns-core" 2>/dev/null || echo +uncommitted); valgrind $("$VALGRIND" --version)" >"$CSV"
 echo "mode,n,ir0,irn,ir_per_query" >>"$CSV"
 printf '%-11s %14s %14s %12s\n' mode "Ir(0)" "Ir($N)" "Ir/query"
