@@ -73,7 +73,7 @@ def everything():
         kind = run_kind(bench, run)
         csv = os.path.join(d, run + ".csv")
         print(f"## {bench}/{run}\n")
-        if kind == "abuse":
+        if kind == "abuse" and (os.path.isdir(os.path.join(d, "runs")) or os.path.exists(os.path.join(d, "summary.csv"))):
             print(KINDS[kind]([d]))
         elif kind and os.path.exists(csv):
             print(KINDS[kind]([csv]))

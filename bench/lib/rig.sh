@@ -73,7 +73,7 @@ rig_usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit
 # "x=VAR" (-x ARG sets VAR) or "x:VAR=VALUE" (-x sets VAR to VALUE); -h
 # and anything else print the usage and exit 2.
 rig_opts() {
-    local _spec=$1 _optstr="" _item _o OPTIND=1
+    local _spec=$1 _optstr="h" _item _o OPTIND=1
     shift
     local -A _arg=() _flag=()
     for _item in $_spec; do
