@@ -83,6 +83,26 @@ type = "A"
 data = "10.5.1.1"
 "#;
 
+/// Tests `$udp` and `$xdp`: `$scenario` run with `--io udp`, then with
+/// `--io xdp`, each in a lab of its own (root and the tools checked first).
+macro_rules! both_io {
+    ($scenario:ident => $udp:ident, $xdp:ident) => {
+        #[test]
+        fn $udp() {
+            require_root_and_tools();
+            let _slot = shared_slot();
+            $scenario(Io::Udp);
+        }
+
+        #[test]
+        fn $xdp() {
+            require_root_and_tools();
+            let _slot = shared_slot();
+            $scenario(Io::Xdp);
+        }
+    };
+}
+
 const WEB_A: [&str; 3] = ["10.60.0.1", "10.60.0.2", "10.60.0.3"];
 const WEB_AAAA: [&str; 2] = ["fd60::1", "fd60::2"];
 const RND_A: [&str; 3] = ["10.62.0.1", "10.62.0.2", "10.62.0.3"];
@@ -121,8 +141,6 @@ fn check_path(rl: &RecordsLab, before: (u64, u64), at_least: u64, tcp_local: u64
 // ---------------------------------------------------------------------------
 
 fn names_scenario(io: Io) {
-    require_root_and_tools();
-    let _slot = shared_slot();
     let rl = RecordsLab::start(io, RECORDS, &[]);
     let tag = io.name();
     let before = split_sum(&rl, "local_answers");
@@ -250,23 +268,13 @@ fn names_scenario(io: Io) {
     check_path(&rl, before, 17, 1);
 }
 
-#[test]
-fn every_name_form_udp() {
-    names_scenario(Io::Udp);
-}
-
-#[test]
-fn every_name_form_xdp() {
-    names_scenario(Io::Xdp);
-}
+both_io!(names_scenario => every_name_form_udp, every_name_form_xdp);
 
 // ---------------------------------------------------------------------------
 // 2. Rotation, random-one, sticky
 // ---------------------------------------------------------------------------
 
 fn rotation_scenario(io: Io) {
-    require_root_and_tools();
-    let _slot = shared_slot();
     let rl = RecordsLab::start(io, RECORDS, &[]);
     let tag = io.name();
     let before = split_sum(&rl, "local_answers");
@@ -319,15 +327,7 @@ fn rotation_scenario(io: Io) {
     check_path(&rl, before, 30 + 60 + 160, 0);
 }
 
-#[test]
-fn rotation_random_one_and_sticky_udp() {
-    rotation_scenario(Io::Udp);
-}
-
-#[test]
-fn rotation_random_one_and_sticky_xdp() {
-    rotation_scenario(Io::Xdp);
-}
+both_io!(rotation_scenario => rotation_random_one_and_sticky_udp, rotation_random_one_and_sticky_xdp);
 
 // ---------------------------------------------------------------------------
 // 3. Health checks
@@ -383,8 +383,6 @@ fn health_of(rl: &RecordsLab, id: &str) -> Value {
 }
 
 fn health_scenario(io: Io) {
-    require_root_and_tools();
-    let _slot = shared_slot();
     let tag = io.name();
     let rl = RecordsLab::start(io, &health_records(), &[]);
     let s = &rl.lab.server;
@@ -438,15 +436,7 @@ fn health_scenario(io: Io) {
     drop(l2);
 }
 
-#[test]
-fn health_checks_rise_fall_and_forced_state_udp() {
-    health_scenario(Io::Udp);
-}
-
-#[test]
-fn health_checks_rise_fall_and_forced_state_xdp() {
-    health_scenario(Io::Xdp);
-}
+both_io!(health_scenario => health_checks_rise_fall_and_forced_state_udp, health_checks_rise_fall_and_forced_state_xdp);
 
 // ---------------------------------------------------------------------------
 // 4. Runtime changes, restart, bad records file
@@ -466,8 +456,6 @@ fn change(rl: &RecordsLab, args: &[&str]) -> (f64, Value) {
 const FILE_WITHIN: Duration = Duration::from_secs(10);
 
 fn runtime_scenario(io: Io) {
-    require_root_and_tools();
-    let _slot = shared_slot();
     let tag = io.name();
     let mut rl = RecordsLab::start(io, RECORDS, &[]);
 
@@ -549,15 +537,7 @@ fn runtime_scenario(io: Io) {
     check_runtime(&rl, "after the file was fixed");
 }
 
-#[test]
-fn runtime_changes_restart_and_bad_records_file_udp() {
-    runtime_scenario(Io::Udp);
-}
-
-#[test]
-fn runtime_changes_restart_and_bad_records_file_xdp() {
-    runtime_scenario(Io::Xdp);
-}
+both_io!(runtime_scenario => runtime_changes_restart_and_bad_records_file_udp, runtime_changes_restart_and_bad_records_file_xdp);
 
 // ---------------------------------------------------------------------------
 // 5. /metrics
@@ -566,11 +546,9 @@ fn runtime_changes_restart_and_bad_records_file_xdp() {
 const METRICS: &str = "127.0.0.1:9153";
 
 fn metrics_scenario(io: Io) {
-    require_root_and_tools();
     for t in ["curl", "promtool"] {
         assert!(find_tool(t).is_some(), "{t} is needed (Debian packages curl, prometheus)");
     }
-    let _slot = shared_slot();
     let tag = io.name();
     let rl = RecordsLab::start(io, RECORDS, &["--metrics".into(), METRICS.into()]);
     let c = &rl.lab.client;
@@ -600,15 +578,7 @@ fn metrics_scenario(io: Io) {
     assert!(local >= 12.0, "[{tag}] kdns_local_answers_total = {local}, expected >= 12 after 12 local queries");
 }
 
-#[test]
-fn metrics_pass_promtool_and_count_local_answers_udp() {
-    metrics_scenario(Io::Udp);
-}
-
-#[test]
-fn metrics_pass_promtool_and_count_local_answers_xdp() {
-    metrics_scenario(Io::Xdp);
-}
+both_io!(metrics_scenario => metrics_pass_promtool_and_count_local_answers_udp, metrics_pass_promtool_and_count_local_answers_xdp);
 
 // ---------------------------------------------------------------------------
 // 6. The TCP control API with a bearer token
@@ -617,9 +587,7 @@ fn metrics_pass_promtool_and_count_local_answers_xdp() {
 const CONTROL_PORT: u16 = 5380;
 
 fn tcp_control_scenario(io: Io) {
-    require_root_and_tools();
     assert!(find_tool("curl").is_some(), "curl is needed (Debian package curl)");
-    let _slot = shared_slot();
     let tag = io.name();
     let dir = temp_dir("ctltcp");
     let token = format!("tok-{}-{}", std::process::id(), next_id());
@@ -665,15 +633,7 @@ fn tcp_control_scenario(io: Io) {
     drop(rl);
 }
 
-#[test]
-fn tcp_control_api_needs_the_token_udp() {
-    tcp_control_scenario(Io::Udp);
-}
-
-#[test]
-fn tcp_control_api_needs_the_token_xdp() {
-    tcp_control_scenario(Io::Xdp);
-}
+both_io!(tcp_control_scenario => tcp_control_api_needs_the_token_udp, tcp_control_api_needs_the_token_xdp);
 
 // ---------------------------------------------------------------------------
 // 7. The apex of a local domain and empty non-terminals exist
@@ -688,8 +648,6 @@ fn tcp_control_api_needs_the_token_xdp() {
 /// would stop resolving every local name after asking the apex; tools
 /// that look up the zone's SOA are told the zone does not exist).
 fn apex_scenario(io: Io) {
-    require_root_and_tools();
-    let _slot = shared_slot();
     let tag = io.name();
     let rl = RecordsLab::start(io, RECORDS, &[]);
     let queries = [("kdns", "SOA"), ("kdns", "A"), ("svc.cluster.local", "SOA"), ("_tcp.web.kdns", "SRV")];
@@ -718,12 +676,4 @@ fn apex_scenario(io: Io) {
     );
 }
 
-#[test]
-fn apex_and_empty_non_terminals_are_nodata_not_nxdomain_udp() {
-    apex_scenario(Io::Udp);
-}
-
-#[test]
-fn apex_and_empty_non_terminals_are_nodata_not_nxdomain_xdp() {
-    apex_scenario(Io::Xdp);
-}
+both_io!(apex_scenario => apex_and_empty_non_terminals_are_nodata_not_nxdomain_udp, apex_and_empty_non_terminals_are_nodata_not_nxdomain_xdp);
