@@ -64,12 +64,7 @@ impl Drop for BlackHole {
 }
 
 fn lab() -> (Lab, BlackHole, String) {
-    let lab = Lab::start(LabOpts {
-        backends: 2,
-        unbound_extra: blackhole_conf(),
-        extra: vec!["--io".into(), "xdp".into()],
-        ..LabOpts::default()
-    });
+    let lab = Lab::start(LabOpts { backends: 2, unbound_extra: blackhole_conf(), ..LabOpts::with_args(&["--io", "xdp"]) });
     let hole = BlackHole::start(&lab.server);
     // The flooder: a second address on the client's interface, inside
     // --allow (10.53.X.0/25) but another client.
@@ -88,10 +83,9 @@ fn a_flood_of_never_answered_names_does_not_starve_a_neighbour() {
     require_root_and_tools();
     let _slot = exclusive_slot();
     let (lab, hole, flooder) = lab();
-    let dir = temp_dir("abuse");
-    let flood_q = dir.path().join("flood.txt");
+    let flood_q = lab.file("flood.txt");
     write_queries(&flood_q, 0, 30_000, "blackhole.test");
-    let ordinary_q = dir.path().join("ordinary.txt");
+    let ordinary_q = lab.file("ordinary.txt");
     write_queries(&ordinary_q, 0, 10_000, "ok.test");
     let server = lab.link.server_v4();
     let s0 = lab.stats();
@@ -145,8 +139,7 @@ fn identical_questions_go_upstream_once() {
     require_root_and_tools();
     let _slot = shared_slot();
     let (lab, hole, flooder) = lab();
-    let dir = temp_dir("abuse");
-    let q = dir.path().join("same.txt");
+    let q = lab.file("same.txt");
     std::fs::write(&q, "same.blackhole.test A\n").expect("query file");
     let s0 = lab.stats();
     let mut perf =
@@ -171,10 +164,9 @@ fn a_dead_backend_is_still_taken_down_under_a_slow_zone() {
     require_root_and_tools();
     let _slot = exclusive_slot();
     let (mut lab, _hole, flooder) = lab();
-    let dir = temp_dir("abuse");
-    let flood_q = dir.path().join("flood.txt");
+    let flood_q = lab.file("flood.txt");
     write_queries(&flood_q, 0, 5_000, "blackhole.test");
-    let ordinary_q = dir.path().join("ordinary.txt");
+    let ordinary_q = lab.file("ordinary.txt");
     write_queries(&ordinary_q, 0, 10_000, "ok.test");
     let server = lab.link.server_v4();
     let mut flood = Dnsperf::spawn(&lab.client, &server, &flood_q, &["-a", &flooder, "-l", "6", "-Q", "300", "-q", "5000", "-t", "4"]);
@@ -202,20 +194,16 @@ fn a_dead_backend_is_still_taken_down_under_a_slow_zone() {
 fn the_xdp_program_drops_a_client_over_its_query_rate() {
     require_root_and_tools();
     let _slot = shared_slot();
-    let dir = temp_dir("abuse");
-    let conf = dir.path().join("kdns.toml");
-    std::fs::write(&conf, "[limits]\nxdp_client_qps = 100\nxdp_client_burst = 100\n").expect("config");
     let lab = Lab::start(LabOpts {
-        backends: 1,
-        extra: vec!["--io".into(), "xdp".into(), "--config".into(), conf.to_str().expect("utf-8").into()],
-        ..LabOpts::default()
+        config: Some("[limits]\nxdp_client_qps = 100\nxdp_client_burst = 100\n".into()),
+        ..LabOpts::with_args(&["--io", "xdp"])
     });
     let flooder = format!("10.53.{}.3", lab.link.x);
     lab.client.exec_ok(&["ip", "addr", "add", &format!("{flooder}/24"), "dev", &lab.link.client_if]);
     let at = lab.at4();
     // Cached first, so the flood is of hits.
     assert_eq!(dig(&lab.client, &[&at, "www.static.test", "A"]).status, "NOERROR");
-    let q = dir.path().join("hit.txt");
+    let q = lab.file("hit.txt");
     std::fs::write(&q, "www.static.test A\n").expect("query file");
     let dropped = |s: &serde_json::Value| -> u64 {
         s["xdp"]

@@ -596,8 +596,7 @@ fn two_queues_two_xdp_workers_both_serve() {
         .map(|q| cat_in(&lab.client, &format!("/sys/class/net/{}/queues/tx-{q}/xps_cpus", lab.link.client_if)).trim().to_string())
         .collect();
 
-    let dir = temp_dir("perf");
-    let qf = dir.path().join("q.txt");
+    let qf = lab.file("q.txt");
     write_queries(&qf, 0, 200, "t4.test");
     let ids: Vec<u64> = xw.iter().map(|w| w["id"].as_u64().unwrap_or(u64::MAX)).collect();
     let per_worker = |s: &Value| -> Vec<u64> {
@@ -674,10 +673,7 @@ fn kill_9_detaches_the_program_and_a_new_kdns_attaches() {
 fn realtime_priority_puts_the_xdp_worker_in_sched_fifo() {
     require_xdp_tools();
     let _slot = shared_slot();
-    let dir = temp_dir("rt");
-    let cfg = dir.path().join("kdns.toml");
-    std::fs::write(&cfg, "[xdp]\nrealtime_priority = 7\n").expect("write config");
-    let lab = xdp_lab(LabOpts { extra: vec!["--config".into(), cfg.display().to_string()], ..LabOpts::default() });
+    let lab = xdp_lab(LabOpts::with_config("[xdp]\nrealtime_priority = 7\n"));
     // (comm, policy, rt_priority) of every thread, from /proc/PID/task/TID/stat
     // (fields 40 and 41, counted after the parenthesised comm).
     let pid = lab.kdns.pid();

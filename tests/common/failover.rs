@@ -24,8 +24,7 @@ const UP_WITHIN: Duration = Duration::from_secs(30);
 /// holds [`exclusive_slot`]: the load runs alone.
 pub fn failover_scenario(tag: &str, extra: Vec<String>) -> Lab {
     let mut lab = Lab::start(LabOpts { backends: 2, extra, ..LabOpts::default() });
-    let dir = temp_dir("perf");
-    let (q1, q2) = (dir.path().join("q1.txt"), dir.path().join("q2.txt"));
+    let (q1, q2) = (lab.file("q1.txt"), lab.file("q2.txt"));
     write_queries(&q1, 0, 20_000, "test");
     write_queries(&q2, 20_000, 6_000, "test");
     let victim: SocketAddr = lab.unbounds[0].addr;

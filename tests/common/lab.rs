@@ -1,14 +1,17 @@
 //! A whole lab: a client namespace ("the containers"), a server namespace
 //! ("the host") with kdns and Unbound backends, joined by a veth pair.
 
+use std::fs;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde_json::Value;
+use tempfile::TempDir;
 
 use super::kdns::{ctl_json, stats, Kdns};
 use super::netns::{veth_with_queues, Link, Netns};
-use super::next_id;
 use super::unbound::{Unbound, UNBOUND_PORT};
+use super::{next_id, temp_dir};
 
 /// What a [`Lab`] starts.
 #[derive(Debug, Clone)]
@@ -28,17 +31,33 @@ pub struct LabOpts {
     /// Appended to each Unbound's `server:` clause (see
     /// [`Unbound::start_with`]).
     pub unbound_extra: String,
+    /// A configuration file for kdns (TOML), written to the lab's
+    /// `kdns.toml` and given with `--config`.
+    pub config: Option<String>,
+}
+
+impl LabOpts {
+    /// The default lab with `extra` kdns arguments.
+    pub fn with_args(extra: &[&str]) -> LabOpts {
+        LabOpts { extra: extra.iter().map(|a| a.to_string()).collect(), ..LabOpts::default() }
+    }
+
+    /// The default lab with kdns reading the configuration `toml`.
+    pub fn with_config(toml: &str) -> LabOpts {
+        LabOpts { config: Some(toml.to_string()), ..LabOpts::default() }
+    }
 }
 
 impl Default for LabOpts {
     fn default() -> Self {
-        LabOpts { backends: 1, allow: None, extra: Vec::new(), queues: None, before_kdns: None, unbound_extra: String::new() }
+        LabOpts { backends: 1, allow: None, extra: Vec::new(), queues: None, before_kdns: None, unbound_extra: String::new(), config: None }
     }
 }
 
 /// A client namespace ("the containers"), a server namespace ("the host")
 /// with kdns on 10.53.X.1:53 and [fd53:X::1]:53 and Unbound backends on its
-/// loopback. Dropped in order: kdns, Unbounds, namespaces.
+/// loopback, and a temp dir for the test's files. Dropped in order: kdns,
+/// Unbounds, namespaces, the temp dir.
 #[derive(Debug)]
 pub struct Lab {
     pub kdns: Kdns,
@@ -48,6 +67,8 @@ pub struct Lab {
     pub link: Link,
     pub client: Netns,
     pub server: Netns,
+    /// Files of the test (query files, kdns.toml), removed last.
+    pub dir: TempDir,
 }
 
 impl Lab {
@@ -72,13 +93,19 @@ impl Lab {
             args.push("--allow".into());
             args.push(a);
         }
+        let dir = temp_dir("lab");
+        if let Some(toml) = &opts.config {
+            let path = dir.path().join("kdns.toml");
+            fs::write(&path, toml).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            args.extend(["--config".to_string(), path.display().to_string()]);
+        }
         args.extend(opts.extra.iter().cloned());
         if let Some(f) = opts.before_kdns {
             f(&server, &link);
         }
         let mut kdns = Kdns::spawn(&server, &args);
         kdns.wait_ready(&client, &link.server_v4());
-        Lab { kdns, kdns_args: args, unbounds, link, client, server }
+        Lab { kdns, kdns_args: args, unbounds, link, client, server, dir }
     }
 
     /// Starts a new kdns with the same arguments (the old one must have
@@ -87,6 +114,11 @@ impl Lab {
         assert!(self.kdns.try_exit().is_some(), "respawn_kdns: the previous kdns (pid {}) is still running", self.kdns.pid());
         self.kdns = Kdns::spawn(&self.server, &self.kdns_args);
         self.kdns.wait_ready(&self.client, &self.link.server_v4());
+    }
+
+    /// A path in the lab's temp dir.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// `@10.53.X.1`
