@@ -92,37 +92,22 @@ impl Unbound {
 /// The Unbound configuration: local zones only, foreground, no privileges
 /// dropped, no chroot, no remote control, files in `dir`.
 pub fn unbound_conf(dir: &Path, addr: SocketAddr) -> String {
-    let mut big = String::new();
-    for i in 0..BIG_TXT_RECORDS {
-        let s = ((b'a' + i as u8) as char).to_string().repeat(200);
-        let _ = writeln!(big, "    local-data: \"big.static.test. 300 IN TXT \\\"{s}\\\"\"");
-    }
-    format!(
-        r#"server:
-    interface: {ip}
-    port: {port}
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "{dir}"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    module-config: "iterator"
-    access-control: 0.0.0.0/0 allow
-    access-control: ::/0 allow
-    local-zone: "test." redirect
+    let mut conf = include_str!("../../scripts/unbound-base.conf")
+        .replace("@IP@", &addr.ip().to_string())
+        .replace("@PORT@", &addr.port().to_string())
+        .replace("@DIR@", &dir.display().to_string());
+    let _ = write!(
+        conf,
+        r#"    local-zone: "test." redirect
     local-data: "test. 300 IN A {TEST_A}"
     local-zone: "static.test." static
     local-data: "www.static.test. 300 IN A {WWW_A}"
     local-data: "www.static.test. 300 IN AAAA {WWW_AAAA}"
-{big}remote-control:
-    control-enable: no
-"#,
-        ip = addr.ip(),
-        port = addr.port(),
-        dir = dir.display(),
-    )
+"#
+    );
+    for i in 0..BIG_TXT_RECORDS {
+        let s = ((b'a' + i as u8) as char).to_string().repeat(200);
+        let _ = writeln!(conf, "    local-data: \"big.static.test. 300 IN TXT \\\"{s}\\\"\"");
+    }
+    conf + "remote-control:\n    control-enable: no\n"
 }
