@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Tables and figures of the benchmarks' raw results (bench/results/).
 
     summarize.py [all]              every run under bench/results: its
