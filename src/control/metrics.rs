@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use kdns_core::engine::{ClientLimits, DropReason, LATENCY_BOUNDS};
 
-use super::stats::{rcode_listed, rcode_name, RCODES};
+use kdns_api::stats::{rcode_listed, rcode_name, RCODES};
 use crate::handle::{IoStats, WorkerHandle, XdpCounterSource};
 
 /// The `Content-Type` of the exposition format.

@@ -12,7 +12,6 @@
 //!   every change, and sends it to every worker (`Control::Records`); the
 //!   HTTP API (`src/control/records_api.rs`) calls it.
 
-pub mod defs;
 pub mod file;
 pub mod health;
 pub mod state;
@@ -26,6 +25,9 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 pub use store::Store;
+
+/// The records model: one definition, in the `kdns-api` crate.
+pub use kdns_api::records as defs;
 
 use crate::config::RecordsSettings;
 use crate::handle::WorkerHandle;
