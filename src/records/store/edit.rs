@@ -45,8 +45,9 @@ impl Store {
                     return Err(Error::conflict(format!("record {label} is defined in {in_file}; remove it there")));
                 }
                 if m.records.iter().any(|r| r.source == Source::Docker && matches(&r.def)) {
-                    return Err(Error::conflict(format!("record {label} comes from a running Docker container; it goes when the container stops"),
-                    ));
+                    return Err(Error::conflict(format!(
+                        "record {label} comes from a running Docker container; it goes when the container stops"
+                    )));
                 }
                 return Err(Error::not_found(format!("no record {label}")));
             }
@@ -89,8 +90,9 @@ impl Store {
             let Some(i) = rt.services.iter().position(|s| s.name == name) else {
                 match m.service(&name).map(|s| s.source) {
                     Some(Source::Docker) => {
-                        return Err(Error::conflict(format!("service '{name}' comes from running Docker containers; it goes when they stop"),
-                        ))
+                        return Err(Error::conflict(format!(
+                            "service '{name}' comes from running Docker containers; it goes when they stop"
+                        )))
                     }
                     Some(_) => return Err(Error::conflict(format!("service '{name}' is defined in {in_file}; remove it there"))),
                     None => {}
@@ -116,14 +118,14 @@ impl Store {
             }
             match s.source {
                 Source::Runtime => {
-                    let r =
-                        rt.services.iter_mut().find(|r| r.name == svc).ok_or_else(|| merge::no_service(&svc))?;
+                    let r = rt.services.iter_mut().find(|r| r.name == svc).ok_or_else(|| merge::no_service(&svc))?;
                     r.instances.push(inst.clone());
                 }
                 Source::File => rt.instances.push(ExtraInstance { service: svc.clone(), instance: inst.clone() }),
                 Source::Docker => {
-                    return Err(Error::conflict(format!("service '{svc}' comes from Docker: start a container for it (or give the instance another service)"),
-                    ))
+                    return Err(Error::conflict(format!(
+                        "service '{svc}' comes from Docker: start a container for it (or give the instance another service)"
+                    )))
                 }
             }
             Ok(s.instances.len() + 1)
@@ -140,8 +142,7 @@ impl Store {
                 return Err(Error::conflict(format!("instance '{id}' of service '{svc}' is defined in {in_file}; remove it there")));
             }
             if i.source == Source::Docker {
-                return Err(Error::conflict(format!("instance '{id}' of service '{svc}' is a running Docker container; stop it instead"),
-                ));
+                return Err(Error::conflict(format!("instance '{id}' of service '{svc}' is a running Docker container; stop it instead")));
             }
             for r in rt.services.iter_mut().filter(|r| r.name == svc) {
                 r.instances.retain(|i| i.id != id);

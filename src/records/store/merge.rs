@@ -280,12 +280,7 @@ pub(super) fn records_config(m: &Merged, machines: &HashMap<Key, Machine>, force
                         number: i.number,
                     })
                     .collect(),
-                ports: s
-                    .def
-                    .ports
-                    .iter()
-                    .map(|p| SrvPort { name: p.name.clone(), proto: p.proto.clone(), port: p.port })
-                    .collect(),
+                ports: s.def.ports.iter().map(|p| SrvPort { name: p.name.clone(), proto: p.proto.clone(), port: p.port }).collect(),
             })
             .collect(),
         records: m.records.iter().map(|r| r.core.clone()).collect(),
