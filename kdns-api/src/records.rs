@@ -34,6 +34,17 @@ pub enum ModeName {
     Sticky,
 }
 
+impl ModeName {
+    /// Its name in the API (`random-one`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModeName::All => "all",
+            ModeName::RandomOne => "random-one",
+            ModeName::Sticky => "sticky",
+        }
+    }
+}
+
 impl From<ModeName> for Mode {
     fn from(m: ModeName) -> Mode {
         match m {
