@@ -367,7 +367,7 @@ fn flush_health_and_errors() {
 fn stale_live_and_foreign_socket_paths() {
     let tmp = temp_dir();
     let dir = tmp.path();
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     let sock = dir.join("control.sock");
 
     // A socket file nobody listens on is replaced.

@@ -111,7 +111,7 @@ impl Store {
         let attempt = |f: &FileRecords, rt: &Runtime| -> Result<(Merged, Snapshot), Error> {
             let m = merge(&cfg, f, rt, &DockerLayer::default())?;
             let snap =
-                Snapshot::build(&records_config(&m, &no_health, &rt.health, serial.wrapping_add(1).max(1))).map_err(|e| Error::from(e))?;
+                Snapshot::build(&records_config(&m, &no_health, &rt.health, serial.wrapping_add(1).max(1))).map_err(Error::from)?;
             Ok((m, snap))
         };
         let file_name = cfg.file.as_ref().map_or("the records file".into(), |p| format!("records file {}", p.display()));
@@ -263,7 +263,7 @@ impl Store {
             tracing::warn!("Docker names not served, the records file or the API already use them: {}", merged.docker_skipped.join(", "));
         }
         let serial = g.serial.wrapping_add(1).max(1);
-        let snap = Snapshot::build(&records_config(&merged, &g.machines, &rt.health, serial)).map_err(|e| Error::from(e))?;
+        let snap = Snapshot::build(&records_config(&merged, &g.machines, &rt.health, serial)).map_err(Error::from)?;
         if persist {
             if let Some(path) = &self.cfg.state_file {
                 state::save(path, &State { version: state::VERSION, serial, runtime: rt.clone() }).map_err(|e| {

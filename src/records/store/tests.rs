@@ -135,7 +135,7 @@ fn docker_records_merge_and_never_take_a_name() {
     let tmp = temp_dir();
     let dir = tmp.path();
     let (w0, cur0) = fake_worker(0);
-    let store = Store::new(cfg(&dir), vec![w0], file::parse(FILE).unwrap(), None);
+    let store = Store::new(cfg(dir), vec![w0], file::parse(FILE).unwrap(), None);
     store.publish_initial();
     let layer = DockerLayer {
         services: vec![
@@ -190,7 +190,7 @@ fn changes_reach_the_snapshot_and_every_worker() {
     let dir = tmp.path();
     let (w0, cur0) = fake_worker(0);
     let (w1, cur1) = fake_worker(1);
-    let store = Store::new(cfg(&dir), vec![w0, w1], file::parse(FILE).unwrap(), None);
+    let store = Store::new(cfg(dir), vec![w0, w1], file::parse(FILE).unwrap(), None);
     let c = store.publish_initial();
     assert_eq!((c.serial, c.workers, c.workers_acked), (1, 2, 2));
     assert_eq!(a(&cur0.lock().unwrap(), "web.kdns"), ["10.0.0.1", "10.0.0.2"]);
@@ -280,7 +280,7 @@ fn changes_reach_the_snapshot_and_every_worker() {
     // Every change was persisted: a new store from the state file serves the same.
     let st = state::load(&dir.join("state/records.json")).unwrap().unwrap();
     assert_eq!(st.serial, store.view().serial);
-    let again = Store::new(cfg(&dir), vec![], file::parse(FILE).unwrap(), Some(st));
+    let again = Store::new(cfg(dir), vec![], file::parse(FILE).unwrap(), Some(st));
     assert_eq!(a(&again.snapshot(), "api.kdns"), ["10.1.0.1"]);
     assert_eq!(again.snapshot().serial(), store.snapshot().serial() + 1);
 }
@@ -289,7 +289,7 @@ fn changes_reach_the_snapshot_and_every_worker() {
 fn file_reloads_and_conflicts() {
     let tmp = temp_dir();
     let dir = tmp.path();
-    let store = Store::new(cfg(&dir), vec![], file::parse(FILE).unwrap(), None);
+    let store = Store::new(cfg(dir), vec![], file::parse(FILE).unwrap(), None);
     store
         .add_record(&RecordDef { name: "www.kdns".into(), rtype: "CNAME".into(), data: RecordData::One("web.kdns".into()), ttl: None })
         .unwrap();
@@ -312,12 +312,12 @@ fn file_reloads_and_conflicts() {
     assert!(st.runtime.services.is_empty() && st.runtime.records.len() == 1);
     // Start-up with a conflicting file: the runtime state is served, the file is not
     // (here `kdns` is configured, so the runtime CNAME stands without the file).
-    let c2 = StoreConfig { domains: vec!["kdns".into()], ..cfg(&dir) };
+    let c2 = StoreConfig { domains: vec!["kdns".into()], ..cfg(dir) };
     let s2 = Store::new(c2.clone(), vec![], file::parse(&clash).unwrap(), Some(st.clone()));
     assert_eq!(lookup(&s2.snapshot(), "www.kdns", Rtype::CNAME).1.len(), 1);
     assert_eq!(lookup(&s2.snapshot(), "db.kdns", Rtype::A).0, 3, "file not served");
     // If the runtime state cannot stand alone (its domain came from the file), the file is served.
-    let s3 = Store::new(cfg(&dir), vec![], file::parse(&clash).unwrap(), Some(st));
+    let s3 = Store::new(cfg(dir), vec![], file::parse(&clash).unwrap(), Some(st));
     assert_eq!(a(&s3.snapshot(), "db.kdns"), ["10.5.0.1"]);
     assert_eq!(lookup(&s3.snapshot(), "www.kdns", Rtype::TXT).1.len(), 1);
 }
@@ -330,7 +330,7 @@ fn health_checks_take_instances_out_and_back() {
     f.services[0].check =
         Some(CheckDef { kind: CheckKind::Tcp, port: None, name: None, interval_ms: 100, timeout_ms: 50, rise: 2, fall: 2 });
     let (w, cur) = fake_worker(0);
-    let store = Store::new(cfg(&dir), vec![w], f, None);
+    let store = Store::new(cfg(dir), vec![w], f, None);
     let _ = store.publish_initial();
     let t = store.lock().targets.clone();
     assert_eq!(t.len(), 2);
@@ -372,10 +372,10 @@ fn health_checks_take_instances_out_and_back() {
 fn persistence_failure_changes_nothing() {
     let tmp = temp_dir();
     let dir = tmp.path();
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     // The state file's directory is a file: it cannot be written.
     std::fs::write(dir.join("state"), b"x").unwrap();
-    let store = Store::new(cfg(&dir), vec![], file::parse(FILE).unwrap(), None);
+    let store = Store::new(cfg(dir), vec![], file::parse(FILE).unwrap(), None);
     let s = store.view().serial;
     let e = store.add_instance("web", &InstanceDef { id: "c3".into(), addrs: vec!["10.0.0.3".into()] }).unwrap_err();
     assert_eq!(e.kind, Internal);
