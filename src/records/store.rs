@@ -110,8 +110,7 @@ impl Store {
         let no_health = HashMap::new();
         let attempt = |f: &FileRecords, rt: &Runtime| -> Result<(Merged, Snapshot), Error> {
             let m = merge(&cfg, f, rt, &DockerLayer::default())?;
-            let snap =
-                Snapshot::build(&records_config(&m, &no_health, &rt.health, serial.wrapping_add(1).max(1))).map_err(Error::from)?;
+            let snap = Snapshot::build(&records_config(&m, &no_health, &rt.health, serial.wrapping_add(1).max(1))).map_err(Error::from)?;
             Ok((m, snap))
         };
         let file_name = cfg.file.as_ref().map_or("the records file".into(), |p| format!("records file {}", p.display()));
