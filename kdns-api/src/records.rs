@@ -1,56 +1,48 @@
 //! Services and records as they are written in the records file, kept in
 //! the state file and sent to the API, and their validation into the types
 //! of `kdns_core::records`. Every error names the key at fault.
+//!
+//! The DNS rules (a label is at most 63 bytes, a name 255, a TXT string
+//! 255) are kdns-core's constants; what is checked here on top is what the
+//! API accepts of a user (a service label's characters, TTL, ports, check
+//! bounds), each rule in one function.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use kdns_core::records::{Mode, StaticData, StaticRecord};
-use kdns_core::wire::encode_name;
+use kdns_core::records::{Mode, StaticData, StaticRecord, MAX_TXT_STRING};
+use kdns_core::wire::{encode_name, MAX_LABEL_LEN};
 use serde::{Deserialize, Serialize};
+
+use crate::error::FieldError;
 
 /// Longest TTL accepted (RFC 2181: 2^31 - 1).
 pub const MAX_TTL: u32 = i32::MAX as u32;
 
-/// A validation error: the key (relative to the object checked, e.g.
-/// `instances[0].addrs[1]`) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The key at fault.
-    pub key: String,
-    /// What is wrong.
-    pub msg: String,
-}
-
-impl FieldError {
-    pub fn new(key: impl Into<String>, msg: impl Into<String>) -> FieldError {
-        FieldError { key: key.into(), msg: msg.into() }
-    }
-
-    /// The same error under `prefix` (`instances[0]` + `addrs[1]`).
-    pub fn under(self, prefix: &str) -> FieldError {
-        FieldError { key: format!("{prefix}.{}", self.key), msg: self.msg }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.msg)
-    }
-}
-
-/// How a service name is answered, as written.
+/// How a service name is answered, as written (`kdns-ctl service add
+/// --mode` takes the same words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum ModeName {
-    /// Every healthy instance, rotated.
+    /// Every healthy instance, the order rotated from answer to answer
     #[default]
     All,
-    /// One healthy instance at random.
+    /// One healthy instance at random
     RandomOne,
-    /// The client's sticky instance.
+    /// The same instance for the same client while it stays healthy
     Sticky,
+}
+
+impl ModeName {
+    /// Its name in the API (`random-one`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModeName::All => "all",
+            ModeName::RandomOne => "random-one",
+            ModeName::Sticky => "sticky",
+        }
+    }
 }
 
 impl From<ModeName> for Mode {
@@ -128,14 +120,14 @@ fn two() -> u32 {
 }
 
 /// A validated health check with every default filled in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckSpec {
     /// `tcp` or `dns`.
     pub kind: CheckKind,
     /// Port checked.
     pub port: u16,
     /// The name asked (dns checks); the service name otherwise unused.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Time between the starts of two checks (ms).
     pub interval_ms: u64,
@@ -213,7 +205,7 @@ pub const RECORD_TYPES: [&str; 6] = ["A", "AAAA", "CNAME", "TXT", "SRV", "PTR"];
 /// and ending with a letter or digit. Returned lower-case.
 pub fn service_name(name: &str) -> Result<String, FieldError> {
     let ok = !name.is_empty()
-        && name.len() <= 63
+        && name.len() <= MAX_LABEL_LEN
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
@@ -235,6 +227,26 @@ pub fn domain_name(text: &str) -> Result<String, String> {
         return Err(format!("'{text}' is not a domain name"));
     }
     Ok(t)
+}
+
+/// The label of an SRV port (`http`, `_http`: the underscore is added on
+/// the wire): letters, digits and `-`, at most 62 bytes so that `_<label>`
+/// is one DNS label. Returned lower-case without the underscore.
+pub fn srv_label(text: &str) -> Option<String> {
+    let n = text.strip_prefix('_').unwrap_or(text).to_ascii_lowercase();
+    let ok = !n.is_empty() && n.len() < MAX_LABEL_LEN && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then_some(n)
+}
+
+/// The protocol of an SRV port: `tcp` or `udp` (any case, `_tcp` too).
+/// Returned lower-case without the underscore.
+pub fn srv_proto(text: &str) -> Result<String, String> {
+    let p = text.strip_prefix('_').unwrap_or(text).to_ascii_lowercase();
+    if p == "tcp" || p == "udp" {
+        Ok(p)
+    } else {
+        Err(p)
+    }
 }
 
 fn ttl(v: Option<u32>) -> Result<Option<u32>, FieldError> {
@@ -313,15 +325,9 @@ pub fn service(def: &ServiceDef) -> Result<ServiceDef, FieldError> {
     let mut seen = HashSet::new();
     for (i, p) in d.ports.iter_mut().enumerate() {
         let key = |k: &str| format!("ports[{i}].{k}");
-        let n = p.name.strip_prefix('_').unwrap_or(&p.name).to_ascii_lowercase();
-        if n.is_empty() || n.len() > 62 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(FieldError::new(key("name"), format!("'{}' is not an SRV service label (letters, digits, '-')", p.name)));
-        }
-        p.name = n;
-        p.proto = p.proto.strip_prefix('_').unwrap_or(&p.proto).to_ascii_lowercase();
-        if p.proto != "tcp" && p.proto != "udp" {
-            return Err(FieldError::new(key("proto"), format!("'{}': expected tcp or udp", p.proto)));
-        }
+        p.name = srv_label(&p.name)
+            .ok_or_else(|| FieldError::new(key("name"), format!("'{}' is not an SRV service label (letters, digits, '-')", p.name)))?;
+        p.proto = srv_proto(&p.proto).map_err(|p| FieldError::new(key("proto"), format!("'{p}': expected tcp or udp")))?;
         if p.port == 0 {
             return Err(FieldError::new(key("port"), "0 is not a port"));
         }
@@ -351,25 +357,62 @@ fn target(s: &str) -> Result<String, FieldError> {
     domain_name(s).map_err(|e| FieldError::new("data", e))
 }
 
+/// A static record's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordType {
+    /// IPv4 address.
+    A,
+    /// IPv6 address.
+    Aaaa,
+    /// Alias.
+    Cname,
+    /// Text strings.
+    Txt,
+    /// Service location.
+    Srv,
+    /// Pointer.
+    Ptr,
+}
+
+impl RecordType {
+    /// Every type, in the order of [`RECORD_TYPES`].
+    pub const ALL: [RecordType; 6] =
+        [RecordType::A, RecordType::Aaaa, RecordType::Cname, RecordType::Txt, RecordType::Srv, RecordType::Ptr];
+
+    /// Its name (`AAAA`).
+    pub fn name(self) -> &'static str {
+        RECORD_TYPES[self as usize]
+    }
+
+    /// The type named `text` (any case).
+    pub fn parse(text: &str) -> Result<RecordType, FieldError> {
+        let t = text.to_ascii_uppercase();
+        match RecordType::ALL.into_iter().find(|r| r.name() == t) {
+            Some(r) => Ok(r),
+            None => Err(FieldError::new("type", format!("'{t}': expected one of {}", RECORD_TYPES.join(", ")))),
+        }
+    }
+}
+
 /// Checks a static record and returns it normalised (lower-case name
 /// without the trailing dot, upper-case type) with its core form.
 pub fn record(def: &RecordDef) -> Result<(RecordDef, StaticRecord), FieldError> {
     let name = domain_name(&def.name).map_err(|e| FieldError::new("name", e))?;
-    let rtype = def.rtype.to_ascii_uppercase();
     ttl(def.ttl)?;
-    let mut d = RecordDef { name: name.clone(), rtype: rtype.clone(), data: def.data.clone(), ttl: def.ttl };
-    let data = match rtype.as_str() {
-        "A" => {
+    let rtype = RecordType::parse(&def.rtype)?;
+    let mut d = RecordDef { name: name.clone(), rtype: rtype.name().into(), data: def.data.clone(), ttl: def.ttl };
+    let data = match rtype {
+        RecordType::A => {
             let s = one(&d, "an IPv4 address")?;
             StaticData::A(s.parse::<Ipv4Addr>().map_err(|_| FieldError::new("data", format!("'{s}' is not an IPv4 address")))?)
         }
-        "AAAA" => {
+        RecordType::Aaaa => {
             let s = one(&d, "an IPv6 address")?;
             StaticData::Aaaa(s.parse::<Ipv6Addr>().map_err(|_| FieldError::new("data", format!("'{s}' is not an IPv6 address")))?)
         }
-        "CNAME" => StaticData::Cname(target(one(&d, "a name")?)?),
-        "PTR" => StaticData::Ptr(target(one(&d, "a name")?)?),
-        "TXT" => {
+        RecordType::Cname => StaticData::Cname(target(one(&d, "a name")?)?),
+        RecordType::Ptr => StaticData::Ptr(target(one(&d, "a name")?)?),
+        RecordType::Txt => {
             let v = match &d.data {
                 RecordData::One(s) => vec![s.clone()],
                 RecordData::Many(v) => v.clone(),
@@ -377,12 +420,12 @@ pub fn record(def: &RecordDef) -> Result<(RecordDef, StaticRecord), FieldError> 
             if v.is_empty() {
                 return Err(FieldError::new("data", "a TXT record needs at least one string"));
             }
-            if let Some(i) = v.iter().position(|s| s.len() > 255) {
-                return Err(FieldError::new(format!("data[{i}]"), "a TXT string is longer than 255 bytes"));
+            if let Some(i) = v.iter().position(|s| s.len() > MAX_TXT_STRING) {
+                return Err(FieldError::new(format!("data[{i}]"), format!("a TXT string is longer than {MAX_TXT_STRING} bytes")));
             }
             StaticData::Txt(v)
         }
-        "SRV" => {
+        RecordType::Srv => {
             let s = one(&d, "\"priority weight port target\"")?;
             let parts: Vec<&str> = s.split_whitespace().collect();
             let bad = || FieldError::new("data", format!("'{s}' is not \"priority weight port target\" (e.g. \"0 10 5432 db-1.kdns\")"));
@@ -394,124 +437,9 @@ pub fn record(def: &RecordDef) -> Result<(RecordDef, StaticRecord), FieldError> 
             d.data = RecordData::One(format!("{priority} {weight} {port} {target}"));
             StaticData::Srv { priority, weight, port, target }
         }
-        other => return Err(FieldError::new("type", format!("'{other}': expected one of {}", RECORD_TYPES.join(", ")))),
     };
     Ok((d, StaticRecord { name, ttl: def.ttl, data }))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(name: &str, t: &str, data: &str) -> RecordDef {
-        RecordDef { name: name.into(), rtype: t.into(), data: RecordData::One(data.into()), ttl: None }
-    }
-
-    #[test]
-    fn records_of_every_type() {
-        let (d, r) = record(&rec("DB.kdns.", "a", "10.5.0.1")).unwrap();
-        assert_eq!((d.name.as_str(), d.rtype.as_str()), ("db.kdns", "A"));
-        assert_eq!(r.data, StaticData::A("10.5.0.1".parse().unwrap()));
-        assert_eq!(record(&rec("x.kdns", "AAAA", "fd00::1")).unwrap().1.data, StaticData::Aaaa("fd00::1".parse().unwrap()));
-        assert_eq!(record(&rec("x.kdns", "CNAME", "Web.kdns.")).unwrap().1.data, StaticData::Cname("web.kdns".into()));
-        assert_eq!(record(&rec("1.0.0.10.in-addr.arpa", "PTR", "x.kdns")).unwrap().1.data, StaticData::Ptr("x.kdns".into()));
-        assert_eq!(record(&rec("x.kdns", "TXT", "v=1")).unwrap().1.data, StaticData::Txt(vec!["v=1".into()]));
-        let many = RecordDef { data: RecordData::Many(vec!["a".into(), "b".into()]), ..rec("x.kdns", "TXT", "") };
-        assert_eq!(record(&many).unwrap().1.data, StaticData::Txt(vec!["a".into(), "b".into()]));
-        let (d, r) = record(&rec("_pg._tcp.kdns", "SRV", " 0  10 5432 DB-1.kdns ")).unwrap();
-        assert_eq!(r.data, StaticData::Srv { priority: 0, weight: 10, port: 5432, target: "db-1.kdns".into() });
-        assert_eq!(d.data, RecordData::One("0 10 5432 db-1.kdns".into()));
-    }
-
-    #[test]
-    fn record_errors_name_the_key() {
-        let cases = [
-            (rec("x.kdns", "A", "10.5.0.x"), "data", "'10.5.0.x' is not an IPv4 address"),
-            (rec("x.kdns", "AAAA", "10.0.0.1"), "data", "not an IPv6"),
-            (rec("x.kdns", "MX", "10 mail"), "type", "'MX'"),
-            (rec("", "A", "10.0.0.1"), "name", "not a domain name"),
-            (rec("x.kdns", "SRV", "0 10 x y"), "data", "priority weight port target"),
-            (rec("x.kdns", "SRV", "0 10 80"), "data", "priority weight port target"),
-            (rec("x.kdns", "CNAME", "a..b"), "data", "not a domain name"),
-            (RecordDef { ttl: Some(u32::MAX), ..rec("x.kdns", "A", "10.0.0.1") }, "ttl", "at most"),
-            (RecordDef { data: RecordData::Many(vec!["a".into()]), ..rec("x.kdns", "A", "") }, "data", "only allowed for TXT"),
-            (RecordDef { data: RecordData::Many(vec![]), ..rec("x.kdns", "TXT", "") }, "data", "at least one"),
-            (RecordDef { data: RecordData::Many(vec!["a".into(), "b".repeat(256)]), ..rec("x.kdns", "TXT", "") }, "data[1]", "255"),
-        ];
-        for (def, key, msg) in cases {
-            let e = record(&def).unwrap_err();
-            assert_eq!(e.key, key, "{def:?}: {e}");
-            assert!(e.msg.contains(msg), "{def:?}: {e}");
-        }
-    }
-
-    fn svc() -> ServiceDef {
-        ServiceDef {
-            name: "Web".into(),
-            mode: ModeName::Sticky,
-            ttl: Some(5),
-            ports: vec![PortDef { name: "_HTTP".into(), proto: "TCP".into(), port: 8080 }],
-            check: Some(CheckDef { kind: CheckKind::Tcp, port: None, name: None, interval_ms: 1000, timeout_ms: 500, rise: 2, fall: 3 }),
-            instances: vec![
-                InstanceDef { id: "c1".into(), addrs: vec!["10.0.0.1".into(), "fd00::1".into()] },
-                InstanceDef { id: "c2".into(), addrs: vec!["10.0.0.2".into()] },
-            ],
-        }
-    }
-
-    #[test]
-    fn services_are_normalised_and_converted() {
-        let d = service(&svc()).unwrap();
-        assert_eq!(d.name, "web");
-        assert_eq!(d.ports[0], PortDef { name: "http".into(), proto: "tcp".into(), port: 8080 });
-        let c = check_spec(&d).unwrap().unwrap();
-        assert_eq!((c.kind, c.port, c.fall, c.name), (CheckKind::Tcp, 8080, 3, None));
-        let dns = ServiceDef { check: Some(CheckDef { kind: CheckKind::Dns, port: None, ..svc().check.unwrap() }), ..d.clone() };
-        let c = check_spec(&dns).unwrap().unwrap();
-        assert_eq!((c.port, c.name.as_deref()), (53, Some("web")));
-        assert_eq!(Mode::from(d.mode), Mode::Sticky);
-        assert_eq!(instance_addrs(&d.instances[0]).unwrap(), vec!["10.0.0.1".parse::<IpAddr>().unwrap(), "fd00::1".parse().unwrap()]);
-    }
-
-    #[test]
-    fn service_errors_name_the_key() {
-        let mut cases: Vec<(ServiceDef, &str)> = Vec::new();
-        cases.push((ServiceDef { name: "a.b".into(), ..svc() }, "name"));
-        cases.push((ServiceDef { name: "-web".into(), ..svc() }, "name"));
-        cases.push((ServiceDef { name: String::new(), ..svc() }, "name"));
-        let mut s = svc();
-        s.instances[1].addrs[0] = "10.0.0.300".into();
-        cases.push((s, "instances[1].addrs[0]"));
-        let mut s = svc();
-        s.instances[1].id = "c1".into();
-        cases.push((s, "instances[1].id"));
-        let mut s = svc();
-        s.instances[0].addrs.clear();
-        cases.push((s, "instances[0].addrs"));
-        let mut s = svc();
-        s.ports[0].proto = "sctp".into();
-        cases.push((s, "ports[0].proto"));
-        let mut s = svc();
-        s.ports.clear();
-        cases.push((s, "check.port"));
-        let mut s = svc();
-        s.check.as_mut().unwrap().timeout_ms = 2000;
-        cases.push((s, "check.timeout_ms"));
-        let mut s = svc();
-        s.check.as_mut().unwrap().rise = 0;
-        cases.push((s, "check.rise"));
-        let mut s = svc();
-        s.check.as_mut().unwrap().fall = 0;
-        cases.push((s, "check.fall"));
-        let mut s = svc();
-        s.check.as_mut().unwrap().interval_ms = 1;
-        cases.push((s, "check.interval_ms"));
-        let mut s = svc();
-        s.ttl = Some(u32::MAX);
-        cases.push((s, "ttl"));
-        for (def, key) in cases {
-            let e = service(&def).unwrap_err();
-            assert_eq!(e.key, key, "{e}");
-        }
-    }
-}
+mod tests;
