@@ -104,11 +104,18 @@ pub fn config_file_help() -> String {
         comment_line(&mut out, format!("    [{}]", s.name), s.note);
         for (k, v) in all.iter().filter(|(k, _)| k.section == s.name) {
             let notes: Vec<String> = accepts(k, |w| format!("\"{w}\"")).into_iter().collect();
-            let doc = with_notes(&k.doc.replace('`', ""), &notes);
-            comment_line(&mut out, format!("    {} = {}", k.name, v.as_deref().unwrap_or("")), &doc);
+            let doc = with_notes(&plain(k.doc), &notes);
+            let v = k.example.or(v.as_deref()).unwrap_or("");
+            comment_line(&mut out, format!("    {} = {v}", k.name), &doc);
         }
     }
     out
+}
+
+/// Markdown's code spans as plain text, each kept on one line when
+/// wrapped (its spaces are U+0001 until [`comment_line`] puts them back).
+fn plain(doc: &str) -> String {
+    doc.split('`').enumerate().map(|(i, part)| if i % 2 == 1 { part.replace(' ', "\u{1}") } else { part.to_string() }).collect()
 }
 
 /// `doc` with `notes` in parentheses (in its own closing parenthesis
@@ -133,7 +140,7 @@ fn comment_line(out: &mut String, left: String, comment: &str) {
         }
         out.push_str(&" ".repeat(COMMENT_AT - col));
         out.push_str("# ");
-        out.push_str(&l);
+        out.push_str(&l.replace('\u{1}', " "));
         col = COMMENT_AT;
     }
     out.push('\n');
@@ -154,20 +161,10 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// The README's configuration table.
+/// The README's configuration table, and the notes on its sections.
 pub fn reference_table() -> String {
     let mut out = String::from("| section | key | default | meaning |\n|---|---|---|---|\n");
-    let mut last = "";
     for (k, v) in defaults() {
-        let section = if k.section == last {
-            k.section.to_string()
-        } else {
-            last = k.section;
-            match SECTIONS.iter().find(|s| s.name == k.section) {
-                Some(s) if !s.note.is_empty() => format!("{} ({})", k.section, s.note),
-                _ => k.section.to_string(),
-            }
-        };
         let mut notes = Vec::new();
         if let Some(a) = accepts(&k, |w| format!("`{w}`")) {
             notes.push(a);
@@ -175,9 +172,12 @@ pub fn reference_table() -> String {
         if let Some(f) = &k.flag {
             notes.push(format!("`--{}`", f.long));
         }
-        let meaning = with_notes(k.doc, &notes);
         let default = v.map_or(String::new(), |v| format!("`{v}`"));
-        out.push_str(&format!("| {section} | {} | {} | {} |\n", k.name, cell(&default), cell(&meaning)));
+        out.push_str(&format!("| {} | {} | {} | {} |\n", k.section, k.name, cell(&default), cell(&with_notes(k.doc, &notes))));
+    }
+    out.push('\n');
+    for s in SECTIONS.iter().filter(|s| !s.note.is_empty()) {
+        out.push_str(&format!("- `[{}]`: {}\n", s.name, s.note));
     }
     out
 }

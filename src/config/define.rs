@@ -27,6 +27,9 @@ pub struct Key {
     /// value of the section's `Default` (a value computed from others, or
     /// an example).
     pub shown: Option<String>,
+    /// A value `--help`'s configuration file shows instead of the default,
+    /// to show the syntax.
+    pub example: Option<&'static str>,
     /// The command-line flag that replaces it.
     pub flag: Option<Flag>,
 }
@@ -229,7 +232,7 @@ pub fn pick<T: Copy>(table: &[(&'static str, T)], word: &str) -> Option<T> {
 /// struct refusing unknown keys, with a `Default` from the table; each
 /// key may carry a range (`range(lo, hi)`, `at_least(lo)`), a word list
 /// (`words(LIST)`), the default as documented when it is not the plain
-/// value (`shown(expr)`), and a command-line flag
+/// value (`shown(expr)`), a value `--help` shows instead (`example(..)`), and a command-line flag
 /// (`flag(order, "long", short, "VALUE", "help")`). From the same lines
 /// come `FileConfig::check` (ranges and words, naming the key or the flag
 /// that set it), `FileConfig::apply_flags`, `flags()` for clap, and
@@ -244,6 +247,7 @@ macro_rules! settings {
                 $(, at_least($min:expr))?
                 $(, words($words:expr))?
                 $(, shown($shown:expr))?
+                $(, example($example:literal))?
                 $(, flag($order:literal, $long:literal, $short:expr, $value:literal, $help:literal))?
                 => $doc:literal;
             )*
@@ -338,6 +342,7 @@ macro_rules! settings {
                     range: None $(.or(Some(format!("{}..={}", $lo, $hi))))? $(.or(Some(format!("at least {}", $min))))?,
                     words: None $(.or(Some($crate::config::define::Words::words(&$words))))?,
                     shown: None $(.or(Some(($shown).to_string())))?,
+                    example: None $(.or(Some($example)))?,
                     flag: None $(.or(Some($crate::config::define::Flag {
                         order: $order,
                         long: $long,

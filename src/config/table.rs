@@ -95,9 +95,9 @@ settings! {
 
     [upstream] UpstreamSection "" {
         backends: Vec<BackendEntry> = Vec::new(),
-            shown("[\"10.53.0.2\", { address = \"10.53.0.3:53\", weight = 2 }]"),
+            example("[\"10.53.0.2\", { address = \"10.53.0.3:53\", weight = 2 }]"),
             flag(2, "backend", Some('b'), "ADDR[:PORT][@WEIGHT]", "Resolver to send misses to, port 53 by default; repeat for several (replaces upstream.backends)")
-            => "the resolvers misses go to, `\"addr[:port]\"` or `{ address, weight }` (default: the nameservers of /etc/resolv.conf, kdns's own addresses skipped)";
+            => "the resolvers misses go to, `\"addr[:port]\"` or `{ address, weight }` (empty: the nameservers of /etc/resolv.conf, kdns's own addresses skipped)";
         selection: String = "round-robin".into(), words(SELECTIONS)
             => "how a backend is picked";
         try_timeout_ms: u64 = ms(EngineConfig::default().try_timeout), range(1, 60_000)

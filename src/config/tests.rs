@@ -244,3 +244,83 @@ fn records_section() {
     assert_eq!(e.key, "records.control_token_file");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The configuration file `--help` shows is a valid file, and (but for
+/// the example backends) it settles to exactly the defaults.
+#[test]
+fn the_help_config_file_is_the_defaults() {
+    let help = cli::config_file_help();
+    let body: String = help.lines().skip(1).map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+    let mut file = parse(&body).expect("the help's file parses");
+    assert_eq!(file.upstream.backends.len(), 2, "the example backends");
+    file.upstream.backends.clear();
+    assert_eq!(file, FileConfig { limits: file.limits.clone(), xdp: file.xdp.clone(), ..FileConfig::default() });
+    let shown = settle_args(&[], &toml::to_string(&file).unwrap(), R, 2).unwrap();
+    let default = settle_args(&[], "", R, 2).unwrap();
+    assert_eq!(format!("{shown:?}").replace("Some(10)", "None"), format!("{default:?}").replace("Some(10)", "None"));
+    assert_eq!(shown.engine.limits, default.engine.limits, "client_max_pending as shown is its default");
+    assert_eq!(shown.realtime_priority, DEFAULT_REALTIME_PRIORITY);
+    for k in table::keys() {
+        assert!(help.contains(&format!("\n    {} = ", k.name)), "--help shows {}.{}", k.section, k.name);
+    }
+}
+
+/// The prose of `--help` mentions defaults through the table's constants.
+#[test]
+fn the_help_prose_names_the_defaults() {
+    let help = command().render_long_help().to_string();
+    assert!(!help.contains("{listen}") && !help.contains("{realtime_priority}"), "placeholders filled");
+    assert!(help.contains(&format!("UDP and TCP on {DEFAULT_LISTEN}")));
+    assert!(help.contains(&format!("(xdp.realtime_priority, {DEFAULT_REALTIME_PRIORITY})")));
+    assert!(help.contains("CONFIGURATION FILE") && help.contains("EXIT STATUS:"));
+}
+
+/// The records file shown in `--help` parses.
+#[test]
+fn the_help_example_records_file_parses() {
+    let body: String = help::AFTER_CONFIG
+        .lines()
+        .skip_while(|l| !l.starts_with("LOCAL RECORDS:"))
+        .filter(|l| l.starts_with("        "))
+        .map(|l| &l[8..])
+        .collect::<Vec<_>>()
+        .join("\n");
+    let f = crate::records::file::parse(&body).expect("help example parses");
+    assert_eq!((f.services.len(), f.records.len()), (1, 1));
+}
+
+#[test]
+fn the_cli_is_well_formed() {
+    command().debug_assert();
+}
+
+/// Each flag says in its help which key it replaces, and each key with
+/// words refuses another word, naming the key.
+#[test]
+fn flags_and_words_follow_the_table() {
+    for k in table::keys() {
+        let key = format!("{}.{}", k.section, k.name);
+        if let Some(f) = &k.flag {
+            assert!(f.help.contains(&key), "--{} says it replaces {key}", f.long);
+        }
+        if k.words.is_some() {
+            let e = settle_args(&[], &format!("[{}]\n{} = \"no-such-word\"", k.section, k.name), R, 1).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+}
+
+/// The README's configuration table is the one the table renders (run
+/// `kdns --print-config-reference` to get it).
+#[test]
+fn the_readme_table_is_the_reference() {
+    let readme = include_str!("../../README.md");
+    let start = "<!-- configuration reference: kdns --print-config-reference -->\n";
+    let end = "<!-- end of the configuration reference -->";
+    let body = readme.split_once(start).and_then(|(_, r)| r.split_once(end)).map(|(t, _)| t);
+    let expected = reference_table();
+    assert!(
+        body == Some(expected.as_str()),
+        "README.md's configuration table differs from the settings table; between the lines\n{start}and\n{end}\nit should read:\n{expected}"
+    );
+}
