@@ -154,7 +154,7 @@ fn run(s: Settings) -> Result<(), String> {
             let sock = worker::reuseport_udp(addr).map_err(|e| format!("cannot listen on udp {addr}: {e}{}", hint(&e)))?;
             listen.push((addr, sock));
         }
-        let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
+        let engine = s.engine_for_worker(random_seed());
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let (h, t) = worker::spawn(worker::WorkerSetup { id, core, engine, listen, ports: s.ports.clone(), stop: Arc::clone(&stop) })
             .map_err(|e| format!("worker {id}: {e}"))?;
@@ -162,7 +162,7 @@ fn run(s: Settings) -> Result<(), String> {
         threads.push(t);
     }
     if s.tcp.enabled {
-        let engine = kdns_core::engine::EngineConfig { seed: random_seed(), ..s.engine.clone() };
+        let engine = s.engine_for_worker(random_seed());
         let (h, t) = tcp::spawn(tcp::TcpSetup {
             id: handles.len(),
             listen: s.listen.clone(),

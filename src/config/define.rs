@@ -93,7 +93,7 @@ impl Origins {
     }
 
     /// Whether the command line gave `key`.
-    pub fn from_flag(&self, key: &str) -> bool {
+    pub fn given_by_flag(&self, key: &str) -> bool {
         self.from_flags.iter().any(|(k, _)| *k == key)
     }
 }

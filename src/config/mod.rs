@@ -28,11 +28,7 @@ use crate::upstream_sockets::PortsConfig;
 
 pub use cli::{command, load, reference_table};
 pub use settle::settle;
-#[allow(unused_imports)]
-pub use table::{
-    CacheSection, DockerSection, FileConfig, LimitsSection, RecordsSection, ServerSection, TcpSection, UpstreamSection, XdpSection,
-    DEFAULT_CONTROL_SOCKET, DEFAULT_DOCKER_SOCKET, DEFAULT_LISTEN, DEFAULT_REALTIME_PRIORITY, DEFAULT_STATE_FILE,
-};
+pub use table::{CacheSection, DockerSection, FileConfig, LimitsSection, RecordsSection, TcpSection, UpstreamSection, XdpSection};
 
 /// A configuration error: the key at fault and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -132,7 +132,7 @@ fn backends(
         }
         out.push(BackendSpec::new(a).with_weight(weight));
     }
-    let from = if names.from_flag("upstream.backends") { "--backend" } else { "the configuration" };
+    let from = if names.given_by_flag("upstream.backends") { "--backend" } else { "the configuration" };
     Ok((out, from.into()))
 }
 
@@ -324,7 +324,7 @@ fn settle_docker(
             return Err(ConfigError::new(format!("docker.networks[{i}]"), format!("{n:?} is not a network name")));
         }
     }
-    if !(d.enabled || names.from_flag("docker.socket")) {
+    if !(d.enabled || names.given_by_flag("docker.socket")) {
         return Ok(None);
     }
     if records.domains.is_empty() {
@@ -339,4 +339,27 @@ fn settle_docker(
         serve_starting: pick(&STARTING, &d.starting).unwrap_or(true),
         listen: listen.iter().map(|a| a.ip()).collect(),
     }))
+}
+
+impl Settings {
+    /// The engine settings of one worker, with its own random seed.
+    pub fn engine_for_worker(&self, seed: u64) -> EngineConfig {
+        EngineConfig { seed, ..self.engine.clone() }
+    }
+
+    /// What an AF_XDP worker takes: the `[xdp]` ring and frame sizes and
+    /// the settled scheduling priority.
+    #[cfg(feature = "xdp")]
+    #[cfg_attr(not(test), expect(dead_code, reason = "xdp::setup still copies these fields itself"))]
+    pub fn xdp_worker(&self) -> crate::xdp::worker::XdpSettings {
+        let x = &self.xdp;
+        crate::xdp::worker::XdpSettings {
+            frame_size: x.frame_size,
+            frames: x.frames,
+            ring_size: x.ring_size,
+            busy_poll: x.busy_poll,
+            realtime_priority: self.realtime_priority,
+            zero_copy: x.zero_copy,
+        }
+    }
 }

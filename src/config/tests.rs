@@ -8,6 +8,7 @@ use std::time::Duration;
 use kdns_core::engine::{ClientLimits, OverLimit};
 use kdns_core::upstream::Selection;
 
+use super::table::{DEFAULT_LISTEN, DEFAULT_REALTIME_PRIORITY, DEFAULT_STATE_FILE};
 use super::*;
 
 /// A resolv.conf with one usable nameserver.
@@ -323,4 +324,15 @@ fn the_readme_table_is_the_reference() {
         body == Some(expected.as_str()),
         "README.md's configuration table differs from the settings table; between the lines\n{start}and\n{end}\nit should read:\n{expected}"
     );
+}
+
+/// The AF_XDP workers get the configuration's values, the settled
+/// priority included (real time by default).
+#[cfg(feature = "xdp")]
+#[test]
+fn xdp_workers_take_the_settled_values() {
+    let w = settle_args(&[], "[xdp]\nframe_size = 4096\nring_size = 1024\nframes = 8192", R, 1).unwrap().xdp_worker();
+    assert_eq!((w.frame_size, w.ring_size, w.frames, w.zero_copy, w.busy_poll), (4096, 1024, 8192, true, false));
+    assert_eq!(w.realtime_priority, DEFAULT_REALTIME_PRIORITY);
+    assert_eq!(settle_args(&["--realtime-priority", "0"], "", R, 1).unwrap().xdp_worker().realtime_priority, 0);
 }
