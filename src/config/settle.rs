@@ -149,7 +149,10 @@ fn engine(file: &FileConfig, acl: Acl, backends: Vec<BackendSpec>) -> Result<Eng
         return Err(ConfigError::new("upstream.query_deadline_ms", "must be at least upstream.try_timeout_ms"));
     }
     if u.probe_max_ms < u.probe_initial_ms {
-        return Err(ConfigError::new("upstream.probe_max_ms", "probe_initial_ms must be > 0 and probe_max_ms >= probe_initial_ms"));
+        return Err(ConfigError::new(
+            "upstream.probe_max_ms",
+            format!("{}: must be at least upstream.probe_initial_ms ({})", u.probe_max_ms, u.probe_initial_ms),
+        ));
     }
     let health = HealthConfig {
         down_after_timeouts: u.down_after_timeouts,
