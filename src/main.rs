@@ -211,7 +211,10 @@ fn run(s: Settings) -> Result<(), String> {
         Some(d) => Some(docker::start(d, plane.store()).map_err(|e| format!("Docker provider: {e}"))?),
         None => None,
     };
-    let extras = control::Extras { records: Some(plane.store()), tcp: s.records.control_tcp.zip(s.records.control_token.clone()) };
+    let extras = control::Extras {
+        records: Some(plane.store()),
+        tcp: s.records.control_tcp.zip(s.records.control_token.as_ref().map(|t| t.expose().to_string())),
+    };
     let control = match control::spawn_with(&s.control_socket, s.metrics, handles.clone(), info, extras) {
         Ok(c) => Some(c),
         Err(e) => {

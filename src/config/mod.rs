@@ -126,8 +126,26 @@ pub struct DockerSettings {
     pub listen: Vec<std::net::IpAddr>,
 }
 
+/// A secret read from a file: kept out of `Debug` output (logs,
+/// `--check-config`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
 /// The validated `[records]` settings.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RecordsSettings {
     /// Local domains, lower-case, without the trailing dot.
     pub domains: Vec<String>,
@@ -140,20 +158,7 @@ pub struct RecordsSettings {
     /// The TCP control API's address.
     pub control_tcp: Option<SocketAddr>,
     /// Its bearer token (read from `control_token_file`).
-    pub control_token: Option<String>,
-}
-
-impl fmt::Debug for RecordsSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecordsSettings")
-            .field("domains", &self.domains)
-            .field("default_ttl", &self.default_ttl)
-            .field("file", &self.file)
-            .field("state_file", &self.state_file)
-            .field("control_tcp", &self.control_tcp)
-            .field("control_token", &self.control_token.as_ref().map(|_| "<secret>"))
-            .finish()
-    }
+    pub control_token: Option<Secret>,
 }
 
 /// The validated configuration the daemon runs with: every driver takes

@@ -15,7 +15,7 @@ use super::define::{pick, Origins};
 use super::table::{default_max_pending, DEFAULT_DOCKER_SOCKET, DEFAULT_REALTIME_PRIORITY, IO_MODES, SELECTIONS, STARTING};
 use super::{
     parse_addr, resolv_conf_backends, BackendEntry, CacheSection, ConfigError, DockerSection, DockerSettings, FileConfig, IoMode,
-    LimitsSection, RecordsSection, RecordsSettings, Settings, UpstreamSection, Workers, XdpClientRate, XdpSection,
+    LimitsSection, RecordsSection, RecordsSettings, Secret, Settings, UpstreamSection, Workers, XdpClientRate, XdpSection,
 };
 use crate::upstream_sockets::PortsConfig;
 
@@ -298,14 +298,14 @@ fn settle_records(r: &RecordsSection, names: &Origins) -> Result<RecordsSettings
     })
 }
 
-fn read_token(p: &str) -> Result<String, ConfigError> {
+fn read_token(p: &str) -> Result<Secret, ConfigError> {
     let key = "records.control_token_file";
     let t = std::fs::read_to_string(p).map_err(|e| ConfigError::new(key, format!("{p}: cannot read: {e}")))?;
     let t = t.trim().to_string();
     if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ConfigError::new(key, format!("{p}: the token must be one word (no spaces), and not empty")));
     }
-    Ok(t)
+    Ok(Secret(t))
 }
 
 /// `[docker]`; `--docker-socket` turns the provider on as `--docker` does.
