@@ -278,12 +278,12 @@ macro_rules! settings {
                         $(
                             let (lo, hi) = ($lo, $hi);
                             if !(lo..=hi).contains(&self.$field) {
-                                return Err($crate::config::ConfigError::new(key, format!("{}: must be {lo}..={hi}", self.$field)));
+                                return Err($crate::config::ConfigError::new(key, format!("{} is outside {lo}..={hi}", self.$field)));
                             }
                         )?
                         $(
                             if self.$field < $min {
-                                return Err($crate::config::ConfigError::new(key, format!("{}: must be at least {}", self.$field, $min)));
+                                return Err($crate::config::ConfigError::new(key, format!("{} is below the minimum, {}", self.$field, $min)));
                             }
                         )?
                         $($crate::config::define::check_word(key, &self.$field, &$words)?;)?
