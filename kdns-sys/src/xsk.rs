@@ -147,6 +147,8 @@ pub struct XskRings {
     id: u32,
     ring_size: u32,
     zero_copy: bool,
+    /// Why zero-copy was asked for and not granted.
+    zero_copy_refused: Option<String>,
     /// Frames in user space that no [`Frame`] holds.
     free: Vec<FrameDesc>,
     /// The last batch off the RX ring; `rx_buf[rx_next..rx_len]` not yet
@@ -213,17 +215,15 @@ impl XskRings {
             .build()
             .map_err(|e| format!("{at}: {e}"))?;
         let copy_mode = || open_mode(cfg, umem_cfg, frames, ring, false).map_err(|e| format!("{at}: AF_XDP socket: {e}"));
-        let (zero_copy, (umem, mut descs, tx, rx, mut fq, cq)) = if cfg.zero_copy {
+        let (zero_copy_refused, (umem, mut descs, tx, rx, mut fq, cq)) = if cfg.zero_copy {
             match open_mode(cfg, umem_cfg, frames, ring, true) {
-                Ok(p) => (true, p),
-                Err(e) => {
-                    tracing::debug!("{at}: zero-copy not available ({e}); using copy mode");
-                    (false, copy_mode()?)
-                }
+                Ok(p) => (None, p),
+                Err(e) => (Some(e), copy_mode()?),
             }
         } else {
-            (false, copy_mode()?)
+            (None, copy_mode()?)
         };
+        let zero_copy = cfg.zero_copy && zero_copy_refused.is_none();
         let fill_n = (cfg.ring_size as usize).min(descs.len() / 2);
         let free = descs.split_off(fill_n);
         // SAFETY: fresh frames of this UMEM, in no ring.
@@ -240,6 +240,7 @@ impl XskRings {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             ring_size: cfg.ring_size,
             zero_copy,
+            zero_copy_refused,
             rx_buf: vec![FrameDesc::default(); batch],
             rx_next: 0,
             rx_len: 0,
@@ -260,6 +261,12 @@ impl XskRings {
     /// Whether the socket is in zero-copy mode.
     pub fn zero_copy(&self) -> bool {
         self.zero_copy
+    }
+
+    /// Why the socket is in copy mode although zero-copy was asked for
+    /// (the driver or the kernel refused it).
+    pub fn zero_copy_refused(&self) -> Option<&str> {
+        self.zero_copy_refused.as_deref()
     }
 
     /// The kernel's statistics of the socket.

@@ -126,6 +126,9 @@ pub fn prepare(setup: XdpWorkerSetup) -> Result<PreparedXdpWorker, String> {
         batch: BATCH,
         zero_copy: s.zero_copy,
     })?;
+    if let Some(e) = rings.zero_copy_refused() {
+        tracing::debug!("{} queue {}: zero-copy not available ({e}); using copy mode", setup.ifname, setup.queue);
+    }
     Ok(PreparedXdpWorker { setup, rings })
 }
 
