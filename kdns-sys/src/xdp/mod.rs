@@ -41,6 +41,8 @@ mod error;
 mod netlink;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod xsk_tests;
 
 use error::errno_of;
 pub use error::XdpError;
