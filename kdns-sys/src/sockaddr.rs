@@ -1,10 +1,17 @@
 //! `SocketAddr` to and from the kernel's `sockaddr_storage`.
 //!
 //! std converts these internally but does not expose it, and the batched
-//! syscalls in [`super::udp`] need the raw form.
+//! syscalls in [`crate::udp`] need the raw form.
 
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// An all-zero `sockaddr_storage` (family `AF_UNSPEC`), to be filled by
+/// the kernel or by [`to_storage`].
+pub fn empty_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
+    unsafe { mem::zeroed() }
+}
 
 /// Reads an IPv4 or IPv6 address the kernel wrote (`len` bytes).
 pub fn from_storage(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
@@ -65,13 +72,10 @@ mod tests {
     fn round_trips() {
         for a in ["192.0.2.1:53", "[2001:db8::1]:5353", "[fe80::1%2]:1"] {
             let a: SocketAddr = a.parse().unwrap();
-            // SAFETY: all zeroes is a valid sockaddr_storage.
-            let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
+            let mut ss = empty_storage();
             let len = to_storage(a, &mut ss);
             assert_eq!(from_storage(&ss, len), Some(a));
         }
-        // SAFETY: as above.
-        let ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        assert_eq!(from_storage(&ss, 128), None, "AF_UNSPEC");
+        assert_eq!(from_storage(&empty_storage(), 128), None, "AF_UNSPEC");
     }
 }

@@ -1,8 +1,9 @@
-//! Build script of the `kdns` daemon.
+//! Build script of `kdns-sys`, the one place that compiles the XDP program.
 //!
-//! With the `xdp` feature (on by default) it compiles the XDP program
-//! `bpf/kdns_xdp.c` with clang into `$OUT_DIR/kdns_xdp.o`, which
-//! `src/xdp/loader.rs` embeds. Without the feature it does nothing.
+//! With the `xdp` feature (on by default) it compiles `bpf/kdns_xdp.c` (at
+//! the workspace root) with clang into `$OUT_DIR/kdns_xdp.o`, which
+//! `src/xdp/mod.rs` embeds as `kdns_sys::xdp::OBJECT` for the daemon and
+//! the benchmark reflector alike. Without the feature it does nothing.
 //!
 //! Needs (Debian): clang, libbpf-dev (bpf/bpf_helpers.h) and linux-libc-dev
 //! (linux/*.h, asm/types.h; pulled in by libc6-dev). Set `CLANG` to use
@@ -20,12 +21,12 @@ fn main() {
     if env::var_os("CARGO_FEATURE_XDP").is_none() {
         return;
     }
-    println!("cargo:rerun-if-changed=bpf/");
+    println!("cargo:rerun-if-changed=../bpf/");
     println!("cargo:rerun-if-env-changed=CLANG");
 
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let src = manifest_dir.join("bpf/kdns_xdp.c");
+    let src = manifest_dir.join("../bpf/kdns_xdp.c");
     let obj = out_dir.join("kdns_xdp.o");
     let clang = env::var_os("CLANG").unwrap_or_else(|| "clang".into());
 

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-const S_IF: &str = "kx-s";
+pub(super) const S_IF: &str = "kx-s";
 const C_IF: &str = "kx-c";
-const S_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+pub(super) const S_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const S_V4_OTHER: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
 const C_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 100);
 const S_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6b64, 0, 0, 0, 0, 0, 1);
@@ -32,7 +32,7 @@ const C_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6b64, 0, 0, 0, 0, 0, 0x100);
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
-fn require_root() {
+pub(super) fn require_root() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         panic!("the XDP loader tests need root (BPF, network namespaces, veth): run them as root, e.g. `sudo -E cargo test --features xdp xdp::loader`");
@@ -74,14 +74,14 @@ impl Drop for Netns {
 /// Server and client namespaces joined by a veth pair `kx-s` <-> `kx-c`.
 /// Server: 10.200.0.1/24, 10.200.0.2/24 (not a listen address), fd00:6b64::1/64.
 /// Client: 10.200.0.100/24, fd00:6b64::100/64.
-struct Rig {
+pub(super) struct Rig {
     server: Netns,
     client: Netns,
 }
 
 impl Rig {
     /// `(rx, tx)` queue counts of the server and client ends.
-    fn new(server_q: (u32, u32), client_q: (u32, u32)) -> Rig {
+    pub(super) fn new(server_q: (u32, u32), client_q: (u32, u32)) -> Rig {
         let rig = Rig { server: Netns::new("s"), client: Netns::new("c") };
         let (srx, stx) = (server_q.0.to_string(), server_q.1.to_string());
         let (crx, ctx) = (client_q.0.to_string(), client_q.1.to_string());
@@ -119,7 +119,7 @@ impl Rig {
         rig
     }
 
-    fn in_server<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    pub(super) fn in_server<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         in_netns(&self.server.name, f)
     }
 
@@ -148,7 +148,7 @@ impl Rig {
     }
 
     /// A UDP socket in the client namespace.
-    fn client_udp(&self, v6: bool) -> UdpSocket {
+    pub(super) fn client_udp(&self, v6: bool) -> UdpSocket {
         self.in_client(|| UdpSocket::bind(if v6 { "[::]:0" } else { "0.0.0.0:0" }).unwrap())
     }
 
@@ -159,7 +159,7 @@ impl Rig {
         s
     }
 
-    fn ping(&self, dst: IpAddr) -> bool {
+    pub(super) fn ping(&self, dst: IpAddr) -> bool {
         let sock = self.in_client(|| match dst {
             IpAddr::V4(_) => Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap(),
             IpAddr::V6(_) => Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap(),
@@ -268,7 +268,7 @@ fn delta(after: QueueCounters, before: QueueCounters) -> QueueCounters {
 }
 
 /// A DNS-sized query payload (header + a question), `len` bytes.
-fn query(len: usize) -> Vec<u8> {
+pub(super) fn query(len: usize) -> Vec<u8> {
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     q.resize(len.max(12), b'a');
     q.truncate(len);

@@ -1,5 +1,6 @@
-//! Loads and attaches kdns' XDP program (`bpf/kdns_xdp.c`, built by
-//! `build.rs`), fills its listen maps, and manages the AF_XDP socket map.
+//! kdns' XDP program (`bpf/kdns_xdp.c`, built by `build.rs` and embedded
+//! as [`OBJECT`]): loads and attaches it, fills its listen maps, and
+//! manages the AF_XDP socket map.
 //!
 //! The program redirects to `xsks_map[rx_queue]` only UDP DNS queries for the
 //! listen addresses and port (IPv4/IPv6, at most one VLAN tag, no fragments,
@@ -25,11 +26,6 @@
 //! [`XdpProgram`] is dropped, or the process dies (even by SIGKILL), the
 //! kernel detaches the program and gets all traffic back.
 
-// A complete API for the daemon; the binary does not call every part of it
-// (e.g. `unregister_socket`, `mode`, the counters until metrics read them).
-#![allow(dead_code)]
-
-use std::error::Error;
 use std::ffi::CString;
 use std::fmt;
 use std::io;
@@ -41,12 +37,18 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{ProgramFd, Xdp};
 use aya::{Ebpf, EbpfLoader, Pod};
 
+mod error;
 mod netlink;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod xsk_tests;
 
-/// The compiled program, from `build.rs`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kdns_xdp.o"));
+use error::errno_of;
+pub use error::XdpError;
+
+/// The compiled program (an ELF object for the BPF target), from `build.rs`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kdns_xdp.o"));
 
 /// Name of the XDP function in the object (also what `ip link` shows).
 const PROGRAM: &str = "kdns_xdp";
@@ -86,6 +88,7 @@ impl fmt::Display for AttachMode {
 /// increments exactly one of them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueCounters {
+    /// The rx queue.
     pub queue: u32,
     /// Redirected to the AF_XDP socket of the queue.
     pub redirected: u64,
@@ -314,6 +317,19 @@ impl XdpProgram {
         }
     }
 
+    /// Attaches in `mode` only, without the fallback of [`attach`]
+    /// (first removing stale netlink-attached programs as it does).
+    /// Calling it again once attached returns the mode in effect.
+    ///
+    /// [`attach`]: XdpProgram::attach
+    pub fn attach_mode(&mut self, mode: AttachMode) -> Result<AttachMode, XdpError> {
+        if let (Some(_), Some(mode)) = (&self.link, self.mode) {
+            return Ok(mode);
+        }
+        self.remove_stale()?;
+        self.attach_in(mode).map(|()| mode)
+    }
+
     fn attach_in(&mut self, mode: AttachMode) -> Result<(), XdpError> {
         match sys::xdp_link_create(self.prog_fd.as_fd(), self.ifindex, mode.flags()) {
             Ok(link) => {
@@ -388,7 +404,8 @@ impl XdpProgram {
         XdpError::Netlink { ifname: self.ifname.clone(), what: what.to_owned(), source: e.io, message: e.message }
     }
 
-    /// Puts an AF_XDP socket fd into `xsks_map` at `queue`.
+    /// Puts an AF_XDP socket fd into `xsks_map` at `queue` (any other fd
+    /// is refused by the kernel: [`XdpError::NotAnXdpSocket`]).
     pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
         if queue >= MAX_QUEUES {
             return Err(XdpError::QueueOutOfRange { queue, max: MAX_QUEUES });
@@ -419,10 +436,12 @@ impl XdpProgram {
         self.counters.clone()
     }
 
+    /// The interface's name.
     pub fn ifname(&self) -> &str {
         &self.ifname
     }
 
+    /// The interface's index.
     pub fn ifindex(&self) -> u32 {
         self.ifindex
     }
@@ -523,19 +542,6 @@ fn link_holders(prog_id: u32) -> Vec<(u32, String)> {
     holders
 }
 
-fn errno_of(e: &(dyn Error + 'static)) -> Option<i32> {
-    let mut cur: Option<&(dyn Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if let Some(n) = io.raw_os_error() {
-                return Some(n);
-            }
-        }
-        cur = err.source();
-    }
-    None
-}
-
 mod sys {
     use super::*;
 
@@ -561,179 +567,5 @@ mod sys {
         }
         // SAFETY: on success bpf(2) returns a new descriptor that we own.
         Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
-    }
-}
-
-/// Errors of the XDP loader. Their `Display` says what to do.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum XdpError {
-    /// No interface of that name in this network namespace.
-    InterfaceNotFound { ifname: String },
-    /// The kernel refused for lack of privileges.
-    PermissionDenied { what: String, source: io::Error },
-    /// Loading the object or the program into the kernel failed.
-    Load { ifname: String, source: Box<dyn Error + Send + Sync> },
-    /// The embedded object lacks a program or map (a build problem).
-    Object(&'static str),
-    /// More listen addresses than the maps hold.
-    TooManyAddresses { v4: usize, v6: usize, max: usize },
-    /// A map operation failed.
-    Map { what: String, map: &'static str, source: aya::maps::MapError },
-    /// `register_socket` was given an fd that is not an AF_XDP socket.
-    NotAnXdpSocket { fd: RawFd },
-    /// Queue index beyond `xsks_map`'s size.
-    QueueOutOfRange { queue: u32, max: u32 },
-    /// Attaching in one mode failed.
-    Attach { ifname: String, mode: AttachMode, source: io::Error },
-    /// Neither driver nor generic mode could be attached.
-    AttachFailed { ifname: String, driver: Box<XdpError>, generic: Box<XdpError> },
-    /// Another XDP program is attached through a bpf_link (owned by a live
-    /// process or pinned in bpffs): the kernel won't let us remove it.
-    HeldByLink { ifname: String, prog_id: u32, prog_name: String, link_ids: Vec<u32>, holders: Vec<(u32, String)> },
-    /// A netlink request failed.
-    Netlink { ifname: String, what: String, source: io::Error, message: Option<String> },
-}
-
-impl XdpError {
-    fn load(ifname: &str, e: impl Into<Box<dyn Error + Send + Sync>>) -> XdpError {
-        let source = e.into();
-        if matches!(errno_of(&*source), Some(libc::EPERM | libc::EACCES)) {
-            return XdpError::PermissionDenied {
-                what: format!("loading the XDP program for {ifname}"),
-                source: io::Error::from_raw_os_error(errno_of(&*source).unwrap_or(libc::EPERM)),
-            };
-        }
-        XdpError::Load { ifname: ifname.to_owned(), source }
-    }
-
-    fn map(what: &str, map: &'static str, e: aya::maps::MapError) -> XdpError {
-        if let Some(n @ (libc::EPERM | libc::EACCES)) = errno_of(&e) {
-            return XdpError::PermissionDenied { what: format!("{what} map {map}"), source: io::Error::from_raw_os_error(n) };
-        }
-        XdpError::Map { what: what.to_owned(), map, source: e }
-    }
-
-    fn has_link(&self) -> bool {
-        matches!(self, XdpError::HeldByLink { link_ids, holders, .. } if !link_ids.is_empty() || !holders.is_empty())
-    }
-
-    /// Errors that trying another attach mode can't fix.
-    fn is_fatal(&self) -> bool {
-        matches!(self, XdpError::PermissionDenied { .. } | XdpError::InterfaceNotFound { .. } | XdpError::HeldByLink { .. })
-    }
-
-    /// The errno behind this error, if any.
-    pub fn raw_os_error(&self) -> Option<i32> {
-        match self {
-            XdpError::PermissionDenied { source, .. } | XdpError::Attach { source, .. } | XdpError::Netlink { source, .. } => {
-                source.raw_os_error()
-            }
-            XdpError::Load { source, .. } => errno_of(&**source),
-            XdpError::Map { source, .. } => errno_of(source),
-            XdpError::InterfaceNotFound { .. } => Some(libc::ENODEV),
-            XdpError::HeldByLink { .. } => Some(libc::EBUSY),
-            _ => None,
-        }
-    }
-}
-
-fn attach_hint(errno: Option<i32>) -> &'static str {
-    match errno {
-        Some(libc::ENOSPC) => {
-            "veth needs as many rx queues as its peer has tx queues (create the pair with numrxqueues/numtxqueues, or ethtool -L)"
-        }
-        Some(libc::EOPNOTSUPP) => "the driver has no native XDP support; generic mode works with any driver",
-        Some(libc::ERANGE) => "the MTU is too large for native XDP (on veth: the peer's MTU); lower it, e.g. to 1500",
-        Some(libc::EEXIST) => {
-            "an XDP program is attached in the other mode (native and generic can't be active together); remove it with `ip link set dev IF xdp off` or `xdpgeneric off`"
-        }
-        Some(libc::EINVAL) => {
-            "the driver rejected the program (MTU too large for native XDP, too few queues?), or the kernel lacks XDP bpf_link support (needs Linux >= 5.9); `dmesg` may tell more"
-        }
-        Some(libc::EBUSY) => "another XDP program is attached to the interface; see `ip -d link show dev IF` (remove it with `ip link set dev IF xdp off`)",
-        Some(libc::ENOMEM) => "the driver could not allocate XDP resources (too few free tx queues for XDP?)",
-        _ => "",
-    }
-}
-
-impl fmt::Display for XdpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const PRIVS: &str = "kdns needs root, or CAP_BPF and CAP_NET_ADMIN (CAP_NET_RAW too for AF_XDP sockets)";
-        match self {
-            XdpError::InterfaceNotFound { ifname } => {
-                write!(f, "network interface {ifname:?} not found (in this network namespace); check the name with `ip link`")
-            }
-            XdpError::PermissionDenied { what, source } => write!(f, "{what}: {source}: {PRIVS}"),
-            XdpError::Load { ifname, source } => {
-                write!(f, "loading the XDP program for {ifname} failed: {source}")?;
-                let mut cause = source.source();
-                while let Some(c) = cause {
-                    write!(f, ": {c}")?;
-                    cause = c.source();
-                }
-                Ok(())
-            }
-            XdpError::Object(name) => {
-                write!(f, "the embedded XDP object has no {name:?}: build problem, rebuild kdns (bpf/kdns_xdp.c and build.rs out of sync?)")
-            }
-            XdpError::TooManyAddresses { v4, v6, max } => {
-                write!(f, "too many listen addresses for the XDP program ({v4} IPv4, {v6} IPv6; at most {max} of each)")
-            }
-            XdpError::Map { what, map, source } => {
-                write!(f, "cannot {what} BPF map {map}: {source}")?;
-                if let Some(c) = source.source() {
-                    write!(f, ": {c}")?;
-                }
-                Ok(())
-            }
-            XdpError::NotAnXdpSocket { fd } => write!(f, "fd {fd} is not an AF_XDP socket, it can't go into xsks_map"),
-            XdpError::QueueOutOfRange { queue, max } => {
-                write!(f, "rx queue {queue} is beyond the XDP program's {max} queues; reduce the interface's queues (ethtool -L)")
-            }
-            XdpError::Attach { ifname, mode, source } => {
-                write!(f, "attaching XDP to {ifname} in {mode} mode failed: {source}")?;
-                let hint = attach_hint(source.raw_os_error());
-                if !hint.is_empty() {
-                    write!(f, ": {hint}")?;
-                }
-                Ok(())
-            }
-            XdpError::AttachFailed { ifname, driver, generic } => {
-                write!(f, "cannot attach XDP to {ifname}: {driver}; then {generic}")
-            }
-            XdpError::HeldByLink { ifname, prog_id, prog_name, link_ids, holders } => {
-                write!(f, "XDP program {prog_id} ({prog_name}) is attached to {ifname} through a bpf_link")?;
-                if !link_ids.is_empty() {
-                    write!(f, " (link {})", link_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))?;
-                }
-                if holders.is_empty() {
-                    write!(f, " held by no visible process (pinned in /sys/fs/bpf? remove the pin)")?;
-                } else {
-                    let list: Vec<String> = holders.iter().map(|(pid, comm)| format!("{pid} ({comm})")).collect();
-                    write!(f, " held by process {}", list.join(", "))?;
-                }
-                write!(f, "; it can't be removed while that link lives: stop its owner (another kdns?) first")
-            }
-            XdpError::Netlink { ifname, what, source, message } => {
-                write!(f, "{what} on {ifname} via netlink failed: {source}")?;
-                if let Some(m) = message {
-                    write!(f, " ({m})")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl Error for XdpError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match self {
-            XdpError::PermissionDenied { source, .. } | XdpError::Attach { source, .. } | XdpError::Netlink { source, .. } => Some(source),
-            XdpError::Load { source, .. } => Some(&**source),
-            XdpError::Map { source, .. } => Some(source),
-            XdpError::AttachFailed { generic, .. } => Some(&**generic),
-            _ => None,
-        }
     }
 }
