@@ -13,7 +13,7 @@ set -euo pipefail
 #   dnsperf         load with no lost query during failover (tests, demo, bench)
 #   dnsdist         a DNS load balancer to compare kdns with (bench)
 #   python3-matplotlib  the PNG figures of bench/summarize.py (Debian's /usr/bin/python3)
-# Building the XDP program (build.rs) and the AF_XDP crates:
+# Building the XDP program (kdns-sys/build.rs) and the AF_XDP crates:
 #   clang           compiles bpf/kdns_xdp.c to BPF (clang -target bpf)
 #   libbpf-dev      BPF headers (bpf/bpf_helpers.h, bpf_endian.h) for that
 #   libelf-dev      libelf, linked by the vendored libxdp/libbpf of xsk-rs

@@ -1,7 +1,10 @@
 //! kdns: a host-local DNS fast path for containers.
 //!
 //! This is the daemon: configuration, workers, the TCP server, the control
-//! socket and signal handling. The DNS logic lives in `kdns-core`.
+//! socket and signal handling. The DNS logic lives in `kdns-core`; every
+//! `unsafe` lives in `kdns-sys`.
+
+#![forbid(unsafe_code)]
 
 mod config;
 mod control;
@@ -114,21 +117,6 @@ fn join(a: &[SocketAddr]) -> String {
     a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// A random seed per worker (IDs, cache hash) from the kernel.
-fn random_seed() -> u64 {
-    let mut b = [0u8; 8];
-    // getrandom(2) never fails for 8 bytes once the pool is initialised;
-    // fall back to time and pid if it does.
-    // SAFETY: `b` is a valid writable buffer of 8 bytes.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n == 8 {
-        u64::from_ne_bytes(b)
-    } else {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        t ^ (u64::from(std::process::id()) << 32)
-    }
-}
-
 fn run(s: Settings) -> Result<(), String> {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -154,7 +142,7 @@ fn run(s: Settings) -> Result<(), String> {
             let sock = worker::reuseport_udp(addr).map_err(|e| format!("cannot listen on udp {addr}: {e}{}", hint(&e)))?;
             listen.push((addr, sock));
         }
-        let engine = s.engine_for_worker(random_seed());
+        let engine = s.engine_for_worker(kdns_sys::random_seed());
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let (h, t) = worker::spawn(worker::WorkerSetup { id, core, engine, listen, ports: s.ports.clone(), stop: Arc::clone(&stop) })
             .map_err(|e| format!("worker {id}: {e}"))?;
@@ -162,7 +150,7 @@ fn run(s: Settings) -> Result<(), String> {
         threads.push(t);
     }
     if s.tcp.enabled {
-        let engine = s.engine_for_worker(random_seed());
+        let engine = s.engine_for_worker(kdns_sys::random_seed());
         let (h, t) = tcp::spawn(tcp::TcpSetup {
             id: handles.len(),
             listen: s.listen.clone(),

@@ -136,7 +136,7 @@ xsys_start() {
         _spawn knot-xdp knotd -c "$RIG_DIR/knot/knotd.conf"
         ;;
     reflector)
-        [[ -x $REFLECTOR ]] || die "reflector not built: (cd bench/reflector && cargo build --release)"
+        [[ -x $REFLECTOR ]] || die "reflector not built: cargo build --release -p kdns-bench --bin reflector"
         _spawn reflector "$REFLECTOR" --iface "$ifs" --addr "$a" ${REFLECTOR_ARGS:-}
         ;;
     esac
@@ -160,12 +160,12 @@ napi_srv_pid() {
 }
 
 # rig_reflector: copy the reflector (REFLECTOR_BIN, default
-# bench/reflector/target/release/kdns-reflector) into the run's dir; sets
+# target/release/reflector) into the run's dir; sets
 # REFLECTOR. MUST=1: die if it is not built.
 rig_reflector() {
-    local rb=${REFLECTOR_BIN:-$BENCH_DIR/reflector/target/release/kdns-reflector}
+    local rb=${REFLECTOR_BIN:-$BENCH_DIR/../target/release/reflector}
     REFLECTOR="$RIG_DIR/kdns-reflector"
-    if [[ -x $rb ]]; then cp "$rb" "$REFLECTOR"; elif [[ ${1:-} == MUST=1 ]]; then die "reflector not built: (cd bench/reflector && cargo build --release)"; fi
+    if [[ -x $rb ]]; then cp "$rb" "$REFLECTOR"; elif [[ ${1:-} == MUST=1 ]]; then die "reflector not built: cargo build --release -p kdns-bench --bin reflector"; fi
 }
 
 # knotd_path: knotd on PATH (it lives in /usr/sbin)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # AF_XDP cache-hit capacity sweep: kdns --io xdp (one AF_XDP worker) vs Knot
 # DNS in XDP mode vs Unbound vs dnsdist (packet cache) vs the minimal AF_XDP
-# responder (bench/reflector, the rig's ceiling). All servers on core 0,
+# responder (bench/src/bin/reflector.rs, the rig's ceiling). All servers on core 0,
 # kxdpgun on core 1, the same cache-hit query file (n<i>.bench.test A,
 # 1000 names) for all; single-queue veth pairs, copy mode (veth has no
 # zero-copy). See rig_xdp.sh for the pairs and the packet steering.
@@ -23,7 +23,7 @@
 # Needs root, Debian packages unbound dnsdist dnsperf knot knot-dnsutils
 # dnsutils linux-perf ethtool, and the binaries:
 #   cargo build --release -p kdns -p kdns-ctl
-#   (cd bench/reflector && cargo build --release)
+#   cargo build --release -p kdns-bench --bin reflector
 # Writes DIR/sweep-TAG.csv (one line per run) and DIR/sweep-TAG.md (medians,
 # saturation, answered at 2x, ratios vs targets), prints the summary.
 set -euo pipefail

@@ -56,11 +56,7 @@ pub struct StoreConfig {
 /// `malloc_trim` returns the free pages. It walks the heap, so it runs on
 /// the control thread after a change, never on a worker.
 fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; any thread may call it.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    kdns_sys::malloc_trim();
 }
 
 /// A snapshot sent, not yet waited for.

@@ -86,7 +86,12 @@ fn records() -> Snapshot {
         mode: Mode::All,
         ttl: None,
         instances: (1..=3u32)
-            .map(|k| Instance { id: format!("{name}-c{k}"), addrs: vec![IpAddr::V4(Ipv4Addr::from(base + k))], healthy: true, number: None })
+            .map(|k| Instance {
+                id: format!("{name}-c{k}"),
+                addrs: vec![IpAddr::V4(Ipv4Addr::from(base + k))],
+                healthy: true,
+                number: None,
+            })
             .collect(),
         ports: vec![SrvPort { name: "http".into(), proto: "tcp".into(), port: 8080 }],
     };

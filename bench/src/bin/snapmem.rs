@@ -5,37 +5,10 @@
 //! prints. Same records as that test: SERVICES services (default 10 000) of
 //! INSTANCES instances (default 10), one IPv4 address each.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kdns_core::records::{Instance, Mode, RecordsConfig, Service, Snapshot};
-
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        ALLOCS.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new, Ordering::Relaxed);
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
+use kdns_sys::alloc::Counting;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -50,7 +23,7 @@ fn rss_kb() -> u64 {
 fn main() {
     let a: Vec<u32> = std::env::args().skip(1).filter_map(|x| x.parse().ok()).collect();
     let (ns, ni) = (a.first().copied().unwrap_or(10_000), a.get(1).copied().unwrap_or(10));
-    let (l0, n0, r0) = (LIVE.load(Ordering::Relaxed), ALLOCS.load(Ordering::Relaxed), rss_kb());
+    let (l0, n0, r0) = (Counting::live_bytes(), Counting::live_allocations(), rss_kb());
     let services: Vec<Service> = (0..ns)
         .map(|i| Service {
             name: format!("svc{i}"),
@@ -68,9 +41,9 @@ fn main() {
         })
         .collect();
     let cfg = RecordsConfig { domains: vec!["kdns".into()], default_ttl: 10, services, records: vec![], serial: 1 };
-    let (l1, n1, r1) = (LIVE.load(Ordering::Relaxed), ALLOCS.load(Ordering::Relaxed), rss_kb());
+    let (l1, n1, r1) = (Counting::live_bytes(), Counting::live_allocations(), rss_kb());
     let s = Snapshot::build(&cfg).expect("valid records");
-    let (l2, n2, r2) = (LIVE.load(Ordering::Relaxed), ALLOCS.load(Ordering::Relaxed), rss_kb());
+    let (l2, n2, r2) = (Counting::live_bytes(), Counting::live_allocations(), rss_kb());
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
     println!("{ns} services x {ni} instances: {} names", s.len());
     println!(
@@ -87,5 +60,5 @@ fn main() {
     );
     println!("  Snapshot::memory():     {:7.1} MiB (the unit test's estimate)", mib(s.memory()));
     drop(cfg);
-    println!("  after dropping the input: {:.1} MiB live heap", mib(LIVE.load(Ordering::Relaxed) - l0));
+    println!("  after dropping the input: {:.1} MiB live heap", mib(Counting::live_bytes() - l0));
 }
