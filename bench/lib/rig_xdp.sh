@@ -54,10 +54,12 @@ xpair_add() {
     log "pair $i: $NS_GEN($g 10.78.$i.2, napi pid ${XP_NAPI_G[$i]} on core $GEN_CORE) <-> $NS_SRV($s 10.78.$i.1, napi pid ${XP_NAPI_S[$i]:-none} on core $SRV_CORE)"
 }
 
-# The pair of each AF_XDP system.
-declare -A XSYS_PAIR=([kdns-xdp]=1 [knot-xdp]=2 [reflector]=3)
+# The pair of each AF_XDP system. kdns-xdp-b is a second kdns build
+# (KDNS_B_BIN) for an interleaved A/B of two builds; it takes Knot's pair, so
+# the two do not run together.
+declare -A XSYS_PAIR=([kdns-xdp]=1 [knot-xdp]=2 [kdns-xdp-b]=2 [reflector]=3)
 # Every system's address (AF_XDP ones on their pair, socket ones on the main pair).
-declare -A ADDR_OF=([kdns-xdp]=10.78.1.1 [knot-xdp]=10.78.2.1 [reflector]=10.78.3.1
+declare -A ADDR_OF=([kdns-xdp]=10.78.1.1 [knot-xdp]=10.78.2.1 [kdns-xdp-b]=10.78.2.1 [reflector]=10.78.3.1
     [kdns-udp]=10.77.0.1 [unbound]=10.77.0.3 [dnsdist]=10.77.0.4)
 
 # xdp_off IFNAME: remove any XDP program attached by netlink (Knot's,
@@ -120,15 +122,22 @@ xsys_start() {
     local ifs=${XP_IF_S[$i]}
     xdp_off "$ifs"
     case $s in
-    kdns-xdp)
+    kdns-xdp | kdns-xdp-b)
         backend_start be5301 5301
+        local bin=$KDNS
+        if [[ $s == kdns-xdp-b ]]; then
+            [[ -x ${KDNS_B_BIN:-} ]] || die "kdns-xdp-b needs KDNS_B_BIN (the second kdns build)"
+            bin="$RIG_DIR/kdns-b"
+            cp "$KDNS_B_BIN" "$bin"
+            log "kdns-xdp-b: $("$bin" --version 2>/dev/null | head -1), sha256 $(sha256sum "$bin" | cut -c1-12)"
+        fi
         local conf=()
         if [[ -n ${KDNS_XDP_TOML:-} ]]; then
             printf '%b\n' "$KDNS_XDP_TOML" >"$RIG_DIR/kdns-xdp.toml"
             conf=(--config "$RIG_DIR/kdns-xdp.toml")
             log "kdns-xdp config: $(tr '\n' ' ' <"$RIG_DIR/kdns-xdp.toml")"
         fi
-        kdns_start kdns-xdp "$KDNS" "${conf[@]}" --io xdp --listen "$a:53" --backend 127.0.0.1:5301 --workers 1 \
+        kdns_start "$s" "$bin" "${conf[@]}" --io xdp --listen "$a:53" --backend 127.0.0.1:5301 --workers 1 \
             --allow 10.78.0.0/16 --allow 10.77.0.0/24 --log-level info
         ;;
     knot-xdp)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from results import fnum, k, med
 
 PEERS = ["kdns", "unbound", "dnsdist"]
-XDP = ["kdns-xdp", "reflector", "knot-xdp", "unbound", "dnsdist", "kdns-udp"]
+XDP = ["kdns-xdp", "kdns-xdp-b", "reflector", "knot-xdp", "unbound", "dnsdist", "kdns-udp"]
 
 
 def by_key(rows, *cols):
@@ -207,6 +207,7 @@ def xdp_sweep(rows):
     ratio("kdns-xdp", "knot-xdp", 1.5, "")
     ratio("kdns-xdp", "unbound", 0, "(for reference)")
     ratio("kdns-xdp", "dnsdist", 0, "(for reference)")
+    ratio("kdns-xdp", "kdns-xdp-b", 0, "(A/B of two builds: KDNS_BIN / KDNS_B_BIN)")
     if "kdns-xdp" in ovl:
         rep2, _, sent2 = ovl["kdns-xdp"]
         share = rep2 / sat["kdns-xdp"][0]

@@ -13,7 +13,9 @@
 #     -k "RATES"    kxdpgun offered rates in qps (default
 #                   "50000 100000 150000 200000 250000 300000 400000 500000
 #                    600000 700000 800000 1000000 1200000 1400000")
-#     -s "SYSTEMS"  subset of "kdns-xdp knot-xdp unbound dnsdist reflector"
+#     -s "SYSTEMS"  subset of "kdns-xdp knot-xdp unbound dnsdist reflector";
+#                   kdns-xdp-b (instead of knot-xdp) is a second kdns build,
+#                   KDNS_B_BIN, for an interleaved A/B of two builds
 #     -o DIR        results directory (default bench/results/xdp/sweep-TAG)
 #     -t TAG        file name tag (default: date-time)
 #     -W            do not wait for other benchmarks to finish
@@ -38,12 +40,13 @@ rig_session "$0" "$@"
 rig_opts "r=ROUNDS d=DUR k=RATES s=SYSTEMS o=OUT t=TAG W:RIG_NO_WAIT=1" "$@"
 rig_out xdp sweep
 CSV="$OUT/sweep-$TAG.csv"
-knotd_path
+read -r -a SYS <<<"$SYSTEMS"
+[[ " $SYSTEMS " == *" knot-xdp "* && " $SYSTEMS " == *" kdns-xdp-b "* ]] && die "knot-xdp and kdns-xdp-b share a veth pair: choose one"
+[[ " $SYSTEMS " == *" knot-xdp "* ]] && knotd_path
 rig_up
-rig_reflector MUST=1
+[[ " $SYSTEMS " == *" reflector "* ]] && rig_reflector MUST=1
 for i in 1 2 3; do xpair_add "$i"; done
 rig_queries "$RIG_DIR/hit.txt" 1000 n
-read -r -a SYS <<<"$SYSTEMS"
 for s in "${SYS[@]}"; do xsys_start "$s"; done
 log "systems up: $(for s in "${SYS[@]}"; do printf '%s=%s ' "$s" "${ADDR_OF[$s]}"; done)"
 {
