@@ -33,7 +33,9 @@
 mod acl;
 mod limits;
 mod reply;
+mod rng;
 mod stats;
+mod tcp;
 
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -42,7 +44,9 @@ use std::sync::Arc;
 
 pub use acl::{Acl, IpNet, IpNetError};
 pub use limits::{ClientLimits, OverLimit};
+pub use rng::Rng;
 pub use stats::{DropReason, EngineStats, LATENCY_BOUNDS};
+pub use tcp::TcpExchange;
 
 use crate::cache::{Cache, CacheConfig, Key, KeyFlags, Lookup};
 use crate::records::{LocalAnswer, LocalQuery, Snapshot};
@@ -225,6 +229,22 @@ pub enum Transmit {
         /// The source-port slot to send it from.
         port: u16,
     },
+    /// A query to ask a backend over TCP (its UDP answer to a TCP client
+    /// was truncated). The driver connects to `addr`, sends `out[..len]`
+    /// with the two-byte length prefix, and hands the one message that
+    /// comes back to [`Engine::handle_tcp_answer`], or reports
+    /// [`Engine::tcp_failed`]. The deadline is the engine's: once it has
+    /// passed, the exchange is over ([`Engine::tcp_exchange_open`]).
+    BackendTcp {
+        /// The backend.
+        backend: BackendId,
+        /// Its address.
+        addr: SocketAddr,
+        /// Length in `out` (without a length prefix).
+        len: usize,
+        /// What to give back with the answer.
+        exchange: TcpExchange,
+    },
     /// An answer to a client: one that waited on an identical question, or
     /// whose query no backend answered (stale or SERVFAIL).
     Client {
@@ -278,6 +298,9 @@ struct Upstream {
     slow: bool,
     /// Times the last try was given more time.
     waits: u8,
+    /// Asked over TCP (after a truncated UDP answer): one try, no pool
+    /// accounting, answered only through [`Engine::handle_tcp_answer`].
+    over_tcp: bool,
 }
 
 impl Default for Upstream {
@@ -304,6 +327,7 @@ impl Default for Upstream {
             settled: false,
             slow: false,
             waits: 0,
+            over_tcp: false,
         }
     }
 }
@@ -349,7 +373,7 @@ pub struct Engine {
     query_deadline: Duration,
     probe_name: [u8; 255],
     probe_len: usize,
-    rng: u64,
+    rng: Rng,
     last_rtt: Option<(BackendId, Duration)>,
     records: Arc<Snapshot>,
     rotate: u32,
@@ -383,7 +407,7 @@ impl Engine {
             query_deadline: cfg.query_deadline,
             probe_name,
             probe_len,
-            rng: cfg.seed | 1,
+            rng: Rng::new(cfg.seed),
             last_rtt: None,
             records: Arc::new(Snapshot::empty()),
             rotate: 0,
@@ -455,11 +479,7 @@ impl Engine {
     }
 
     fn random(&mut self) -> u64 {
-        // xorshift64*: fast, and the seed comes from the caller.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.rng.next_u64()
     }
 
     fn next_id(&mut self) -> Option<u16> {
@@ -529,11 +549,11 @@ impl Engine {
                 client: client.addr.ip(),
                 limit,
                 rotate: self.rotate,
-                random: self.rng,
+                random: self.rng.peek(),
             };
             if let LocalAnswer::Reply(len, _) = self.records.answer(&lq, out) {
                 self.rotate = self.rotate.wrapping_add(1);
-                self.rng = self.rng.rotate_left(23).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+                self.rng.stir();
                 st.local_answers.inc();
                 st.latency[0].inc();
                 self.count_reply(out);
@@ -649,7 +669,8 @@ impl Engine {
                 Verdict::Forward { backend, addr, len, port }
             }
             Some(Transmit::Client { len, .. }) => Verdict::Reply(len),
-            None => {
+            // A first try is never over TCP.
+            Some(Transmit::BackendTcp { .. }) | None => {
                 self.release(handle);
                 self.stats.count_drop(DropReason::PendingFull);
                 Verdict::Drop(DropReason::PendingFull)
@@ -856,6 +877,9 @@ impl Engine {
         u.settled = false;
         u.slow = false;
         u.waits = 0;
+        if u.over_tcp {
+            return self.send_tcp(now, h, backend, id, len);
+        }
         let wait = if u.purpose == Purpose::Probe { self.pool.probe_timeout(backend) } else { self.pool.try_timeout(backend) };
         let deadline = if u.purpose == Purpose::Probe { now + wait } else { (now + wait).min(u.first_sent + self.query_deadline) };
         if !self.pending.sent(h, backend, id, port, now, deadline) {
@@ -872,14 +896,14 @@ impl Engine {
     /// reply, and queries waiting on the same question are queued for
     /// [`Engine::poll_transmit`].
     pub fn handle_backend_answer(&mut self, now: Timestamp, from: SocketAddr, port: u16, answer: &[u8], out: &mut [u8]) -> AnswerVerdict {
-        let v = self.backend_answer(now, from, port, answer, out);
+        let v = self.backend_answer(now, from, Via::Udp(port), answer, out);
         if let AnswerVerdict::Drop(r) = v {
             self.stats.count_drop(r);
         }
         v
     }
 
-    fn backend_answer(&mut self, now: Timestamp, from: SocketAddr, port: u16, answer: &[u8], out: &mut [u8]) -> AnswerVerdict {
+    fn backend_answer(&mut self, now: Timestamp, from: SocketAddr, via: Via, answer: &[u8], out: &mut [u8]) -> AnswerVerdict {
         let drop = |r: DropReason| AnswerVerdict::Drop(r);
         let Ok(h) = Header::new_checked(answer) else { return drop(DropReason::AnswerMalformed) };
         let Some(handle) = self.pending.by_id(h.id()) else { return drop(DropReason::AnswerUnknownId) };
@@ -888,8 +912,10 @@ impl Engine {
         let Some(from_b) = self.pool.find(from).filter(|&b| b == flight.backend || u.tried.contains(b)) else {
             return drop(DropReason::AnswerWrongSource);
         };
-        if port != flight.port {
-            return drop(DropReason::AnswerWrongPort);
+        match via {
+            Via::Udp(port) if u.over_tcp || port != flight.port => return drop(DropReason::AnswerWrongPort),
+            Via::Tcp(asked) if asked != handle || !u.over_tcp => return drop(DropReason::AnswerUnknownId),
+            _ => {}
         }
         if !h.qr() {
             return drop(DropReason::AnswerNotResponse);
@@ -936,6 +962,9 @@ impl Engine {
             }
         }
         let Purpose::Client(client) = u.purpose else { return AnswerVerdict::Consumed };
+        if h.tc() && client.transport == Transport::Tcp && matches!(via, Via::Udp(_)) && self.ask_over_tcp(&u, from_b) {
+            return AnswerVerdict::Consumed;
+        }
         match self.client_reply(now, &u, answer, &msg, out) {
             Some(len) => AnswerVerdict::Reply { client, len },
             None => drop(DropReason::NoBufferSpace),
@@ -945,6 +974,11 @@ impl Engine {
     /// Tells the pool what an accepted answer from `from_b` means for the
     /// try in flight.
     fn note_answer(&mut self, now: Timestamp, from_b: BackendId, flight: &InFlight, u: &Upstream) {
+        if u.over_tcp {
+            // One exchange on its own connection: neither a round-trip
+            // sample nor a try the pool counted.
+            return;
+        }
         let probe = u.purpose == Purpose::Probe;
         if from_b == flight.backend && !u.settled {
             let rtt = now.saturating_since(flight.sent_at);
@@ -1033,6 +1067,13 @@ impl Engine {
             if u.purpose == Purpose::Probe {
                 self.silent_timeout(f.backend, now, true);
                 self.release(h);
+                continue;
+            }
+            if u.over_tcp {
+                if !u.settled {
+                    self.stats.tcp_retry_failures.inc();
+                    self.actions.push_back(Action::GiveUp(h));
+                }
                 continue;
             }
             let give_up_at = u.first_sent + self.query_deadline;
@@ -1125,6 +1166,7 @@ impl Engine {
                     match self.send(now, h, u.next, out) {
                         Some(t) => {
                             match u.purpose {
+                                Purpose::Client(_) if u.over_tcp => self.stats.tcp_retries.inc(),
                                 Purpose::Client(_) if u.tries > 0 => self.stats.retried.inc(),
                                 Purpose::Client(_) => {}
                                 Purpose::Refresh => {
@@ -1213,6 +1255,14 @@ impl Engine {
         self.stats.latency(now.saturating_since(u.first_sent));
         Some(Transmit::Client { client, len })
     }
+}
+
+/// How a backend's answer came: on a source-port slot over UDP, or on the
+/// TCP connection of one exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Udp(u16),
+    Tcp(Handle),
 }
 
 /// What the engine keeps of a client's query on a miss.
