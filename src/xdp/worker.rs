@@ -622,6 +622,8 @@ impl XdpWorker {
                     Err(_) => IoStats::add(&self.io.tx_errors, 1),
                 },
                 Transmit::Client { client, len } => self.send_from_fresh_frame(client, len),
+                // Asked for TCP clients only, which AF_XDP has none of.
+                Transmit::BackendTcp { exchange, .. } => self.engine.tcp_failed(now, exchange),
             }
         }
         n
