@@ -104,7 +104,8 @@ pub fn spawn(setup: WorkerSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
 pub fn run(mut core: Core, mut front: UdpFront) {
     let mut events = Vec::with_capacity(64);
     loop {
-        let timeout = if !front.busy.is_empty() || core.backends.has_ready() { Duration::ZERO } else { core.timeout(Duration::from_secs(1)) };
+        let timeout =
+            if !front.busy.is_empty() || core.backends.has_ready() { Duration::ZERO } else { core.timeout(Duration::from_secs(1)) };
         if let Err(e) = core.wait(timeout, &mut events) {
             tracing::error!(worker = core.id, error = %e, "poll failed; worker stops");
             break;

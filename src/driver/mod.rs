@@ -31,7 +31,6 @@ mod tests;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -209,12 +208,6 @@ impl Core {
         self.poll.registry()
     }
 
-    /// The poll's own fd, readable when a registered socket or the waker
-    /// is (for a front end that sleeps in its own `ppoll`).
-    pub fn poll_fd(&self) -> RawFd {
-        self.poll.as_raw_fd()
-    }
-
     /// Whether the worker is stopping (takes no new queries).
     pub fn stopping(&self) -> bool {
         self.stopping.is_some()
@@ -318,7 +311,14 @@ impl Core {
 /// Applies every waiting control message to a worker's engine.
 /// `extra_in_flight` is what the worker holds outside the engine (reported
 /// in the snapshot).
-pub fn apply_control(id: usize, ctl: &Receiver<Control>, engine: &mut Engine, io: &IoStats, rtt: &[Histogram<u64>], extra_in_flight: usize) {
+pub fn apply_control(
+    id: usize,
+    ctl: &Receiver<Control>,
+    engine: &mut Engine,
+    io: &IoStats,
+    rtt: &[Histogram<u64>],
+    extra_in_flight: usize,
+) {
     loop {
         match ctl.try_recv() {
             Ok(Control::FlushCache) => {
@@ -326,7 +326,8 @@ pub fn apply_control(id: usize, ctl: &Receiver<Control>, engine: &mut Engine, io
                 tracing::debug!(worker = id, "cache flushed");
             }
             Ok(Control::Snapshot(reply)) => {
-                let _ = reply.try_send(WorkerSnapshot { worker: id, rtt_us: rtt.to_vec(), in_flight: engine.in_flight() + extra_in_flight });
+                let _ =
+                    reply.try_send(WorkerSnapshot { worker: id, rtt_us: rtt.to_vec(), in_flight: engine.in_flight() + extra_in_flight });
             }
             Ok(Control::Records(snap)) => {
                 let serial = snap.serial();

@@ -36,7 +36,14 @@ impl Engine {
     /// `out` as for [`Engine::handle_backend_answer`]. An answer that is
     /// not accepted is counted as a drop and ends the exchange (the client
     /// gets a stale answer or SERVFAIL from [`Engine::poll_transmit`]).
-    pub fn handle_tcp_answer(&mut self, now: Timestamp, exchange: TcpExchange, from: SocketAddr, answer: &[u8], out: &mut [u8]) -> AnswerVerdict {
+    pub fn handle_tcp_answer(
+        &mut self,
+        now: Timestamp,
+        exchange: TcpExchange,
+        from: SocketAddr,
+        answer: &[u8],
+        out: &mut [u8],
+    ) -> AnswerVerdict {
         let v = self.backend_answer(now, from, Via::Tcp(exchange.0), answer, out);
         if let AnswerVerdict::Drop(r) = v {
             self.stats.count_drop(r);

@@ -235,7 +235,15 @@ pub fn write_empty_reply(
 /// question (`qname` in wire form, uncompressed) and, with `opt`, an OPT
 /// record. Direct byte writes (the engine sends one per miss). `None` when
 /// `out` is too short.
-pub fn write_query(out: &mut [u8], id: u16, header_flags: u16, qname: &[u8], qtype: Rtype, qclass: Class, opt: Option<OptSpec>) -> Option<usize> {
+pub fn write_query(
+    out: &mut [u8],
+    id: u16,
+    header_flags: u16,
+    qname: &[u8],
+    qtype: Rtype,
+    qclass: Class,
+    opt: Option<OptSpec>,
+) -> Option<usize> {
     let opt_len = if opt.is_some() { OPT_LEN } else { 0 };
     let len = HEADER_LEN + qname.len() + 4 + opt_len;
     let out = out.get_mut(..len)?;

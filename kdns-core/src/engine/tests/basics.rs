@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 #[test]
 fn miss_is_forwarded_answered_then_served_from_cache_with_ttl_counted_down() {
     let mut w = World::new(&[B0]);
