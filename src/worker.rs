@@ -50,11 +50,13 @@ pub fn reuseport_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 
 // The AF_XDP worker still drives its own loop with these; they go once it
 // is a front end of the skeleton too.
+#[cfg(feature = "xdp")]
 pub use crate::driver::{apply_control as drain_control, new_histogram, record_rtt};
 
 /// The source-port pool of a worker whose engine is `engine`, registered
 /// with `registry` from `token_base` up (for the AF_XDP worker, which
 /// keeps its own loop for now).
+#[cfg(feature = "xdp")]
 pub fn new_ports(
     cfg: &PortsConfig,
     engine: &EngineConfig,

@@ -159,6 +159,7 @@ impl Backends {
     }
 
     /// The pool itself (for a front end not yet on the skeleton).
+    #[cfg(feature = "xdp")]
     pub fn into_ports(self) -> SourcePorts {
         self.ports
     }

@@ -41,7 +41,9 @@ use kdns_core::engine::{Client, Engine, EngineConfig, TcpExchange, Transmit};
 use kdns_core::Timestamp;
 use mio::{Events, Poll, Registry, Token, Waker};
 
-pub use backend::{new_histogram, record_rtt, AnswerBatch, Backends};
+#[cfg(feature = "xdp")]
+pub use backend::{new_histogram, record_rtt};
+pub use backend::{AnswerBatch, Backends};
 
 use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind, WorkerSnapshot};
 use crate::upstream_sockets::PortsConfig;
