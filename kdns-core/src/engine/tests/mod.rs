@@ -175,6 +175,19 @@ impl World {
         (sent, replies)
     }
 
+    /// Three silent timeouts (an overload burst, say) and an unanswered
+    /// probe mark the only backend down.
+    fn take_down_the_only_backend(&mut self) {
+        for i in 0..3 {
+            self.ask_forwarded(&format!("slow{i}.test"));
+        }
+        self.advance(Duration::from_millis(1000));
+        self.tick();
+        self.advance(Duration::from_millis(1000));
+        self.tick();
+        assert_eq!(self.engine.pool().state(BackendId(0)), BackendState::Down);
+    }
+
     fn stats(&self) -> &EngineStats {
         self.engine.stats()
     }

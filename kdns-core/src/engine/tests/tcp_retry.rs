@@ -147,14 +147,7 @@ fn the_exchange_goes_to_an_up_backend_and_without_one_the_truncated_answer_is_pa
     // probe) is still asked in panic mode, but not over TCP: the client
     // gets the truncated answer and may ask again.
     let mut w = World::new(&[B0]);
-    for i in 0..3 {
-        w.ask_forwarded(&format!("slow{i}.test"));
-    }
-    w.advance(Duration::from_millis(1000));
-    w.tick();
-    w.advance(Duration::from_millis(1000));
-    w.tick();
-    assert_eq!(w.engine.pool().state(BackendId(0)), BackendState::Down);
+    w.take_down_the_only_backend();
     let q = query(2, "y.test", Rtype::A, None);
     let Outcome::Forward(udp) = w.send_raw(&tcp_client(), &q) else { panic!() };
     let mut tc = udp.answer(Rcode::NOERROR, &[]);
