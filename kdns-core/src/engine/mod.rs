@@ -15,11 +15,11 @@
 //!                   probes, early refreshes, SERVFAIL / stale answers,
 //!                   TCP exchanges for truncated answers to TCP clients)
 //!   TCP exchange  --handle_tcp_answer(now, exchange, from, bytes, out)--> AnswerVerdict
-//!                 --tcp_failed(now, exchange)      (see [`tcp`])
+//!                 --tcp_failed(now, exchange)      (see `tcp.rs`)
 //! ```
 //!
-//! The code is split by path: [`query`] (a client's query to a miss),
-//! [`answer`] (the query sent and the checks on its answer), [`timers`]
+//! The code is split by path: `query.rs` (a client's query to a miss),
+//! `answer.rs` (the query sent and the checks on its answer), `timers.rs`
 //! (timeouts and the transmit queue), [`tcp`] (asking again over TCP).
 //!
 //! After every `handle_*` call the driver drains `poll_transmit` until it
