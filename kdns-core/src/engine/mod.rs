@@ -20,7 +20,7 @@
 //!
 //! The code is split by path: `query.rs` (a client's query to a miss),
 //! `answer.rs` (the query sent and the checks on its answer), `timers.rs`
-//! (timeouts and the transmit queue), [`tcp`] (asking again over TCP).
+//! (timeouts and the transmit queue), `tcp.rs` (asking again over TCP).
 //!
 //! After every `handle_*` call the driver drains `poll_transmit` until it
 //! returns `None`, and calls `handle_timeout` once `poll_timeout` has passed.
