@@ -121,3 +121,96 @@ impl Exchange {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    use kdns_core::engine::{Client, Engine, EngineConfig, Transmit, Transport, Verdict};
+    use kdns_core::upstream::BackendSpec;
+    use mio::{Events, Poll};
+
+    use super::*;
+
+    /// A real exchange handle: a TCP client's query whose UDP answer came
+    /// back truncated, so the engine asks for the exchange.
+    fn exchange(backend: SocketAddr) -> (Engine, TcpExchange, Vec<u8>) {
+        let mut e = Engine::new(EngineConfig { backends: vec![BackendSpec::new(backend)], ..Default::default() }).unwrap();
+        let c =
+            Client { addr: "127.0.0.1:4000".parse().unwrap(), local: "127.0.0.1:53".parse().unwrap(), transport: Transport::Tcp, tag: 0 };
+        let (mut name, mut q) = ([0u8; 64], [0u8; 64]);
+        let n = kdns_core::wire::encode_name("big.test", &mut name).unwrap();
+        let len = kdns_core::wire::write_query(&mut q, 1, 0x0100, &name[..n], kdns_core::wire::Rtype::A, kdns_core::wire::Class::IN, None)
+            .unwrap();
+        let mut out = vec![0u8; 65_535];
+        let Verdict::Forward { len: ql, .. } = e.handle_query(kdns_core::Timestamp::ZERO, &c, &q[..len], &mut out) else { panic!() };
+        let mut tc = out[..ql].to_vec();
+        tc[2] |= 0x82; // QR, TC
+        e.handle_backend_answer(kdns_core::Timestamp::ZERO, backend, 0, &tc, &mut out);
+        let Some(Transmit::BackendTcp { exchange, len, .. }) = e.poll_transmit(kdns_core::Timestamp::ZERO, &mut out) else { panic!() };
+        (e, exchange, out[..len].to_vec())
+    }
+
+    fn run(poll: &mut Poll, ups: &mut Upstreams) -> (TcpExchange, SocketAddr, Progress) {
+        let mut events = Events::with_capacity(8);
+        let mut buf = vec![0u8; 65_535];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+            for ev in events.iter() {
+                if let Some(done) = ups.ready(poll.registry(), ev.token(), &mut buf) {
+                    return done;
+                }
+            }
+        }
+        panic!("the exchange never ended");
+    }
+
+    #[test]
+    fn the_query_goes_out_with_its_length_and_one_message_comes_back() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_engine, ex, query) = exchange(addr);
+        let mut poll = Poll::new().unwrap();
+        let mut ups = Upstreams::new(100, 10);
+        assert!(ups.start(poll.registry(), ex, addr, &query));
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = vec![0u8; 2 + query.len()];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(usize::from(u16::from_be_bytes([got[0], got[1]])), query.len());
+            assert_eq!(&got[2..], &query[..]);
+            // The answer in two writes: the length, then the message.
+            s.write_all(&[0, 3]).unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            s.write_all(b"abc").unwrap();
+        });
+        let (got_ex, peer, p) = run(&mut poll, &mut ups);
+        server.join().unwrap();
+        assert_eq!((got_ex, peer, p), (ex, addr, Progress::Answer(b"abc".to_vec())));
+    }
+
+    #[test]
+    fn a_refused_or_cut_connection_fails_and_a_stale_one_is_closed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_engine, ex, query) = exchange(addr);
+        let mut poll = Poll::new().unwrap();
+        let mut ups = Upstreams::new(100, 10);
+        assert!(ups.start(poll.registry(), ex, addr, &query));
+        let (s, _) = listener.accept().unwrap();
+        drop(s); // closed before a whole message
+        assert_eq!(run(&mut poll, &mut ups).2, Progress::Failed);
+        drop(listener);
+        // Nobody listens: refused at once, or once the connection is tried.
+        let refused = !ups.start(poll.registry(), ex, addr, &query) || run(&mut poll, &mut ups).2 == Progress::Failed;
+        assert!(refused);
+        // An exchange the engine no longer waits for is closed by the sweep.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(ups.start(poll.registry(), ex, listener.local_addr().unwrap(), &query));
+        ups.retain(poll.registry(), |_| false);
+        assert!(ups.open.is_empty());
+    }
+}
