@@ -88,24 +88,11 @@ cat <<EOF
 EOF
 
 # --- Unbound backends: a local zone "demo.", no recursion, no Internet ---
+# (the server options the tests' Unbounds use too: scripts/unbound-base.conf)
 write_unbound_conf() { # $1 = port, $2 = identity
+    sed -e "s|@IP@|127.0.0.1|" -e "s|@PORT@|$1|" -e "s|@DIR@|$TMP|" scripts/unbound-base.conf
     cat <<EOF
-server:
-    interface: 127.0.0.1
-    port: $1
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "$TMP"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    module-config: "iterator"
     identity: "$2"
-    access-control: 0.0.0.0/0 allow
-    access-control: ::/0 allow
     local-zone: "demo." static
     local-data: "demo. 300 IN SOA ns.demo. admin.demo. 1 3600 600 86400 60"
     local-data: "www.demo. 300 IN A 10.99.0.10"

@@ -12,7 +12,8 @@ set -euo pipefail
 #   knot-dnsutils   kdig (second DNS client in tests/daemon.rs), kxdpgun (AF_XDP load)
 #   dnsperf         load with no lost query during failover (tests, demo, bench)
 #   dnsdist         a DNS load balancer to compare kdns with (bench)
-# Building the XDP program (build.rs) and the AF_XDP crates:
+#   python3-matplotlib  the PNG figures of bench/summarize.py (Debian's /usr/bin/python3)
+# Building the XDP program (kdns-sys/build.rs) and the AF_XDP crates:
 #   clang           compiles bpf/kdns_xdp.c to BPF (clang -target bpf)
 #   libbpf-dev      BPF headers (bpf/bpf_helpers.h, bpf_endian.h) for that
 #   libelf-dev      libelf, linked by the vendored libxdp/libbpf of xsk-rs
@@ -30,7 +31,7 @@ set -euo pipefail
 #   docker-compose  compose 1.29, runs compose.yaml
 #   debootstrap     the Debian base image of the test images (scripts/base-image.sh;
 #                   no image registry is needed)
-PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist
+PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist python3-matplotlib
     clang libbpf-dev libelf-dev zlib1g-dev m4 ethtool iputils-ping prometheus
     docker.io docker-compose debootstrap)
 

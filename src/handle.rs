@@ -162,20 +162,9 @@ impl WorkerHandle {
     }
 }
 
-/// The XDP program's counters for one queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct XdpQueueCounters {
-    /// RX queue.
-    pub queue: u32,
-    /// Queries redirected to the queue's AF_XDP socket.
-    pub redirected: u64,
-    /// Packets left to the kernel (not DNS for us, or no socket on the queue).
-    pub passed: u64,
-    /// DNS-looking packets with bad lengths (left to the kernel).
-    pub malformed: u64,
-    /// Packets the program dropped.
-    pub dropped: u64,
-}
+/// The XDP program's counters for one queue (defined with the stats it
+/// is reported in).
+pub use kdns_api::stats::XdpQueue as XdpQueueCounters;
 
 /// Where the control thread reads one interface's XDP counters.
 pub trait XdpCounterSource: Send + Sync + std::fmt::Debug {

@@ -63,29 +63,8 @@ impl Drop for BlackHole {
     }
 }
 
-/// dnsperf's "Response codes:" line as (rcode, count) pairs.
-fn rcodes(report: &PerfReport) -> Vec<(String, u64)> {
-    let Some(line) = report.text.lines().find(|l| l.trim_start().starts_with("Response codes:")) else { return Vec::new() };
-    let rest = line.trim_start().trim_start_matches("Response codes:");
-    rest.split(',')
-        .filter_map(|part| {
-            let mut w = part.split_whitespace();
-            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
-fn rcode_count(report: &PerfReport, rcode: &str) -> u64 {
-    rcodes(report).iter().filter(|(r, _)| r == rcode).map(|(_, n)| n).sum()
-}
-
 fn lab() -> (Lab, BlackHole, String) {
-    let lab = Lab::start(LabOpts {
-        backends: 2,
-        unbound_extra: blackhole_conf(),
-        extra: vec!["--io".into(), "xdp".into()],
-        ..LabOpts::default()
-    });
+    let lab = Lab::start(LabOpts { backends: 2, unbound_extra: blackhole_conf(), ..LabOpts::with_args(&["--io", "xdp"]) });
     let hole = BlackHole::start(&lab.server);
     // The flooder: a second address on the client's interface, inside
     // --allow (10.53.X.0/25) but another client.
@@ -104,10 +83,9 @@ fn a_flood_of_never_answered_names_does_not_starve_a_neighbour() {
     require_root_and_tools();
     let _slot = exclusive_slot();
     let (lab, hole, flooder) = lab();
-    let dir = TempDir::new("abuse");
-    let flood_q = dir.join("flood.txt");
+    let flood_q = lab.file("flood.txt");
     write_queries(&flood_q, 0, 30_000, "blackhole.test");
-    let ordinary_q = dir.join("ordinary.txt");
+    let ordinary_q = lab.file("ordinary.txt");
     write_queries(&ordinary_q, 0, 10_000, "ok.test");
     let server = lab.link.server_v4();
     let s0 = lab.stats();
@@ -138,11 +116,11 @@ fn a_flood_of_never_answered_names_does_not_starve_a_neighbour() {
     // The neighbour: everything answered, NOERROR.
     assert!(o.sent >= 2_000, "the ordinary client sent only {} queries:\n{}", o.sent, o.text);
     assert_eq!(o.lost, 0, "the ordinary client lost queries: {}\n{}", o.lost_line, o.text);
-    assert_eq!(rcode_count(&o, "NOERROR"), o.completed, "the ordinary client got errors: {:?}", rcodes(&o));
+    assert_eq!(o.rcode_count("NOERROR"), o.completed, "the ordinary client got errors: {:?}", o.rcodes());
     // The flood really reached the dead zone, and hit its share.
     assert!(hole.seen() > 100, "the black hole saw {} queries: the scenario did not happen", hole.seen());
     assert!(d("limited_pending") > 1_000, "the flooder was not limited: {}", d("limited_pending"));
-    assert!(rcode_count(&f, "SERVFAIL") > 1_000, "the flooder's fast SERVFAILs: {:?}", rcodes(&f));
+    assert!(f.rcode_count("SERVFAIL") > 1_000, "the flooder's fast SERVFAILs: {:?}", f.rcodes());
     // Slow names, not dead backends: no backend went down.
     for b in backends.as_array().expect("backends") {
         assert_eq!(b["went_down"], 0, "a backend was taken down by a slow zone: {b}");
@@ -161,8 +139,7 @@ fn identical_questions_go_upstream_once() {
     require_root_and_tools();
     let _slot = shared_slot();
     let (lab, hole, flooder) = lab();
-    let dir = TempDir::new("abuse");
-    let q = dir.join("same.txt");
+    let q = lab.file("same.txt");
     std::fs::write(&q, "same.blackhole.test A\n").expect("query file");
     let s0 = lab.stats();
     let mut perf =
@@ -177,7 +154,7 @@ fn identical_questions_go_upstream_once() {
     // Every copy got the SERVFAIL of the one that was asked (Unbound's or
     // kdns's at the deadline), none was lost.
     assert_eq!(r.lost, 0, "{}", r.text);
-    assert_eq!(rcode_count(&r, "SERVFAIL"), r.completed, "{:?}", rcodes(&r));
+    assert_eq!(r.rcode_count("SERVFAIL"), r.completed, "{:?}", r.rcodes());
 }
 
 /// A backend that dies is still taken out, even while a slow zone keeps
@@ -187,10 +164,9 @@ fn a_dead_backend_is_still_taken_down_under_a_slow_zone() {
     require_root_and_tools();
     let _slot = exclusive_slot();
     let (mut lab, _hole, flooder) = lab();
-    let dir = TempDir::new("abuse");
-    let flood_q = dir.join("flood.txt");
+    let flood_q = lab.file("flood.txt");
     write_queries(&flood_q, 0, 5_000, "blackhole.test");
-    let ordinary_q = dir.join("ordinary.txt");
+    let ordinary_q = lab.file("ordinary.txt");
     write_queries(&ordinary_q, 0, 10_000, "ok.test");
     let server = lab.link.server_v4();
     let mut flood = Dnsperf::spawn(&lab.client, &server, &flood_q, &["-a", &flooder, "-l", "6", "-Q", "300", "-q", "5000", "-t", "4"]);
@@ -218,20 +194,16 @@ fn a_dead_backend_is_still_taken_down_under_a_slow_zone() {
 fn the_xdp_program_drops_a_client_over_its_query_rate() {
     require_root_and_tools();
     let _slot = shared_slot();
-    let dir = TempDir::new("abuse");
-    let conf = dir.join("kdns.toml");
-    std::fs::write(&conf, "[limits]\nxdp_client_qps = 100\nxdp_client_burst = 100\n").expect("config");
     let lab = Lab::start(LabOpts {
-        backends: 1,
-        extra: vec!["--io".into(), "xdp".into(), "--config".into(), conf.to_str().expect("utf-8").into()],
-        ..LabOpts::default()
+        config: Some("[limits]\nxdp_client_qps = 100\nxdp_client_burst = 100\n".into()),
+        ..LabOpts::with_args(&["--io", "xdp"])
     });
     let flooder = format!("10.53.{}.3", lab.link.x);
     lab.client.exec_ok(&["ip", "addr", "add", &format!("{flooder}/24"), "dev", &lab.link.client_if]);
     let at = lab.at4();
     // Cached first, so the flood is of hits.
     assert_eq!(dig(&lab.client, &[&at, "www.static.test", "A"]).status, "NOERROR");
-    let q = dir.join("hit.txt");
+    let q = lab.file("hit.txt");
     std::fs::write(&q, "www.static.test A\n").expect("query file");
     let dropped = |s: &serde_json::Value| -> u64 {
         s["xdp"]

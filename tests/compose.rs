@@ -187,15 +187,15 @@ fn compose_runs_on_docker_20_10_and_compose_1_29() {
 
 /// deploy/kdns.toml with each container path replaced by where the compose
 /// volumes put it.
-fn mapped_kdns_toml(c: &Yaml, dir: &TempDir) -> PathBuf {
+fn mapped_kdns_toml(c: &Yaml, dir: &tempfile::TempDir) -> PathBuf {
     let (mut text, _) = kdns_toml();
-    let mut mounts: Vec<(String, PathBuf)> = kdns_mounts(c, &dir.join("state")).into_iter().collect();
+    let mut mounts: Vec<(String, PathBuf)> = kdns_mounts(c, &dir.path().join("state")).into_iter().collect();
     mounts.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
     for (container, host) in mounts {
         text = text.replace(&format!("\"{container}"), &format!("\"{}", host.display()));
     }
-    std::fs::create_dir_all(dir.join("state")).expect("state dir");
-    let p = dir.join("kdns.toml");
+    std::fs::create_dir_all(dir.path().join("state")).expect("state dir");
+    let p = dir.path().join("kdns.toml");
     std::fs::write(&p, text).expect("write mapped kdns.toml");
     p
 }
@@ -229,8 +229,8 @@ fn compose_and_deploy_files_agree() {
     // kdns reads the config its command names, and the files it names are mounted.
     let cmd = strings(&service(&c, "kdns")["command"]);
     let conf = cmd.windows(2).find(|w| w[0] == "--config").map(|w| w[1].clone()).expect("kdns command has --config");
-    let dir = TempDir::new("compose");
-    let mounts = kdns_mounts(&c, &dir.join("state"));
+    let dir = temp_dir("compose");
+    let mounts = kdns_mounts(&c, &dir.path().join("state"));
     assert!(mounts.contains_key(&conf), "{conf} is not mounted into kdns: {mounts:?}");
     for key in ["file", "state_file"] {
         let path = k["records"][key].as_str().unwrap_or_else(|| panic!("records.{key}"));
@@ -298,7 +298,7 @@ fn compose_layout_in_namespaces_serves_the_client() {
         .iter()
         .map(|u| Unbound::start(net.ns(u), SocketAddr::new(address(&c, u).parse().unwrap(), 53)))
         .collect();
-    let dir = TempDir::new("compose");
+    let dir = temp_dir("compose");
     let conf = mapped_kdns_toml(&c, &dir);
     let client = net.ns("client");
     let (_, search, resolv) = resolv_conf();

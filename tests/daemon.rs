@@ -9,7 +9,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// How long kdns may take to stop after SIGTERM (it takes milliseconds).
+const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 use common::*;
 
@@ -259,7 +262,8 @@ fn malformed_queries_get_formerr_or_are_dropped() {
         h.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
         h
     };
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seed = std::process::id() as u64 ^ now.as_nanos() as u64;
     let random5: Vec<u8> =
         (0..5u64).map(|i| (seed.wrapping_mul(6364136223846793005).wrapping_add(i * 1442695040888963407) >> 33) as u8).collect();
     let two_questions = [header(0x1111, 0x0100, 2), question.to_vec(), question.to_vec()].concat();
@@ -308,8 +312,8 @@ fn malformed_queries_get_formerr_or_are_dropped() {
     assert!(lab.kdns_alive(), "kdns exited");
 }
 
-/// SIGTERM: kdns exits 0 within 3 s, logs that it stopped, and removes its
-/// control socket.
+/// SIGTERM: kdns exits 0, logs that it stopped, and removes its control
+/// socket (within a generous deadline: how fast is for the benchmarks).
 #[test]
 fn sigterm_stops_cleanly_and_removes_control_socket() {
     require_root_and_tools();
@@ -320,12 +324,12 @@ fn sigterm_stops_cleanly_and_removes_control_socket() {
         assert_eq!(a.status, "NOERROR", "{}", a.text);
     }
     assert!(lab.kdns.socket.exists(), "control socket {} missing while running", lab.kdns.socket.display());
-    let (st, took) = lab
+    let st = lab
         .kdns
-        .stop_with(libc::SIGTERM, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("kdns did not exit within 3 s of SIGTERM:\n{}", lab.kdns.log()));
+        .stop_with(libc::SIGTERM, STOP_WITHIN)
+        .unwrap_or_else(|| panic!("kdns did not exit within {STOP_WITHIN:?} of SIGTERM:\n{}", lab.kdns.log()));
     let log = lab.kdns.log();
-    eprintln!("sigterm: exited with {st} after {} ms", took.as_millis());
+    eprintln!("sigterm: exited with {st}");
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM:\n{log}");
     assert!(log.contains("SIGTERM"), "log does not mention SIGTERM:\n{log}");
     assert!(log.contains("stopped"), "log does not say it stopped:\n{log}");
@@ -335,8 +339,8 @@ fn sigterm_stops_cleanly_and_removes_control_socket() {
 /// Bad configuration: exit status 2 and a message naming the key.
 #[test]
 fn config_errors_exit_2_and_name_the_key() {
-    let dir = TempDir::new("config");
-    let sock = dir.join("ctl.sock");
+    let dir = temp_dir("config");
+    let sock = dir.path().join("ctl.sock");
     let sock = sock.to_str().expect("utf-8");
     let bin = kdns_bin();
     let bin = bin.to_str().expect("utf-8");
@@ -347,7 +351,7 @@ fn config_errors_exit_2_and_name_the_key() {
         ("wrong type", "[server]\nudp_size = \"big\"\n", &["udp_size"]),
     ];
     for (label, text, names) in cases {
-        let path = dir.join("bad.toml");
+        let path = dir.path().join("bad.toml");
         std::fs::write(&path, text).expect("write config");
         let r = run_limited(&[bin, "--config", path.to_str().expect("utf-8"), "--control-socket", sock], Duration::from_secs(10));
         assert_eq!(r.status.code(), Some(2), "{label}: exit status\n{}", r.both());
@@ -360,7 +364,7 @@ fn config_errors_exit_2_and_name_the_key() {
     assert_eq!(r.status.code(), Some(2), "--listen nope: exit status\n{}", r.both());
     assert!(r.stderr.contains("listen"), "--listen nope: stderr does not name listen:\n{}", r.both());
     eprintln!("config --listen nope: {}", r.stderr.trim());
-    let r = run_limited(&[bin, "--config", dir.join("missing.toml").to_str().expect("utf-8")], Duration::from_secs(10));
+    let r = run_limited(&[bin, "--config", dir.path().join("missing.toml").to_str().expect("utf-8")], Duration::from_secs(10));
     assert_eq!(r.status.code(), Some(2), "missing config file: exit status\n{}", r.both());
     assert!(r.stderr.contains("missing.toml"), "missing config file: stderr does not name it:\n{}", r.both());
 }
@@ -368,15 +372,15 @@ fn config_errors_exit_2_and_name_the_key() {
 /// kdns-ctl with no daemon behind the socket: exit 1, "is kdns running".
 #[test]
 fn kdns_ctl_without_daemon_says_is_kdns_running() {
-    let dir = TempDir::new("ctl");
-    let none = dir.join("none.sock");
+    let dir = temp_dir("ctl");
+    let none = dir.path().join("none.sock");
     for cmd in [&["stats"][..], &["backends"][..], &["stats", "--json"][..]] {
         let r = ctl(&none, cmd);
         assert_eq!(r.status.code(), Some(1), "kdns-ctl {cmd:?} with no socket: exit status\n{}", r.both());
         assert!(r.stderr.contains("is kdns running"), "kdns-ctl {cmd:?} with no socket: message\n{}", r.both());
     }
     // A stale socket: the file exists, nothing listens.
-    let stale = dir.join("stale.sock");
+    let stale = dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
     assert!(stale.exists());
     let r = ctl(&stale, &["stats"]);

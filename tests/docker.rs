@@ -15,14 +15,13 @@
 //! without them. See tests/README.md.
 
 mod common;
-#[path = "common/docker.rs"]
-mod docker;
 
 use std::path::Path;
 use std::time::Duration;
 
+use common::compose::*;
+use common::docker::*;
 use common::*;
-use docker::*;
 
 /// The client's resolv.conf is kdns's (deploy/resolv.conf, mounted), and
 /// a local record, a local service, a bare name through the search domain
@@ -30,7 +29,7 @@ use docker::*;
 /// AF_XDP worker, with nothing sent to Docker's embedded resolver.
 #[test]
 fn compose_stack_serves_the_client_directly_over_af_xdp() {
-    require_docker();
+    require_compose();
     let _one = one_stack_at_a_time();
     let stack = Stack::up(&[]);
     let client = stack.container("client");
@@ -138,7 +137,7 @@ fn check_numbered(stack: &Stack, what: &str) {
 /// from the `kdns.ports` label; `records list` shows source docker.
 #[test]
 fn docker_provider_follows_scale_stop_kill_and_health() {
-    require_docker();
+    require_compose();
     let _one = one_stack_at_a_time();
     let stack = Stack::up(&["tests/docker/web.yaml"]);
 
@@ -226,7 +225,7 @@ const RECONNECT_WITHIN: Duration = Duration::from_secs(60);
 /// restarted: its Docker records are rebuilt from the engine.
 #[test]
 fn docker_provider_resyncs_after_dockerd_and_kdns_restarts() {
-    require_docker();
+    require_compose();
     require_engine_started_by_script();
     let _one = one_stack_at_a_time();
     let stack = Stack::up(&["tests/docker/web.yaml"]);
@@ -300,11 +299,11 @@ fn docker_provider_resyncs_after_dockerd_and_kdns_restarts() {
 /// its name and its network alias, and resolves through kdns itself.
 #[test]
 fn docker_provider_skips_bad_names_other_networks_and_disabled() {
-    require_docker();
+    require_compose();
     let _one = one_stack_at_a_time();
     let stack = Stack::up(&[]);
-    let tag = format!("kdnst{}n{}", std::process::id(), next_id());
-    let other = Network::create(&format!("{tag}-other"));
+    let tag = unique_name("");
+    let other = Network::create(&format!("{tag}-other"), &[]);
     let image = stack.images.client.clone();
     let resolv = format!("{}:/etc/resolv.conf:ro", repo().join("deploy/resolv.conf").display());
     let sleep = ["sleep", "infinity"];

@@ -18,93 +18,20 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::docker::*;
 use common::*;
 
-const DOCKER: &str = "/usr/bin/docker";
+/// The engine's API socket.
 const SOCKET: &str = "/var/run/docker.sock";
 /// How long an answer may take to follow the engine (typically well under
 /// a second; generous for a loaded machine).
 const FOLLOW: Duration = Duration::from_secs(15);
 
-fn docker(args: &[&str]) -> Run {
-    let mut argv = vec![DOCKER];
-    argv.extend_from_slice(args);
-    run_limited(&argv, Duration::from_secs(120))
-}
-
-fn docker_ok(args: &[&str]) -> Run {
-    let r = docker(args);
-    assert!(r.ok(), "docker command failed:\n{}", r.both());
-    r
-}
-
-fn require_engine() {
-    require_root_and_tools();
-    let r = docker(&["version", "--format", "{{.Server.Version}}"]);
-    assert!(
-        r.ok(),
-        "no Docker engine answers on {SOCKET} (start it with scripts/docker-engine.sh start, or install docker.io with scripts/setup.sh):\n{}",
-        r.both()
-    );
-}
-
-/// What a test created in the engine; removed on drop.
-#[derive(Default)]
-struct Created {
-    containers: Vec<String>,
-    networks: Vec<String>,
-    images: Vec<String>,
-}
-
-impl Drop for Created {
-    fn drop(&mut self) {
-        for c in &self.containers {
-            let _ = docker(&["rm", "-f", "-v", c]);
-        }
-        for n in &self.networks {
-            let _ = docker(&["network", "rm", n]);
-        }
-        for i in &self.images {
-            let _ = docker(&["rmi", "-f", i]);
-        }
-    }
-}
-
-/// A Debian base image under a tag of this test process (scripts/base-image.sh).
-fn base_image(created: &mut Created) -> String {
-    let tag = format!("kdns-test-base:p{}-{}", std::process::id(), next_id());
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/base-image.sh");
-    let r = run_limited(&[script.to_str().expect("utf-8"), &tag], Duration::from_secs(600));
-    assert!(r.ok(), "cannot make the base image:\n{}", r.both());
-    created.images.push(tag.clone());
-    tag
-}
-
-/// A kdns started directly (to run it as another user), killed on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn log(&self) -> String {
-        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn records_file(dir: &TempDir) -> PathBuf {
-    let p = dir.join("records.toml");
+/// The records file: one static record, served with or without the engine.
+fn records_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let p = dir.path().join("records.toml");
     std::fs::write(&p, "[[record]]\nname = \"db.kdns\"\ntype = \"A\"\ndata = \"10.5.0.1\"\n").expect("records file");
     p
 }
@@ -112,45 +39,30 @@ fn records_file(dir: &TempDir) -> PathBuf {
 /// kdns in `ns` on 127.0.0.1:`port` with the records file and `docker`,
 /// the arguments that turn the Docker provider on (`--docker-socket P` or
 /// `--config F`); `as_nobody` drops to user nobody first.
-fn start_kdns(ns: &Netns, dir: &TempDir, port: u16, docker: &[&str], as_nobody: bool) -> Proc {
-    let log = dir.join(&format!("kdns-{port}.log"));
-    let file = std::fs::File::create(&log).expect("log");
-    let bin = kdns_bin();
+fn start_kdns(ns: &Netns, dir: &tempfile::TempDir, port: u16, docker: &[&str], as_nobody: bool) -> Kdns {
     let records = records_file(dir);
-    let mut argv: Vec<String> = Vec::new();
-    if as_nobody {
-        argv.extend(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"].map(String::from));
-    }
-    argv.push(bin.display().to_string());
     let listen = format!("127.0.0.1:{port}");
-    let control = dir.join(&format!("control-{port}.sock"));
-    argv.extend(
-        [
-            "--io",
-            "udp",
-            "--workers",
-            "1",
-            "--listen",
-            &listen,
-            "--backend",
-            "127.0.0.1:9",
-            "--domain",
-            "kdns",
-            "--records-file",
-            records.to_str().expect("utf-8"),
-            "--state-file",
-            "",
-            "--control-socket",
-            control.to_str().expect("utf-8"),
-        ]
-        .map(String::from),
-    );
-    argv.extend(docker.iter().map(|a| a.to_string()));
-    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut c = ns.command(&args);
-    c.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(file.try_clone().expect("dup")).stderr(file);
-    let child = c.spawn().expect("start kdns");
-    Proc { child, log }
+    let mut args: Vec<String> = [
+        "--io",
+        "udp",
+        "--workers",
+        "1",
+        "--listen",
+        &listen,
+        "--backend",
+        "127.0.0.1:9",
+        "--domain",
+        "kdns",
+        "--records-file",
+        records.to_str().expect("utf-8"),
+        "--state-file",
+        "",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(docker.iter().map(|a| a.to_string()));
+    let nobody: &[&str] = if as_nobody { &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"] } else { &[] };
+    Kdns::spawn_as(ns, nobody, &args)
 }
 
 fn a_records(ns: &Netns, port: u16, name: &str) -> (String, BTreeSet<String>) {
@@ -158,14 +70,16 @@ fn a_records(ns: &Netns, port: u16, name: &str) -> (String, BTreeSet<String>) {
     (a.status.clone(), a.rdata("A").into_iter().collect())
 }
 
-fn wait_answer(ns: &Netns, port: u16, name: &str, want: &[&str], what: &str, log: &dyn Fn() -> String) {
+/// Polls until `name` answers exactly `want` (NXDOMAIN for an empty
+/// `want`), within [`FOLLOW`]; panics with kdns's log otherwise.
+fn wait_answer(ns: &Netns, port: u16, name: &str, want: &[&str], what: &str, kdns: &Kdns) {
     let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
     let mut last = (String::new(), BTreeSet::new());
     let ok = poll_until(FOLLOW, Duration::from_millis(100), || {
         last = a_records(ns, port, name);
         (last.0 == "NOERROR" && last.1 == want || want.is_empty() && last.0 == "NXDOMAIN").then_some(())
     });
-    assert!(ok.is_some(), "{what}: {name} should answer {want:?}, got {} {:?}\nkdns log:\n{}", last.0, last.1, log());
+    assert!(ok.is_some(), "{what}: {name} should answer {want:?}, got {} {:?}\nkdns log:\n{}", last.0, last.1, kdns.plain_log());
 }
 
 fn count(log: &str, needle: &str) -> usize {
@@ -178,19 +92,20 @@ fn count(log: &str, needle: &str) -> usize {
 /// to the real engine's): kdns connects and says so.
 #[test]
 fn an_engine_that_cannot_be_reached_is_said_once_and_retried() {
-    require_engine();
+    require_root_and_tools();
+    require_engine(Vec::new());
     let _slot = shared_slot();
     let id = next_id();
     let ns = Netns::new(id, "p");
-    let dir = TempDir::new("provider");
+    let dir = temp_dir("provider");
 
     // 1. No socket (yet).
-    let missing = dir.join("missing.sock");
+    let missing = dir.path().join("missing.sock");
     // 2. A socket file nobody listens on: what a stopped dockerd leaves.
-    let stale = dir.join("stale.sock");
+    let stale = dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
     // 3. The real engine's socket behind a directory only root may enter.
-    let closed = dir.join("closed");
+    let closed = dir.path().join("closed");
     std::fs::create_dir(&closed).expect("dir");
     std::os::unix::fs::symlink(SOCKET, closed.join("docker.sock")).expect("link");
     std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).expect("chmod");
@@ -202,17 +117,17 @@ fn an_engine_that_cannot_be_reached_is_said_once_and_retried() {
         (5302, stale.clone(), false, "nothing listens on the Docker API socket"),
         (5303, closed.join("docker.sock"), true, "permission denied on the Docker API socket"),
     ];
-    let procs: Vec<Proc> = cases
+    let procs: Vec<Kdns> = cases
         .iter()
         .map(|(port, sock, nobody, _)| start_kdns(&ns, &dir, *port, &["--docker-socket", sock.to_str().expect("utf-8")], *nobody))
         .collect();
     for ((port, _, _, _), p) in cases.iter().zip(&procs) {
-        wait_answer(&ns, *port, "db.kdns", &["10.5.0.1"], "the records file is served without the engine", &|| p.log());
+        wait_answer(&ns, *port, "db.kdns", &["10.5.0.1"], "the records file is served without the engine", p);
     }
     // Attempts at about 0, 1, 3 and 7 s: one line, whatever the number of retries.
     std::thread::sleep(Duration::from_secs(4));
     for ((port, sock, _, needle), p) in cases.iter().zip(&procs) {
-        let log = p.log();
+        let log = p.plain_log();
         println!("--- kdns on port {port} ({}):\n{log}", sock.display());
         assert_eq!(count(&log, needle), 1, "exactly one line saying '{needle}':\n{log}");
         assert!(log.contains("retrying with backoff"), "{log}");
@@ -222,9 +137,9 @@ fn an_engine_that_cannot_be_reached_is_said_once_and_retried() {
     // The socket appears: kdns connects within its backoff (<= 8 s here).
     std::os::unix::fs::symlink(SOCKET, &missing).expect("link");
     let ok = poll_until(Duration::from_secs(20), Duration::from_millis(200), || {
-        procs[0].log().contains("Docker provider: connected to Docker").then_some(())
+        procs[0].plain_log().contains("Docker provider: connected to Docker").then_some(())
     });
-    assert!(ok.is_some(), "kdns did not connect once the socket was there:\n{}", procs[0].log());
+    assert!(ok.is_some(), "kdns did not connect once the socket was there:\n{}", procs[0].plain_log());
     assert_eq!(a_records(&ns, 5301, "db.kdns").1, BTreeSet::from(["10.5.0.1".to_string()]));
 }
 
@@ -234,92 +149,77 @@ fn an_engine_that_cannot_be_reached_is_said_once_and_retried() {
 /// not served, and a new kdns rebuilds everything from the engine.
 #[test]
 fn plain_containers_follow_the_engine() {
-    require_engine();
+    require_root_and_tools();
+    require_engine(Vec::new());
     let _slot = shared_slot();
     let id = next_id();
     let pid = std::process::id();
-    let mut created = Created::default();
-    let image = base_image(&mut created);
+    let image = Image { tag: unique_image("base") };
+    base_image(&image.tag);
     // A /24 of 10.213.0.0/16 per run; the engine refuses an overlap, so a
     // concurrent run takes the next one.
-    let net = format!("kdnsp{pid}-{id}");
-    let mut subnet = String::new();
-    for k in 0..50 {
-        let s = format!("10.213.{}.0/24", (pid as usize + k) % 250);
-        if docker(&["network", "create", "--subnet", &s, "--label", "kdns-test=provider", &net]).ok() {
-            subnet = s;
-            break;
-        }
-    }
-    assert!(!subnet.is_empty(), "could not create a test network");
-    created.networks.push(net.clone());
-    let other = format!("kdnsp{pid}-{id}-other");
-    docker_ok(&["network", "create", "--label", "kdns-test=provider", &other]);
-    created.networks.push(other.clone());
+    let net = unique_name("");
+    let _served = (0..50)
+        .find_map(|k| {
+            let s = format!("10.213.{}.0/24", (pid as usize + k) % 250);
+            Network::try_create(&net, &["--subnet", &s, "--label", "kdns-test=provider"])
+        })
+        .expect("could not create a test network");
+    let other = Network::create(&unique_name("-other"), &["--label", "kdns-test=provider"]);
 
     let ns = Netns::new(id, "d");
-    let dir = TempDir::new("provider-events");
-    let conf = dir.join("kdns.toml");
+    let dir = temp_dir("provider-events");
+    let conf = dir.path().join("kdns.toml");
     std::fs::write(&conf, format!("[docker]\nenabled = true\nnetworks = [\"{net}\"]\n")).expect("conf");
     let start = |port: u16| start_kdns(&ns, &dir, port, &["--config", conf.to_str().expect("utf-8")], false);
     let kdns = start(5301);
     let port = 5301;
-    let log = || kdns.log();
-    wait_answer(&ns, port, "db.kdns", &["10.5.0.1"], "kdns is up", &log);
+    wait_answer(&ns, port, "db.kdns", &["10.5.0.1"], "kdns is up", &kdns);
 
-    let name = |s: &str| format!("kp{pid}-{id}-{s}");
-    let run = |created: &mut Created, n: &str, extra: &[&str]| -> String {
-        let mut args = vec!["run", "-d", "--name", n, "--network", &net, "--label", "kdns.service=api"];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&[image.as_str(), "sleep", "600"]);
-        let r = docker_ok(&args);
-        created.containers.push(n.to_string());
-        r.stdout.trim().to_string()
+    let name = |s: &str| unique_name(&format!("-{s}"));
+    let run = |n: &str, net: &str, extra: &[&str]| -> Container {
+        let args = [&["--network", net][..], extra, &[image.tag.as_str(), "sleep", "600"]].concat();
+        Container::run(n, &args)
     };
     let ip_of = |n: &str| -> String {
         let r = docker_ok(&["inspect", "-f", &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"), n]);
         r.stdout.trim().to_string()
     };
     let (a, b) = (name("a"), name("b"));
-    run(&mut created, &a, &["--network-alias", "shared"]);
-    run(&mut created, &b, &["--network-alias", "shared"]);
+    let _ca = run(&a, &net, &["--label", "kdns.service=api", "--network-alias", "shared"]);
+    let _cb = run(&b, &net, &["--label", "kdns.service=api", "--network-alias", "shared"]);
     let (ip_a, ip_b) = (ip_of(&a), ip_of(&b));
-    wait_answer(&ns, port, "api.kdns", &[&ip_a, &ip_b], "two containers of service api", &log);
-    wait_answer(&ns, port, "api-1.kdns", &[&ip_a], "numbered by age", &log);
-    wait_answer(&ns, port, &format!("{a}.kdns"), &[&ip_a], "container name", &log);
-    wait_answer(&ns, port, "shared.kdns", &[&ip_a, &ip_b], "a network alias of both", &log);
+    wait_answer(&ns, port, "api.kdns", &[&ip_a, &ip_b], "two containers of service api", &kdns);
+    wait_answer(&ns, port, "api-1.kdns", &[&ip_a], "numbered by age", &kdns);
+    wait_answer(&ns, port, &format!("{a}.kdns"), &[&ip_a], "container name", &kdns);
+    wait_answer(&ns, port, "shared.kdns", &[&ip_a, &ip_b], "a network alias of both", &kdns);
 
     // Rename: the new name answers, the old one no longer.
     let a2 = name("a2");
     docker_ok(&["rename", &a, &a2]);
-    created.containers.push(a2.clone());
-    wait_answer(&ns, port, &format!("{a2}.kdns"), &[&ip_a], "renamed", &log);
-    wait_answer(&ns, port, &format!("{a}.kdns"), &[], "old name gone", &log);
+    wait_answer(&ns, port, &format!("{a2}.kdns"), &[&ip_a], "renamed", &kdns);
+    wait_answer(&ns, port, &format!("{a}.kdns"), &[], "old name gone", &kdns);
 
     // Network disconnect and connect.
     docker_ok(&["network", "disconnect", &net, &b]);
-    wait_answer(&ns, port, "api.kdns", &[&ip_a], "b disconnected", &log);
+    wait_answer(&ns, port, "api.kdns", &[&ip_a], "b disconnected", &kdns);
     docker_ok(&["network", "connect", &net, &b]);
     let ip_b = ip_of(&b);
-    wait_answer(&ns, port, "api.kdns", &[&ip_a, &ip_b], "b connected again", &log);
+    wait_answer(&ns, port, "api.kdns", &[&ip_a, &ip_b], "b connected again", &kdns);
 
     // Bad names: skipped, and the log names the container.
     let bad = name("bad");
-    run(&mut created, &bad, &["--label", "kdns.service=bad_name!"]);
+    let _cbad = run(&bad, &net, &["--label", "kdns.service=bad_name!"]);
     let dotted = name("x.y");
-    let r = docker_ok(&["run", "-d", "--name", &dotted, "--network", &net, &image, "sleep", "600"]);
-    created.containers.push(dotted.clone());
-    let _ = r;
+    let _cdotted = run(&dotted, &net, &[]);
     // Off the served network: not served.
-    let off = name("off");
-    docker_ok(&["run", "-d", "--name", &off, "--network", &other, "--label", "kdns.service=offnet", &image, "sleep", "600"]);
-    created.containers.push(off.clone());
+    let _coff = run(&name("off"), &other.name, &["--label", "kdns.service=offnet"]);
     let ok = poll_until(FOLLOW, Duration::from_millis(200), || {
-        let l = log();
+        let l = kdns.plain_log();
         (l.contains(&format!("Docker container {bad} (")) && l.contains(&format!("Docker container {dotted} ("))).then_some(())
     });
-    assert!(ok.is_some(), "no warning naming the bad containers:\n{}", log());
-    let l = log();
+    assert!(ok.is_some(), "no warning naming the bad containers:\n{}", kdns.plain_log());
+    let l = kdns.plain_log();
     assert!(l.contains("label kdns.service 'bad_name!' is not a valid DNS label"), "{l}");
     assert!(l.contains(&format!("container name '{dotted}' is not a valid DNS label")), "{l}");
     assert_eq!(a_records(&ns, port, "offnet.kdns").0, "NXDOMAIN", "a container on another network is not served");
@@ -328,16 +228,15 @@ fn plain_containers_follow_the_engine() {
     // A new kdns rebuilds the Docker records from the engine.
     drop(kdns);
     let kdns2 = start(5302);
-    let log2 = || kdns2.log();
-    wait_answer(&ns, 5302, "api.kdns", &[&ip_a, &ip_b], "a new kdns resyncs", &log2);
-    wait_answer(&ns, 5302, &format!("{a2}.kdns"), &[&ip_a], "names too", &log2);
+    wait_answer(&ns, 5302, "api.kdns", &[&ip_a, &ip_b], "a new kdns resyncs", &kdns2);
+    wait_answer(&ns, 5302, &format!("{a2}.kdns"), &[&ip_a], "names too", &kdns2);
 
     // kill and stop: gone from the answers.
     docker_ok(&["kill", &a2]);
-    wait_answer(&ns, 5302, "api.kdns", &[&ip_b], "killed", &log2);
+    wait_answer(&ns, 5302, "api.kdns", &[&ip_b], "killed", &kdns2);
     docker_ok(&["stop", "-t", "1", &b]);
-    wait_answer(&ns, 5302, "api.kdns", &[], "stopped: no instance left", &log2);
-    let l = log2();
+    wait_answer(&ns, 5302, "api.kdns", &[], "stopped: no instance left", &kdns2);
+    let l = kdns2.plain_log();
     println!("--- kdns log:\n{l}");
     assert!(l.contains(&format!("api-1 ({a2}) left api")), "the log says who left:\n{l}");
 }

@@ -86,13 +86,14 @@ fn start_responder(server: &Netns, _link: &Link) {
 fn forwarded_queries_leave_from_many_ports_and_a_wrong_port_answer_is_dropped() {
     require_root_and_tools();
     let _slot = shared_slot();
-    let dir = TempDir::new("ports");
-    let conf = dir.join("kdns.toml");
-    std::fs::write(&conf, "[upstream]\nsource_ports = 16\nsource_port_rotate_after = 0\nsource_port_rotate_ms = 0\n").expect("write");
-    let extra = vec!["--config".into(), conf.display().to_string(), "--workers".into(), "1".into(), "--backend".into(), FAKE.into()];
-    let lab = Lab::start(LabOpts { backends: 0, extra, before_kdns: Some(start_responder), ..LabOpts::default() });
+    let lab = Lab::start(LabOpts {
+        backends: 0,
+        before_kdns: Some(start_responder),
+        config: Some("[upstream]\nsource_ports = 16\nsource_port_rotate_after = 0\nsource_port_rotate_ms = 0\n".into()),
+        ..LabOpts::with_args(&["--workers", "1", "--backend", FAKE])
+    });
     let s0 = lab.stats();
-    let queries = dir.join("q.txt");
+    let queries = lab.file("q.txt");
     write_queries(&queries, 0, 300, "test");
     let start = SEEN.lock().unwrap_or_else(|e| e.into_inner()).len();
     let r =
@@ -139,15 +140,12 @@ fn answers_survive_frequent_rotation() {
     require_root_and_tools();
     let _slot = shared_slot();
     for io_mode in ["udp", "auto"] {
-        let dir = TempDir::new("rotate");
-        let conf = dir.join("kdns.toml");
-        std::fs::write(&conf, "[upstream]\nsource_ports = 8\nsource_port_rotate_after = 5\nsource_port_rotate_ms = 200\n").expect("write");
         let lab = Lab::start(LabOpts {
-            extra: vec!["--config".into(), conf.display().to_string(), "--workers".into(), "2".into(), "--io".into(), io_mode.into()],
-            ..LabOpts::default()
+            config: Some("[upstream]\nsource_ports = 8\nsource_port_rotate_after = 5\nsource_port_rotate_ms = 200\n".into()),
+            ..LabOpts::with_args(&["--workers", "2", "--io", io_mode])
         });
         let s0 = lab.stats();
-        let queries = dir.join("q.txt");
+        let queries = lab.file("q.txt");
         write_queries(&queries, 0, 5_000, "test");
         let r = Dnsperf::spawn(&lab.client, &lab.link.server_v4(), &queries, &["-n", "1", "-Q", "1000", "-c", "4", "-t", "5"])
             .wait(Duration::from_secs(60));

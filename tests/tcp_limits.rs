@@ -22,15 +22,11 @@ use serde_json::Value;
 const MAX: usize = 32;
 const PER_CLIENT: usize = 8;
 
-/// A lab whose kdns has the small TCP table; the config file lives as long
-/// as the returned dir.
-fn small_table_lab() -> (Lab, TempDir) {
-    let dir = TempDir::new("tcp-limits");
-    let conf = dir.join("kdns.toml");
-    std::fs::write(&conf, format!("[tcp]\nmax_connections = {MAX}\nmax_connections_per_client = {PER_CLIENT}\nidle_timeout_ms = 600000\n"))
-        .expect("write kdns.toml");
-    let lab = Lab::start(LabOpts { extra: vec!["--config".into(), conf.display().to_string()], ..LabOpts::default() });
-    (lab, dir)
+/// A lab whose kdns has the small TCP table.
+fn small_table_lab() -> Lab {
+    Lab::start(LabOpts::with_config(&format!(
+        "[tcp]\nmax_connections = {MAX}\nmax_connections_per_client = {PER_CLIENT}\nidle_timeout_ms = 600000\n"
+    )))
 }
 
 /// `totals.io.<key>`.
@@ -124,7 +120,7 @@ fn dig_tcp_ok(lab: &Lab, from: &str) -> Answer {
 fn one_client_keeps_its_share_and_others_are_served() {
     require_root_and_tools();
     let _slot = shared_slot();
-    let (lab, _dir) = small_table_lab();
+    let lab = small_table_lab();
     let attacker = add_client_addr(&lab, 100);
     let s0 = lab.stats();
     let n = MAX + 8;
@@ -166,7 +162,7 @@ fn one_client_keeps_its_share_and_others_are_served() {
 fn a_full_table_gives_way_to_a_new_client() {
     require_root_and_tools();
     let _slot = shared_slot();
-    let (lab, _dir) = small_table_lab();
+    let lab = small_table_lab();
     let s0 = lab.stats();
     let attackers: Vec<IpAddr> = (101..106).map(|h| add_client_addr(&lab, h)).collect();
     let mut groups: Vec<Vec<TcpStream>> = Vec::new();

@@ -596,8 +596,7 @@ fn two_queues_two_xdp_workers_both_serve() {
         .map(|q| cat_in(&lab.client, &format!("/sys/class/net/{}/queues/tx-{q}/xps_cpus", lab.link.client_if)).trim().to_string())
         .collect();
 
-    let dir = TempDir::new("perf");
-    let qf = dir.join("q.txt");
+    let qf = lab.file("q.txt");
     write_queries(&qf, 0, 200, "t4.test");
     let ids: Vec<u64> = xw.iter().map(|w| w["id"].as_u64().unwrap_or(u64::MAX)).collect();
     let per_worker = |s: &Value| -> Vec<u64> {
@@ -646,7 +645,7 @@ fn kill_9_detaches_the_program_and_a_new_kdns_attaches() {
     let mut lab = xdp_lab(LabOpts::default());
     let sif = lab.link.server_if.clone();
     let (first, _) = attached_program(&lab.server, &sif).expect("attached");
-    let (st, _) = lab.kdns.stop_with(libc::SIGKILL, Duration::from_secs(5)).expect("kdns did not die of SIGKILL within 5 s");
+    let st = lab.kdns.stop_with(libc::SIGKILL, Duration::from_secs(5)).expect("kdns did not die of SIGKILL within 5 s");
     assert!(st.code().is_none(), "kdns exited with {st} instead of dying of SIGKILL");
     let gone =
         poll_until(Duration::from_secs(3), Duration::from_millis(50), || attached_program(&lab.server, &sif).is_none().then_some(()));
@@ -674,10 +673,7 @@ fn kill_9_detaches_the_program_and_a_new_kdns_attaches() {
 fn realtime_priority_puts_the_xdp_worker_in_sched_fifo() {
     require_xdp_tools();
     let _slot = shared_slot();
-    let dir = TempDir::new("rt");
-    let cfg = dir.join("kdns.toml");
-    std::fs::write(&cfg, "[xdp]\nrealtime_priority = 7\n").expect("write config");
-    let lab = xdp_lab(LabOpts { extra: vec!["--config".into(), cfg.display().to_string()], ..LabOpts::default() });
+    let lab = xdp_lab(LabOpts::with_config("[xdp]\nrealtime_priority = 7\n"));
     // (comm, policy, rt_priority) of every thread, from /proc/PID/task/TID/stat
     // (fields 40 and 41, counted after the parenthesised comm).
     let pid = lab.kdns.pid();
@@ -801,8 +797,8 @@ fn loopback_io_auto_uses_sockets_and_io_xdp_exits_1() {
     assert!(kind_sum(&st, "udp", "queries") > 0, "--io auto on loopback: no UDP socket worker answered:\n{:#}", brief_workers(&st));
     drop(kdns);
 
-    let dir = TempDir::new("xdp-lo");
-    let sock = dir.join("control.sock");
+    let dir = temp_dir("xdp-lo");
+    let sock = dir.path().join("control.sock");
     let bin = kdns_bin();
     let r = ns.exec(
         &[

@@ -15,7 +15,7 @@
 #     -l SECONDS    the ordinary client's run (default 20)
 #     -w SECONDS    the flood runs this long before the ordinary client
 #                   starts (default 5), and 1 s after it ends
-#     -o DIR        results directory (default bench/abuse/results)
+#     -o DIR        results directory (default bench/results/abuse)
 #     -t TAG        run tag (default: date-time)
 #
 # Every run starts from cold: the system and its Unbounds are restarted
@@ -33,7 +33,7 @@
 # Writes DIR/TAG/runs/r<round>-<rate>-<system>.json (one per run), with
 # .kdns-stats.json (kdns) and .flood.txt (the flooder's dnsperf summary
 # and timeout lines), DIR/TAG/meta.txt, then DIR/TAG/summary.{csv,md}
-# (parse.py summary), and prints the summary. Bounded: every dnsperf runs
+# (bench/lib/abuse.py summary), and prints the summary. Bounded: every dnsperf runs
 # under timeout; about (w + l + 12) s per run.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -45,20 +45,8 @@ SYSTEMS="kdns dnsdist unbound"
 ROUNDS=1
 DUR=20
 LEAD=5
-OUT="$HERE/results"
-TAG=$(date +%Y%m%d-%H%M%S)
-while getopts "q:s:r:l:w:o:t:h" o; do
-    case $o in
-    q) RATES=$OPTARG ;;
-    s) SYSTEMS=$OPTARG ;;
-    r) ROUNDS=$OPTARG ;;
-    l) DUR=$OPTARG ;;
-    w) LEAD=$OPTARG ;;
-    o) OUT=$OPTARG ;;
-    t) TAG=$OPTARG ;;
-    *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;
-    esac
-done
+OUT="$BENCH_DIR/results/abuse"
+rig_opts "q=RATES s=SYSTEMS r=ROUNDS l=DUR w=LEAD o=OUT t=TAG" "$@"
 RES="$OUT/$TAG"
 mkdir -p "$RES/runs"
 ab_up
@@ -125,7 +113,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 "$RIG_DIR/kdns-ctl" --socket "$RIG_DIR/kdns.sock" stats --json >"$kst" 2>/dev/null || { log "kdns-ctl stats failed"; kst=-; }
             fi
             kill -0 "$pid" 2>/dev/null || log "WARNING: $s (pid $pid) is gone (see $RIG_DIR/$s.log)"
-            python3 "$HERE/parse.py" run "$RIG_DIR/ord.out" "$fout" "$kst" \
+            python3 "$BENCH_DIR/lib/abuse.py" run "$RIG_DIR/ord.out" "$fout" "$kst" \
                 round="$round" system="$s" flood_qps="$q" duration_s="$DUR" ord_qps="$ORD_QPS" ord_timeout_s="$ORD_TIMEOUT" \
                 flood_secs=$((LEAD + DUR + 1)) \
                 cpu_s="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" \
@@ -149,4 +137,4 @@ PY
         done
     done
 done
-python3 "$HERE/parse.py" summary "$RES"
+python3 "$BENCH_DIR/lib/abuse.py" summary "$RES"

@@ -1,9 +1,9 @@
 # shellcheck shell=bash
-# The "under abuse" rig: sourced by flood.sh and soak.sh. It reuses the
-# peer rig (../peers/rig.sh: namespaces, main veth pair, steering, pinning,
-# nice/autogroup, cleanup trap, _spawn, wait_answer, cpu_ns) and the AF_XDP
-# pair of ../xdp/rig_xdp.sh (xpair_add, xdp_off, _napi_pid) unchanged, and
-# adds what the abuse scenario needs:
+# The "under abuse" scenario: sourced by flood.sh and soak.sh. It uses the
+# rig (../lib/rig.sh: namespaces, main veth pair and AF_XDP pair 1,
+# steering, pinning, nice/autogroup, cleanup trap, the Unbound and dnsdist
+# configurations, _spawn, wait_answer, cpu_ns) and adds what the abuse
+# scenario needs:
 #
 #   generator ns                                        server ns
 #   kp<pid>g0  10.77.0.2 ordinary  <-- main pair -->  kp<pid>s0  10.77.0.3 Unbound alone
@@ -29,7 +29,7 @@
 # Unbound) on SRV_CORE (0), the two dnsperf clients and the black hole on
 # GEN_CORE (1).
 #
-# Knobs (environment, all optional; plus those of ../peers/rig.sh):
+# Knobs (environment, all optional; plus those of ../lib/rig.sh):
 #   KDNS_ARGS      extra kdns arguments (e.g. "--config /path/kdns.toml")
 #   ORD_QPS (2000) the ordinary client's rate
 #   ORD_TIMEOUT (1) its dnsperf timeout in seconds: a reply later than this
@@ -40,10 +40,8 @@
 # kdns runs with --io xdp (ab_start); this only names the mode in rig_up's log line
 KDNS_IO=xdp
 AB_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=../peers/rig.sh
-source "$AB_HERE/../peers/rig.sh"
-# shellcheck source=../xdp/rig_xdp.sh
-source "$AB_HERE/../xdp/rig_xdp.sh"
+# shellcheck source=../lib/rig.sh
+source "$AB_HERE/../lib/rig.sh"
 
 ORD_QPS=${ORD_QPS:-2000}
 ORD_TIMEOUT=${ORD_TIMEOUT:-1}
@@ -80,41 +78,20 @@ ab_up() {
     log "abuse rig: kdns ${AB_ADDR[kdns]} (ordinary ${AB_ORD[kdns]}, flooder ${AB_FLOOD[kdns]}); dnsdist ${AB_ADDR[dnsdist]} and Unbound alone ${AB_ADDR[unbound]} (ordinary 10.77.0.2, flooder 10.66.0.2); black hole 127.0.0.1:$BH_PORT"
 }
 
-# ab_unbound_conf FILE IFACE[@PORT]
-ab_unbound_conf() {
-    cat >"$1" <<EOF
-server:
-    verbosity: 0
-    num-threads: 1
-    interface: $2
-    access-control: 10.0.0.0/8 allow
-    access-control: 127.0.0.0/8 allow
-    do-ip6: no
-    do-daemonize: no
-    use-syslog: no
-    logfile: ""
-    username: ""
-    chroot: ""
-    directory: "$RIG_DIR"
-    pidfile: ""
-    module-config: "iterator"
-    do-not-query-localhost: no
-    local-zone: "test." nodefault
-    local-zone: "ok.test." redirect
-    local-data: "ok.test. 3600 IN A 10.99.0.1"
-stub-zone:
-    name: "blackhole.test."
-    stub-addr: 127.0.0.1@$BH_PORT
-remote-control:
-    control-enable: no
-EOF
-}
+# Every Unbound of this rig: the zone ok.test (TTL 3600), blackhole.test
+# sent to the black hole, any 10/8 client
+UNBOUND_ZONE=ok.test
+UNBOUND_TTL=3600
+UNBOUND_SERVER="    do-not-query-localhost: no"
+UNBOUND_CLAUSES="stub-zone:
+    name: \"blackhole.test.\"
+    stub-addr: 127.0.0.1@$BH_PORT"
 
 # ab_unbound NAME IFACE[@PORT] ADDR PORT: (re)start an Unbound with the
 # abuse zones, wait until it answers
 ab_unbound() {
     sys_stop "$1"
-    ab_unbound_conf "$RIG_DIR/$1.conf" "$2"
+    unbound_conf "$RIG_DIR/$1.conf" "$2" 10.0.0.0/8
     _spawn "$1" unbound -d -c "$RIG_DIR/$1.conf"
     wait_answer "$3" "$4" "up.ok.test" "$NS_SRV" || die "Unbound $1 does not answer on $3:$4 (see $RIG_DIR/$1.log)"
 }
@@ -135,24 +112,13 @@ ab_start() {
         ab_backends
         for p in "${BACKEND_PORTS[@]}"; do bargs+=(--backend "127.0.0.1:$p"); done
         xdp_off "${XP_IF_S[1]}"
-        rm -f "$RIG_DIR/kdns.sock"
         # shellcheck disable=SC2086
-        _spawn kdns "$KDNS" --io xdp --listen "$a:53" "${bargs[@]}" --workers 1 \
-            --allow 10.78.1.0/24 --allow 10.66.1.0/24 --control-socket "$RIG_DIR/kdns.sock" --log-level warn ${KDNS_ARGS:-}
+        kdns_start kdns "$KDNS" --io xdp --listen "$a:53" "${bargs[@]}" --workers 1 \
+            --allow 10.78.1.0/24 --allow 10.66.1.0/24 --log-level warn ${KDNS_ARGS:-}
         ;;
     dnsdist)
         ab_backends
-        {
-            echo 'setSecurityPollSuffix("")'
-            echo "setLocal(\"$a:53\")"
-            echo 'setACL({"10.77.0.0/24", "10.66.0.0/24", "127.0.0.0/8"})'
-            for p in "${BACKEND_PORTS[@]}"; do
-                echo "newServer({address=\"127.0.0.1:$p\", checkName=\"ok.test.\", checkType=\"A\"})"
-            done
-            echo 'pc = newPacketCache(100000, {maxTTL=86400, minTTL=0})'
-            echo 'getPool(""):setCache(pc)'
-        } >"$RIG_DIR/dnsdist.conf"
-        dnsdist --check-config -C "$RIG_DIR/dnsdist.conf" >>"$RIG_DIR/dnsdist.log" 2>&1 || die "dnsdist config rejected (see $RIG_DIR/dnsdist.log)"
+        dnsdist_conf "$RIG_DIR/dnsdist.conf" "$a" '"10.77.0.0/24", "10.66.0.0/24", "127.0.0.0/8"' ok.test "${BACKEND_PORTS[@]}"
         sys_stop dnsdist
         _spawn dnsdist dnsdist --supervised --disable-syslog -C "$RIG_DIR/dnsdist.conf"
         ;;
@@ -196,7 +162,7 @@ PY
 # queries still outstanding (up to its timeout: none is cut short by the
 # end of the run); -l is only a bound, SECONDS + timeout + 2. dnsperf's own
 # "Run time" includes that wait, so the rate offered is taken as names sent
-# over SECONDS (parse.py; a shortfall in names sent shows a generator that
+# over SECONDS (bench/lib/abuse.py; a shortfall in names sent shows a generator that
 # could not keep up).
 
 # ab_flood_start SYSTEM QPS SECONDS OUT: the flooder's dnsperf in the
@@ -221,14 +187,4 @@ ab_ordinary() {
     timeout --kill-after=5 $(($2 + ORD_TIMEOUT + 20)) ip netns exec "$NS_GEN" nice -n "$RIG_NICE" taskset -c "$GEN_CORE" \
         dnsperf -s "${AB_ADDR[$1]}" -a "${AB_ORD[$1]}" -d "$f" -n 1 -l $(($2 + ORD_TIMEOUT + 2)) -Q "$qps" -c 4 -T 1 \
         -q $((qps * ORD_TIMEOUT + 100)) -t "$ORD_TIMEOUT" -b "${DNSPERF_BUF_KB:-4096}" -v >"$4" 2>&1 || true
-}
-
-# proc_ticks PID: "utime stime" of PID (all threads), in clock ticks
-proc_ticks() {
-    awk '{ print $14, $15 }' "/proc/$1/stat" 2>/dev/null || echo "0 0"
-}
-
-# rss_kb PID: resident set size in KiB
-rss_kb() {
-    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
 }

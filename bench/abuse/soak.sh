@@ -32,15 +32,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 rig_session "$0" "$@"
-OUT="$HERE/results"
+OUT="$BENCH_DIR/results/abuse"
 TAG=soak-$(date +%Y%m%d-%H%M%S)
-while getopts "t:o:h" o; do
-    case $o in
-    t) TAG=$OPTARG ;;
-    o) OUT=$OPTARG ;;
-    *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;
-    esac
-done
+rig_opts "t=TAG o=OUT" "$@"
 SECS=${SOAK_SECS:-600}
 FLOOD=${SOAK_FLOOD_QPS:-1500}
 KMIN=${SOAK_KILL_MIN:-30}
@@ -74,7 +68,7 @@ while :; do
     ((now >= SECS)) && break
     kill -0 "$pid" 2>/dev/null || { log "kdns (pid $pid) is gone"; break; }
     if ((now - last_rss >= EVERY)); then
-        echo "$now,$(rss_kb "$pid")" >>"$RES/rss.csv"
+        echo "$now,$(status_kb "$pid" VmRSS)" >>"$RES/rss.csv"
         last_rss=$now
     fi
     p=${BACKEND_PORTS[victim]}
@@ -103,7 +97,7 @@ fi
 log "load ends; waiting for the clients, then 5 s for every query to end"
 wait "$ord_pid" 2>/dev/null || true
 ((FLOOD > 0)) && { wait "$AB_FLOOD_PID" 2>/dev/null || true; }
-echo "$(($(date +%s) - start)),$(rss_kb "$pid")" >>"$RES/rss.csv"
+echo "$(($(date +%s) - start)),$(status_kb "$pid" VmRSS)" >>"$RES/rss.csv"
 sleep 5
 alive=0
 kill -0 "$pid" 2>/dev/null && alive=1
@@ -111,12 +105,12 @@ kill -0 "$pid" 2>/dev/null && alive=1
 grep -v -e '^>' -e '^\[Timeout\]' "$RIG_DIR/ord.out" >"$RES/ordinary.txt" || true
 [[ -f $RIG_DIR/flood.out ]] && { grep -v '^\[Timeout\]' "$RIG_DIR/flood.out" >"$RES/flood.txt" || true; }
 
-python3 - "$RES" "$alive" "$kills" "$SECS" "$RIG_DIR/ord.out" "$HERE" "$WARMUP" <<'PY'
+python3 - "$RES" "$alive" "$kills" "$SECS" "$RIG_DIR/ord.out" "$BENCH_DIR/lib" "$WARMUP" <<'PY'
 import csv, json, os, statistics, sys
 res, alive, kills, secs, ord_out, here = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 warm = int(sys.argv[7])
 sys.path.insert(0, here)
-import parse  # noqa: E402
+import abuse as parse  # noqa: E402
 
 rows = [(int(r["seconds"]), int(r["rss_kib"])) for r in csv.DictReader(open(os.path.join(res, "rss.csv")))]
 after = [v for t, v in rows if t >= warm] or [v for _, v in rows]

@@ -14,7 +14,7 @@
 # on the same network. churn.py, on the host (it reaches .53 through the
 # network's bridge), then stops and starts X CHANGES times (default 200:
 # 100 stops, 100 starts) and times each change (see churn.py).
-# Results: results/churn-TAG.csv, churn-TAG.md (summary), churn-TAG.log
+# Results (in bench/results/docker/<script>-TAG/): churn-TAG.csv, churn-TAG.md (summary), churn-TAG.log
 # (kdns's log lines about the provider).
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
@@ -26,6 +26,7 @@ while getopts t:n: o; do
         *) exit 2 ;;
     esac
 done
+docker_out churn
 CSV=$RES/churn-$TAG.csv
 
 build_images kdns
@@ -48,4 +49,4 @@ echo "# kdns in a container, --docker-socket /run/docker-host/docker.sock; X: ba
 timeout $((CHANGES * 20 + 60)) python3 "$HERE/churn.py" --server "$P.53" --container "$X" --qname "$X.kdns" \
     --changes "$CHANGES" --csv "$CSV" --docker "$DOCKER" 2>"$RES/churn-$TAG.err" || say "churn.py failed (see churn-$TAG.err)"
 "$DOCKER" logs "$PFX-kdns" 2>&1 | grep -i docker | sed -n 1,30p >"$RES/churn-$TAG.log"
-python3 "$HERE/summarize.py" churn "$CSV" | tee "$RES/churn-$TAG.md"
+python3 "$BENCH_DIR/summarize.py" docker-churn "$CSV" | tee "$RES/churn-$TAG.md"

@@ -24,8 +24,8 @@
 #                 $LAT_RATES (default 2000 5000):
 #                 p50/p90/p99 from those lines (dnsperf 2.10 has no
 #                 latency histogram option)
-# Results: results/dnsperf-TAG.csv (one line per run), dnsperf-TAG.md
-# (summary, python3 summarize.py dnsperf), dnsperf-TAG.log (kdns's log).
+# Results (in bench/results/docker/<script>-TAG/): dnsperf-TAG.csv (one line per run), dnsperf-TAG.md
+# (summary, python3 bench/summarize.py docker-dnsperf), dnsperf-TAG.log (kdns's log).
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 
@@ -38,6 +38,7 @@ while getopts t:r:l:i: o; do
 done
 QLIST=${QLIST:-"20 100 500"}
 LAT_RATES=${LAT_RATES:-"2000 5000"}
+docker_out dnsperf
 CSV=$RES/dnsperf-$TAG.csv
 
 build_images all
@@ -90,30 +91,8 @@ run() {
     else
         cx dnsperf -s "$addr" -d "/q/$kind.txt" -l 5 -Q "$q" -c 8 -T 1 -q 100 -t 1 -v >"$out" 2>&1 || true
     fi
-    python3 - "$out" "$round,$kind,$target,$mode,$q" <<'EOF' | tee -a "$CSV" >&2
-import sys
-path, head = sys.argv[1:]
-lat, sent, done, lost, qps, avg = [], 0, 0, 0, 0.0, float("nan")
-for line in open(path, errors="replace"):
-    if line.startswith("> "):
-        try:
-            lat.append(float(line.split()[-1]) * 1e3)
-        except ValueError:
-            pass
-    elif "Queries sent:" in line:
-        sent = int(line.split()[2])
-    elif "Queries completed:" in line:
-        done = int(line.split()[2])
-    elif "Queries lost:" in line:
-        lost = int(line.split()[2])
-    elif "Queries per second:" in line:
-        qps = float(line.split()[3])
-    elif "Average Latency" in line:
-        avg = float(line.split()[3]) * 1e3
-lat.sort()
-p = lambda x: f"{lat[min(len(lat) - 1, int(x * len(lat)))]:.3f}" if lat else ""
-print(f"{head},{sent},{done},{lost},{qps:.0f},{avg:.3f},{p(0.5)},{p(0.9)},{p(0.99)},{f'{lat[-1]:.3f}' if lat else ''}")
-EOF
+    dnsperf_row "$out" "$round" "$kind" "$target" "$mode" "$q" sent completed lost dnsperf_qps dnsperf_avg_ms \
+        p50_ms p90_ms p99_ms max_ms | tee -a "$CSV" >&2
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -126,4 +105,4 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 "$DOCKER" exec "$PFX-kdns" kdns-ctl --socket /run/kdns/control.sock stats >"$WORK/stats" 2>&1 || true
 { "$DOCKER" logs "$PFX-kdns" 2>&1 | sed -n 1,40p; echo "--- kdns-ctl stats"; head -60 "$WORK/stats"; } | sed "s/\x1b\[[0-9;]*m//g" >"$RES/dnsperf-$TAG.log"
-python3 "$HERE/summarize.py" dnsperf "$CSV" | tee "$RES/dnsperf-$TAG.md"
+python3 "$BENCH_DIR/summarize.py" docker-dnsperf "$CSV" | tee "$RES/dnsperf-$TAG.md"

@@ -9,18 +9,26 @@
 # left alone; run-all.sh builds them once for all three scripts).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-HERE=$ROOT/bench/docker
-RES=$HERE/results
+# shellcheck source=../lib/rig.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/rig.sh"
+ROOT=$RIG_ROOT
+HERE=$BENCH_DIR/docker
+# results: bench/results/docker/<script>-<tag>/ (docker_out)
+RES=$BENCH_DIR/results/docker
 DOCKER=${DOCKER:-/usr/bin/docker}
 RUN=${RUN:-kb$$}
 PFX=kdnsbench-$RUN
 LABEL=kdns.bench.run=$RUN
-mkdir -p "$RES"
 
 _NETS=() _NETNS=() _PIDS=() _IMAGES=() _DIRS=()
 
-say() { echo "[$(date +%T)] $*" >&2; }
+say() { log "$@"; }
+
+# docker_out NAME: RES = the run folder results/docker/NAME-$TAG, created
+docker_out() {
+    RES=$BENCH_DIR/results/docker/$1-$TAG
+    mkdir -p "$RES"
+}
 
 cleanup() {
     local rc=$?

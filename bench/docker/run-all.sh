@@ -11,6 +11,7 @@
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 TAG=${1:-main}
+docker_out run
 build_images all
 export BENCH_IMAGES=$IMG_PFX
 {

@@ -25,7 +25,7 @@
 #     services are asked (dig svc<j>.kdns A: do all answer, with 10 addresses?).
 # Removes every container (docker rm -f by label, one at a time), the network
 # and the namespace at the end, also on failure.
-# Results: results/thousand-TAG.txt (everything above), thousand-TAG.log
+# Results (in bench/results/docker/<script>-TAG/): thousand-TAG.txt (everything above), thousand-TAG.log
 # (kdns's provider log lines).
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
@@ -37,6 +37,7 @@ while getopts t:n:p:b:k: o; do
         *) exit 2 ;;
     esac
 done
+docker_out thousand
 OUT=$RES/thousand-$TAG.txt
 HZ=$(getconf CLK_TCK)
 

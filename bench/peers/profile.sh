@@ -12,28 +12,18 @@
 #     reported by DSO and by symbol (kernel and user) in DIR/profile-TAG-SYSTEM.txt.
 # The kernel here has no IRQ time accounting: softirq packet work that runs
 # on core 0 while a server runs is counted to that server.
-# Writes DIR/profile-TAG.csv and DIR/profile-TAG.md.
+# Writes DIR/profile-TAG.csv and DIR/profile-TAG.md (DIR: by default
+# bench/results/peers/profile-TAG).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=rig.sh
-source "$HERE/rig.sh"
+# shellcheck source=../lib/rig.sh
+source "$HERE/../lib/rig.sh"
 rig_session "$0" "$@"
 QPS=100000
 DUR=5
 ROUNDS=3
-OUT="$HERE/results"
-TAG=$(date +%Y%m%d-%H%M%S)
-while getopts "q:d:r:o:t:h" o; do
-    case $o in
-    q) QPS=$OPTARG ;;
-    d) DUR=$OPTARG ;;
-    r) ROUNDS=$OPTARG ;;
-    o) OUT=$OPTARG ;;
-    t) TAG=$OPTARG ;;
-    *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;
-    esac
-done
-mkdir -p "$OUT"
+rig_opts "q=QPS d=DUR r=ROUNDS o=OUT t=TAG" "$@"
+rig_out peers profile
 CSV="$OUT/profile-$TAG.csv"
 rig_up
 rig_queries "$RIG_DIR/hit.txt" 1000 n
@@ -78,17 +68,4 @@ for s in "${SYS[@]}"; do
     } >"$OUT/profile-$TAG-$s.txt"
 done
 
-python3 - "$CSV" "$DUR" <<'PY' | tee "$OUT/profile-$TAG.md"
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-print("| system | offered | replies/s (median) | CPU us/reply median [min-max] | replies per context switch |")
-print("|---|---:|---:|---:|---:|")
-for s in ["kdns", "unbound", "dnsdist"]:
-    rr = [r for r in rows if r["system"] == s]
-    if not rr:
-        continue
-    us = [float(r["us_per_reply"]) for r in rr]
-    rep = statistics.median(int(r["received"]) for r in rr) / float(sys.argv[2])
-    rps = statistics.median(float(r["replies_per_switch"]) for r in rr)
-    print(f"| {s} | {int(rr[0]['offered_qps']) // 1000}k | {rep:.0f} | {statistics.median(us):.2f} [{min(us):.2f}-{max(us):.2f}] | {rps:.1f} |")
-PY
+python3 "$BENCH_DIR/summarize.py" peers-profile "$CSV" "$DUR" | tee "$OUT/profile-$TAG.md"

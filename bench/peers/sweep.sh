@@ -12,7 +12,7 @@
 #                   dnsperf itself sends at most ~150-250k qps from one core here)
 #     -s "SYSTEMS"  subset of "kdns unbound dnsdist"
 #     -g "GENS"     subset of "kxdpgun dnsperf"
-#     -o DIR        results directory (default bench/peers/results)
+#     -o DIR        results directory (default bench/results/peers/sweep-TAG)
 #     -t TAG        file name tag (default: date-time)
 #
 # Needs root, the Debian packages unbound dnsdist dnsperf knot-dnsutils
@@ -22,8 +22,8 @@
 # saturation, share answered at 2x, ratios), prints the summary.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=rig.sh
-source "$HERE/rig.sh"
+# shellcheck source=../lib/rig.sh
+source "$HERE/../lib/rig.sh"
 rig_session "$0" "$@"
 ROUNDS=5
 DUR=5
@@ -31,22 +31,8 @@ KX_RATES="50000 100000 150000 200000 250000 300000 400000 500000 600000 800000"
 DP_RATES="25000 50000 100000 150000 200000 300000"
 SYSTEMS="kdns unbound dnsdist"
 GENS="kxdpgun dnsperf"
-OUT="$HERE/results"
-TAG=$(date +%Y%m%d-%H%M%S)
-while getopts "r:d:k:p:s:g:o:t:h" o; do
-    case $o in
-    r) ROUNDS=$OPTARG ;;
-    d) DUR=$OPTARG ;;
-    k) KX_RATES=$OPTARG ;;
-    p) DP_RATES=$OPTARG ;;
-    s) SYSTEMS=$OPTARG ;;
-    g) GENS=$OPTARG ;;
-    o) OUT=$OPTARG ;;
-    t) TAG=$OPTARG ;;
-    *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;
-    esac
-done
-mkdir -p "$OUT"
+rig_opts "r=ROUNDS d=DUR k=KX_RATES p=DP_RATES s=SYSTEMS g=GENS o=OUT t=TAG" "$@"
+rig_out peers sweep
 CSV="$OUT/sweep-$TAG.csv"
 rig_up
 rig_queries "$RIG_DIR/hit.txt" 1000 n
@@ -103,4 +89,4 @@ if [[ " ${SYS[*]} " == *" kdns "* ]]; then
     "${KDNS_CTL[@]}" stats --json >"$OUT/sweep-$TAG.kdns-stats.json" 2>/dev/null || true
 fi
 for s in "${SYS[@]}"; do sys_stop "$s"; done
-python3 "$HERE/summarize.py" sweep "$CSV" | tee "$OUT/sweep-$TAG.md"
+python3 "$BENCH_DIR/summarize.py" peers-sweep "$CSV" | tee "$OUT/sweep-$TAG.md"

@@ -13,23 +13,15 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CHANGES=50
-OUT="$HERE/results"
-TAG=$(date +%Y%m%d-%H%M%S)
-while getopts "n:o:t:h" o; do
-    case $o in
-    n) CHANGES=$OPTARG ;;
-    o) OUT=$OPTARG ;;
-    t) TAG=$OPTARG ;;
-    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
-    esac
-done
-# shellcheck source=lib.sh
+# shellcheck source=../lib/rig.sh
+source "$HERE/../lib/rig.sh"
 source "$HERE/lib.sh"
-rec_up
-mkdir -p "$OUT"
+rig_opts "n=CHANGES o=OUT t=TAG" "$@"
+rig_netns
+rig_out records propagation
 CSV="$OUT/propagation-$TAG.csv"
-rec_kdns prop --io udp --workers 2 --domain kdns --state-file "$REC_DIR/state.json" --log-level warn
-CTL=("$KCTL" --socket "$REC_DIR/prop.sock")
+rec_kdns prop --io udp --workers 2 --domain kdns --state-file "$RIG_DIR/state.json" --log-level warn
+CTL=("$KCTL" --socket "$RIG_DIR/prop.sock")
 "${CTL[@]}" service add web --mode all >/dev/null
 {
     echo "# kdns: $KDNS_VERSION; kernel $(uname -r); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -50,7 +42,7 @@ print(",".join([sys.argv[2], sys.argv[3], str(j["serial"]), str(j["workers"]), s
         "$j" "$k" "${cmd[0]} ${cmd[1]}" "$t0" "$t1" >>"$CSV"
     sleep 0.05
 done
-rec_stop "$KPID"
+sys_stop "$KNAME"
 acked=$(awk -F, 'NR > 2 && $4 != $5 { bad++ } END { print bad + 0 }' "$CSV")
 read -r n mn md p9 mx mean < <(stats_of "$(awk -F, 'NR > 2 { print $6 }' "$CSV" | tr '\n' ' ')")
 read -r _ wmn wmd wp9 wmx wmean < <(stats_of "$(awk -F, 'NR > 2 { print $7 }' "$CSV" | tr '\n' ' ')")

@@ -36,35 +36,15 @@ kicks1=reflector:--kicks 1
 spin0=reflector:--spin 0
 busy=reflector:--busy-poll'
 PROFILE=0
-OUT="$HERE/results"
-TAG=$(date +%Y%m%d-%H%M%S)
-WAIT=1
-while getopts "q:d:r:s:V:po:t:Wh" o; do
-    case $o in
-    q) RATES=$OPTARG ;;
-    d) DUR=$OPTARG ;;
-    r) ROUNDS=$OPTARG ;;
-    s) SYSTEMS=$OPTARG ;;
-    V) VARIANTS=$OPTARG ;;
-    p) PROFILE=1 ;;
-    o) OUT=$OPTARG ;;
-    t) TAG=$OPTARG ;;
-    W) WAIT=0 ;;
-    *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
-    esac
-done
-source "$HERE/../peers/rig.sh"
-source "$HERE/rig_xdp.sh"
+# shellcheck source=../lib/rig.sh
+source "$HERE/../lib/rig.sh"
 rig_session "$0" "$@"
-((WAIT)) && other_load_wait
-mkdir -p "$OUT"
+rig_opts "q=RATES d=DUR r=ROUNDS s=SYSTEMS V=VARIANTS p:PROFILE=1 o=OUT t=TAG W:RIG_NO_WAIT=1" "$@"
+rig_out xdp cost
 CSV="$OUT/cost-$TAG.csv"
 command -v knotd >/dev/null || PATH="$PATH:/usr/sbin"
-RB=${REFLECTOR_BIN:-$HERE/../reflector/target/release/kdns-reflector}
-[[ -x $RB ]] || die "reflector not built: (cd bench/reflector && cargo build --release)"
 rig_up
-cp "$RB" "$RIG_DIR/kdns-reflector"
-REFLECTOR="$RIG_DIR/kdns-reflector"
+rig_reflector MUST=1
 for i in 1 2 3; do xpair_add "$i"; done
 rig_queries "$RIG_DIR/hit.txt" 1000 n
 TCK=$(getconf CLK_TCK)
@@ -110,7 +90,7 @@ measure() {
     local n0 k0 n1 k1
     n0=$(tid_cpu_ns "$np")
     k0=$(core_busy_ticks "$SRV_CORE")
-    read -r sent recv < <(gen_kx "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt")
+    read -r sent recv < <(gen_kxdpgun "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt")
     thread_ticks "$pid" >"$RIG_DIR/t1"
     if1=$(if_stats "$s")
     [[ $s == reflector ]] && rc1=$(refl_counters)
@@ -146,7 +126,7 @@ profile() {
     perf record -q -e cpu-clock -F 4999 -C "$SRV_CORE" -o "$RIG_DIR/perf.data" -- sleep "$DUR" >/dev/null 2>&1 &
     local pp=$!
     RIG_PIDS+=("$pp")
-    gen_kx "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt" >/dev/null
+    gen_kxdpgun "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt" >/dev/null
     wait "$pp" || true
     perf report -i "$RIG_DIR/perf.data" --no-children --sort comm,dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >"$f.txt" || true
     perf report -i "$RIG_DIR/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15 >"$f.comm.txt" || true
@@ -154,7 +134,7 @@ profile() {
 }
 
 read -r -a SYS <<<"$SYSTEMS"
-for s in "${SYS[@]}"; do xsys_start "$s"; xwarm "$s" "$RIG_DIR/hit.txt"; done
+for s in "${SYS[@]}"; do xsys_start "$s"; warm "${ADDR_OF[$s]}" "$RIG_DIR/hit.txt"; done
 for ((round = 1; round <= ROUNDS; round++)); do
     for q in $RATES; do
         for ((i = 0; i < ${#SYS[@]}; i++)); do
@@ -178,7 +158,7 @@ while IFS= read -r line; do
     [[ " ${SYS[*]} " == *" $s "* ]] || continue
     xsys_stop "$s"
     if [[ $s == kdns-xdp ]]; then KDNS_XDP_TOML=$knob xsys_start "$s"; else REFLECTOR_ARGS=$knob xsys_start "$s"; fi
-    xwarm "$s" "$RIG_DIR/hit.txt"
+    warm "${ADDR_OF[$s]}" "$RIG_DIR/hit.txt"
     for ((round = 1; round <= ROUNDS; round++)); do
         for q in $RATES; do
             measure "$round" "$s" "$name" "$q"
@@ -190,7 +170,7 @@ while IFS= read -r line; do
     ((PROFILE)) && profile "$s" "$name" "${RATES%% *}"
     xsys_stop "$s"
     xsys_start "$s"
-    xwarm "$s" "$RIG_DIR/hit.txt"
+    warm "${ADDR_OF[$s]}" "$RIG_DIR/hit.txt"
 done <<<"$VARIANTS"
 for s in "${SYS[@]}"; do cp "$RIG_DIR/$s.log" "$OUT/cost-$TAG.$s.log" 2>/dev/null || true; done
-python3 "$HERE/summarize.py" cost "$CSV" | tee "$OUT/cost-$TAG.md"
+python3 "$BENCH_DIR/summarize.py" xdp-cost "$CSV" | tee "$OUT/cost-$TAG.md"

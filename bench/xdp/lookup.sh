@@ -13,32 +13,19 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 RUNS=2000
 SYSTEMS="kdns-xdp kdns-udp unbound"
-OUT="$HERE/results"
-TAG=$(date +%Y%m%d-%H%M%S)
-WAIT=1
 NAME=n0.bench.test
-while getopts "n:s:o:t:Wh" o; do
-    case $o in
-    n) RUNS=$OPTARG ;;
-    s) SYSTEMS=$OPTARG ;;
-    o) OUT=$OPTARG ;;
-    t) TAG=$OPTARG ;;
-    W) WAIT=0 ;;
-    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
-    esac
-done
-source "$HERE/../peers/rig.sh"
-source "$HERE/rig_xdp.sh"
+# shellcheck source=../lib/rig.sh
+source "$HERE/../lib/rig.sh"
 rig_session "$0" "$@"
+rig_opts "n=RUNS s=SYSTEMS o=OUT t=TAG W:RIG_NO_WAIT=1" "$@"
 command -v hyperfine >/dev/null || die "hyperfine missing (apt-get install hyperfine)"
-((WAIT)) && other_load_wait
-mkdir -p "$OUT"
+rig_out xdp lookup
 CSV="$OUT/lookup-$TAG.csv"
 rig_up
 xpair_add 1
 rig_queries "$RIG_DIR/hit.txt" 1000 n
 read -r -a SYS <<<"$SYSTEMS"
-for s in "${SYS[@]}"; do xsys_start "$s"; xwarm "$s" "$RIG_DIR/hit.txt"; done
+for s in "${SYS[@]}"; do xsys_start "$s"; warm "${ADDR_OF[$s]}" "$RIG_DIR/hit.txt"; done
 echo "tool,target,runs,mean_ms,stddev_ms,median_ms,min_ms,p90_ms,p99_ms,max_ms" >"$CSV"
 
 # hf LABEL TARGET CMD...: hyperfine in the client ns on the generator core
@@ -65,4 +52,4 @@ for s in "${SYS[@]}"; do
     hf kdig "$s" kdig +retry=0 +timeout=1 "@$a" "$NAME" A
 done
 for s in "${SYS[@]}"; do xsys_stop "$s"; done
-python3 "$HERE/summarize.py" lookup "$CSV" | tee "$OUT/lookup-$TAG.md"
+python3 "$BENCH_DIR/summarize.py" xdp-lookup "$CSV" | tee "$OUT/lookup-$TAG.md"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # AF_XDP cache-hit capacity sweep: kdns --io xdp (one AF_XDP worker) vs Knot
 # DNS in XDP mode vs Unbound vs dnsdist (packet cache) vs the minimal AF_XDP
-# responder (bench/reflector, the rig's ceiling). All servers on core 0,
+# responder (bench/src/bin/reflector.rs, the rig's ceiling). All servers on core 0,
 # kxdpgun on core 1, the same cache-hit query file (n<i>.bench.test A,
 # 1000 names) for all; single-queue veth pairs, copy mode (veth has no
 # zero-copy). See rig_xdp.sh for the pairs and the packet steering.
@@ -14,16 +14,16 @@
 #                   "50000 100000 150000 200000 250000 300000 400000 500000
 #                    600000 700000 800000 1000000 1200000 1400000")
 #     -s "SYSTEMS"  subset of "kdns-xdp knot-xdp unbound dnsdist reflector"
-#     -o DIR        results directory (default bench/xdp/results)
+#     -o DIR        results directory (default bench/results/xdp/sweep-TAG)
 #     -t TAG        file name tag (default: date-time)
-#     -W            do not wait for other benchmarks (bench/peers) to finish
+#     -W            do not wait for other benchmarks to finish
 # Env: KDNS_XDP_TOML (extra kdns config, e.g. '[xdp]\nbusy_poll = true'),
 #      REFLECTOR_ARGS (e.g. "--kicks 1"), XDP_SRV_NAPI=0, plus rig.sh's knobs.
 #
 # Needs root, Debian packages unbound dnsdist dnsperf knot knot-dnsutils
 # dnsutils linux-perf ethtool, and the binaries:
 #   cargo build --release -p kdns -p kdns-ctl
-#   (cd bench/reflector && cargo build --release)
+#   cargo build --release -p kdns-bench --bin reflector
 # Writes DIR/sweep-TAG.csv (one line per run) and DIR/sweep-TAG.md (medians,
 # saturation, answered at 2x, ratios vs targets), prints the summary.
 set -euo pipefail
@@ -32,36 +32,15 @@ ROUNDS=3
 DUR=5
 RATES="50000 100000 150000 200000 250000 300000 400000 500000 600000 700000 800000 1000000 1200000 1400000"
 SYSTEMS="kdns-xdp knot-xdp unbound dnsdist reflector"
-OUT="$HERE/results"
-TAG=$(date +%Y%m%d-%H%M%S)
-WAIT=1
-while getopts "r:d:k:s:o:t:Wh" o; do
-    case $o in
-    r) ROUNDS=$OPTARG ;;
-    d) DUR=$OPTARG ;;
-    k) RATES=$OPTARG ;;
-    s) SYSTEMS=$OPTARG ;;
-    o) OUT=$OPTARG ;;
-    t) TAG=$OPTARG ;;
-    W) WAIT=0 ;;
-    *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
-    esac
-done
-# shellcheck source=../peers/rig.sh
-source "$HERE/../peers/rig.sh"
-# shellcheck source=rig_xdp.sh
-source "$HERE/rig_xdp.sh"
+# shellcheck source=../lib/rig.sh
+source "$HERE/../lib/rig.sh"
 rig_session "$0" "$@"
-((WAIT)) && other_load_wait
-mkdir -p "$OUT"
+rig_opts "r=ROUNDS d=DUR k=RATES s=SYSTEMS o=OUT t=TAG W:RIG_NO_WAIT=1" "$@"
+rig_out xdp sweep
 CSV="$OUT/sweep-$TAG.csv"
-command -v knotd >/dev/null || PATH="$PATH:/usr/sbin"
-command -v knotd >/dev/null || die "knotd missing (Debian package knot)"
-RB=${REFLECTOR_BIN:-$HERE/../reflector/target/release/kdns-reflector}
-[[ -x $RB ]] || die "reflector not built: (cd bench/reflector && cargo build --release)"
+knotd_path
 rig_up
-cp "$RB" "$RIG_DIR/kdns-reflector"
-REFLECTOR="$RIG_DIR/kdns-reflector"
+rig_reflector MUST=1
 for i in 1 2 3; do xpair_add "$i"; done
 rig_queries "$RIG_DIR/hit.txt" 1000 n
 read -r -a SYS <<<"$SYSTEMS"
@@ -81,7 +60,7 @@ n=0
 for ((round = 1; round <= ROUNDS; round++)); do
     order=()
     for ((i = 0; i < ${#SYS[@]}; i++)); do order+=("${SYS[$(((i + round - 1) % ${#SYS[@]}))]}"); done
-    for s in "${order[@]}"; do xwarm "$s" "$RIG_DIR/hit.txt"; done
+    for s in "${order[@]}"; do warm "${ADDR_OF[$s]}" "$RIG_DIR/hit.txt"; done
     for q in $RATES; do
         for s in "${order[@]}"; do
             pid=${SYS_PIDS[$s]}
@@ -91,7 +70,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
             n0=0
             [[ -n $np ]] && n0=$(tid_cpu_ns "$np")
             k0=$(core_busy_ticks "$SRV_CORE")
-            read -r sent recv < <(gen_kx "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt")
+            read -r sent recv < <(gen_kxdpgun "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt")
             c1=$(cpu_ns "$pid")
             n1=0
             [[ -n $np ]] && n1=$(tid_cpu_ns "$np")
@@ -112,4 +91,4 @@ if [[ " ${SYS[*]} " == *" kdns-xdp "* ]]; then
 fi
 for s in "${SYS[@]}"; do xsys_stop "$s"; done
 for s in "${SYS[@]}"; do cp "$RIG_DIR/$s.log" "$OUT/sweep-$TAG.$s.log" 2>/dev/null || true; done
-python3 "$HERE/summarize.py" sweep "$CSV" | tee "$OUT/sweep-$TAG.md"
+python3 "$BENCH_DIR/summarize.py" xdp-sweep "$CSV" | tee "$OUT/sweep-$TAG.md"

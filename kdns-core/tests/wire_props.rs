@@ -17,13 +17,14 @@ use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, TXT};
 use hickory_proto::rr::{Name as HName, RData, Record as HRecord, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
-use kdns_core::wire::{
-    write_empty_reply, Class, Header, Message, MessageBuilder, MessageError, Name, Opcode, OptSpec, Question, Rcode, Record, Rtype,
-    Section, Sections, WireError, HEADER_LEN, MAX_NAME_LEN, MAX_POINTER_HOPS,
-};
+use kdns_core::wire::{Class, Header, Message, MessageError, Name, Record, Rtype, WireError, HEADER_LEN, MAX_NAME_LEN, MAX_POINTER_HOPS};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
+
+#[path = "common/wire.rs"]
+mod wire;
+use wire::{be32, check_roundtrip, counts, exercise, rebuild};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -42,193 +43,6 @@ fn hwire(n: &HName) -> Vec<u8> {
     }
     out.push(0);
     out
-}
-
-fn be32(msg: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(msg[at..at + 4].try_into().unwrap())
-}
-
-/// Section counts of a message whose header is readable.
-fn counts(msg: &[u8]) -> (usize, usize, usize) {
-    let h = Header::new_checked(msg).unwrap();
-    (h.ancount() as usize, h.nscount() as usize, h.arcount() as usize)
-}
-
-// ---------------------------------------------------------------------------
-// Invariant checks shared by the no-panic properties. They assert (panic)
-// rather than return errors: any panic is a finding.
-// ---------------------------------------------------------------------------
-
-/// Everything a validated name promises.
-fn check_name(msg: &[u8], n: &Name, pos: usize) {
-    assert_eq!(n.start(), pos);
-    assert!(n.end() > n.start() && n.end() <= msg.len());
-    assert!((1..=MAX_NAME_LEN).contains(&n.wire_len()));
-    assert_eq!(n.is_root(), n.wire_len() == 1);
-    if !n.is_compressed() {
-        assert_eq!(n.len_in_place(), n.wire_len());
-    }
-    let mut total = 1;
-    let mut count = 0;
-    for label in n.labels(msg) {
-        assert!((1..=63).contains(&label.len()));
-        total += label.len() + 1;
-        count += 1;
-    }
-    assert_eq!(total, n.wire_len(), "labels disagree with wire_len");
-
-    let mut plain = [0u8; 255];
-    let len = n.write_uncompressed(msg, &mut plain).expect("write_uncompressed of a valid name");
-    assert_eq!(len, n.wire_len());
-    let plain = &plain[..len];
-    let mut lower = [0u8; 255];
-    let llen = n.write_lowercase(msg, &mut lower).expect("write_lowercase of a valid name");
-    assert_eq!(&lower[..llen], &plain.to_ascii_lowercase()[..]);
-    if len > 1 {
-        let mut small = vec![0u8; len - 1];
-        assert_eq!(n.write_uncompressed(msg, &mut small), Err(WireError::NoSpace));
-    }
-
-    let p = Name::parse(plain, 0).expect("uncompressed copy reparses");
-    assert!(!p.is_compressed());
-    assert_eq!((p.end(), p.wire_len()), (len, len));
-    assert_eq!(p.labels(plain).count(), count);
-    assert!(n.eq_wire_ignore_case(msg, plain));
-    assert!(n.eq_wire_ignore_case(msg, &plain.to_ascii_uppercase()));
-    assert!(n.eq_ignore_case(msg, &p, plain));
-    assert!(p.eq_ignore_case(plain, n, msg));
-    assert_eq!(n.display(msg).to_string(), p.display(plain).to_string());
-}
-
-/// Everything a parsed message promises, plus `write_empty_reply`.
-fn check_message(msg: &[u8], m: &Message) {
-    let q = &m.question;
-    assert_eq!(q.name.start(), HEADER_LEN);
-    assert_eq!(q.end(), m.sections.answer);
-    check_name(msg, &q.name, HEADER_LEN);
-
-    let (an, ns, ar) = counts(msg);
-    let recs: Vec<Record> = m.sections.records(msg).collect();
-    assert_eq!(recs.len(), an + ns + ar, "records() must yield every counted record");
-    let bound = |k: usize| if k == 0 { m.sections.answer } else { recs[k - 1].end() };
-    assert_eq!(bound(an), m.sections.authority);
-    assert_eq!(bound(an + ns), m.sections.additional);
-    assert_eq!(bound(an + ns + ar), m.sections.end);
-    assert!(m.sections.end <= msg.len());
-    let mut opts = 0;
-    for (i, r) in recs.iter().enumerate() {
-        assert_eq!(r.name.start(), bound(i));
-        assert_eq!(r.ttl_offset, r.name.end() + 4);
-        assert_eq!(r.rdata_offset, r.name.end() + 10);
-        assert_eq!(be32(msg, r.ttl_offset), r.ttl);
-        assert_eq!(r.rdata(msg).len(), r.rdlen as usize);
-        assert!(r.end() <= msg.len());
-        let _ = r.soa_minimum(msg);
-        if r.rtype == Rtype::OPT {
-            assert!(i >= an + ns, "OPT outside the additional section");
-            opts += 1;
-            let e = m.edns().expect("OPT record but no edns");
-            assert_eq!(e.offset, r.name.start());
-            assert_eq!(e.options_offset, r.rdata_offset);
-            assert_eq!(e.options_len, r.rdlen);
-        }
-    }
-    assert_eq!(opts, usize::from(m.edns().is_some()));
-    if let Some(e) = m.edns() {
-        let mut seen = 0;
-        for o in e.options(msg) {
-            let (_, data) = o.expect("options were checked by Message::parse");
-            seen += 4 + data.len();
-        }
-        assert_eq!(seen, e.options_len as usize);
-        assert!(e.effective_udp_size() >= 512);
-    }
-
-    // An empty reply always fits in 600 bytes and reads back.
-    for rcode in [Rcode::NXDOMAIN, Rcode::BADVERS] {
-        let spec = m.edns().map(|e| OptSpec { udp_size: 1232, ext_rcode: 0, dnssec_ok: e.dnssec_ok() });
-        let mut out = [0u8; 600];
-        let n = write_empty_reply(msg, Some(q), spec, rcode, &mut out).expect("empty reply fits");
-        let reply = &out[..n];
-        let rm = Message::parse(reply).expect("empty reply parses");
-        let (rh, qh) = (Header::new_checked(reply).unwrap(), Header::new_checked(msg).unwrap());
-        assert_eq!(rh.id(), qh.id());
-        assert!(rh.qr());
-        assert_eq!(rh.ra(), qh.opcode() == Opcode::QUERY, "RA only for a standard query");
-        assert_eq!(rh.rcode(), Rcode(rcode.0 & 0xf));
-        assert_eq!(rh.opcode(), qh.opcode());
-        assert_eq!((rh.rd(), rh.cd()), (qh.rd(), qh.cd()));
-        assert_eq!((rh.ancount(), rh.nscount(), rh.arcount()), (0, 0, u16::from(spec.is_some())));
-        assert!(rm.question.name.eq_ignore_case(reply, &q.name, msg));
-        assert_eq!((rm.question.qtype, rm.question.qclass), (q.qtype, q.qclass));
-        let mut a = [0u8; 255];
-        let mut b = [0u8; 255];
-        let la = rm.question.name.write_uncompressed(reply, &mut a).unwrap();
-        let lb = q.name.write_uncompressed(msg, &mut b).unwrap();
-        assert_eq!(a[..la], b[..lb], "the client's spelling is kept");
-        match (rm.edns(), spec) {
-            (None, None) => {}
-            (Some(e), Some(s)) => {
-                assert_eq!((e.udp_size, e.dnssec_ok(), e.version), (s.udp_size, s.dnssec_ok, 0));
-                assert_eq!(e.ext_rcode, rcode.extended_bits());
-            }
-            other => panic!("OPT presence changed: {other:?}"),
-        }
-        // Too small a buffer is an error, never a panic.
-        for size in [0, 11, 12, 12 + q.name.wire_len() + 3] {
-            let mut small = vec![0u8; size];
-            assert!(write_empty_reply(msg, Some(q), spec, rcode, &mut small).is_err() || size >= n);
-        }
-    }
-}
-
-/// Runs every reader over `msg`. Panics (only) on a broken invariant.
-fn exercise(msg: &[u8]) {
-    match Header::new_checked(msg) {
-        Ok(h) => {
-            let _ = (h.id(), h.flags(), h.qr(), h.opcode(), h.aa(), h.tc(), h.rd(), h.ra());
-            let _ = (h.ad(), h.cd(), h.rcode(), h.qdcount(), h.ancount(), h.nscount(), h.arcount());
-            let mut out = [0u8; 600];
-            let n = write_empty_reply(msg, None, None, Rcode::FORMERR, &mut out).expect("header-only reply");
-            assert_eq!(n, HEADER_LEN);
-        }
-        Err(e) => {
-            assert_eq!(e, WireError::Truncated);
-            assert!(msg.len() < HEADER_LEN);
-            assert_eq!(Message::parse(msg), Err(MessageError::Malformed(WireError::Truncated)));
-        }
-    }
-    for pos in 0..=msg.len() + 1 {
-        if let Ok(n) = Name::parse(msg, pos) {
-            check_name(msg, &n, pos);
-        }
-        if let Ok(q) = Question::parse(msg, pos) {
-            assert_eq!(q.end(), q.name.end() + 4);
-            assert!(q.end() <= msg.len());
-        }
-        if let Ok(r) = Record::parse(msg, pos) {
-            assert!(r.end() <= msg.len());
-            assert_eq!(r.rdata(msg).len(), r.rdlen as usize);
-            assert_eq!(be32(msg, r.ttl_offset), r.ttl);
-            let _ = r.soa_minimum(msg);
-        }
-    }
-    // Sections after whatever question sits at 12, whatever QDCOUNT says.
-    if let Ok(q) = Question::parse(msg, HEADER_LEN) {
-        if let Ok(s) = Sections::parse(msg, q.end()) {
-            assert!(s.answer <= s.authority && s.authority <= s.additional && s.additional <= s.end);
-            assert!(s.end <= msg.len());
-            for r in s.records(msg) {
-                let _ = (r.rdata(msg).len(), r.soa_minimum(msg));
-            }
-            if let Some(e) = s.edns {
-                assert!(e.options(msg).all(|o| o.is_ok()));
-            }
-        }
-    }
-    if let Ok(m) = Message::parse(msg) {
-        check_message(msg, &m);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -655,38 +469,6 @@ fn mutate(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
     b
 }
 
-/// Parse -> MessageBuilder (owners uncompressed, rdata raw, OPT re-added).
-fn rebuild(msg: &[u8], m: &Message) -> Vec<u8> {
-    let h = Header::new_checked(msg).unwrap();
-    let (an, ns, _) = counts(msg);
-    let mut buf = vec![0u8; 65535];
-    let mut b = MessageBuilder::new(&mut buf, 65535).unwrap();
-    b.header().set_id(h.id());
-    b.header().set_flags(h.flags());
-    b.copy_question(msg, &m.question).unwrap();
-    for (i, r) in m.sections.records(msg).enumerate() {
-        if r.rtype == Rtype::OPT {
-            continue;
-        }
-        let section = if i < an {
-            Section::Answer
-        } else if i < an + ns {
-            Section::Authority
-        } else {
-            Section::Additional
-        };
-        let mut owner = [0u8; 255];
-        let n = r.name.write_uncompressed(msg, &mut owner).unwrap();
-        assert!(b.record(section, &owner[..n], r.rtype, r.class, r.ttl, r.rdata(msg)).unwrap());
-    }
-    if let Some(e) = m.edns() {
-        b.opt(OptSpec { udp_size: e.udp_size, ext_rcode: e.ext_rcode, dnssec_ok: e.dnssec_ok() }).unwrap();
-    }
-    let n = b.finish();
-    buf.truncate(n);
-    buf
-}
-
 // ---------------------------------------------------------------------------
 // Properties
 // ---------------------------------------------------------------------------
@@ -735,31 +517,7 @@ proptest! {
     fn parse_build_reparse(s in msg_spec(false)) {
         let orig = build_hickory(&s);
         let m = Message::parse(&orig).unwrap();
-        let built = rebuild(&orig, &m);
-
-        let m2 = Message::parse(&built).map_err(|e| TestCaseError::fail(format!("rebuilt rejected {e:?}: {}", hex(&built))))?;
-        let (h1, h2) = (Header::new_checked(&orig[..]).unwrap(), Header::new_checked(&built[..]).unwrap());
-        prop_assert_eq!((h1.id(), h1.flags()), (h2.id(), h2.flags()));
-        prop_assert_eq!(counts(&orig), counts(&built));
-        prop_assert!(m2.question.name.eq_ignore_case(&built, &m.question.name, &orig));
-        prop_assert!(!m2.question.name.is_compressed());
-        prop_assert_eq!((m2.question.qtype, m2.question.qclass), (m.question.qtype, m.question.qclass));
-        let r1: Vec<Record> = m.sections.records(&orig).filter(|r| r.rtype != Rtype::OPT).collect();
-        let r2: Vec<Record> = m2.sections.records(&built).filter(|r| r.rtype != Rtype::OPT).collect();
-        prop_assert_eq!(r1.len(), r2.len());
-        for (a, b) in r1.iter().zip(&r2) {
-            let (mut x, mut y) = ([0u8; 255], [0u8; 255]);
-            let nx = a.name.write_uncompressed(&orig, &mut x).unwrap();
-            let ny = b.name.write_uncompressed(&built, &mut y).unwrap();
-            prop_assert_eq!(&x[..nx], &y[..ny]);
-            prop_assert_eq!((a.rtype, a.class, a.ttl, a.rdlen), (b.rtype, b.class, b.ttl, b.rdlen));
-            prop_assert_eq!(a.rdata(&orig), b.rdata(&built));
-        }
-        match (m.edns(), m2.edns()) {
-            (None, None) => {}
-            (Some(a), Some(b)) => prop_assert_eq!((a.udp_size, a.dnssec_ok(), a.ext_rcode, a.version), (b.udp_size, b.dnssec_ok(), b.ext_rcode, b.version)),
-            other => return Err(TestCaseError::fail(format!("edns presence: {other:?}"))),
-        }
+        let built = check_roundtrip(&orig, &m);
 
         // hickory reads the rebuilt message, and reads it as it read the original
         // (EDNS options aside: `opt()` writes none).

@@ -1,6 +1,6 @@
 //! The query path does not allocate once the engine is built and warm.
 //!
-//! A counting `#[global_allocator]` (wrapping `System`) counts the
+//! The counting `#[global_allocator]` of `kdns_sys::alloc` counts the
 //! allocations of the current thread only (libtest runs tests on several
 //! threads). Each test builds an engine, warms it up, then counts the
 //! allocations of a loop of queries:
@@ -15,8 +15,6 @@
 //! Set `KDNS_ALLOC_TRACE=1` to print a backtrace of every counted
 //! allocation (`cargo test -p kdns-core --test zero_alloc -- --nocapture`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use kdns_core::cache::CacheConfig;
@@ -25,76 +23,21 @@ use kdns_core::net::{self, L2Header};
 use kdns_core::upstream::BackendSpec;
 use kdns_core::wire::{encode_name, flags, Class, Header, Message, MessageBuilder, OptSpec, Rtype, Section, HEADER_LEN};
 use kdns_core::Timestamp;
+use kdns_sys::alloc::{count_thread_allocations, Counting};
 
 // ---- the counting allocator ----
-
-struct Counting;
-
-thread_local! {
-    /// Allocations (alloc, alloc_zeroed, realloc) made by this thread while
-    /// counting is on.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    /// Whether this thread is counting.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    /// Whether to print a backtrace of each counted allocation
-    /// (`KDNS_ALLOC_TRACE` set; read before counting starts).
-    static TRACE: Cell<bool> = const { Cell::new(false) };
-    /// Set while a backtrace is captured (which allocates itself).
-    static IN_TRACE: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note_alloc(size: usize) {
-    let counting = COUNTING.try_with(Cell::get).unwrap_or(false);
-    if !counting || IN_TRACE.try_with(Cell::get).unwrap_or(true) {
-        return;
-    }
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-    if TRACE.try_with(Cell::get).unwrap_or(false) {
-        IN_TRACE.with(|t| t.set(true));
-        eprintln!("allocation of {size} bytes at:\n{}", std::backtrace::Backtrace::force_capture());
-        IN_TRACE.with(|t| t.set(false));
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged; the bookkeeping touches only thread-local cells.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: forwarded as is; the caller upholds `alloc_zeroed`'s contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_alloc(new_size);
-        // SAFETY: forwarded as is; the caller upholds `realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is; the caller upholds `dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 /// Runs `f` and returns its result with the number of allocations it made
-/// on this thread.
+/// on this thread (with `KDNS_ALLOC_TRACE` set, a backtrace of each).
 fn count_allocs<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    TRACE.with(|t| t.set(std::env::var_os("KDNS_ALLOC_TRACE").is_some()));
-    let before = ALLOCS.with(Cell::get);
-    COUNTING.with(|c| c.set(true));
-    let r = f();
-    COUNTING.with(|c| c.set(false));
-    (r, ALLOCS.with(Cell::get) - before)
+    let trace = std::env::var_os("KDNS_ALLOC_TRACE").is_some();
+    Counting::trace_thread(trace);
+    let r = count_thread_allocations(f);
+    Counting::trace_thread(false);
+    r
 }
 
 // ---- queries, answers, frames (allocation-free where used in a loop) ----

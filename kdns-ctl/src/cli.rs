@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use kdns_api::records::{srv_label, srv_proto, ModeName, PortDef, RECORD_TYPES};
+use kdns_api::view::ForcedHealth;
 
 use crate::http::{parse_url, Url};
 
@@ -255,9 +257,6 @@ be reached.",
     Flush,
 }
 
-/// The record types `records add` and `records rm` take.
-pub const RECORD_TYPES: [&str; 6] = ["A", "AAAA", "CNAME", "TXT", "SRV", "PTR"];
-
 fn record_type() -> impl clap::builder::TypedValueParser<Value = String> {
     PossibleValuesParser::new(RECORD_TYPES).map(|t| t.to_ascii_uppercase())
 }
@@ -407,7 +406,7 @@ pub struct ServiceAdd {
 
     /// How the service name is answered [default: all]
     #[arg(long, value_enum, value_name = "MODE")]
-    pub mode: Option<Mode>,
+    pub mode: Option<ModeName>,
 
     /// TTL of its answers in seconds [default: the records' default TTL]
     #[arg(long, value_name = "SECONDS")]
@@ -415,7 +414,7 @@ pub struct ServiceAdd {
 
     /// An SRV port, e.g. http/tcp/80 (repeatable)
     #[arg(long = "port", value_name = "NAME/PROTO/PORT", value_parser = parse_port)]
-    pub ports: Vec<SrvPort>,
+    pub ports: Vec<PortDef>,
 
     /// Health check of every instance: tcp[:PORT] or dns[:NAME]
     #[arg(long, value_name = "tcp[:PORT]|dns[:NAME]", value_parser = parse_check)]
@@ -438,58 +437,22 @@ pub struct ServiceAdd {
     pub fall: Option<u32>,
 }
 
-/// How a service name is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// Every healthy instance, the order rotated from answer to answer
-    All,
-    /// One healthy instance at random
-    RandomOne,
-    /// The same instance for the same client while it stays healthy
-    Sticky,
-}
-
-impl Mode {
-    /// The API's spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::All => "all",
-            Mode::RandomOne => "random-one",
-            Mode::Sticky => "sticky",
-        }
-    }
-}
-
-/// An SRV port, `NAME/PROTO/PORT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SrvPort {
-    /// Service label without the underscore (`http`).
-    pub name: String,
-    /// `tcp` or `udp`.
-    pub proto: String,
-    /// Port.
-    pub port: u16,
-}
-
 /// Parses `NAME/PROTO/PORT` (`http/tcp/80`; `_http/_tcp/80` too).
-pub fn parse_port(s: &str) -> Result<SrvPort, String> {
+/// The name and protocol follow the daemon's rules (`kdns_api::records`).
+pub fn parse_port(s: &str) -> Result<PortDef, String> {
     let parts: Vec<&str> = s.split('/').collect();
     let [name, proto, port] = parts[..] else {
         return Err("expected NAME/PROTO/PORT, e.g. http/tcp/80".into());
     };
-    let name = name.strip_prefix('_').unwrap_or(name);
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(format!("bad port name {name:?}: letters, digits and '-' only, e.g. http"));
-    }
-    let proto = proto.strip_prefix('_').unwrap_or(proto).to_ascii_lowercase();
-    if proto != "tcp" && proto != "udp" {
-        return Err(format!("bad protocol {proto:?}: tcp or udp"));
-    }
+    let name = srv_label(name).ok_or_else(|| {
+        format!("bad port name {:?}: letters, digits and '-' only (at most 62), e.g. http", name.strip_prefix('_').unwrap_or(name))
+    })?;
+    let proto = srv_proto(proto).map_err(|p| format!("bad protocol {p:?}: tcp or udp"))?;
     let port = match port.parse::<u16>() {
         Ok(p) if p > 0 => p,
         _ => return Err(format!("bad port number {port:?}: 1 to 65535")),
     };
-    Ok(SrvPort { name: name.to_string(), proto, port })
+    Ok(PortDef { name, proto, port })
 }
 
 /// A health check kind, `tcp[:PORT]` or `dns[:NAME]`.
@@ -582,28 +545,6 @@ Examples:
         id: String,
         /// The health to force
         #[arg(value_enum, value_name = "STATE")]
-        state: Health,
+        state: ForcedHealth,
     },
-}
-
-/// A forced health state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Health {
-    /// Answered whatever its check says
-    Healthy,
-    /// Never answered
-    Unhealthy,
-    /// Its health check decides
-    Auto,
-}
-
-impl Health {
-    /// The API's spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Health::Healthy => "healthy",
-            Health::Unhealthy => "unhealthy",
-            Health::Auto => "auto",
-        }
-    }
 }

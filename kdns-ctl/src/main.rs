@@ -14,6 +14,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
+use kdns_api::stats::Backend;
+use kdns_api::view::{ForcedHealth, RecordsView};
 use serde_json::{json, Map, Value};
 
 use cli::{CacheCommand, Check, Cli, Command, InstanceCommand, RecordsCommand, ServiceAdd, ServiceCommand};
@@ -288,7 +290,7 @@ fn run(cli: Cli, env: Env, out: &mut String) -> Result<(), Failure> {
             if json_out {
                 out.push_str(&pretty(&v));
             } else {
-                let bs: Vec<render::Backend> = parse(v, "backend list")?;
+                let bs: Vec<Backend> = parse(v, "backend list")?;
                 if bs.is_empty() {
                     out.push_str("no backends configured\n");
                 } else {
@@ -321,7 +323,7 @@ fn run(cli: Cli, env: Env, out: &mut String) -> Result<(), Failure> {
             if json_out {
                 out.push_str(&pretty(v.get("services").unwrap_or(&Value::Array(Vec::new()))));
             } else {
-                out.push_str(&render::services(&parse::<render::Records>(v, "records")?.services));
+                out.push_str(&render::services(&parse::<RecordsView>(v, "records")?.services));
             }
         }
         Command::Records(RecordsCommand::Add { name, rtype, data, ttl }) => {
@@ -373,9 +375,9 @@ fn run(cli: Cli, env: Env, out: &mut String) -> Result<(), Failure> {
         Command::Instance(InstanceCommand::Health { service, id, state }) => {
             let path = format!("/v1/services/{}/instances/{}/health", encode(&service), encode(&id));
             let what = match state {
-                cli::Health::Healthy => format!("instance {id} of service {service} forced healthy"),
-                cli::Health::Unhealthy => format!("instance {id} of service {service} forced unhealthy"),
-                cli::Health::Auto => format!("instance {id} of service {service} back to its health check"),
+                ForcedHealth::Healthy => format!("instance {id} of service {service} forced healthy"),
+                ForcedHealth::Unhealthy => format!("instance {id} of service {service} forced unhealthy"),
+                ForcedHealth::Auto => format!("instance {id} of service {service} back to its health check"),
             };
             change(out, "POST", &path, Some(json!({"state": state.name()})), &|v| changed(&what, v))?;
         }

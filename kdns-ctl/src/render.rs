@@ -1,62 +1,11 @@
-//! Readable output: the daemon's JSON (see `docs/control-api.md`) as a
-//! summary block and aligned tables. Every field defaults, so an older or
-//! newer daemon with other fields still renders.
+//! Readable output: the daemon's JSON (see `docs/control-api.md`), read
+//! into the types of `kdns_api`, as a summary block and aligned tables.
 
 use std::fmt::Write as _;
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
-
-/// `GET /v1/stats`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Stats {
-    pub version: String,
-    pub pid: u32,
-    pub uptime_s: u64,
-    pub listen: Vec<String>,
-    pub qps_1s: f64,
-    pub qps_10s: f64,
-    pub totals: Totals,
-    pub workers: Vec<Worker>,
-    pub backends: Vec<Backend>,
-    pub limits: Limits,
-    pub xdp: Vec<XdpInterface>,
-}
-
-/// The per-client fair shares in force.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Limits {
-    pub client_prefix_v4: u8,
-    pub client_prefix_v6: u8,
-    pub client_max_pending: u32,
-    pub client_miss_rate: u32,
-    pub client_miss_burst: u32,
-    pub over_limit: String,
-    pub xdp_client_qps: u32,
-    pub xdp_client_burst: u32,
-}
-
-/// One interface's XDP program counters.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct XdpInterface {
-    pub interface: String,
-    pub error: Option<String>,
-    pub queues: Vec<XdpQueue>,
-}
-
-/// One queue's XDP program counters.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct XdpQueue {
-    pub queue: u32,
-    pub redirected: u64,
-    pub passed: u64,
-    pub malformed: u64,
-    pub dropped: u64,
-}
+use kdns_api::records::{CheckKind, CheckSpec, RecordData};
+use kdns_api::stats::{Backend, Counters, Limits, Stats, WorkerStats, XdpInterface};
+use kdns_api::view::{RecordView, RecordsView, ServiceView};
 
 /// The XDP program's counters, a row per interface and queue.
 pub fn xdp_table(xs: &[XdpInterface]) -> String {
@@ -82,105 +31,21 @@ pub fn xdp_table(xs: &[XdpInterface]) -> String {
     table(&headers, &rows)
 }
 
-/// `GET /v1/records`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Records {
-    pub serial: u64,
-    pub domains: Vec<String>,
-    pub default_ttl: u32,
-    pub services: Vec<Service>,
-    pub records: Vec<StaticRecord>,
-}
-
-/// One service.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Service {
-    pub name: String,
-    pub mode: String,
-    pub ttl: Option<u32>,
-    pub ports: Vec<SrvPort>,
-    pub check: Option<HealthCheck>,
-    pub source: String,
-    pub instances: Vec<Instance>,
-}
-
-/// An SRV port of a service.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct SrvPort {
-    pub name: String,
-    pub proto: String,
-    pub port: u16,
-}
-
-/// A service's health check.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct HealthCheck {
-    pub kind: String,
-    pub port: Option<u16>,
-    pub name: Option<String>,
-    pub interval_ms: Option<u64>,
-    pub timeout_ms: Option<u64>,
-    pub rise: Option<u32>,
-    pub fall: Option<u32>,
-}
-
-/// One instance of a service.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Instance {
-    pub number: u32,
-    pub id: String,
-    pub addrs: Vec<String>,
-    pub healthy: bool,
-    pub health: String,
-    pub checks_ok: u64,
-    pub checks_failed: u64,
-}
-
-/// A static record.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct StaticRecord {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub rtype: String,
-    pub ttl: Option<u32>,
-    pub data: Value,
-    pub source: String,
-}
-
 /// "tcp:80, every 1000 ms, timeout 500 ms, rise 2, fall 3",
 /// "dns:NAME, ..." (", port P" if not 53), or "-".
-fn check(c: Option<&HealthCheck>) -> String {
+fn check(c: Option<&CheckSpec>) -> String {
     let Some(c) = c else { return "-".into() };
-    let mut s = if c.kind == "dns" {
-        let mut s = c.name.as_ref().map_or_else(|| "dns".to_string(), |n| format!("dns:{n}"));
-        if let Some(p) = c.port.filter(|&p| p != 53) {
-            let _ = write!(s, ", port {p}");
+    let mut s = match c.kind {
+        CheckKind::Dns => {
+            let mut s = c.name.as_ref().map_or_else(|| "dns".to_string(), |n| format!("dns:{n}"));
+            if c.port != 53 {
+                let _ = write!(s, ", port {}", c.port);
+            }
+            s
         }
-        s
-    } else {
-        match c.port {
-            Some(p) => format!("{}:{p}", c.kind),
-            None => c.kind.clone(),
-        }
+        CheckKind::Tcp => format!("tcp:{}", c.port),
     };
-    if let Some(ms) = c.interval_ms {
-        let _ = write!(s, ", every {ms} ms");
-    }
-    if let Some(ms) = c.timeout_ms {
-        let _ = write!(s, ", timeout {ms} ms");
-    }
-    if let Some(n) = c.rise {
-        let _ = write!(s, ", rise {n}");
-    }
-    if let Some(n) = c.fall {
-        let _ = write!(s, ", fall {n}");
-    }
+    let _ = write!(s, ", every {} ms, timeout {} ms, rise {}, fall {}", c.interval_ms, c.timeout_ms, c.rise, c.fall);
     s
 }
 
@@ -194,20 +59,8 @@ fn list(items: impl Iterator<Item = String>) -> String {
     }
 }
 
-/// "up", "down", "forced-up", "forced-down"; from `healthy` if the daemon
-/// did not say.
-fn health(i: &Instance) -> String {
-    if !i.health.is_empty() {
-        i.health.clone()
-    } else if i.healthy {
-        "up".into()
-    } else {
-        "down".into()
-    }
-}
-
-/// The services table (`TTL` is "default" for the records' default TTL).
-pub fn services_table(ss: &[Service]) -> String {
+/// The services table.
+pub fn services_table(ss: &[ServiceView]) -> String {
     use Align::*;
     let headers =
         [("SERVICE", Left), ("MODE", Left), ("TTL", Right), ("PORTS", Left), ("CHECK", Left), ("HEALTHY", Right), ("SOURCE", Left)];
@@ -216,12 +69,12 @@ pub fn services_table(ss: &[Service]) -> String {
         .map(|s| {
             vec![
                 s.name.clone(),
-                if s.mode.is_empty() { "-".into() } else { s.mode.clone() },
-                s.ttl.map_or_else(|| "default".into(), |t| t.to_string()),
+                s.mode.name().into(),
+                s.ttl.to_string(),
                 list(s.ports.iter().map(|p| format!("{}/{}/{}", p.name, p.proto, p.port))),
                 check(s.check.as_ref()),
                 format!("{}/{}", s.instances.iter().filter(|i| i.healthy).count(), s.instances.len()),
-                s.source.clone(),
+                s.source.name().into(),
             ]
         })
         .collect();
@@ -229,7 +82,7 @@ pub fn services_table(ss: &[Service]) -> String {
 }
 
 /// The instances table, a row per instance of every service.
-pub fn instances_table(ss: &[Service]) -> String {
+pub fn instances_table(ss: &[ServiceView]) -> String {
     use Align::*;
     let headers =
         [("SERVICE", Left), ("#", Right), ("ID", Left), ("ADDRESSES", Left), ("HEALTH", Left), ("CHECKS OK", Right), ("FAILED", Right)];
@@ -242,7 +95,7 @@ pub fn instances_table(ss: &[Service]) -> String {
                     i.number.to_string(),
                     i.id.clone(),
                     list(i.addrs.iter().cloned()),
-                    health(i),
+                    i.health.name().into(),
                     i.checks_ok.to_string(),
                     i.checks_failed.to_string(),
                 ]
@@ -253,7 +106,7 @@ pub fn instances_table(ss: &[Service]) -> String {
 }
 
 /// The static records table.
-pub fn static_table(rs: &[StaticRecord]) -> String {
+pub fn static_table(rs: &[RecordView]) -> String {
     use Align::*;
     let headers = [("NAME", Left), ("TYPE", Left), ("TTL", Right), ("DATA", Left), ("SOURCE", Left)];
     let rows: Vec<Vec<String>> = rs
@@ -262,17 +115,13 @@ pub fn static_table(rs: &[StaticRecord]) -> String {
             vec![
                 r.name.clone(),
                 r.rtype.clone(),
-                r.ttl.map_or_else(|| "default".into(), |t| t.to_string()),
+                r.ttl.to_string(),
                 match &r.data {
-                    Value::String(s) => s.clone(),
+                    RecordData::One(s) => s.clone(),
                     // TXT strings, as in a zone file.
-                    Value::Array(a) => {
-                        a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), |s| format!("{s:?}"))).collect::<Vec<_>>().join(" ")
-                    }
-                    Value::Null => "-".into(),
-                    v => v.to_string(),
+                    RecordData::Many(v) => v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" "),
                 },
-                r.source.clone(),
+                r.source.name().into(),
             ]
         })
         .collect();
@@ -280,7 +129,7 @@ pub fn static_table(rs: &[StaticRecord]) -> String {
 }
 
 /// `kdns-ctl service list`: the services and instances tables.
-pub fn services(ss: &[Service]) -> String {
+pub fn services(ss: &[ServiceView]) -> String {
     let mut out = String::from("Services\n");
     if ss.is_empty() {
         out.push_str("(none)\n");
@@ -298,7 +147,7 @@ pub fn services(ss: &[Service]) -> String {
 
 /// `kdns-ctl records list`: a summary, the services, their instances, the
 /// static records.
-pub fn records(r: &Records) -> String {
+pub fn records(r: &RecordsView) -> String {
     let domains = if r.domains.is_empty() { "-".to_string() } else { r.domains.join(", ") };
     let mut out = format!("Serial:      {}\nDomains:     {domains}\nDefault TTL: {} s\n\n", r.serial, r.default_ttl);
     out.push_str(&services(&r.services));
@@ -309,106 +158,6 @@ pub fn records(r: &Records) -> String {
         out.push_str(&static_table(&r.records));
     }
     out
-}
-
-/// Sums over workers.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Totals {
-    pub workers: usize,
-    #[serde(flatten)]
-    pub c: Counters,
-    pub hit_ratio: Option<f64>,
-}
-
-/// One worker.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Worker {
-    pub id: usize,
-    pub kind: String,
-    pub core: Option<usize>,
-    pub snapshot: String,
-    #[serde(flatten)]
-    pub c: Counters,
-}
-
-/// Counters of a worker or their sums (the fields the tables use).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Counters {
-    pub queries: u64,
-    pub queries_tcp: u64,
-    pub replies_by_rcode: Map<String, Value>,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub cache_negative_hits: u64,
-    pub cache_entries: u64,
-    pub cache_bytes: u64,
-    pub forwarded: u64,
-    pub coalesced: u64,
-    pub limited_pending: u64,
-    pub limited_rate: u64,
-    pub slow_tries: u64,
-    pub late_answers: u64,
-    pub local_answers: u64,
-    pub retried: u64,
-    pub timeouts: u64,
-    pub stale_answers: u64,
-    pub gave_up: u64,
-    pub in_flight: u64,
-    pub drops: Map<String, Value>,
-    pub io: Io,
-}
-
-/// The socket layer's counters the summary shows.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Io {
-    pub tcp_open: u64,
-    pub tcp_accepted: u64,
-    pub tcp_refused_per_client: u64,
-    pub tcp_evicted_idle: u64,
-    pub tcp_evicted_busy: u64,
-    pub tcp_idle_closed: u64,
-    pub upstream_sockets_open: u64,
-    pub upstream_sockets_opened: u64,
-    pub upstream_rotations: u64,
-    pub upstream_rotations_deferred: u64,
-    pub upstream_socket_errors: u64,
-}
-
-/// One backend.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Backend {
-    pub address: String,
-    pub state: String,
-    pub up_workers: usize,
-    pub workers: usize,
-    pub in_flight: u64,
-    pub sent: u64,
-    pub answers: u64,
-    pub timeouts: u64,
-    pub slow: u64,
-    pub suspected: u64,
-    pub probes: u64,
-    pub went_down: u64,
-    pub came_up: u64,
-    pub try_timeout_ms: f64,
-    pub rtt_ms: Rtt,
-}
-
-/// RTT summary in milliseconds.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Rtt {
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p99: Option<f64>,
-    pub max: Option<f64>,
-    pub mean: Option<f64>,
-    pub samples: u64,
 }
 
 /// Column alignment.
@@ -498,9 +247,9 @@ fn ratio(hits: u64, misses: u64) -> Option<f64> {
     (n > 0).then(|| hits as f64 / n as f64)
 }
 
-/// "NAME n, NAME n" for the non-zero entries of a JSON map, or "none".
-fn nonzero(m: &Map<String, Value>) -> String {
-    let parts: Vec<String> = m.iter().filter_map(|(k, v)| v.as_u64().filter(|&n| n > 0).map(|n| format!("{k} {n}"))).collect();
+/// "NAME n, NAME n" for the non-zero counts, or "none".
+fn nonzero(counts: impl Iterator<Item = (String, u64)>) -> String {
+    let parts: Vec<String> = counts.filter(|&(_, n)| n > 0).map(|(k, n)| format!("{k} {n}")).collect();
     if parts.is_empty() {
         "none".into()
     } else {
@@ -508,15 +257,10 @@ fn nonzero(m: &Map<String, Value>) -> String {
     }
 }
 
-/// Sum of a JSON map of counters.
-fn total(m: &Map<String, Value>) -> u64 {
-    m.values().filter_map(Value::as_u64).sum()
-}
-
 /// The summary block of `kdns-ctl stats`.
 pub fn summary(s: &Stats) -> String {
     let t = &s.totals;
-    let c = &t.c;
+    let c = &t.counters;
     let listen = if s.listen.is_empty() { "-".to_string() } else { s.listen.join(", ") };
     let rows = [
         ("Daemon", format!("kdns {} (pid {}), {} workers, listening on {listen}", s.version, s.pid, t.workers)),
@@ -535,7 +279,7 @@ pub fn summary(s: &Stats) -> String {
                 bytes(c.cache_bytes)
             ),
         ),
-        ("Answers", nonzero(&c.replies_by_rcode)),
+        ("Answers", nonzero(c.rcodes.listed())),
         ("Local", format!("{} answers from local records", c.local_answers)),
         (
             "Forwarding",
@@ -553,7 +297,7 @@ pub fn summary(s: &Stats) -> String {
             ),
         ),
         ("Limits", limits(&s.limits, c)),
-        ("Drops", nonzero(&c.drops)),
+        ("Drops", nonzero(c.drops.listed())),
         (
             "Source ports",
             format!(
@@ -601,7 +345,7 @@ fn limits(l: &Limits, c: &Counters) -> String {
 }
 
 /// The per-worker table.
-pub fn workers_table(ws: &[Worker]) -> String {
+pub fn workers_table(ws: &[WorkerStats]) -> String {
     use Align::*;
     let headers = [
         ("WORKER", Right),
@@ -622,7 +366,7 @@ pub fn workers_table(ws: &[Worker]) -> String {
     let rows: Vec<Vec<String>> = ws
         .iter()
         .map(|w| {
-            let c = &w.c;
+            let c = &w.counters;
             vec![
                 w.id.to_string(),
                 w.kind.clone(),
@@ -636,8 +380,8 @@ pub fn workers_table(ws: &[Worker]) -> String {
                 c.forwarded.to_string(),
                 c.timeouts.to_string(),
                 c.in_flight.to_string(),
-                total(&c.drops).to_string(),
-                w.snapshot.clone(),
+                c.drops.total().to_string(),
+                w.snapshot.name().into(),
             ]
         })
         .collect();
@@ -668,7 +412,7 @@ pub fn backends_table(bs: &[Backend]) -> String {
         .map(|b| {
             vec![
                 b.address.clone(),
-                b.state.clone(),
+                b.state.name().into(),
                 format!("{}/{}", b.up_workers, b.workers),
                 b.in_flight.to_string(),
                 b.sent.to_string(),
@@ -706,141 +450,4 @@ pub fn stats(s: &Stats) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const EXAMPLE: &str = r#"{
-      "version": "0.1.0", "pid": 4242, "uptime_s": 93784, "listen": ["127.0.0.1:53", "[::1]:53"],
-      "qps_1s": 1520.0, "qps_10s": 1498.3,
-      "totals": {"workers": 2, "queries": 160, "queries_tcp": 10,
-        "replies_by_rcode": {"NOERROR": 145, "FORMERR": 0, "NXDOMAIN": 5},
-        "cache_hits": 80, "cache_misses": 70, "cache_negative_hits": 3, "cache_entries": 33, "cache_bytes": 1572864,
-        "forwarded": 70, "retried": 1, "timeouts": 2, "stale_answers": 0, "gave_up": 0, "in_flight": 4,
-        "drops": {"query_too_short": 2, "pending_full": 0}, "hit_ratio": 0.5333, "some_future_field": 1,
-        "io": {"upstream_sockets_open": 48, "upstream_sockets_opened": 60, "upstream_rotations": 12, "tcp_open": 3, "tcp_accepted": 40, "tcp_refused_per_client": 7, "tcp_evicted_idle": 2, "tcp_idle_closed": 28}},
-      "workers": [
-        {"id": 0, "kind": "udp", "core": 2, "snapshot": "ok", "queries": 150, "cache_hits": 80, "cache_misses": 70,
-         "drops": {"query_too_short": 2}, "in_flight": 4},
-        {"id": 1, "kind": "tcp", "core": null, "snapshot": "timeout", "queries": 10, "queries_tcp": 10}
-      ],
-      "backends": [
-        {"address": "10.0.0.1:53", "state": "up", "up_workers": 2, "workers": 2, "in_flight": 3, "sent": 50,
-         "answers": 47, "timeouts": 3, "slow": 5, "suspected": 1, "try_timeout_ms": 50.0,
-         "rtt_ms": {"p50": 3.001, "p90": 5.003, "p99": 12.5, "max": 20.0, "mean": 3.5, "samples": 47}},
-        {"address": "10.0.0.2:53", "state": "partial", "up_workers": 1, "workers": 2, "went_down": 1, "try_timeout_ms": 800.0,
-         "rtt_ms": {"p50": null, "p90": null, "p99": null, "max": null, "mean": null, "samples": 0}}
-      ],
-      "limits": {"client_prefix_v4": 32, "client_prefix_v6": 64, "client_max_pending": 256, "client_miss_rate": 5000,
-                 "client_miss_burst": 10000, "over_limit": "servfail", "clients": 4096}
-    }"#;
-
-    fn example() -> Stats {
-        serde_json::from_str(EXAMPLE).unwrap()
-    }
-
-    #[test]
-    fn table_aligns_columns() {
-        let t = table(
-            &[("NAME", Align::Left), ("N", Align::Right), ("NOTE", Align::Left)],
-            &[vec!["a".into(), "1".into(), "x".into()], vec!["longer".into(), "12345".into(), String::new()], vec!["b".into()]],
-        );
-        assert_eq!(t, "NAME        N  NOTE\na           1  x\nlonger  12345\nb\n");
-    }
-
-    #[test]
-    fn backends_table_shows_state_and_rtt() {
-        let t = backends_table(&example().backends);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert_eq!(
-            lines[0],
-            "BACKEND      STATE    UP ON  IN-FLIGHT  SENT  ANSWERS  TIMEOUTS  SLOW  SUSPECT  DOWN   TRY ms  P50 ms  P90 ms  P99 ms"
-        );
-        assert_eq!(
-            lines[1],
-            "10.0.0.1:53  up         2/2          3    50       47         3     5        1     0   50.000   3.001   5.003  12.500"
-        );
-        assert_eq!(
-            lines[2],
-            "10.0.0.2:53  partial    1/2          0     0        0         0     0        0     1  800.000       -       -       -"
-        );
-        // Columns line up: every line is as long as the header.
-        assert!(lines.iter().all(|l| l.len() == lines[0].len()));
-    }
-
-    #[test]
-    fn workers_table_rows() {
-        let t = workers_table(&example().workers);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(
-            lines[0],
-            "WORKER  KIND  CORE  QUERIES  TCP  HITS  MISSES   HIT%  ENTRIES  FORWARDED  TIMEOUTS  IN-FLIGHT  DROPS  SNAPSHOT"
-        );
-        assert_eq!(lines[1], "     0  udp      2      150    0    80      70  53.3%        0          0         0          4      2  ok");
-        assert_eq!(
-            lines[2],
-            "     1  tcp      -       10   10     0       0      -        0          0         0          0      0  timeout"
-        );
-    }
-
-    #[test]
-    fn summary_block() {
-        let s = summary(&example());
-        let want = "\
-Daemon:       kdns 0.1.0 (pid 4242), 2 workers, listening on 127.0.0.1:53, [::1]:53
-Uptime:       1d 2h 3m 4s
-QPS:          1520.0 (last 1 s), 1498.3 (last 10 s)
-Queries:      160 (10 over TCP)
-Cache:        hit ratio 53.3%, 80 hits (3 negative), 70 misses, 33 entries, 1.5 MiB
-Answers:      NOERROR 145, NXDOMAIN 5
-Local:        0 answers from local records
-Forwarding:   forwarded 70, waited on an identical question 0, retried 1, timeouts 2, slow 0, late answers 0, stale answers 0, gave up 0, in flight 4
-Limits:       per client (/32 IPv4, /64 IPv6) per worker: 256 pending, 5000 misses/s (burst 10000); over them (servfail): 0 by pending, 0 by rate
-Drops:        query_too_short 2
-Source ports: 48 sockets open, 60 opened, 12 rotations (0 deferred, 0 failed)
-TCP:          3 open, 40 accepted; closed: 7 over the per-client cap, 2 evicted idle, 0 evicted busy, 28 idle timeout
-";
-        assert_eq!(s, want);
-    }
-
-    #[test]
-    fn empty_stats_render() {
-        let s = stats(&Stats::default());
-        assert!(s.contains("Drops:        none\n"), "{s}");
-        assert!(s.contains("hit ratio -,"), "{s}");
-        assert!(s.ends_with("Backends\n(none configured)\n"), "{s}");
-    }
-
-    #[test]
-    fn xdp_table_lists_queues() {
-        let s: Stats = serde_json::from_str(
-            r#"{"xdp":[{"interface":"eth0","queues":[{"queue":0,"redirected":7,"passed":2,"malformed":0,"dropped":0}]}]}"#,
-        )
-        .unwrap();
-        let out = stats(&s);
-        assert!(out.contains("XDP program"), "{out}");
-        let line = out.lines().find(|l| l.starts_with("eth0")).unwrap();
-        assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["eth0", "0", "7", "2", "0", "0"]);
-    }
-
-    #[test]
-    fn check_column() {
-        let c = |j: &str| check(Some(&serde_json::from_str::<HealthCheck>(j).unwrap()));
-        assert_eq!(check(None), "-");
-        assert_eq!(c(r#"{"kind": "tcp", "port": 80, "interval_ms": 1000, "rise": 2}"#), "tcp:80, every 1000 ms, rise 2");
-        assert_eq!(c(r#"{"kind": "tcp"}"#), "tcp");
-        assert_eq!(c(r#"{"kind": "dns", "name": "web.kdns", "port": 53, "fall": 3}"#), "dns:web.kdns, fall 3");
-        assert_eq!(c(r#"{"kind": "dns", "port": 5353}"#), "dns, port 5353");
-    }
-
-    #[test]
-    fn units() {
-        assert_eq!(duration(0), "0s");
-        assert_eq!(duration(61), "1m 1s");
-        assert_eq!(duration(3600), "1h 0m 0s");
-        assert_eq!(duration(86400 * 3 + 5), "3d 0h 0m 5s");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 << 30), "3.0 GiB");
-    }
-}
+mod tests;

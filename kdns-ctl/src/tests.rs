@@ -6,20 +6,15 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use clap::CommandFactory;
 
 use super::*;
 
-/// A fresh directory under the system temp dir.
-fn temp_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!("kdns-ctl-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory under the system temp dir, removed when dropped.
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("kdns-ctl-test-").tempdir().expect("a temporary directory")
 }
 
 /// A request the fake daemon received.
@@ -87,9 +82,14 @@ fn serve_one(mut c: impl Read + Write, status: u16, body: &str) -> Got {
 /// A fake daemon on a Unix socket answering `answers` in turn, one per
 /// connection. Join the handle for the requests it got.
 fn unix_daemon(answers: Vec<(u16, &'static str)>) -> (PathBuf, JoinHandle<Vec<Got>>) {
-    let sock = temp_dir().join("control.sock");
+    let tmp = temp_dir();
+    let sock = tmp.path().join("control.sock");
     let l = UnixListener::bind(&sock).unwrap();
-    let t = std::thread::spawn(move || answers.into_iter().map(|(status, body)| serve_one(l.accept().unwrap().0, status, body)).collect());
+    // The directory goes when the last answer has been served.
+    let t = std::thread::spawn(move || {
+        let _tmp = tmp;
+        answers.into_iter().map(|(status, body)| serve_one(l.accept().unwrap().0, status, body)).collect()
+    });
     (sock, t)
 }
 
@@ -205,9 +205,13 @@ fn urls() {
 
 #[test]
 fn ports_and_checks_parse() {
-    use cli::{parse_check, parse_port, SrvPort};
-    assert_eq!(parse_port("http/tcp/80"), Ok(SrvPort { name: "http".into(), proto: "tcp".into(), port: 80 }));
-    assert_eq!(parse_port("_sip/_UDP/5060"), Ok(SrvPort { name: "sip".into(), proto: "udp".into(), port: 5060 }));
+    use cli::{parse_check, parse_port};
+    use kdns_api::records::PortDef;
+    assert_eq!(parse_port("http/tcp/80"), Ok(PortDef { name: "http".into(), proto: "tcp".into(), port: 80 }));
+    assert_eq!(parse_port("_sip/_UDP/5060"), Ok(PortDef { name: "sip".into(), proto: "udp".into(), port: 5060 }));
+    // The daemon's rule: `_<name>` must be one DNS label.
+    assert_eq!(parse_port(&format!("{}/tcp/80", "a".repeat(62))).map(|p| p.port), Ok(80));
+    assert!(parse_port(&format!("{}/tcp/80", "a".repeat(63))).unwrap_err().contains("at most 62"));
     for bad in ["http/tcp", "http/sctp/80", "/tcp/80", "http/tcp/0", "http/tcp/65536", "ht tp/tcp/80", "a/tcp/80/x"] {
         assert!(parse_port(bad).is_err(), "{bad:?} accepted");
     }
@@ -235,7 +239,8 @@ fn service_add_usage_errors() {
 
 #[test]
 fn tokens() {
-    let dir = temp_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let f = dir.join("token");
     std::fs::write(&f, "s3cret-token\n").unwrap();
     assert_eq!(token(Some(&f), Some("from-env".into())), Ok(Some("s3cret-token".into())));
@@ -248,7 +253,6 @@ fn tokens() {
     assert!(token(Some(&f), None).unwrap_err().0.contains("cannot go in an HTTP header"));
     let missing = dir.join("missing");
     assert!(token(Some(&missing), None).unwrap_err().0.starts_with("cannot read the token file"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -291,20 +295,20 @@ const RECORDS: &str = r#"{
   "domains": ["kdns", "svc.local"],
   "default_ttl": 10,
   "services": [
-    {"name": "web", "mode": "all", "ttl": null,
+    {"name": "web", "mode": "all", "ttl": 10,
      "ports": [{"name": "http", "proto": "tcp", "port": 80}, {"name": "https", "proto": "tcp", "port": 443}],
      "check": {"kind": "tcp", "port": 80, "interval_ms": 1000, "timeout_ms": 500, "rise": 2, "fall": 3},
      "source": "file",
      "instances": [
-       {"number": 1, "id": "web-a", "addrs": ["10.0.0.11", "fd00::11"], "healthy": true, "health": "up", "checks_ok": 120, "checks_failed": 0},
-       {"number": 3, "id": "3f2a9c01d4e5", "addrs": ["10.0.0.13"], "healthy": false, "health": "forced-down", "checks_ok": 7, "checks_failed": 1}
+       {"number": 1, "id": "web-a", "addrs": ["10.0.0.11", "fd00::11"], "healthy": true, "health": "up", "checks_ok": 120, "checks_failed": 0, "last_error": null, "source": "file"},
+       {"number": 3, "id": "3f2a9c01d4e5", "addrs": ["10.0.0.13"], "healthy": false, "health": "forced-down", "checks_ok": 7, "checks_failed": 1, "last_error": "connect: refused", "source": "runtime"}
      ]},
-    {"name": "dns", "mode": "sticky", "ttl": 30, "ports": [], "check": {"kind": "dns", "name": "health.kdns", "port": 53}, "source": "runtime",
+    {"name": "dns", "mode": "sticky", "ttl": 30, "ports": [], "check": {"kind": "dns", "name": "health.kdns", "port": 53, "interval_ms": 1000, "timeout_ms": 500, "rise": 2, "fall": 2}, "source": "runtime",
      "instances": [], "future_field": true}
   ],
   "records": [
     {"name": "www.kdns", "type": "A", "ttl": 60, "data": "10.0.0.5", "source": "file"},
-    {"name": "info.kdns", "type": "TXT", "ttl": null, "data": "owner=infra team", "source": "runtime"},
+    {"name": "info.kdns", "type": "TXT", "ttl": 10, "data": "owner=infra team", "source": "runtime"},
     {"name": "spf.kdns", "type": "TXT", "ttl": 5, "data": ["v=spf1", "-all"], "source": "runtime"}
   ]
 }"#;
@@ -320,9 +324,9 @@ Domains:     kdns, svc.local
 Default TTL: 10 s
 
 Services
-SERVICE  MODE        TTL  PORTS                       CHECK                                                  HEALTHY  SOURCE
-web      all     default  http/tcp/80, https/tcp/443  tcp:80, every 1000 ms, timeout 500 ms, rise 2, fall 3      1/2  file
-dns      sticky       30  -                           dns:health.kdns                                            0/0  runtime
+SERVICE  MODE    TTL  PORTS                       CHECK                                                           HEALTHY  SOURCE
+web      all      10  http/tcp/80, https/tcp/443  tcp:80, every 1000 ms, timeout 500 ms, rise 2, fall 3               1/2  file
+dns      sticky   30  -                           dns:health.kdns, every 1000 ms, timeout 500 ms, rise 2, fall 2      0/0  runtime
 
 Instances
 SERVICE  #  ID            ADDRESSES            HEALTH       CHECKS OK  FAILED
@@ -330,10 +334,10 @@ web      1  web-a         10.0.0.11, fd00::11  up                 120       0
 web      3  3f2a9c01d4e5  10.0.0.13            forced-down          7       1
 
 Static records
-NAME       TYPE      TTL  DATA              SOURCE
-www.kdns   A          60  10.0.0.5          file
-info.kdns  TXT   default  owner=infra team  runtime
-spf.kdns   TXT         5  \"v=spf1\" \"-all\"   runtime
+NAME       TYPE  TTL  DATA              SOURCE
+www.kdns   A      60  10.0.0.5          file
+info.kdns  TXT    10  owner=infra team  runtime
+spf.kdns   TXT     5  \"v=spf1\" \"-all\"   runtime
 ";
     assert_eq!(out, want, "got:\n{out}");
 }
@@ -522,19 +526,20 @@ fn cache_flush_that_misses_workers_prints_then_fails() {
 
 #[test]
 fn no_daemon_behind_the_socket() {
-    let dir = temp_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let s = dir.join("none.sock");
     let (r, out) = ctl(&["--socket", s.to_str().unwrap(), "records", "list"]);
     assert!(r.unwrap_err().0.contains("no such socket (is kdns running?"));
     assert_eq!(out, "");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---- TCP with a token ----
 
 #[test]
 fn tcp_with_a_token_file() {
-    let dir = temp_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let tf = dir.join("token");
     std::fs::write(&tf, "  s3cret\n").unwrap();
     let (addr, t) = tcp_daemon(vec![(200, CHANGED)]);
@@ -547,7 +552,6 @@ fn tcp_with_a_token_file() {
     assert_eq!(got.header("Authorization"), Some("Bearer s3cret"));
     assert_eq!(got.header("Host"), Some(addr.to_string().as_str()));
     assert_eq!(got.json(), json!({"name": "web", "ttl": 7}));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

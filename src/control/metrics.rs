@@ -42,8 +42,8 @@ use std::sync::Arc;
 
 use kdns_core::engine::{ClientLimits, DropReason, LATENCY_BOUNDS};
 
-use super::stats::{rcode_listed, rcode_name, RCODES};
 use crate::handle::{IoStats, WorkerHandle, XdpCounterSource};
+use kdns_api::stats::{rcode_listed, rcode_name, RCODES};
 
 /// The `Content-Type` of the exposition format.
 pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -376,7 +376,7 @@ impl Reply {
     }
 
     fn error(status: u16, msg: impl Into<String>) -> Reply {
-        Reply::json(status, &serde_json::json!({ "error": msg.into() }))
+        Reply::json(status, &kdns_api::ErrorBody { error: msg.into() })
     }
 
     fn unauthorized() -> Reply {

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,12 +27,9 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-/// A fresh directory under the system temp dir.
-fn temp_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!("kdns-control-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A fresh directory under the system temp dir, removed when dropped.
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("kdns-control-test-").tempdir().expect("a temporary directory")
 }
 
 /// A fake worker: its handle and how many flushes it received.
@@ -221,7 +218,8 @@ fn close(got: &Value, want: f64) -> bool {
 
 #[test]
 fn stats_sum_counters_and_merge_answered_histograms() {
-    let dir = temp_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let sock = dir.join("run/kdns/control.sock");
     let fakes = workers();
     let server = spawn(&sock, None, fakes.iter().map(|f| f.handle.clone()).collect(), info()).unwrap();
@@ -233,11 +231,10 @@ fn stats_sum_counters_and_merge_answered_histograms() {
 
     let t = Instant::now();
     let r = request(&sock, "GET", "/v1/stats");
-    let waited = t.elapsed();
     assert_eq!(r.status, 200);
     assert_eq!(r.headers.get("content-type").map(String::as_str), Some("application/json"));
-    // The silent worker costs the whole wait, and no more.
-    assert!(waited >= Duration::from_millis(450) && waited < Duration::from_secs(3), "{waited:?}");
+    // The silent worker costs the whole wait (it is then reported "timeout").
+    assert!(t.elapsed() >= super::SNAPSHOT_WAIT, "the silent worker was waited for");
     let v = r.json();
 
     assert_eq!(v["version"], "9.9.9-test");
@@ -322,12 +319,12 @@ fn stats_sum_counters_and_merge_answered_histograms() {
     server.shutdown();
     assert!(!sock.exists(), "socket removed at shutdown");
     drop(fakes);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn flush_health_and_errors() {
-    let dir = temp_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let sock = dir.join("control.sock");
     let fakes = workers();
     let server = spawn(&sock, None, fakes.iter().map(|f| f.handle.clone()).collect(), info()).unwrap();
@@ -364,13 +361,13 @@ fn flush_health_and_errors() {
 
     server.shutdown();
     drop(fakes);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn stale_live_and_foreign_socket_paths() {
-    let dir = temp_dir();
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir).unwrap();
     let sock = dir.join("control.sock");
 
     // A socket file nobody listens on is replaced.
@@ -396,7 +393,6 @@ fn stale_live_and_foreign_socket_paths() {
     assert_eq!(std::fs::read(&sock).unwrap(), b"not a socket");
 
     drop(fakes);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A parsed sample: name, labels, value.
@@ -495,7 +491,8 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
 
 #[test]
 fn metrics_are_valid_exposition_text() {
-    let dir = temp_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let sock = dir.join("control.sock");
     let fakes = workers();
     let server = spawn(&sock, Some(addr("127.0.0.1:0")), fakes.iter().map(|f| f.handle.clone()).collect(), info()).unwrap();
@@ -538,7 +535,6 @@ fn metrics_are_valid_exposition_text() {
 
     server.shutdown();
     drop(fakes);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -565,7 +561,8 @@ fn label_values_are_escaped() {
 
 #[test]
 fn a_stopped_worker_is_reported_gone() {
-    let dir = temp_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let sock = dir.join("control.sock");
     let mut f = fake(0, WorkerKind::Udp, vec![], true);
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -573,12 +570,11 @@ fn a_stopped_worker_is_reported_gone() {
     f.handle.tx = tx;
     f.handle.engine.queries.add(3);
     let server = spawn(&sock, None, vec![f.handle.clone()], info()).unwrap();
-    let t = Instant::now();
+    // A worker that is gone is reported so, not waited for ("timeout");
+    // the request's own read timeout is the generous deadline.
     let v = request(&sock, "GET", "/v1/stats").json();
-    assert!(t.elapsed() < Duration::from_millis(400), "no wait for a worker that is gone");
     assert_eq!(v["workers"][0]["snapshot"], "gone");
     assert_eq!(v["totals"]["queries"], 3);
     assert_eq!(request(&sock, "POST", "/v1/cache/flush").json()["flushed_workers"], 0);
     server.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -393,7 +393,7 @@ type Seen = BTreeMap<(String, u32), (String, bool, &'static str)>;
 fn instances(l: &Layer) -> Seen {
     l.services
         .iter()
-        .flat_map(|s| s.instances.iter().map(move |i| ((s.def.name.clone(), i.number), (i.id.clone(), i.healthy, i.health))))
+        .flat_map(|s| s.instances.iter().map(move |i| ((s.def.name.clone(), i.number), (i.id.clone(), i.healthy, i.health.name()))))
         .collect()
 }
 

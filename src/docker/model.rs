@@ -15,7 +15,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::records::defs::{self, ModeName, PortDef, ServiceDef};
+use kdns_api::records::{self as defs, ModeName, PortDef, ServiceDef};
+use kdns_api::view::Health as Served;
 
 /// Label: the service a container belongs to.
 pub const LABEL_SERVICE: &str = "kdns.service";
@@ -155,7 +156,7 @@ pub struct DockerInstance {
     /// In the answers.
     pub healthy: bool,
     /// `up`, `starting`, `unhealthy` (for `kdns-ctl records list`).
-    pub health: &'static str,
+    pub health: Served,
 }
 
 /// One service the provider contributes.
@@ -349,10 +350,10 @@ impl Model {
             for (n, m) in numbered {
                 self.numbers.insert(m.c.id.clone(), (svc.clone(), n));
                 let (healthy, health) = match m.c.health {
-                    Health::Unhealthy => (false, "unhealthy"),
-                    Health::Starting if !sel.serve_starting => (false, "starting"),
-                    Health::Starting => (true, "starting"),
-                    Health::None | Health::Healthy => (true, "up"),
+                    Health::Unhealthy => (false, Served::Unhealthy),
+                    Health::Starting if !sel.serve_starting => (false, Served::Starting),
+                    Health::Starting => (true, Served::Starting),
+                    Health::None | Health::Healthy => (true, Served::Up),
                 };
                 labels_taken.insert(format!("{svc}-{n}"));
                 if healthy {

@@ -1,5 +1,4 @@
-//! The I/O drivers' building blocks. The only place with `unsafe`.
+//! The socket drivers' system calls, from `kdns-sys` (where every `unsafe`
+//! of kdns lives), under the paths the drivers use.
 
-pub mod rlimit;
-pub mod sockaddr;
-pub mod udp;
+pub use kdns_sys::{rlimit, udp};

@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::defs::{self, RecordDef, ServiceDef};
+use kdns_api::records::{self as defs, RecordDef, ServiceDef};
+use kdns_api::FieldError;
 
 /// The records file, parsed and checked entry by entry (names across
 /// entries are checked when the snapshot is built).
@@ -110,13 +111,13 @@ pub fn parse(text: &str) -> Result<FileRecords, String> {
     let mut names = HashSet::new();
     // Consume the raw entries so each one's memory goes as it is converted.
     for (i, s) in raw.service.into_iter().enumerate() {
-        let at = |e: defs::FieldError| {
+        let at = |e: FieldError| {
             let line = line_in(text, spans().service.get(i), &e.key);
             with_line(line, format!("service[{i}] '{}': {e}", s.name))
         };
         let d = defs::service(&s).map_err(at)?;
         if !names.insert(d.name.clone()) {
-            return Err(at(defs::FieldError::new("name", format!("service '{}' is defined twice", d.name))));
+            return Err(at(FieldError::new("name", format!("service '{}' is defined twice", d.name))));
         }
         out.services.push(d);
     }

@@ -12,13 +12,13 @@
 //!   every change, and sends it to every worker (`Control::Records`); the
 //!   HTTP API (`src/control/records_api.rs`) calls it.
 
-pub mod defs;
 pub mod file;
 pub mod health;
 pub mod state;
 pub mod store;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -26,6 +26,9 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 pub use store::Store;
+
+/// The records model: one definition, in the `kdns-api` crate.
+pub use kdns_api::records as defs;
 
 use crate::config::RecordsSettings;
 use crate::handle::WorkerHandle;
@@ -49,12 +52,22 @@ fn stamp(path: &Path) -> Stamp {
 pub struct Plane {
     store: Arc<Store>,
     watcher: Option<(Sender<()>, JoinHandle<()>)>,
+    /// Versions of the records file the watcher has handled (loaded,
+    /// refused, or found gone).
+    file_versions: Arc<AtomicU64>,
 }
 
 impl Plane {
     /// The store (for the control API).
     pub fn store(&self) -> Arc<Store> {
         Arc::clone(&self.store)
+    }
+
+    /// Versions of the records file handled so far: a change to the file
+    /// has been seen (and served or refused) once this has grown.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn file_versions(&self) -> u64 {
+        self.file_versions.load(Ordering::Acquire)
     }
 
     /// Stops the file watcher and the health checks.
@@ -137,11 +150,12 @@ pub fn start(s: &RecordsSettings, workers: Vec<WorkerHandle>) -> std::io::Result
         tracing::info!("no local domains (records.domains, --domain or the records file): every query goes to the backends");
     }
     store.start_checks()?;
+    let file_versions = Arc::new(AtomicU64::new(0));
     let watcher = match &s.file {
         None => None,
         Some(p) => {
             let (tx, rx) = crossbeam_channel::bounded::<()>(0);
-            let (store, path) = (Arc::clone(&store), p.clone());
+            let (store, path, versions) = (Arc::clone(&store), p.clone(), Arc::clone(&file_versions));
             let t = std::thread::Builder::new().name("kdns-records-watch".into()).spawn(move || {
                 let mut last = st;
                 loop {
@@ -154,30 +168,37 @@ pub fn start(s: &RecordsSettings, workers: Vec<WorkerHandle>) -> std::io::Result
                         continue;
                     }
                     last = now;
-                    if now.is_none() {
-                        tracing::warn!("records file {} is gone; keeping its records until it is back", path.display());
-                        continue;
-                    }
-                    match file::read(&path).and_then(|f| {
-                        let counts = (f.services.len(), f.records.len());
-                        store.set_file(f).map(|c| (c, counts)).map_err(|e| format!("records file {}: {e}", path.display()))
-                    }) {
-                        Ok((c, (ns, nr))) => tracing::info!(
-                            "records file {} reloaded: {ns} services, {nr} records, serial {} (in use by {} of {} workers after {} ms)",
-                            path.display(),
-                            c.serial,
-                            c.workers_acked,
-                            c.workers,
-                            c.propagated_ms
-                        ),
-                        Err(e) => tracing::error!("{e}; keeping the previous records"),
-                    }
+                    reload(&store, &path, now.is_some());
+                    versions.fetch_add(1, Ordering::Release);
                 }
             })?;
             Some((tx, t))
         }
     };
-    Ok(Plane { store, watcher })
+    Ok(Plane { store, watcher, file_versions })
+}
+
+/// Serves a new version of the records file (`exists`: false when it is
+/// gone, which keeps its records).
+fn reload(store: &Store, path: &Path, exists: bool) {
+    if !exists {
+        tracing::warn!("records file {} is gone; keeping its records until it is back", path.display());
+        return;
+    }
+    match file::read(path).and_then(|f| {
+        let counts = (f.services.len(), f.records.len());
+        store.set_file(f).map(|c| (c, counts)).map_err(|e| format!("records file {}: {e}", path.display()))
+    }) {
+        Ok((c, (ns, nr))) => tracing::info!(
+            "records file {} reloaded: {ns} services, {nr} records, serial {} (in use by {} of {} workers after {} ms)",
+            path.display(),
+            c.serial,
+            c.workers_acked,
+            c.workers,
+            c.propagated_ms
+        ),
+        Err(e) => tracing::error!("{e}; keeping the previous records"),
+    }
 }
 
 #[cfg(test)]
@@ -209,9 +230,9 @@ mod tests {
     /// old records, a corrupt state file is set aside.
     #[test]
     fn the_file_is_watched_and_a_corrupt_state_is_set_aside() {
-        let dir = store::tests::temp_dir();
-        std::fs::create_dir_all(&dir).unwrap();
-        let s = settings(&dir);
+        let tmp = store::tests::temp_dir();
+        let dir = tmp.path();
+        let s = settings(dir);
         let f = s.file.clone().unwrap();
         std::fs::write(&f, "[[record]]\nname = \"db.kdns\"\ntype = \"A\"\ndata = \"10.5.0.1\"\n").unwrap();
         std::fs::write(s.state_file.as_ref().unwrap(), "{ not json").unwrap();
@@ -223,10 +244,13 @@ mod tests {
         assert!(dir.join("records.json.corrupt").exists(), "corrupt state set aside");
         assert!(!dir.join("records.json").exists());
 
-        // A bad version: logged, the old records stay.
+        // A bad version: seen, refused, the old records stay.
+        let serial = plane.store().view().serial;
+        let seen = plane.file_versions();
         std::fs::write(&f, "[[record]]\nname = \"db.kdns\"\ntype = \"A\"\ndata = \"10.5.0.x\"\n").unwrap();
         assert!(check(&s).unwrap_err().contains("line 4"));
-        std::thread::sleep(FILE_POLL * 2);
+        wait_for("the bad version to be seen", || plane.file_versions() > seen);
+        assert_eq!(plane.store().view().serial, serial, "refused: no new serial");
         assert_eq!(a("db.kdns"), ["10.5.0.1"]);
         // A good one, with a service.
         std::fs::write(
@@ -236,11 +260,13 @@ mod tests {
         .unwrap();
         wait_for("the reload", || a("db.kdns") == ["10.5.0.2"]);
         assert_eq!(a("web.kdns"), ["10.0.0.1"]);
-        // Removed: kept.
+        // Removed: seen, its records kept.
+        let serial = plane.store().view().serial;
+        let seen = plane.file_versions();
         std::fs::remove_file(&f).unwrap();
-        std::thread::sleep(FILE_POLL * 2);
+        wait_for("the removal to be seen", || plane.file_versions() > seen);
+        assert_eq!(plane.store().view().serial, serial, "kept: no new serial");
         assert_eq!(a("web.kdns"), ["10.0.0.1"]);
         plane.shutdown();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::defs::{self, InstanceDef, RecordDef, ServiceDef};
+use kdns_api::records::{self as defs, InstanceDef, RecordDef, ServiceDef};
 
 /// Version written in the file.
 pub const VERSION: u32 = 1;

@@ -1,5 +1,6 @@
-//! The AF_XDP fast path: the XDP program's loader and the per-queue workers.
+//! The AF_XDP fast path: starting it (interfaces, the XDP program, one
+//! socket per queue) and the per-queue workers. The XDP program's loader
+//! and the AF_XDP rings are in `kdns-sys` (`kdns_sys::xdp`, `kdns_sys::xsk`).
 
-pub mod loader;
 pub mod setup;
 pub mod worker;

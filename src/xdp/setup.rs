@@ -1,15 +1,16 @@
 //! Starting the AF_XDP path: which interfaces and queues, the program on
 //! each interface, one socket and worker per queue.
 
-use std::ffi::CStr;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use kdns_sys::ifaddrs::interface_of;
+use kdns_sys::xdp::{self, AttachMode, CounterReader, XdpProgram};
+
 use crate::config::Settings;
 use crate::handle::{WorkerHandle, XdpCounterSource, XdpQueueCounters};
-use crate::xdp::loader::{self, AttachMode, CounterReader, XdpProgram};
 use crate::xdp::worker::{self, XdpSettings, XdpWorkerSetup};
 
 /// What keeps the AF_XDP path alive: dropping it detaches the programs.
@@ -56,46 +57,6 @@ impl XdpCounterSource for ProgramCounters {
     }
 }
 
-/// The interface that holds `ip`, from getifaddrs(3).
-fn interface_of(ip: IpAddr) -> Option<String> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_addr points to a sockaddr of the family it names; we
-        // read it as sockaddr_storage only up to that family's size.
-        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-        let len = match family {
-            libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
-            libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>(),
-            _ => continue,
-        };
-        // SAFETY: all zeroes is a valid sockaddr_storage.
-        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        // SAFETY: we copy `len` bytes from a sockaddr of at least that size
-        // into a sockaddr_storage, which is larger.
-        unsafe { std::ptr::copy_nonoverlapping(ifa.ifa_addr.cast::<u8>(), (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(), len) };
-        if crate::io::sockaddr::from_storage(&ss, len as libc::socklen_t).map(|a| a.ip()) == Some(ip) {
-            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-            found = Some(unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned());
-            break;
-        }
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    found
-}
-
 /// Which interfaces to attach to, or why AF_XDP does not apply.
 fn pick_interfaces(s: &Settings) -> Result<Vec<String>, String> {
     if !s.xdp.interfaces.is_empty() {
@@ -139,7 +100,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
     let mut id = first_id;
     for ifname in &ifaces {
         let r = s.xdp_client_rate;
-        let rate = (r.qps > 0).then_some(loader::ClientRate {
+        let rate = (r.qps > 0).then_some(xdp::ClientRate {
             qps: r.qps,
             burst: r.burst,
             prefix_v4: s.engine.limits.prefix_v4,
@@ -147,17 +108,17 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
             entries: r.entries,
         });
         let mut prog = XdpProgram::load(ifname, &ips, port, rate.as_ref()).map_err(|e| format!("{ifname}: {e}"))?;
-        let n = loader::rx_queues(ifname).map_err(|e| format!("{ifname}: cannot read its queues: {e}"))?;
+        let n = xdp::rx_queues(ifname).map_err(|e| format!("{ifname}: cannot read its queues: {e}"))?;
         let queues: Vec<u32> =
             if s.xdp.queues.is_empty() { (0..n).collect() } else { s.xdp.queues.iter().copied().filter(|&q| q < n).collect() };
         if queues.is_empty() {
             return Err(format!("{ifname}: none of the configured queues exist (it has {n})"));
         }
-        let mac = loader::mac_address(ifname).map_err(|e| format!("{ifname}: cannot read its MAC address: {e}"))?;
+        let mac = xdp::mac_address(ifname).map_err(|e| format!("{ifname}: cannot read its MAC address: {e}"))?;
         let mut modes = Vec::new();
         for &q in &queues {
             let core = (!cores.is_empty()).then(|| cores[q as usize % cores.len()]);
-            let engine = kdns_core::engine::EngineConfig { seed: crate::random_seed(), ..s.engine.clone() };
+            let engine = kdns_core::engine::EngineConfig { seed: kdns_sys::random_seed(), ..s.engine.clone() };
             let setup = XdpWorkerSetup {
                 id,
                 core,

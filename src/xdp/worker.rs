@@ -26,7 +26,6 @@
 //! tag (48 + 16 bits), so the answer to a miss needs no neighbour lookup.
 
 use std::io;
-use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,9 +37,8 @@ use hdrhistogram::Histogram;
 use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transmit, Transport, Verdict};
 use kdns_core::net::{self, L2Header};
 use kdns_core::Timestamp;
+use kdns_sys::xsk::{Frame, XskConfig, XskRings};
 use mio::{Events, Poll, Token, Waker};
-use xsk_rs::config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind};
 use crate::upstream_sockets::{PortsConfig, SourcePorts};
@@ -105,13 +103,7 @@ pub struct XdpWorkerSetup {
 /// whose thread has not started.
 pub struct PreparedXdpWorker {
     setup: XdpWorkerSetup,
-    umem: Umem,
-    fq: FillQueue,
-    cq: CompQueue,
-    rx: RxQueue,
-    tx: TxQueue,
-    descs: Vec<FrameDesc>,
-    zero_copy: bool,
+    rings: XskRings,
 }
 
 impl std::fmt::Debug for PreparedXdpWorker {
@@ -120,74 +112,40 @@ impl std::fmt::Debug for PreparedXdpWorker {
     }
 }
 
-/// The rings of a new AF_XDP socket: TX, RX, and fill + completion.
-type SocketRings = (TxQueue, RxQueue, Option<(FillQueue, CompQueue)>);
-
-fn make_socket(s: &XdpSettings, umem: &Umem, ifname: &str, queue: u32, zero_copy: bool) -> Result<SocketRings, String> {
-    let ring = QueueSize::new(s.ring_size).map_err(|e| format!("ring size {}: {e}", s.ring_size))?;
-    let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
-    bind |= if zero_copy { BindFlags::XDP_ZEROCOPY } else { BindFlags::XDP_COPY };
-    let cfg = SocketConfig::builder()
-        .rx_queue_size(ring)
-        .tx_queue_size(ring)
-        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-        .bind_flags(bind)
-        .build();
-    let iface: Interface = ifname.parse().map_err(|_| format!("bad interface name {ifname:?}"))?;
-    // SAFETY: the UMEM is not shared with any other socket, so the
-    // double-free hazard xsk-rs documents for shared UMEMs cannot arise.
-    unsafe { Socket::new(cfg, umem, &iface, queue) }.map_err(|e| format!("{e}"))
-}
-
 /// Creates the UMEM and the socket of a worker (zero-copy first, then copy
-/// mode). Errors are for the log: they say which interface and queue.
+/// mode), its fill ring stocked. Errors are for the log: they say which
+/// interface and queue.
 pub fn prepare(setup: XdpWorkerSetup) -> Result<PreparedXdpWorker, String> {
     let s = &setup.settings;
-    let at = format!("{} queue {}", setup.ifname, setup.queue);
-    let frames = NonZeroU32::new(s.frames.max(2 * s.ring_size)).ok_or("frames must be > 0")?;
-    let ring = QueueSize::new(s.ring_size).map_err(|e| format!("{at}: ring size {}: {e}", s.ring_size))?;
-    let umem_cfg = UmemConfig::builder()
-        .frame_size(FrameSize::new(s.frame_size).map_err(|e| format!("{at}: frame size {}: {e}", s.frame_size))?)
-        .fill_queue_size(ring)
-        .comp_queue_size(ring)
-        .frame_headroom(0)
-        .build()
-        .map_err(|e| format!("{at}: {e}"))?;
-    let try_mode = |zc: bool| -> Result<_, String> {
-        let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(|e| format!("{at}: UMEM: {e}"))?;
-        let (tx, rx, rings) = make_socket(s, &umem, &setup.ifname, setup.queue, zc)?;
-        let (fq, cq) = rings.ok_or_else(|| format!("{at}: no fill/completion rings"))?;
-        Ok((umem, descs, tx, rx, fq, cq))
-    };
-    let (zero_copy, parts) = if s.zero_copy {
-        match try_mode(true) {
-            Ok(p) => (true, p),
-            Err(e) => {
-                tracing::debug!("{at}: zero-copy not available ({e}); using copy mode");
-                (false, try_mode(false).map_err(|e| format!("{at}: AF_XDP socket: {e}"))?)
-            }
-        }
-    } else {
-        (false, try_mode(false).map_err(|e| format!("{at}: AF_XDP socket: {e}"))?)
-    };
-    let (umem, descs, tx, rx, fq, cq) = parts;
-    Ok(PreparedXdpWorker { setup, umem, fq, cq, rx, tx, descs, zero_copy })
+    let rings = XskRings::open(&XskConfig {
+        ifname: &setup.ifname,
+        queue: setup.queue,
+        frame_size: s.frame_size,
+        frames: s.frames,
+        ring_size: s.ring_size,
+        batch: BATCH,
+        zero_copy: s.zero_copy,
+    })?;
+    if let Some(e) = rings.zero_copy_refused() {
+        tracing::debug!("{} queue {}: zero-copy not available ({e}); using copy mode", setup.ifname, setup.queue);
+    }
+    Ok(PreparedXdpWorker { setup, rings })
 }
 
 impl PreparedXdpWorker {
     /// The socket's fd, for the XSKMAP.
     pub fn fd(&self) -> RawFd {
-        self.rx.fd().as_raw_fd()
+        self.rings.fd()
     }
 
     /// Whether the socket is in zero-copy mode.
     pub fn zero_copy(&self) -> bool {
-        self.zero_copy
+        self.rings.zero_copy()
     }
 
     /// Starts the worker thread.
     pub fn start(self) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
-        let PreparedXdpWorker { setup, umem, mut fq, cq, rx, tx, mut descs, zero_copy: _ } = self;
+        let PreparedXdpWorker { setup, rings } = self;
         let engine = Engine::new(setup.engine.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
@@ -198,15 +156,6 @@ impl PreparedXdpWorker {
         // with ppoll() only when it goes to sleep (see `sleep`).
         let io_stats = Arc::new(IoStats::default());
         let ports = crate::worker::new_ports(&setup.ports, &setup.engine, poll.registry(), BACKEND_BASE, &io_stats)?;
-        // Half the frames wait in the fill ring for queries; the rest answer misses.
-        let fill_n = (setup.settings.ring_size as usize).min(descs.len() / 2);
-        let free: Vec<FrameDesc> = descs.split_off(fill_n);
-        // SAFETY: these frames belong to this UMEM and are in no other ring.
-        let given = unsafe { fq.produce(&descs) };
-        if given != descs.len() {
-            return Err(io::Error::other("fill ring refused the initial frames"));
-        }
-        let template = free.first().copied().or_else(|| descs.first().copied()).ok_or_else(|| io::Error::other("no frames"))?;
         let (tx_ch, rx_ch) = crossbeam_channel::unbounded();
         let handle = WorkerHandle {
             id: setup.id,
@@ -220,27 +169,15 @@ impl PreparedXdpWorker {
             waker,
         };
         let n = setup.engine.backends.len();
-        let frame_size = setup.settings.frame_size as usize;
         let w = XdpWorker {
             id: setup.id,
             ifname: setup.ifname.clone(),
             queue: setup.queue,
             mac: setup.mac,
             busy_poll: setup.settings.busy_poll,
-            frame_size,
             engine,
             poll,
-            umem,
-            fq,
-            cq,
-            rx,
-            tx,
-            tx_ring: setup.settings.ring_size,
-            free,
-            rx_buf: vec![template; BATCH],
-            comp_buf: vec![template; setup.settings.ring_size as usize],
-            tx_batch: Vec::with_capacity(BATCH * 2),
-            refill: Vec::with_capacity(BATCH * 2),
+            rings,
             ports,
             events: Events::with_capacity(64),
             qbuf: vec![0; MAX_QUERY],
@@ -293,21 +230,20 @@ fn set_realtime(worker: usize, priority: u32) -> u32 {
     if priority == 0 {
         return 0;
     }
-    let p = libc::sched_param { sched_priority: priority as libc::c_int };
-    // SAFETY: a valid sched_param for the calling thread (pid 0).
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
-    if r == 0 {
-        tracing::debug!(worker, priority, "worker runs in SCHED_FIFO");
-        priority
-    } else {
-        let e = io::Error::last_os_error();
-        tracing::warn!(
-            worker,
-            priority,
-            error = %e,
-            "could not switch the worker to SCHED_FIFO; it runs at normal priority (needs CAP_SYS_NICE, and in a container a real-time CPU budget: see the README)"
-        );
-        0
+    match kdns_sys::sched::set_fifo(priority) {
+        Ok(()) => {
+            tracing::debug!(worker, priority, "worker runs in SCHED_FIFO");
+            priority
+        }
+        Err(e) => {
+            tracing::warn!(
+                worker,
+                priority,
+                error = %e,
+                "could not switch the worker to SCHED_FIFO; it runs at normal priority (needs CAP_SYS_NICE, and in a container a real-time CPU budget: see the README)"
+            );
+            0
+        }
     }
 }
 
@@ -339,20 +275,10 @@ struct XdpWorker {
     queue: u32,
     mac: [u8; 6],
     busy_poll: bool,
-    frame_size: usize,
     engine: Engine,
     poll: Poll,
-    umem: Umem,
-    fq: FillQueue,
-    cq: CompQueue,
-    rx: RxQueue,
-    tx: TxQueue,
-    tx_ring: u32,
-    free: Vec<FrameDesc>,
-    rx_buf: Vec<FrameDesc>,
-    comp_buf: Vec<FrameDesc>,
-    tx_batch: Vec<FrameDesc>,
-    refill: Vec<FrameDesc>,
+    /// The AF_XDP socket, its UMEM and rings.
+    rings: XskRings,
     ports: SourcePorts,
     /// Readiness of the pool's sockets (and the control waker).
     events: Events,
@@ -431,18 +357,8 @@ impl XdpWorker {
     /// Sleeps until the AF_XDP socket has frames, a backend socket or the
     /// control waker is ready (the epoll set, itself pollable), or `timeout`.
     fn sleep(&mut self, timeout: Duration) -> io::Result<()> {
-        let mut fds = [
-            libc::pollfd { fd: self.rx.fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: self.poll.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32) };
-        // SAFETY: two valid pollfds and a valid timespec; no signal mask.
-        let r = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
-        }
-        if fds[1].revents != 0 {
+        let [_, ports_ready] = kdns_sys::poll::wait_readable([self.rings.fd(), self.poll.as_raw_fd()], timeout)?;
+        if ports_ready {
             // Consume the epoll set's ready list, or it stays readable, and
             // keep which backend sockets it names (edge-triggered: this is
             // the only notice they get); the loop reads them and the
@@ -469,27 +385,21 @@ impl XdpWorker {
 
     /// Frames the kernel has sent go back to the free list.
     fn reap_completions(&mut self) -> usize {
-        // SAFETY: comp_buf is ours; consumed frames are no longer owned by the kernel.
-        let n = unsafe { self.cq.consume(&mut self.comp_buf) };
-        self.free.extend_from_slice(&self.comp_buf[..n]);
-        n
+        self.rings.reap_completions()
     }
 
     /// Answers a batch of queries from the RX ring.
     fn receive(&mut self) -> usize {
-        // SAFETY: rx_buf is ours; consumed frames now belong to us until
-        // we hand them to the fill or TX ring.
-        let n = unsafe { self.rx.consume(&mut self.rx_buf) };
+        let n = self.rings.receive();
         if n == 0 {
             return 0;
         }
         IoStats::add(&self.io.rx, n as u64);
         let now = self.now();
-        for i in 0..n {
-            let mut desc = self.rx_buf[i];
-            match self.answer_frame(now, &mut desc) {
-                Some(()) => self.tx_batch.push(desc),
-                None => self.refill.push(desc),
+        while let Some(mut frame) = self.rings.next_received() {
+            match self.answer_frame(now, &mut frame) {
+                Some(()) => self.rings.transmit(frame),
+                None => self.rings.recycle(frame),
             }
         }
         n
@@ -497,13 +407,10 @@ impl XdpWorker {
 
     /// Runs one query frame through the engine; `Some` when the frame now
     /// holds the reply.
-    fn answer_frame(&mut self, now: Timestamp, desc: &mut FrameDesc) -> Option<()> {
-        let cap = self.frame_size;
-        // SAFETY: `desc` came from this UMEM's RX ring and is owned by us
-        // (in no ring) while we use it.
-        let mut data = unsafe { self.umem.data_mut(desc) };
-        let rx_len = data.contents().len();
-        let info = match net::parse_udp_frame(data.contents()) {
+    fn answer_frame(&mut self, now: Timestamp, frame: &mut Frame) -> Option<()> {
+        let mut data = self.rings.buf(frame);
+        let rx_len = data.bytes().len();
+        let info = match net::parse_udp_frame(data.bytes()) {
             Ok(i) => i,
             Err(_) => {
                 IoStats::add(&self.io.frame_errors, 1);
@@ -515,10 +422,9 @@ impl XdpWorker {
             IoStats::add(&self.io.rx_oversized, 1);
             return None;
         }
-        self.qbuf[..qlen].copy_from_slice(&data.contents()[info.payload_offset..info.payload_offset + qlen]);
+        self.qbuf[..qlen].copy_from_slice(&data.bytes()[info.payload_offset..info.payload_offset + qlen]);
         // Make the whole frame writable: the reply may be longer than the query.
-        data.cursor().set_pos(cap);
-        let frame = data.contents_mut();
+        let frame = data.whole_mut();
         debug_assert!(rx_len <= frame.len());
         let client = Client { addr: info.src, local: info.dst, transport: Transport::Udp, tag: l2_tag(&info.l2) };
         let out = &mut frame[info.payload_offset..];
@@ -526,7 +432,7 @@ impl XdpWorker {
         match verdict {
             Verdict::Reply(len) => match net::turn_around(frame, &info, len) {
                 Ok(total) => {
-                    data.cursor().set_pos(total);
+                    data.set_len(total);
                     Some(())
                 }
                 Err(_) => {
@@ -583,31 +489,28 @@ impl XdpWorker {
 
     /// Sends `self.out[..len]` to `client` in a free frame with new headers.
     fn send_from_fresh_frame(&mut self, client: Client, len: usize) {
-        let Some(mut desc) = self.free.pop() else {
+        let Some(mut frame) = self.rings.alloc() else {
             IoStats::add(&self.io.tx_errors, 1);
             return;
         };
         let l2 = l2_from_tag(client.tag, self.mac);
         let hl = net::udp_headers_len(&l2, client.addr.is_ipv6());
-        let cap = self.frame_size;
-        // SAFETY: `desc` is a free frame of this UMEM, in no ring.
-        let mut data = unsafe { self.umem.data_mut(&mut desc) };
-        data.cursor().set_pos(cap);
-        let buf = data.contents_mut();
+        let mut data = self.rings.buf(&mut frame);
+        let buf = data.whole_mut();
         if hl + len > buf.len() {
             IoStats::add(&self.io.tx_errors, 1);
-            self.free.push(desc);
+            self.rings.release(frame);
             return;
         }
         buf[hl..hl + len].copy_from_slice(&self.out[..len]);
         match net::write_udp_frame(buf, &l2, client.local, client.addr, len) {
             Ok(total) => {
-                data.cursor().set_pos(total);
-                self.tx_batch.push(desc);
+                data.set_len(total);
+                self.rings.transmit(frame);
             }
             Err(_) => {
                 IoStats::add(&self.io.frame_errors, 1);
-                self.free.push(desc);
+                self.rings.release(frame);
             }
         }
     }
@@ -629,73 +532,26 @@ impl XdpWorker {
         n
     }
 
-    /// Puts the batch on the TX ring and kicks the kernel while the ring
-    /// holds frames. Returns true when frames are still waiting to be sent,
-    /// so the loop must not go to sleep.
-    ///
-    /// In copy mode one `sendto` kick makes the kernel send at most 32
-    /// frames (its TX batch), so a single kick per turn falls behind any
-    /// turn that answered more than that and the ring fills up. Kicking
-    /// until the ring is empty (bounded per turn) keeps up with a full RX
-    /// batch. In zero-copy mode the driver clears need_wakeup while it
-    /// drains the ring itself, and the loop stops at once.
+    /// Puts the replies on the TX ring and kicks the kernel while the ring
+    /// holds frames (see [`XskRings::flush_tx`]). Returns true when frames
+    /// are still waiting to be sent, so the loop must not go to sleep.
     fn flush_tx(&mut self) -> bool {
-        let mut put = 0;
-        let mut kicks = 0;
-        let queued = loop {
-            if put < self.tx_batch.len() {
-                let want = self.tx_batch.len() - put;
-                let room = (self.tx.nb_free(want as u32) as usize).min(want);
-                if room > 0 {
-                    // SAFETY: every frame in tx_batch is ours and in no other ring.
-                    put += unsafe { self.tx.produce(&self.tx_batch[put..put + room]) };
-                }
+        let f = self.rings.flush_tx(MAX_KICKS);
+        if f.sent + f.dropped > 0 {
+            IoStats::add(&self.io.tx, f.sent as u64);
+            if f.dropped > 0 {
+                // No room left even after kicking: dropped rather than
+                // blocked on (clients retry), their frames recycled.
+                IoStats::add(&self.io.tx_errors, f.dropped as u64);
             }
-            let queued = self.tx.nb_free_exact() < self.tx_ring;
-            if !queued || kicks >= MAX_KICKS || !self.tx.needs_wakeup() {
-                break queued;
-            }
-            let _ = self.tx.wakeup();
-            kicks += 1;
-        };
-        if !self.tx_batch.is_empty() {
-            IoStats::add(&self.io.tx, put as u64);
-            if put < self.tx_batch.len() {
-                // No room left even after kicking: drop the rest rather than
-                // block (clients retry) and recycle their frames.
-                IoStats::add(&self.io.tx_errors, (self.tx_batch.len() - put) as u64);
-                self.refill.extend_from_slice(&self.tx_batch[put..]);
-            }
-            self.tx_batch.clear();
         }
-        queued
+        f.pending
     }
 
-    /// Returns used frames to the fill ring and tops it up from the free list
-    /// (keeping some free frames for answers to misses).
+    /// Returns used frames to the fill ring and tops it up from the free
+    /// list, keeping some free frames for answers to misses.
     fn refill_ring(&mut self) {
-        let keep = BATCH * 2;
-        while self.free.len() > keep && self.refill.len() < BATCH * 2 {
-            let d = self.free.pop().expect("len checked");
-            self.refill.push(d);
-        }
-        if self.refill.is_empty() {
-            return;
-        }
-        let want = self.refill.len();
-        let room = (self.fq.nb_free(want as u32) as usize).min(want);
-        // SAFETY: the frames in `refill` are ours and in no other ring.
-        let n = if room > 0 { unsafe { self.fq.produce(&self.refill[..room]) } } else { 0 };
-        // What does not fit stays a free frame.
-        self.free.extend_from_slice(&self.refill[n..]);
-        self.refill.clear();
-        if self.fq.needs_wakeup() {
-            // A zero-timeout poll() is the wakeup the kernel asks for.
-            let fd = self.rx.fd().as_raw_fd();
-            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd, zero timeout.
-            unsafe { libc::poll(&mut p, 1, 0) };
-        }
+        self.rings.refill(BATCH * 2);
     }
 
     fn drain_control(&mut self) {

@@ -6,19 +6,25 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// How long a killed backend may take to be shown down on every loaded
+/// worker (typically under a second).
+const DOWN_WITHIN: Duration = Duration::from_secs(10);
+/// How long a restarted backend may take to be shown up again (typically
+/// under 10 s: probes back off).
+const UP_WITHIN: Duration = Duration::from_secs(30);
+
 /// Two Unbounds; dnsperf sends distinct names (all misses) at 2000 qps; one
 /// Unbound is killed after 3 s: no query is lost, the backend is shown down
-/// within a second (on every worker that carried load), comes back within
-/// 11 s of its restart, and gets traffic again.
+/// (on every worker that carried load), comes back after its restart, and
+/// gets traffic again. Each within a generous deadline: how fast is for
+/// the benchmarks.
 ///
 /// `extra`: more kdns arguments (`--io xdp`); `tag` prefixes what is
 /// printed. Returns the lab (still running) for further checks. The caller
-/// holds [`exclusive_slot`]: the timings must not be disturbed by other
-/// tests.
+/// holds [`exclusive_slot`]: the load runs alone.
 pub fn failover_scenario(tag: &str, extra: Vec<String>) -> Lab {
     let mut lab = Lab::start(LabOpts { backends: 2, extra, ..LabOpts::default() });
-    let dir = TempDir::new("perf");
-    let (q1, q2) = (dir.join("q1.txt"), dir.join("q2.txt"));
+    let (q1, q2) = (lab.file("q1.txt"), lab.file("q2.txt"));
     write_queries(&q1, 0, 20_000, "test");
     write_queries(&q2, 20_000, 6_000, "test");
     let victim: SocketAddr = lab.unbounds[0].addr;
@@ -45,35 +51,29 @@ pub fn failover_scenario(tag: &str, extra: Vec<String>) -> Lab {
     let killed = Instant::now();
     lab.unbounds[0].kill();
 
-    // Poll its state every 100 ms for 3 s (bounded), recording what we see.
+    // Poll its state every 100 ms until every loaded worker shows it down
+    // (typically within a second: the first tries to it time out after
+    // try_timeout, 800 ms, and under this load three in a row come at
+    // once), recording what we see. Workers without traffic to it (the TCP
+    // worker here, the socket worker next to AF_XDP) cannot know it is
+    // down; every loaded worker must take it out.
     let mut timeline = Vec::new();
-    let mut not_up_after: Option<Duration> = None;
-    let mut down_after: Option<Duration> = None;
-    let (mut min_up, mut on) = (usize::MAX, 0);
-    while killed.elapsed() < Duration::from_secs(3) {
+    let down = poll_until(DOWN_WITHIN, Duration::from_millis(100), || {
         let b = lab.backends();
         let e = backend(&b, &victim);
         let state = e["state"].as_str().unwrap_or("?").to_string();
-        let t = killed.elapsed();
-        min_up = min_up.min(e["up_workers"].as_u64().unwrap_or(u64::MAX) as usize);
-        on = e["workers"].as_u64().unwrap_or(0) as usize;
-        let entry = format!("{:>5} ms: {state} (up on {}/{} workers)", t.as_millis(), e["up_workers"], e["workers"]);
+        let (up_on, on) = (e["up_workers"].as_u64().unwrap_or(u64::MAX) as usize, e["workers"].as_u64().unwrap_or(0) as usize);
+        let entry = format!("{:>5} ms: {state} (up on {up_on}/{on} workers)", killed.elapsed().as_millis());
         if timeline.last().map(|l: &String| l[10..] != entry[10..]).unwrap_or(true) {
             timeline.push(entry);
         }
-        if state != "up" && not_up_after.is_none() {
-            not_up_after = Some(t);
-        }
-        if state == "down" && down_after.is_none() {
-            down_after = Some(t);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        (state == "down" && up_on + loaded <= on).then_some(())
+    });
     eprintln!("{tag}: state of {victim} after the kill:\n  {}", timeline.join("\n  "));
-    eprintln!(
-        "{tag}: not up after {:?}; down on all workers after {:?}",
-        not_up_after.map(|d| d.as_millis()),
-        down_after.map(|d| d.as_millis())
+    assert!(
+        down.is_some(),
+        "{tag}: {victim} not 'down' on the {loaded} loaded workers {DOWN_WITHIN:?} after it was killed:\n  {}",
+        timeline.join("\n  ")
     );
 
     // Restart it while the load goes on.
@@ -87,30 +87,15 @@ pub fn failover_scenario(tag: &str, extra: Vec<String>) -> Lab {
     let servfail = s["totals"]["replies_by_rcode"]["SERVFAIL"].as_u64().unwrap_or(0);
     assert_eq!(servfail, 0, "{tag}: clients got SERVFAIL during the failover:\n{:#}", s["totals"]);
 
-    // Shown down within a second: the first tries to it time out after
-    // try_timeout (800 ms), and under this load three in a row come at once.
-    // The state is that of the workers that send it traffic.
-    let down = down_after.unwrap_or_else(|| panic!("{tag}: {victim} not 'down' 3 s after it was killed:\n  {}", timeline.join("\n  ")));
-    assert!(down <= Duration::from_millis(1000), "{tag}: {victim} shown down only after {down:?}:\n  {}", timeline.join("\n  "));
-    assert!(not_up_after.is_some_and(|t| t <= down));
-    // Workers without traffic to it (the TCP worker here, the socket worker
-    // next to AF_XDP) cannot know it is down; every loaded worker must have
-    // taken it out.
-    assert!(
-        min_up + loaded <= on,
-        "{tag}: {victim}: still up on {min_up} of {on} workers at best, although {loaded} loaded workers should see it down:\n  {}",
-        timeline.join("\n  ")
-    );
-
-    // Back up within ~10 s of the restart (probes with backoff).
-    let up = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
+    // Back up after its restart (probes with backoff: typically within
+    // 10 s).
+    let up = poll_until(UP_WITHIN, Duration::from_millis(100), || {
         let b = lab.backends();
         (backend(&b, &victim)["state"] == "up").then_some(restarted.elapsed())
     });
     let b = lab.backends();
-    let up = up.unwrap_or_else(|| panic!("{tag}: {victim} not 'up' 15 s after its restart:\n{b:#}"));
+    let up = up.unwrap_or_else(|| panic!("{tag}: {victim} not 'up' {UP_WITHIN:?} after its restart:\n{b:#}"));
     eprintln!("{tag}: {victim} up again {} ms after the restart", up.as_millis());
-    assert!(up <= Duration::from_secs(11), "{tag}: {victim} took {up:?} to come back");
 
     // Phase 2: it gets queries again.
     let sent_before = backend(&b, &victim)["sent"].as_u64().unwrap_or(0);

@@ -1,10 +1,14 @@
 //! Harness for the local-records tests (`tests/records.rs`): a [`Lab`]
-//! whose kdns serves a records file (socket or AF_XDP mode), several
-//! queries in one dig run, background processes (TCP listeners for the
-//! health checks), and small helpers on answers.
+//! whose kdns serves a records file (socket or AF_XDP mode), and TCP
+//! listeners for the health checks.
 
-use std::collections::BTreeSet;
+use std::fs;
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
 
 use super::*;
 
@@ -59,9 +63,9 @@ impl RecordsLab {
     /// `--io <io>` and `extra` kdns arguments, and for AF_XDP checks that
     /// kdns's program is attached in driver mode.
     pub fn start(io: Io, records: &str, extra: &[String]) -> RecordsLab {
-        let dir = TempDir::new("records");
-        let records_file = dir.join("records.toml");
-        let state_file = dir.join("state.json");
+        let dir = temp_dir("records");
+        let records_file = dir.path().join("records.toml");
+        let state_file = dir.path().join("state.json");
         fs::write(&records_file, records).unwrap_or_else(|e| panic!("cannot write {}: {e}", records_file.display()));
         let mut args = io.args();
         for (k, v) in [
@@ -122,7 +126,7 @@ impl RecordsLab {
     /// Replaces the records file atomically (a temp file renamed over it,
     /// as editors do), so kdns never reads a half-written file.
     pub fn write_records(&self, text: &str) {
-        let tmp = self.dir.join("records.toml.tmp");
+        let tmp = self.dir.path().join("records.toml.tmp");
         fs::write(&tmp, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", tmp.display()));
         fs::rename(&tmp, &self.records_file).unwrap_or_else(|e| panic!("cannot rename over {}: {e}", self.records_file.display()));
     }
@@ -131,101 +135,9 @@ impl RecordsLab {
     /// same arguments (same records and state files).
     pub fn restart_kdns(&mut self) {
         let st = self.lab.kdns.stop_with(libc::SIGTERM, Duration::from_secs(5));
-        assert!(st.is_some_and(|(s, _)| s.success()), "kdns did not stop cleanly on SIGTERM: {st:?}\n{}", self.lab.kdns.log());
+        assert!(st.is_some_and(|s| s.success()), "kdns did not stop cleanly on SIGTERM: {st:?}\n{}", self.lab.kdns.log());
         self.lab.respawn_kdns();
         self.check_io();
-    }
-}
-
-/// Runs one `dig +time=2 +tries=1 <args> name1 type1 name2 type2 ...` in
-/// `ns` (dig asks them one after the other, each from a new source port)
-/// and parses each answer. Panics unless every query got an answer.
-pub fn dig_many(ns: &Netns, args: &[&str], queries: &[(&str, &str)]) -> Vec<Answer> {
-    let mut argv = vec!["dig", "+time=2", "+tries=1"];
-    argv.extend_from_slice(args);
-    for (name, rtype) in queries {
-        argv.push(name);
-        argv.push(rtype);
-    }
-    let r = ns.exec(&argv, Duration::from_secs(20 + queries.len() as u64 / 5));
-    let marker = ";; Got answer:";
-    let starts: Vec<usize> = r.stdout.match_indices(marker).map(|(i, _)| i).collect();
-    assert_eq!(starts.len(), queries.len(), "dig answered {} of {} queries:\n{}", starts.len(), queries.len(), r.both());
-    starts
-        .iter()
-        .enumerate()
-        .map(|(k, &s)| {
-            let end = starts.get(k + 1).copied().unwrap_or(r.stdout.len());
-            Answer::parse(&r.stdout[s..end])
-        })
-        .collect()
-}
-
-/// The A and AAAA data of an answer, in order.
-pub fn addrs(a: &Answer) -> Vec<String> {
-    a.answers
-        .iter()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f.len() >= 5 && (f[3] == "A" || f[3] == "AAAA")).then(|| f[4].to_string())
-        })
-        .collect()
-}
-
-/// The A and AAAA data of an answer, as a set.
-pub fn addr_set(a: &Answer) -> BTreeSet<String> {
-    addrs(a).into_iter().collect()
-}
-
-/// A set of strings from literals.
-pub fn set_of(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-/// The authority section holds the SOA of `zone` (e.g. "kdns.").
-pub fn has_soa(a: &Answer, zone: &str) -> bool {
-    a.authority.iter().any(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        f.len() >= 5 && f[0] == zone && f[3] == "SOA"
-    })
-}
-
-/// A process started in a namespace and killed (SIGKILL) on drop; its
-/// output goes to a log file in its own temp dir.
-#[derive(Debug)]
-pub struct Background {
-    pub what: String,
-    child: Option<Child>,
-    dir: TempDir,
-}
-
-impl Background {
-    pub fn spawn(ns: &Netns, argv: &[&str]) -> Background {
-        let dir = TempDir::new("bg");
-        let log = fs::File::create(dir.join("out.log")).expect("log file");
-        let mut c = ns.command(argv);
-        c.stdin(Stdio::null()).stdout(log.try_clone().expect("dup log")).stderr(log).current_dir(dir.path());
-        let what = argv.join(" ");
-        let child = c.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        Background { what, child: Some(child), dir }
-    }
-
-    /// Kills the process (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("out.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -236,16 +148,21 @@ pub fn tcp_accepts(ns: &Netns, addr: SocketAddr) -> bool {
 
 /// A real TCP listener on `addr` inside `ns` (`python3 -m http.server`
 /// bound to it), once it accepts connections (10 s at most).
-pub fn tcp_listener(ns: &Netns, addr: SocketAddr) -> Background {
+pub fn tcp_listener(ns: &Netns, addr: SocketAddr) -> Listener {
     let py = find_tool("python3").unwrap_or_else(|| panic!("python3 not found: the health-check tests listen with python3 -m http.server"));
-    let port = addr.port().to_string();
-    let ip = addr.ip().to_string();
-    let mut bg = Background::spawn(ns, &[py.to_str().expect("utf-8 path"), "-m", "http.server", &port, "--bind", &ip]);
+    let dir = temp_dir("listener");
+    let mut cmd =
+        ns.command(&[py.to_str().expect("utf-8 path"), "-m", "http.server", &addr.port().to_string(), "--bind", &addr.ip().to_string()]);
+    cmd.current_dir(dir.path());
+    let proc = Proc::spawn(cmd, &dir.path().join("out.log"));
     let ok = poll_until(Duration::from_secs(10), Duration::from_millis(50), || tcp_accepts(ns, addr).then_some(()));
-    if ok.is_none() {
-        let log = bg.log();
-        bg.kill();
-        panic!("the TCP listener on {addr} ({}) did not accept connections within 10 s:\n{log}", bg.what);
-    }
-    bg
+    assert!(ok.is_some(), "the TCP listener on {addr} ({}) did not accept connections within 10 s:\n{}", proc.what, proc.log());
+    Listener { proc, _dir: dir }
+}
+
+/// A TCP listener of [`tcp_listener`]: killed on drop.
+#[derive(Debug)]
+pub struct Listener {
+    pub proc: Proc,
+    _dir: TempDir,
 }

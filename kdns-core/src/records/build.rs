@@ -5,7 +5,16 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::{HashMap, HashSet};
 
 use super::{Entry, NameHasher, Rr, Snapshot, Svc};
-use crate::wire::{encode_name, Rtype};
+use crate::wire::{encode_name, Rtype, MAX_LABEL_LEN, MAX_NAME_LEN};
+
+/// Longest string of a TXT record (its length is one byte on the wire).
+pub const MAX_TXT_STRING: usize = 255;
+
+/// The number of the instance at place `k` (from 0) of its service: its
+/// own `number`, else its place counted from 1 (`<service>-<number>`).
+pub fn instance_number(number: Option<u32>, k: usize) -> u64 {
+    number.map_or(k as u64 + 1, u64::from)
+}
 
 /// How a service name is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,7 +57,7 @@ pub struct Instance {
 impl Instance {
     /// `<name>-<n>`: the instance's own number, or its place `k` (from 0).
     pub fn number_at(&self, k: usize) -> u64 {
-        self.number.map_or(k as u64 + 1, u64::from)
+        instance_number(self.number, k)
     }
 }
 
@@ -144,7 +153,7 @@ pub enum RecordsError {
         /// The name.
         name: String,
     },
-    /// A TXT string longer than 255 bytes.
+    /// A TXT string longer than [`MAX_TXT_STRING`] bytes.
     TxtTooLong {
         /// The owner.
         name: String,
@@ -177,7 +186,7 @@ fn wire(text: &str) -> Result<Box<[u8]>, RecordsError> {
 /// Wire form of `label.rest` where `rest` is already wire form.
 fn prefix(label: &str, rest: &[u8]) -> Result<Box<[u8]>, RecordsError> {
     let l = label.to_ascii_lowercase();
-    if l.is_empty() || l.len() > 63 || l.contains('.') || 1 + l.len() + rest.len() > 255 {
+    if l.is_empty() || l.len() > MAX_LABEL_LEN || l.contains('.') || 1 + l.len() + rest.len() > MAX_NAME_LEN {
         return Err(RecordsError::BadName { name: label.into() });
     }
     let mut v = Vec::with_capacity(1 + l.len() + rest.len());
@@ -337,7 +346,7 @@ impl Snapshot {
                 StaticData::Txt(strings) => {
                     let mut v = Vec::new();
                     for s in strings {
-                        if s.len() > 255 {
+                        if s.len() > MAX_TXT_STRING {
                             return Err(RecordsError::TxtTooLong { name: r.name.clone() });
                         }
                         v.push(s.len() as u8);

@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 pub(crate) type NameHasher = foldhash::fast::FixedState;
 
 pub use answer::{LocalAnswer, LocalQuery};
-pub use build::{Instance, Mode, RecordsConfig, RecordsError, Service, SrvPort, StaticData, StaticRecord};
+pub use build::{instance_number, Instance, Mode, RecordsConfig, RecordsError, Service, SrvPort, StaticData, StaticRecord, MAX_TXT_STRING};
 
 /// One resource record ready to write: type, TTL, RDATA in wire form.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -150,12 +150,12 @@ fn health_unhealthy_leaves_starting_follows_the_setting() {
     let mut m = Model::default();
     m.replace_all(vec![sick, new, ok]);
     let (l, _) = layer(&mut m);
-    let health: Vec<(u32, bool, &str)> = l.services[0].instances.iter().map(|i| (i.number, i.healthy, i.health)).collect();
-    assert_eq!(health, vec![(1, false, "unhealthy"), (2, true, "starting"), (3, true, "up")]);
+    let health: Vec<(u32, bool, Served)> = l.services[0].instances.iter().map(|i| (i.number, i.healthy, i.health)).collect();
+    assert_eq!(health, vec![(1, false, Served::Unhealthy), (2, true, Served::Starting), (3, true, Served::Up)]);
     assert_eq!(name(&l, "kdns_web_1"), None, "an unhealthy container's name does not answer");
     let hide = Selection { serve_starting: false, ..sel() };
     let (l, _) = m.layer(&[NET.to_string()], &hide);
-    assert_eq!(l.services[0].instances[1].health, "starting");
+    assert_eq!(l.services[0].instances[1].health, Served::Starting);
     assert!(!l.services[0].instances[1].healthy);
 }
 
