@@ -48,26 +48,6 @@ pub fn reuseport_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-// The AF_XDP worker still drives its own loop with these; they go once it
-// is a front end of the skeleton too.
-#[cfg(feature = "xdp")]
-pub use crate::driver::{apply_control as drain_control, new_histogram, record_rtt};
-
-/// The source-port pool of a worker whose engine is `engine`, registered
-/// with `registry` from `token_base` up (for the AF_XDP worker, which
-/// keeps its own loop for now).
-#[cfg(feature = "xdp")]
-pub fn new_ports(
-    cfg: &PortsConfig,
-    engine: &EngineConfig,
-    registry: &Registry,
-    token_base: usize,
-    io: &Arc<IoStats>,
-) -> io::Result<crate::upstream_sockets::SourcePorts> {
-    let batch = AnswerBatch { count: 1, size: 512 };
-    Ok(crate::driver::Backends::new(cfg, engine, registry, token_base, io, batch)?.into_ports())
-}
-
 /// Everything a worker starts with.
 #[derive(Debug)]
 pub struct WorkerSetup {

@@ -31,13 +31,13 @@ pub struct AnswerBatch {
 }
 
 /// A histogram of round-trip times in microseconds (1 us .. 60 s, 2 digits).
-pub fn new_histogram() -> Histogram<u64> {
+fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds")
 }
 
 /// Records the round-trip time of the answer `engine` just accepted, if
 /// any, in the histogram of its backend (index = backend id).
-pub fn record_rtt(engine: &mut Engine, rtt: &mut [Histogram<u64>]) {
+fn record_rtt(engine: &mut Engine, rtt: &mut [Histogram<u64>]) {
     if let Some((id, d)) = engine.take_rtt_sample() {
         if let Some(h) = rtt.get_mut(id.index()) {
             let _ = h.record((d.as_micros() as u64).clamp(1, 60_000_000));
@@ -156,11 +156,5 @@ impl Backends {
     #[cfg(test)]
     pub fn open_sockets(&self) -> usize {
         self.ports.open_sockets()
-    }
-
-    /// The pool itself (for a front end not yet on the skeleton).
-    #[cfg(feature = "xdp")]
-    pub fn into_ports(self) -> SourcePorts {
-        self.ports
     }
 }

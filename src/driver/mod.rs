@@ -41,8 +41,6 @@ use kdns_core::engine::{Client, Engine, EngineConfig, TcpExchange, Transmit};
 use kdns_core::Timestamp;
 use mio::{Events, Poll, Registry, Token, Waker};
 
-#[cfg(feature = "xdp")]
-pub use backend::{new_histogram, record_rtt};
 pub use backend::{AnswerBatch, Backends};
 
 use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind, WorkerSnapshot};
@@ -208,6 +206,13 @@ impl Core {
     /// The registry front ends register their sockets with.
     pub fn registry(&self) -> &Registry {
         self.poll.registry()
+    }
+
+    /// The poll's own fd, readable when a backend socket or the waker is
+    /// (for a front end that sleeps in its own `ppoll`).
+    #[cfg(feature = "xdp")]
+    pub fn poll_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.poll)
     }
 
     /// Whether the worker is stopping (takes no new queries).
