@@ -152,6 +152,26 @@ mod tests {
         (e, exchange, out[..len].to_vec())
     }
 
+    /// A backend listening on loopback, and an exchange started to it.
+    struct Started {
+        listener: std::net::TcpListener,
+        addr: SocketAddr,
+        ex: TcpExchange,
+        query: Vec<u8>,
+        poll: Poll,
+        ups: Upstreams,
+    }
+
+    fn started() -> Started {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_engine, ex, query) = exchange(addr);
+        let poll = Poll::new().unwrap();
+        let mut ups = Upstreams::new(100, 10);
+        assert!(ups.start(poll.registry(), ex, addr, &query));
+        Started { listener, addr, ex, query, poll, ups }
+    }
+
     fn run(poll: &mut Poll, ups: &mut Upstreams) -> (TcpExchange, SocketAddr, Progress) {
         let mut events = Events::with_capacity(8);
         let mut buf = vec![0u8; 65_535];
@@ -169,12 +189,7 @@ mod tests {
 
     #[test]
     fn the_query_goes_out_with_its_length_and_one_message_comes_back() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (_engine, ex, query) = exchange(addr);
-        let mut poll = Poll::new().unwrap();
-        let mut ups = Upstreams::new(100, 10);
-        assert!(ups.start(poll.registry(), ex, addr, &query));
+        let Started { listener, addr, ex, query, mut poll, mut ups } = started();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
             let mut got = vec![0u8; 2 + query.len()];
@@ -194,12 +209,7 @@ mod tests {
 
     #[test]
     fn a_refused_or_cut_connection_fails_and_a_stale_one_is_closed() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (_engine, ex, query) = exchange(addr);
-        let mut poll = Poll::new().unwrap();
-        let mut ups = Upstreams::new(100, 10);
-        assert!(ups.start(poll.registry(), ex, addr, &query));
+        let Started { listener, addr, ex, query, mut poll, mut ups } = started();
         let (s, _) = listener.accept().unwrap();
         drop(s); // closed before a whole message
         assert_eq!(run(&mut poll, &mut ups).2, Progress::Failed);
