@@ -9,6 +9,7 @@
 mod config;
 mod control;
 mod docker;
+mod driver;
 mod handle;
 mod io;
 mod records;

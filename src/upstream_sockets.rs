@@ -223,6 +223,7 @@ impl SourcePorts {
     }
 
     /// One datagram from socket `id`: its length and source.
+    #[cfg(test)]
     pub fn recv_from(&self, id: usize, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         match self.socks.get(id) {
             Some(Some(s)) => s.sock.recv_from(buf),

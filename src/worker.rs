@@ -1,42 +1,36 @@
-//! The UDP socket worker: one per core, run to completion.
+//! The UDP socket worker: one per core, run to completion; the UDP front
+//! end of the driver skeleton ([`crate::driver`]).
 //!
-//! Each worker owns an [`Engine`] (cache, pending table, backend view), one
-//! SO_REUSEPORT UDP socket per listen address (the kernel spreads clients
-//! over the workers), and its own source-port pool for the backends
-//! ([`SourcePorts`]: sockets on random ports, one picked per query). A
-//! single mio poll waits on all of them; a turn receives a batch with
-//! `recvmmsg`, runs every query through the engine, and sends the replies
-//! with `sendmmsg`. Misses go out on the worker's own backend sockets and
-//! their answers come back to the same worker, so nothing crosses cores.
+//! Each worker owns one SO_REUSEPORT UDP socket per listen address (the
+//! kernel spreads clients over the workers); its [`Core`] holds the engine
+//! and its own source-port pool for the backends. A single mio poll waits
+//! on all of them; a turn receives a batch with `recvmmsg`, runs every
+//! query through the engine, and sends the replies with `sendmmsg`. Misses
+//! go out on the worker's own backend sockets and their answers come back
+//! to the same worker, so nothing crosses cores.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, TryRecvError};
-use hdrhistogram::Histogram;
-use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transmit, Transport, Verdict};
-use kdns_core::Timestamp;
+use kdns_core::engine::{Client, EngineConfig, Transport, Verdict};
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind, WorkerSnapshot};
-use crate::io::udp::{RecvBatch, SendBatch, BATCH};
-use crate::upstream_sockets::{PortsConfig, SourcePorts};
+use crate::driver::{spawn_pinned, AnswerBatch, Core, CoreSetup, FrontEnd, Ready, Turn};
+use crate::handle::{IoStats, WorkerHandle, WorkerKind};
+use crate::io::udp::{RecvBatch, SendBatch, Sent, BATCH};
+use crate::upstream_sockets::PortsConfig;
 
-const WAKE: Token = Token(usize::MAX);
-const BACKEND_BASE: usize = 1 << 20;
 /// Batches read from one socket before the others get a turn.
 const BUDGET: usize = 8;
 /// Largest query we read; longer datagrams are counted and dropped.
 const MAX_QUERY: usize = 4096;
-/// How long a stopping worker waits for answers to queries in flight.
-const DRAIN: Duration = Duration::from_secs(2);
 
 /// Opens a UDP socket on `addr` with SO_REUSEPORT, so every worker can
 /// bind the same address and the kernel spreads clients across them.
@@ -73,207 +67,78 @@ pub struct WorkerSetup {
 
 /// Starts a worker thread. Returns the control thread's handle to it.
 pub fn spawn(setup: WorkerSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
-    let engine = Engine::new(setup.engine.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let io_stats = Arc::new(IoStats::default());
-    let mut listen = Vec::new();
-    for (i, (addr, s)) in setup.listen.into_iter().enumerate() {
-        let mut s = UdpSocket::from_std(s);
-        poll.registry().register(&mut s, Token(i), Interest::READABLE)?;
-        listen.push((addr, s));
-    }
-    let ports = new_ports(&setup.ports, &setup.engine, poll.registry(), BACKEND_BASE, &io_stats)?;
-    let handle = WorkerHandle {
+    let udp_size = usize::from(setup.engine.udp_size).max(512);
+    let (core, handle) = Core::new(CoreSetup {
         id: setup.id,
         kind: WorkerKind::Udp,
         core: setup.core.map(|c| c.id),
-        engine: Arc::clone(engine.stats()),
-        cache: Arc::clone(engine.cache().stats()),
-        backends: engine.pool().shared_stats(),
-        io: Arc::clone(&io_stats),
-        tx,
-        waker,
-    };
-    let udp_size = usize::from(setup.engine.udp_size).max(512);
-    let n_backends = setup.engine.backends.len();
-    let tx_batches = listen.iter().map(|_| SendBatch::new(BATCH, udp_size)).collect();
-    let w = UdpWorker {
-        id: setup.id,
-        engine,
-        poll,
-        listen,
-        ports,
-        rx: RecvBatch::new(BATCH, MAX_QUERY),
-        brx: RecvBatch::new(BATCH / 2, udp_size),
-        tx: tx_batches,
-        out: vec![0; 65_535],
-        ctl: rx,
+        engine: setup.engine,
+        ports: setup.ports,
+        answers: AnswerBatch { count: BATCH / 2, size: udp_size },
         stop: setup.stop,
-        io: io_stats,
-        rtt: (0..n_backends).map(|_| new_histogram()).collect(),
-        origin: Instant::now(),
-        busy: Vec::new(),
-    };
-    let core = setup.core;
-    let t = std::thread::Builder::new().name(format!("kdns-udp-{}", setup.id)).spawn(move || {
-        if let Some(c) = core {
-            if !core_affinity::set_for_current(c) {
-                tracing::warn!(worker = w.id, core = c.id, "could not pin worker to its core");
-            }
-        }
-        w.run()
     })?;
+    let front = UdpFront::new(setup.listen, core.registry(), udp_size)?;
+    let t = spawn_pinned(format!("kdns-udp-{}", setup.id), setup.id, setup.core, move || run(core, front))?;
     Ok((handle, t))
 }
 
-/// The source-port pool of a worker whose engine is `engine`, registered
-/// with `registry` from `token_base` up.
-pub fn new_ports(
-    cfg: &PortsConfig,
-    engine: &EngineConfig,
-    registry: &mio::Registry,
-    token_base: usize,
-    io: &Arc<IoStats>,
-) -> io::Result<SourcePorts> {
-    let addrs: Vec<SocketAddr> = engine.backends.iter().map(|b| b.addr).collect();
-    // The engine picks slots in 0..source_ports: the pool has exactly that many.
-    let cfg = PortsConfig { slots: engine.source_ports.max(1), ..cfg.clone() };
-    SourcePorts::new(&cfg, &addrs, registry, token_base, Arc::clone(io))
-}
-
-/// A histogram of round-trip times in microseconds (1 us .. 60 s, 2 digits).
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds")
-}
-
-/// Records the round-trip time of the answer the engine just accepted,
-/// if any, in the worker's histogram of that backend. Every worker kind
-/// calls this after `handle_backend_answer`.
-pub fn record_rtt(engine: &mut Engine, rtt: &mut [Histogram<u64>]) {
-    if let Some((id, d)) = engine.take_rtt_sample() {
-        if let Some(h) = rtt.get_mut(id.index()) {
-            let _ = h.record((d.as_micros() as u64).clamp(1, 60_000_000));
-        }
-    }
-}
-
-/// Applies every waiting control message to a worker's engine; every
-/// worker kind calls this once per loop turn. `in_flight` is what the
-/// worker reports as waiting for a backend (the TCP server adds its TCP
-/// exchanges).
-pub fn drain_control(
-    id: usize,
-    ctl: &Receiver<Control>,
-    engine: &mut Engine,
-    io: &IoStats,
-    rtt: &[Histogram<u64>],
-    extra_in_flight: usize,
-) {
+/// The UDP worker's loop.
+pub fn run(mut core: Core, mut front: UdpFront) {
+    let mut events = Vec::with_capacity(64);
     loop {
-        match ctl.try_recv() {
-            Ok(Control::FlushCache) => {
-                engine.flush_cache();
-                tracing::debug!(worker = id, "cache flushed");
+        let timeout =
+            if !front.busy.is_empty() || core.backends.has_ready() { Duration::ZERO } else { core.timeout(Duration::from_secs(1)) };
+        if let Err(e) = core.wait(timeout, &mut events) {
+            tracing::error!(worker = core.id, error = %e, "poll failed; worker stops");
+            break;
+        }
+        let mut ready = std::mem::take(&mut front.busy);
+        for Ready { token, .. } in events.drain(..) {
+            if !ready.contains(&token) {
+                ready.push(token);
             }
-            Ok(Control::Snapshot(reply)) => {
-                let _ =
-                    reply.try_send(WorkerSnapshot { worker: id, rtt_us: rtt.to_vec(), in_flight: engine.in_flight() + extra_in_flight });
+        }
+        if !core.stopping() {
+            for t in ready {
+                front.listen_readable(&mut core, t);
             }
-            Ok(Control::Records(snap)) => {
-                let serial = snap.serial();
-                engine.set_records(snap);
-                io.records_serial.set(u64::from(serial));
-            }
-            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
+        }
+        core.backend_answers(&mut front);
+        if core.end_turn(&mut front) == Turn::Stop {
+            break;
         }
     }
 }
 
-struct UdpWorker {
-    id: usize,
-    engine: Engine,
-    poll: Poll,
+/// The client side of a UDP worker: its listen sockets and their batches.
+#[derive(Debug)]
+pub struct UdpFront {
     listen: Vec<(SocketAddr, UdpSocket)>,
-    ports: SourcePorts,
     rx: RecvBatch,
-    brx: RecvBatch,
     tx: Vec<SendBatch>,
-    out: Vec<u8>,
-    ctl: Receiver<Control>,
-    stop: Arc<AtomicBool>,
-    io: Arc<IoStats>,
-    rtt: Vec<Histogram<u64>>,
-    origin: Instant,
     /// Listen sockets that still had data when their budget ran out.
     busy: Vec<Token>,
 }
 
-impl UdpWorker {
-    fn now(&self) -> Timestamp {
-        Timestamp::from_nanos(self.origin.elapsed().as_nanos() as u64)
-    }
-
-    fn run(mut self) {
-        let mut events = Events::with_capacity(64);
-        let mut stopping: Option<Instant> = None;
-        loop {
-            let now = self.now();
-            let timeout = if !self.busy.is_empty() || self.ports.has_ready() {
-                Duration::ZERO
-            } else {
-                let t = self.engine.poll_timeout().map_or(Duration::from_secs(1), |t| t.saturating_since(now));
-                t.min(Duration::from_secs(1))
-            };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(worker = self.id, error = %e, "poll failed; worker stops");
-                    break;
-                }
-            }
-            let mut ready: Vec<Token> = std::mem::take(&mut self.busy);
-            for ev in events.iter() {
-                if ev.token() != WAKE && !self.ports.readable(ev.token()) && !ready.contains(&ev.token()) {
-                    ready.push(ev.token());
-                }
-            }
-            for t in ready {
-                if stopping.is_none() {
-                    self.listen_readable(t.0, t);
-                }
-            }
-            self.backend_answers();
-            self.ports.tick(Instant::now());
-            let now = self.now();
-            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-                self.engine.handle_timeout(now);
-            }
-            self.drain_transmits(now);
-            self.flush_all();
-            self.drain_control();
-            if stopping.is_none() && self.stop.load(Ordering::Relaxed) {
-                tracing::debug!(worker = self.id, in_flight = self.engine.in_flight(), "stopping: no new queries");
-                stopping = Some(Instant::now());
-                for (_, s) in &mut self.listen {
-                    let _ = self.poll.registry().deregister(s);
-                }
-                self.busy.clear();
-            }
-            if let Some(since) = stopping {
-                let left = self.engine.in_flight();
-                if left == 0 || since.elapsed() >= DRAIN {
-                    if left > 0 {
-                        IoStats::add(&self.io.lost_at_shutdown, left as u64);
-                        tracing::warn!(worker = self.id, queries = left, "stopped with queries still waiting for a backend");
-                    }
-                    break;
-                }
-            }
+impl UdpFront {
+    /// Registers `listen` (token = index) with `registry`; replies are at
+    /// most `udp_size` bytes.
+    pub fn new(listen: Vec<(SocketAddr, std::net::UdpSocket)>, registry: &Registry, udp_size: usize) -> io::Result<UdpFront> {
+        let mut socks = Vec::new();
+        for (i, (addr, s)) in listen.into_iter().enumerate() {
+            let mut s = UdpSocket::from_std(s);
+            registry.register(&mut s, Token(i), Interest::READABLE)?;
+            socks.push((addr, s));
         }
+        let tx = socks.iter().map(|_| SendBatch::new(BATCH, udp_size)).collect();
+        Ok(UdpFront { listen: socks, rx: RecvBatch::new(BATCH, MAX_QUERY), tx, busy: Vec::new() })
     }
 
-    fn listen_readable(&mut self, i: usize, token: Token) {
+    /// Reads listen socket `token` for up to [`BUDGET`] batches and runs
+    /// every query through the engine; replies go out in the socket's send
+    /// batch, misses to the backends.
+    fn listen_readable(&mut self, core: &mut Core, token: Token) {
+        let i = token.0;
         let Some((local, sock)) = self.listen.get(i) else { return };
         let (local, fd) = (*local, sock.as_raw_fd());
         for round in 0..BUDGET {
@@ -281,36 +146,31 @@ impl UdpWorker {
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::debug!(worker = self.id, error = %e, "receive failed");
+                    tracing::debug!(worker = core.id, error = %e, "receive failed");
                     return;
                 }
             };
-            IoStats::add(&self.io.rx, n as u64);
-            let now = self.now();
+            IoStats::add(&core.io.rx, n as u64);
+            let now = core.now();
             for j in 0..n {
                 let Some((query, src, truncated)) = self.rx.get(j) else { continue };
                 if truncated {
-                    IoStats::add(&self.io.rx_oversized, 1);
+                    IoStats::add(&core.io.rx_oversized, 1);
                     continue;
                 }
                 let client = Client { addr: src, local, transport: Transport::Udp, tag: i as u64 };
                 if self.tx[i].is_full() {
-                    let r = self.tx[i].flush(fd);
-                    count_sent(&self.io, r);
+                    count_sent(&core.io, self.tx[i].flush(fd));
                 }
                 let slot = self.tx[i].slot().expect("flushed above");
-                match self.engine.handle_query(now, &client, query, slot) {
+                match core.engine.handle_query(now, &client, query, slot) {
                     Verdict::Reply(len) => self.tx[i].commit(len, src),
-                    Verdict::Forward { addr, len, port, .. } => match self.ports.send(port, addr, &slot[..len], Instant::now()) {
-                        Ok(_) => IoStats::add(&self.io.backend_tx, 1),
-                        Err(_) => IoStats::add(&self.io.tx_errors, 1),
-                    },
+                    Verdict::Forward { addr, len, port, .. } => core.backends.send(port, addr, &slot[..len]),
                     // The reply comes out of poll_transmit with the answer.
                     Verdict::Wait | Verdict::Drop(_) => {}
                 }
             }
-            let r = self.tx[i].flush(fd);
-            count_sent(&self.io, r);
+            count_sent(&core.io, self.tx[i].flush(fd));
             if n < BATCH {
                 return;
             }
@@ -319,87 +179,44 @@ impl UdpWorker {
             }
         }
     }
+}
 
-    /// Reads the source-port sockets that are ready, each until it would
-    /// block or its budget runs out (then it is read again next turn).
-    fn backend_answers(&mut self) {
-        while let Some(r) = self.ports.next_ready() {
-            for round in 0..BUDGET {
-                let n = match self.brx.recv(r.fd) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::trace!(worker = self.id, error = %e, "backend receive error");
-                        break;
-                    }
-                };
-                IoStats::add(&self.io.backend_rx, n as u64);
-                let now = self.now();
-                for j in 0..n {
-                    let Some((answer, from, _)) = self.brx.get(j) else { continue };
-                    let v = self.engine.handle_backend_answer(now, from, r.slot, answer, &mut self.out);
-                    crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
-                    if let AnswerVerdict::Reply { client, len } = v {
-                        self.reply_to(client, len);
-                    }
-                }
-                if n < BATCH / 2 {
-                    break;
-                }
-                if round + 1 == BUDGET {
-                    self.ports.again(r.id);
-                }
-            }
-        }
-    }
-
-    /// Queues `self.out[..len]` for `client` on its listen socket.
-    fn reply_to(&mut self, client: Client, len: usize) {
+impl FrontEnd for UdpFront {
+    /// Queues `msg` for `client` on the listen socket it asked on.
+    fn reply(&mut self, io: &IoStats, client: Client, msg: &[u8]) {
         let i = client.tag as usize;
         let Some((_, sock)) = self.listen.get(i) else { return };
         let fd = sock.as_raw_fd();
         if self.tx[i].is_full() {
-            let r = self.tx[i].flush(fd);
-            count_sent(&self.io, r);
+            count_sent(io, self.tx[i].flush(fd));
         }
         if let Some(slot) = self.tx[i].slot() {
-            if len <= slot.len() {
-                slot[..len].copy_from_slice(&self.out[..len]);
-                self.tx[i].commit(len, client.addr);
+            if msg.len() <= slot.len() {
+                slot[..msg.len()].copy_from_slice(msg);
+                self.tx[i].commit(msg.len(), client.addr);
             } else {
-                IoStats::add(&self.io.tx_errors, 1);
+                IoStats::add(&io.tx_errors, 1);
             }
         }
     }
 
-    fn drain_transmits(&mut self, now: Timestamp) {
-        while let Some(t) = self.engine.poll_transmit(now, &mut self.out) {
-            match t {
-                Transmit::Backend { addr, len, port, .. } => match self.ports.send(port, addr, &self.out[..len], Instant::now()) {
-                    Ok(_) => IoStats::add(&self.io.backend_tx, 1),
-                    Err(_) => IoStats::add(&self.io.tx_errors, 1),
-                },
-                Transmit::Client { client, len } => self.reply_to(client, len),
-            }
-        }
-    }
-
-    fn flush_all(&mut self) {
+    fn flush(&mut self, io: &IoStats) {
         for (i, (_, sock)) in self.listen.iter().enumerate() {
             if !self.tx[i].is_empty() {
-                let r = self.tx[i].flush(sock.as_raw_fd());
-                count_sent(&self.io, r);
+                count_sent(io, self.tx[i].flush(sock.as_raw_fd()));
             }
         }
     }
 
-    fn drain_control(&mut self) {
-        let extra = 0;
-        crate::worker::drain_control(self.id, &self.ctl, &mut self.engine, &self.io, &self.rtt, extra);
+    fn stop_listening(&mut self, registry: &Registry) {
+        for (_, s) in &mut self.listen {
+            let _ = registry.deregister(s);
+        }
+        self.busy.clear();
     }
 }
 
-fn count_sent(io: &IoStats, r: crate::io::udp::Sent) {
+fn count_sent(io: &IoStats, r: Sent) {
     IoStats::add(&io.tx, r.sent as u64);
     IoStats::add(&io.tx_errors, r.failed as u64);
 }

@@ -15,6 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use kdns_core::engine::Rng;
+use kdns_core::wire::{encode_name, flags, write_query, Class, Rtype, HEADER_LEN};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -218,17 +220,13 @@ struct InFlight {
     deadline: Instant,
 }
 
-/// A DNS query for `name` A IN with `id`.
+/// A DNS query for `name` A IN with `id` (RD set, no OPT).
 pub fn dns_query(name: &str, id: u16) -> Option<Vec<u8>> {
-    let mut q = Vec::with_capacity(64);
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&0x0100u16.to_be_bytes()); // RD
-    q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    let mut b = [0u8; 256];
-    let n = kdns_core::wire::encode_name(name, &mut b).ok()?;
-    q.extend_from_slice(&b[..n]);
-    q.extend_from_slice(&1u16.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
+    let mut qname = [0u8; 256];
+    let n = encode_name(name, &mut qname).ok()?;
+    let mut q = vec![0u8; HEADER_LEN + n + 4];
+    let len = write_query(&mut q, id, flags::RD, &qname[..n], Rtype::A, Class::IN, None)?;
+    q.truncate(len);
     Some(q)
 }
 
@@ -281,7 +279,7 @@ fn run(mut poll: Poll, rx: Receiver<Vec<Target>>, stop: Arc<AtomicBool>, report:
     let mut flights: HashMap<usize, InFlight> = HashMap::new();
     let mut next_token = 0usize;
     let mut events = Events::with_capacity(64);
-    let mut rng = (origin.elapsed().as_nanos() as u64) ^ u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut rng = Rng::new((origin.elapsed().as_nanos() as u64) ^ u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15);
     loop {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -299,10 +297,7 @@ fn run(mut poll: Poll, rx: Receiver<Vec<Target>>, stop: Arc<AtomicBool>, report:
             tracing::debug!(targets = sched.len(), "health check targets updated");
         }
         for t in sched.due(origin.elapsed()) {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let started = start(&t, rng as u16).and_then(|mut p| {
+            let started = start(&t, rng.next_u16()).and_then(|mut p| {
                 let token = Token(next_token);
                 match &mut p {
                     Probe::Tcp(s) => poll.registry().register(s, token, Interest::WRITABLE)?,

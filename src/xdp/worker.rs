@@ -1,8 +1,9 @@
 //! The AF_XDP worker: one per (interface, queue), pinned, run to completion.
 //!
-//! Each worker owns a UMEM and one AF_XDP socket bound to its queue, an
-//! [`Engine`], and its source-port pool for the backends (UDP sockets on
-//! random ports, see [`SourcePorts`]). A turn:
+//! The AF_XDP front end of the driver skeleton ([`crate::driver`]): each
+//! worker owns a UMEM and one AF_XDP socket bound to its queue; its
+//! [`Core`] holds the engine and the source-port pool for the backends.
+//! A turn:
 //!
 //! 1. completion ring -> free frames;
 //! 2. RX ring: each frame is parsed in place (`net::parse_udp_frame`), the
@@ -26,32 +27,26 @@
 //! tag (48 + 16 bits), so the answer to a miss needs no neighbour lookup.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::Receiver;
-use hdrhistogram::Histogram;
-use kdns_core::engine::{AnswerVerdict, Client, Engine, EngineConfig, Transmit, Transport, Verdict};
+use kdns_core::engine::{Client, EngineConfig, Transport, Verdict};
 use kdns_core::net::{self, L2Header};
 use kdns_core::Timestamp;
 use kdns_sys::xsk::{Frame, XskConfig, XskRings};
-use mio::{Events, Poll, Token, Waker};
 
-use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind};
-use crate::upstream_sockets::{PortsConfig, SourcePorts};
-use crate::worker::new_histogram;
+use crate::driver::{spawn_pinned, AnswerBatch, Core, CoreSetup, FrontEnd, Turn};
+use crate::handle::{IoStats, WorkerHandle, WorkerKind};
+use crate::upstream_sockets::PortsConfig;
 
-const WAKE: Token = Token(usize::MAX);
-const BACKEND_BASE: usize = 1 << 20;
 const BATCH: usize = 64;
 /// Most `sendto` kicks per loop turn while the TX ring holds frames (copy
 /// mode sends at most 32 frames per kick): enough for four full RX batches.
 const MAX_KICKS: u32 = 8;
 const MAX_QUERY: usize = 1500;
-const DRAIN: Duration = Duration::from_secs(2);
 
 /// Ring and frame sizes, and how the worker waits.
 #[derive(Debug, Clone)]
@@ -146,60 +141,35 @@ impl PreparedXdpWorker {
     /// Starts the worker thread.
     pub fn start(self) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         let PreparedXdpWorker { setup, rings } = self;
-        let engine = Engine::new(setup.engine.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         // The AF_XDP socket is deliberately not registered with epoll: a
         // registered socket has a waiter on its queue for good, and then
         // every NAPI flush runs the epoll callback (locks and all) on the
         // receive core even while the worker is busy. The worker polls it
         // with ppoll() only when it goes to sleep (see `sleep`).
-        let io_stats = Arc::new(IoStats::default());
-        let ports = crate::worker::new_ports(&setup.ports, &setup.engine, poll.registry(), BACKEND_BASE, &io_stats)?;
-        let (tx_ch, rx_ch) = crossbeam_channel::unbounded();
-        let handle = WorkerHandle {
+        let (core, handle) = Core::new(CoreSetup {
             id: setup.id,
             kind: WorkerKind::Xdp,
             core: setup.core.map(|c| c.id),
-            engine: Arc::clone(engine.stats()),
-            cache: Arc::clone(engine.cache().stats()),
-            backends: engine.pool().shared_stats(),
-            io: Arc::clone(&io_stats),
-            tx: tx_ch,
-            waker,
-        };
-        let n = setup.engine.backends.len();
-        let w = XdpWorker {
-            id: setup.id,
+            answers: AnswerBatch { count: BATCH / 2, size: usize::from(setup.engine.udp_size).max(512) },
+            engine: setup.engine,
+            ports: setup.ports,
+            stop: setup.stop,
+        })?;
+        let front = XdpFront {
             ifname: setup.ifname.clone(),
             queue: setup.queue,
             mac: setup.mac,
             busy_poll: setup.settings.busy_poll,
-            engine,
-            poll,
             rings,
-            ports,
-            events: Events::with_capacity(64),
             qbuf: vec![0; MAX_QUERY],
-            out: vec![0; 65_535],
-            abuf: vec![0; 65_535],
-            ctl: rx_ch,
-            stop: setup.stop,
-            io: io_stats,
-            rtt: (0..n).map(|_| new_histogram()).collect(),
-            origin: Instant::now(),
+            tx_pending: false,
         };
-        let core = setup.core;
         let rt = setup.settings.realtime_priority;
-        let t = std::thread::Builder::new().name(format!("kdns-xdp-{}-{}", setup.ifname, setup.queue)).spawn(move || {
-            if let Some(c) = core {
-                if !core_affinity::set_for_current(c) {
-                    tracing::warn!(worker = w.id, core = c.id, "could not pin worker to its core");
-                }
-            }
-            let got = set_realtime(w.id, rt);
-            w.io.sched.set(1 + u64::from(got));
-            w.run()
+        let name = format!("kdns-xdp-{}-{}", setup.ifname, setup.queue);
+        let t = spawn_pinned(name, setup.id, setup.core, move || {
+            let got = set_realtime(core.id, rt);
+            core.io.sched.set(1 + u64::from(got));
+            run(core, front)
         })?;
         Ok((handle, t))
     }
@@ -269,135 +239,93 @@ fn l2_from_tag(tag: u64, our_mac: [u8; 6]) -> L2Header {
     L2Header { dst_mac: dst, src_mac: our_mac, vlan }
 }
 
-struct XdpWorker {
-    id: usize,
+/// The client side of an AF_XDP worker: its socket and rings.
+struct XdpFront {
     ifname: String,
     queue: u32,
     mac: [u8; 6],
     busy_poll: bool,
-    engine: Engine,
-    poll: Poll,
     /// The AF_XDP socket, its UMEM and rings.
     rings: XskRings,
-    ports: SourcePorts,
-    /// Readiness of the pool's sockets (and the control waker).
-    events: Events,
     qbuf: Vec<u8>,
-    out: Vec<u8>,
-    abuf: Vec<u8>,
-    ctl: Receiver<Control>,
-    stop: Arc<AtomicBool>,
-    io: Arc<IoStats>,
-    rtt: Vec<Histogram<u64>>,
-    origin: Instant,
+    /// Frames still wait on the TX ring: the loop must not sleep.
+    tx_pending: bool,
 }
 
-impl XdpWorker {
-    fn now(&self) -> Timestamp {
-        Timestamp::from_nanos(self.origin.elapsed().as_nanos() as u64)
-    }
-
-    fn run(mut self) {
-        tracing::debug!(worker = self.id, ifname = %self.ifname, queue = self.queue, "AF_XDP worker running");
-        let mut stopping: Option<Instant> = None;
-        let mut idle_turns = 0u32;
-        loop {
-            let mut moved = self.reap_completions();
-            if stopping.is_none() {
-                moved += self.receive();
-            }
-            let now = self.now();
-            // Only look at the backend sockets while something is pending
-            // (or a socket was left with data): at cache-hit load that saves
-            // a syscall per turn.
-            if self.engine.in_flight() > 0 || self.ports.has_ready() {
-                moved += self.backend_answers(now);
-            }
-            self.ports.tick(Instant::now());
-            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-                self.engine.handle_timeout(now);
-            }
-            moved += self.drain_transmits(now);
-            let tx_pending = self.flush_tx();
-            self.refill_ring();
-            self.drain_control();
-
-            if stopping.is_none() && self.stop.load(Ordering::Relaxed) {
-                stopping = Some(Instant::now());
-            }
-            if let Some(since) = stopping {
-                let left = self.engine.in_flight();
-                if left == 0 || since.elapsed() >= DRAIN {
-                    if left > 0 {
-                        IoStats::add(&self.io.lost_at_shutdown, left as u64);
-                        tracing::warn!(worker = self.id, queries = left, "stopped with queries still waiting for a backend");
-                    }
-                    break;
+/// The AF_XDP worker's loop: it spins while anything moves and sleeps in
+/// `ppoll` only after a few empty turns.
+fn run(mut core: Core, mut front: XdpFront) {
+    tracing::debug!(worker = core.id, ifname = %front.ifname, queue = front.queue, "AF_XDP worker running");
+    let mut idle_turns = 0u32;
+    loop {
+        let mut moved = front.rings.reap_completions();
+        if !core.stopping() {
+            moved += front.receive(&mut core);
+        }
+        // Only look at the backend sockets while something is pending (or
+        // a socket was left with data): at cache-hit load that saves a
+        // syscall per turn.
+        if core.engine.in_flight() > 0 || core.backends.has_ready() {
+            if !core.backends.has_ready() {
+                if let Err(e) = poll_backends(&mut core) {
+                    tracing::debug!(worker = core.id, error = %e, "epoll_wait failed");
                 }
             }
-            if moved > 0 || tx_pending || self.busy_poll {
-                idle_turns = 0;
-                continue;
-            }
-            // A few empty turns before sleeping keep latency low under load.
-            idle_turns += 1;
-            if idle_turns < 16 {
-                continue;
-            }
-            let now = self.now();
-            let timeout =
-                self.engine.poll_timeout().map_or(Duration::from_millis(500), |t| t.saturating_since(now)).min(Duration::from_millis(500));
-            if let Err(e) = self.sleep(timeout) {
-                tracing::error!(worker = self.id, error = %e, "poll failed; worker stops");
-                break;
-            }
+            moved += core.backend_answers(&mut front);
+        }
+        match core.end_turn(&mut front) {
+            Turn::Stop => break,
+            Turn::Continue { transmits } => moved += transmits,
+        }
+        if moved > 0 || front.tx_pending || front.busy_poll {
+            idle_turns = 0;
+            continue;
+        }
+        // A few empty turns before sleeping keep latency low under load.
+        idle_turns += 1;
+        if idle_turns < 16 {
+            continue;
+        }
+        let timeout = core.timeout(Duration::from_millis(500));
+        if let Err(e) = front.sleep(&mut core, timeout) {
+            tracing::error!(worker = core.id, error = %e, "poll failed; worker stops");
+            break;
         }
     }
+}
 
+/// One zero-timeout `epoll_wait`: the pool's sockets that became readable
+/// go on its ready list (the AF_XDP worker registers nothing else).
+fn poll_backends(core: &mut Core) -> io::Result<()> {
+    let mut none = Vec::new();
+    core.wait(Duration::ZERO, &mut none)
+}
+
+impl XdpFront {
     /// Sleeps until the AF_XDP socket has frames, a backend socket or the
     /// control waker is ready (the epoll set, itself pollable), or `timeout`.
-    fn sleep(&mut self, timeout: Duration) -> io::Result<()> {
-        let [_, ports_ready] = kdns_sys::poll::wait_readable([self.rings.fd(), self.poll.as_raw_fd()], timeout)?;
+    fn sleep(&mut self, core: &mut Core, timeout: Duration) -> io::Result<()> {
+        let [_, ports_ready] = kdns_sys::poll::wait_readable([self.rings.fd(), core.poll_fd()], timeout)?;
         if ports_ready {
             // Consume the epoll set's ready list, or it stays readable, and
             // keep which backend sockets it names (edge-triggered: this is
             // the only notice they get); the loop reads them and the
             // control channel.
-            self.poll_ports()?;
+            poll_backends(core)?;
         }
         Ok(())
-    }
-
-    /// One zero-timeout `epoll_wait`: the pool's sockets that became
-    /// readable go on its ready list.
-    fn poll_ports(&mut self) -> io::Result<()> {
-        match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
-            Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
-            _ => {}
-        }
-        for ev in self.events.iter() {
-            if ev.token() != WAKE {
-                self.ports.readable(ev.token());
-            }
-        }
-        Ok(())
-    }
-
-    /// Frames the kernel has sent go back to the free list.
-    fn reap_completions(&mut self) -> usize {
-        self.rings.reap_completions()
     }
 
     /// Answers a batch of queries from the RX ring.
-    fn receive(&mut self) -> usize {
+    fn receive(&mut self, core: &mut Core) -> usize {
         let n = self.rings.receive();
         if n == 0 {
             return 0;
         }
-        IoStats::add(&self.io.rx, n as u64);
-        let now = self.now();
+        IoStats::add(&core.io.rx, n as u64);
+        let now = core.now();
         while let Some(mut frame) = self.rings.next_received() {
-            match self.answer_frame(now, &mut frame) {
+            match self.answer_frame(core, now, &mut frame) {
                 Some(()) => self.rings.transmit(frame),
                 None => self.rings.recycle(frame),
             }
@@ -407,19 +335,19 @@ impl XdpWorker {
 
     /// Runs one query frame through the engine; `Some` when the frame now
     /// holds the reply.
-    fn answer_frame(&mut self, now: Timestamp, frame: &mut Frame) -> Option<()> {
+    fn answer_frame(&mut self, core: &mut Core, now: Timestamp, frame: &mut Frame) -> Option<()> {
         let mut data = self.rings.buf(frame);
         let rx_len = data.bytes().len();
         let info = match net::parse_udp_frame(data.bytes()) {
             Ok(i) => i,
             Err(_) => {
-                IoStats::add(&self.io.frame_errors, 1);
+                IoStats::add(&core.io.frame_errors, 1);
                 return None;
             }
         };
         let qlen = info.payload_len;
         if qlen > MAX_QUERY {
-            IoStats::add(&self.io.rx_oversized, 1);
+            IoStats::add(&core.io.rx_oversized, 1);
             return None;
         }
         self.qbuf[..qlen].copy_from_slice(&data.bytes()[info.payload_offset..info.payload_offset + qlen]);
@@ -428,133 +356,72 @@ impl XdpWorker {
         debug_assert!(rx_len <= frame.len());
         let client = Client { addr: info.src, local: info.dst, transport: Transport::Udp, tag: l2_tag(&info.l2) };
         let out = &mut frame[info.payload_offset..];
-        let verdict = self.engine.handle_query(now, &client, &self.qbuf[..qlen], out);
-        match verdict {
+        match core.engine.handle_query(now, &client, &self.qbuf[..qlen], out) {
             Verdict::Reply(len) => match net::turn_around(frame, &info, len) {
                 Ok(total) => {
                     data.set_len(total);
                     Some(())
                 }
                 Err(_) => {
-                    IoStats::add(&self.io.frame_errors, 1);
+                    IoStats::add(&core.io.frame_errors, 1);
                     None
                 }
             },
             Verdict::Forward { addr, len, port, .. } => {
-                match self.ports.send(port, addr, &out[..len], Instant::now()) {
-                    Ok(_) => IoStats::add(&self.io.backend_tx, 1),
-                    Err(_) => IoStats::add(&self.io.tx_errors, 1),
-                }
+                core.backends.send(port, addr, &out[..len]);
                 None
             }
             // The reply comes out of poll_transmit with the answer.
             Verdict::Wait | Verdict::Drop(_) => None,
         }
     }
+}
 
-    /// Reads backend answers from the pool's ready sockets and sends the
-    /// replies from free frames.
-    fn backend_answers(&mut self, now: Timestamp) -> usize {
-        if !self.ports.has_ready() {
-            if let Err(e) = self.poll_ports() {
-                tracing::debug!(worker = self.id, error = %e, "epoll_wait failed");
-            }
-        }
-        let mut moved = 0;
-        while let Some(r) = self.ports.next_ready() {
-            let mut drained = false;
-            for _ in 0..BATCH {
-                let (n, from) = match self.ports.recv_from(r.id, &mut self.abuf) {
-                    Ok(x) => x,
-                    Err(_) => {
-                        drained = true;
-                        break;
-                    }
-                };
-                moved += 1;
-                IoStats::add(&self.io.backend_rx, 1);
-                let v = self.engine.handle_backend_answer(now, from, r.slot, &self.abuf[..n], &mut self.out);
-                crate::worker::record_rtt(&mut self.engine, &mut self.rtt);
-                if let AnswerVerdict::Reply { client, len } = v {
-                    self.send_from_fresh_frame(client, len);
-                }
-            }
-            if !drained {
-                self.ports.again(r.id);
-                break;
-            }
-        }
-        moved
-    }
-
-    /// Sends `self.out[..len]` to `client` in a free frame with new headers.
-    fn send_from_fresh_frame(&mut self, client: Client, len: usize) {
+impl FrontEnd for XdpFront {
+    /// Sends `msg` to `client` in a free frame with new headers.
+    fn reply(&mut self, io: &IoStats, client: Client, msg: &[u8]) {
         let Some(mut frame) = self.rings.alloc() else {
-            IoStats::add(&self.io.tx_errors, 1);
+            IoStats::add(&io.tx_errors, 1);
             return;
         };
         let l2 = l2_from_tag(client.tag, self.mac);
         let hl = net::udp_headers_len(&l2, client.addr.is_ipv6());
         let mut data = self.rings.buf(&mut frame);
         let buf = data.whole_mut();
-        if hl + len > buf.len() {
-            IoStats::add(&self.io.tx_errors, 1);
+        if hl + msg.len() > buf.len() {
+            IoStats::add(&io.tx_errors, 1);
             self.rings.release(frame);
             return;
         }
-        buf[hl..hl + len].copy_from_slice(&self.out[..len]);
-        match net::write_udp_frame(buf, &l2, client.local, client.addr, len) {
+        buf[hl..hl + msg.len()].copy_from_slice(msg);
+        match net::write_udp_frame(buf, &l2, client.local, client.addr, msg.len()) {
             Ok(total) => {
                 data.set_len(total);
                 self.rings.transmit(frame);
             }
             Err(_) => {
-                IoStats::add(&self.io.frame_errors, 1);
+                IoStats::add(&io.frame_errors, 1);
                 self.rings.release(frame);
             }
         }
     }
 
-    fn drain_transmits(&mut self, now: Timestamp) -> usize {
-        let mut n = 0;
-        while let Some(t) = self.engine.poll_transmit(now, &mut self.out) {
-            n += 1;
-            match t {
-                Transmit::Backend { addr, len, port, .. } => match self.ports.send(port, addr, &self.out[..len], Instant::now()) {
-                    Ok(_) => IoStats::add(&self.io.backend_tx, 1),
-                    Err(_) => IoStats::add(&self.io.tx_errors, 1),
-                },
-                Transmit::Client { client, len } => self.send_from_fresh_frame(client, len),
-            }
-        }
-        n
-    }
-
     /// Puts the replies on the TX ring and kicks the kernel while the ring
-    /// holds frames (see [`XskRings::flush_tx`]). Returns true when frames
-    /// are still waiting to be sent, so the loop must not go to sleep.
-    fn flush_tx(&mut self) -> bool {
+    /// holds frames (see [`XskRings::flush_tx`]); then returns used frames
+    /// to the fill ring and tops it up from the free list, keeping some
+    /// free frames for answers to misses.
+    fn flush(&mut self, io: &IoStats) {
         let f = self.rings.flush_tx(MAX_KICKS);
         if f.sent + f.dropped > 0 {
-            IoStats::add(&self.io.tx, f.sent as u64);
+            IoStats::add(&io.tx, f.sent as u64);
             if f.dropped > 0 {
                 // No room left even after kicking: dropped rather than
                 // blocked on (clients retry), their frames recycled.
-                IoStats::add(&self.io.tx_errors, f.dropped as u64);
+                IoStats::add(&io.tx_errors, f.dropped as u64);
             }
         }
-        f.pending
-    }
-
-    /// Returns used frames to the fill ring and tops it up from the free
-    /// list, keeping some free frames for answers to misses.
-    fn refill_ring(&mut self) {
+        self.tx_pending = f.pending;
         self.rings.refill(BATCH * 2);
-    }
-
-    fn drain_control(&mut self) {
-        let extra = 0;
-        crate::worker::drain_control(self.id, &self.ctl, &mut self.engine, &self.io, &self.rtt, extra);
     }
 }
 

@@ -338,6 +338,9 @@ impl World {
                     self.reply(&client, &reply);
                     self.waiting -= 1;
                 }
+                // No TCP here: the exchange fails at once, and the client's
+                // stale answer or SERVFAIL comes out of this loop.
+                Transmit::BackendTcp { exchange, .. } => self.engine.tcp_failed(self.now, exchange),
             }
         }
     }

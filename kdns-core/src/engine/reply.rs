@@ -2,7 +2,7 @@
 //! the queries sent to backends. Direct byte writes: this is the hit path.
 
 use crate::cache::KeyFlags;
-use crate::wire::{flags, Class, Header, Message, MessageBuilder, OptSpec, Rcode, Rtype, HEADER_LEN, OPT_LEN};
+use crate::wire::{flags, write_query, Class, Header, Message, MessageBuilder, OptSpec, Rcode, Rtype, HEADER_LEN, OPT_LEN};
 
 /// A question given by parts (the pending table keeps no message).
 #[derive(Debug, Clone, Copy)]
@@ -55,26 +55,8 @@ pub(crate) fn upstream_query(
     udp_size: u16,
     key_flags: KeyFlags,
 ) -> Option<usize> {
-    let (qname, qtype, qclass) = (q.name, q.qtype, q.qclass);
-    let len = HEADER_LEN + qname.len() + 4 + OPT_LEN;
-    let out = out.get_mut(..len)?;
-    out[0..2].copy_from_slice(&id.to_be_bytes());
-    let f = flags::RD | (client_flags & flags::CD);
-    out[2..4].copy_from_slice(&f.to_be_bytes());
-    out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]);
-    let mut at = HEADER_LEN;
-    out[at..at + qname.len()].copy_from_slice(qname);
-    at += qname.len();
-    out[at..at + 2].copy_from_slice(&qtype.0.to_be_bytes());
-    out[at + 2..at + 4].copy_from_slice(&qclass.0.to_be_bytes());
-    at += 4;
-    let ttl: u32 = if key_flags.0 & KeyFlags::DO != 0 { 0x8000 } else { 0 };
-    out[at] = 0;
-    out[at + 1..at + 3].copy_from_slice(&Rtype::OPT.0.to_be_bytes());
-    out[at + 3..at + 5].copy_from_slice(&udp_size.to_be_bytes());
-    out[at + 5..at + 9].copy_from_slice(&ttl.to_be_bytes());
-    out[at + 9..at + 11].fill(0);
-    Some(len)
+    let opt = OptSpec { udp_size, ext_rcode: 0, dnssec_ok: key_flags.0 & KeyFlags::DO != 0 };
+    write_query(out, id, flags::RD | (client_flags & flags::CD), q.name, q.qtype, q.qclass, Some(opt))
 }
 
 /// Copies a backend answer into `out` without its OPT record (ARCOUNT

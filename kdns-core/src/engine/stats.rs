@@ -105,6 +105,13 @@ pub struct EngineStats {
     pub stale_answers: Counter,
     /// SERVFAILs sent because no backend answered in time.
     pub gave_up: Counter,
+    /// Queries asked again over TCP to a backend because its UDP answer to
+    /// a TCP client was truncated.
+    pub tcp_retries: Counter,
+    /// Of those, exchanges that failed (connection, timeout at the query
+    /// deadline, or an answer that was not accepted): the client got a
+    /// stale answer or SERVFAIL.
+    pub tcp_retry_failures: Counter,
     /// Backend answers accepted.
     pub answers: Counter,
     /// Backend answers not cached (TC, rcode, no SOA, zero TTL, too long).

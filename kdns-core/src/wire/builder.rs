@@ -230,3 +230,39 @@ pub fn write_empty_reply(
     }
     Ok(b.finish())
 }
+
+/// Writes a standard query: `id`, `header_flags` (RD, CD as wanted), one
+/// question (`qname` in wire form, uncompressed) and, with `opt`, an OPT
+/// record. Direct byte writes (the engine sends one per miss). `None` when
+/// `out` is too short.
+pub fn write_query(
+    out: &mut [u8],
+    id: u16,
+    header_flags: u16,
+    qname: &[u8],
+    qtype: Rtype,
+    qclass: Class,
+    opt: Option<OptSpec>,
+) -> Option<usize> {
+    let opt_len = if opt.is_some() { OPT_LEN } else { 0 };
+    let len = HEADER_LEN + qname.len() + 4 + opt_len;
+    let out = out.get_mut(..len)?;
+    out[0..2].copy_from_slice(&id.to_be_bytes());
+    out[2..4].copy_from_slice(&header_flags.to_be_bytes());
+    out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(opt.is_some())]);
+    let mut at = HEADER_LEN;
+    out[at..at + qname.len()].copy_from_slice(qname);
+    at += qname.len();
+    out[at..at + 2].copy_from_slice(&qtype.0.to_be_bytes());
+    out[at + 2..at + 4].copy_from_slice(&qclass.0.to_be_bytes());
+    at += 4;
+    if let Some(o) = opt {
+        let ttl: u32 = (u32::from(o.ext_rcode) << 24) | if o.dnssec_ok { 0x8000 } else { 0 };
+        out[at] = 0;
+        out[at + 1..at + 3].copy_from_slice(&Rtype::OPT.0.to_be_bytes());
+        out[at + 3..at + 5].copy_from_slice(&o.udp_size.to_be_bytes());
+        out[at + 5..at + 9].copy_from_slice(&ttl.to_be_bytes());
+        out[at + 9..at + 11].fill(0);
+    }
+    Some(len)
+}

@@ -12,7 +12,7 @@ mod name;
 mod quick;
 mod types;
 
-pub use builder::{write_empty_reply, MessageBuilder, OptSpec, Section, OPT_LEN};
+pub use builder::{write_empty_reply, write_query, MessageBuilder, OptSpec, Section, OPT_LEN};
 pub use error::WireError;
 pub use header::{flags, Header, HEADER_LEN};
 pub use message::{Edns, EdnsOptions, Message, MessageError, Question, Record, Records, Sections, EDNS_DO};
