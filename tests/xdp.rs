@@ -10,6 +10,8 @@
 //! top of the daemon tests' tools) and `cargo build --workspace` first;
 //! fails (never skips) without them. See tests/README.md.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::path::PathBuf;
@@ -283,34 +285,7 @@ fn bad_checksum_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: std::net::IpAddr,
 
 /// Sends `frame` out of `ifname` in `ns` through an AF_PACKET socket.
 fn send_raw_frame(ns: &Netns, ifname: &str, frame: &[u8]) {
-    ns.within(|| {
-        let name = std::ffi::CString::new(ifname).expect("interface name");
-        // SAFETY: plain syscalls on a socket we own and close; sockaddr_ll
-        // is zero-initialised and filled before use; the buffers outlive
-        // the calls.
-        unsafe {
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            assert!(fd >= 0, "socket(AF_PACKET): {}", std::io::Error::last_os_error());
-            let index = libc::if_nametoindex(name.as_ptr());
-            assert!(index > 0, "if_nametoindex({ifname}): {}", std::io::Error::last_os_error());
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = index as i32;
-            sll.sll_halen = 6;
-            sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-            let n = libc::sendto(
-                fd,
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            );
-            let err = std::io::Error::last_os_error();
-            libc::close(fd);
-            assert_eq!(n, frame.len() as isize, "sendto on {ifname}: {err}");
-        }
-    });
+    ns.within(|| kdns_sys::packet::send_frame(ifname, frame)).unwrap_or_else(|e| panic!("raw frame out of {ifname} in {}: {e}", ns.name));
 }
 
 /// The MAC address of `ifname` in `ns`.

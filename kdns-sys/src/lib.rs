@@ -17,10 +17,25 @@
 //! | `xdp` (feature `xdp`) | the XDP program (`bpf/kdns_xdp.c`, built by `build.rs`), its loader and netlink |
 //!
 //! Plus [`random_seed`] (`getrandom`) and [`malloc_trim`].
+//!
+//! For tests only (feature `test-util`, which the daemon's tests enable;
+//! always built for this crate's own tests):
+//!
+//! | module | what |
+//! |--------|------|
+//! | `process` | a child that dies with its parent thread (`PR_SET_PDEATHSIG`), `kill`, `geteuid` |
+//! | `netns` | `Netns`: network namespaces, a closure on a thread inside one (`setns`), veth pairs |
+//! | `packet` | a raw Ethernet frame out of an interface (`AF_PACKET`) |
 
 pub mod alloc;
 pub mod ifaddrs;
+#[cfg(any(test, feature = "test-util"))]
+pub mod netns;
+#[cfg(any(test, feature = "test-util"))]
+pub mod packet;
 pub mod poll;
+#[cfg(any(test, feature = "test-util"))]
+pub mod process;
 pub mod rlimit;
 pub mod sched;
 pub mod sockaddr;

@@ -33,6 +33,8 @@
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
+// System calls come from kdns-sys (feature test-util), behind safe types.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -114,11 +116,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("timeout", "coreutils"),
 ];
 
-/// Whether this process runs as root.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
+pub use kdns_sys::process::{find_tool, is_root};
 
 /// Fails (never skips) unless we are root and every tool is installed:
 /// these tests must not pass by doing nothing.
@@ -135,16 +133,6 @@ pub fn require_root_and_tools() {
         panic!("the daemon integration tests cannot run here:\n  - {}\n(see tests/README.md)", problems.join("\n  - "));
     }
     netns::sweep_stale();
-}
-
-/// The full path of `tool` on PATH (plus the sbin directories, which a
-/// non-login root shell may lack).
-pub fn find_tool(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
 }
 
 /// `tool`'s full path, or its bare name when it is not found (the command

@@ -1,14 +1,18 @@
-//! Network namespaces ([`Netns`]) and the veth pair between a client and a
-//! server namespace ([`Link`]).
+//! The daemon tests' network namespaces ([`Netns`], made, deleted and
+//! entered by [`kdns_sys::netns`]) with what only these tests need:
+//! commands through `ip netns exec` under `timeout`, resolv.conf, the
+//! sweep of namespaces left by killed runs, and the veth pair between a
+//! client and a server namespace ([`Link`]).
 
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::process::{die_with_parent, run_limited, run_ok, signal, Run};
+use kdns_sys::netns::VethEnd;
+
+use super::process::{die_with_parent, run_limited, signal, Run};
 use super::{gone, tool, TEMP_PREFIX};
 
 /// Prefix of every namespace the harness creates.
@@ -19,6 +23,7 @@ const NS_PREFIX: &str = "kdt";
 /// which are dropped first.
 #[derive(Debug)]
 pub struct Netns {
+    owner: kdns_sys::netns::Netns,
     ns: InNs,
 }
 
@@ -26,11 +31,8 @@ impl Netns {
     /// Creates namespace `kdt<pid>n<id><suffix>` with its loopback up.
     pub fn new(id: usize, suffix: &str) -> Netns {
         let name = format!("{NS_PREFIX}{}n{id}{suffix}", std::process::id());
-        let _ = run_limited(&["ip", "netns", "del", &name], Duration::from_secs(10));
-        run_ok(&["ip", "netns", "add", &name]);
-        let ns = Netns { ns: InNs { name } };
-        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
-        ns
+        let owner = kdns_sys::netns::Netns::new(name.clone()).unwrap_or_else(|e| panic!("{e}"));
+        Netns { owner, ns: InNs { name } }
     }
 
     /// A handle that runs commands in this namespace, for guards that
@@ -102,31 +104,12 @@ impl InNs {
     /// Runs `f` on a thread that has joined this namespace, e.g. to open
     /// sockets there (a socket stays in the namespace it was opened in).
     pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = Path::new("/var/run/netns").join(&self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = fs::File::open(&path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-                // SAFETY: setns(2) on a namespace fd we own; it changes only
-                // this (scoped, short-lived) thread's network namespace.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {}: {}", self.name, std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
+        kdns_sys::netns::within(&self.name, f).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A UDP socket bound to `bind` inside this namespace.
     pub fn udp_socket(&self, bind: SocketAddr) -> UdpSocket {
         self.within(|| UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind {bind} in {}: {e}", self.name)))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(self.etc_dir());
-        let _ = run_limited(&["ip", "netns", "del", &self.name], Duration::from_secs(10));
     }
 }
 
@@ -201,22 +184,13 @@ pub fn veth_with_queues(client: &Netns, server: &Netns, id: usize, x: u8, queues
     let tag = format!("{}{id}", std::process::id() % 10000);
     let link = Link { x, client_if: format!("kc{tag}"), server_if: format!("ks{tag}") };
     assert!(link.client_if.len() <= 15, "interface name too long: {}", link.client_if);
-    let q = queues.map(|q| q.to_string());
-    let mut argv: Vec<&str> = vec!["ip", "link", "add", &link.client_if, "netns", &client.name];
-    if let Some(q) = &q {
-        argv.extend(["numtxqueues", q, "numrxqueues", q]);
-    }
-    argv.extend(["type", "veth", "peer", "name", &link.server_if, "netns", &server.name]);
-    if let Some(q) = &q {
-        argv.extend(["numtxqueues", q, "numrxqueues", q]);
-    }
-    run_ok(&argv);
-    for (ns, ifname, v4, v6) in
-        [(client, &link.client_if, link.client_v4(), link.client_v6()), (server, &link.server_if, link.server_v4(), link.server_v6())]
-    {
-        ns.exec_ok(&["ip", "addr", "add", &format!("{v4}/24"), "dev", ifname]);
-        ns.exec_ok(&["ip", "-6", "addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"]);
-        ns.exec_ok(&["ip", "link", "set", ifname, "up"]);
-    }
+    let (c4, c6) = (format!("{}/24", link.client_v4()), format!("{}/64", link.client_v6()));
+    let (s4, s6) = (format!("{}/24", link.server_v4()), format!("{}/64", link.server_v6()));
+    let queues = queues.map(|q| (q, q));
+    kdns_sys::netns::veth(
+        &VethEnd { ns: &client.owner, ifname: &link.client_if, queues, addrs: &[&c4, &c6] },
+        &VethEnd { ns: &server.owner, ifname: &link.server_if, queues, addrs: &[&s4, &s6] },
+    )
+    .unwrap_or_else(|e| panic!("veth pair {} <-> {}: {e}", link.client_if, link.server_if));
     link
 }

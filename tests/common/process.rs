@@ -2,7 +2,6 @@
 //! processes owned by a guard ([`Proc`]), and bounded polling.
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -59,27 +58,12 @@ pub fn run_ok(argv: &[&str]) -> Run {
     r
 }
 
-/// Makes the kernel kill the child if the thread that spawned it dies
-/// (a test thread killed by a panic that skips `Drop`, or the whole test
-/// process killed). `ip netns exec` execs its command in place, so the
-/// setting reaches the daemon itself.
-pub fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
-    // memory of the parent; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-            Ok(())
-        });
-    }
-}
+pub use kdns_sys::process::die_with_parent;
 
-/// Sends `sig` to `pid`.
+/// Sends `sig` to `pid`. A process that has exited already is no error
+/// here: the callers wait for the exit next.
 pub fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) with a pid we spawned ourselves; no memory involved.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
+    let _ = kdns_sys::process::signal(pid, sig);
 }
 
 /// Polls `f` every `every` until it returns `Some` or `limit` passes.

@@ -11,8 +11,8 @@
 //!   traffic from the peer namespace (UDP, fragments, ping, ND, TCP).
 
 use super::*;
+use crate::netns::{veth, Netns, VethEnd};
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
@@ -33,8 +33,7 @@ const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
 pub(super) fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::process::is_root() {
         panic!("the XDP loader tests need root (BPF, network namespaces, veth): run them as root, e.g. `sudo -E cargo test --features xdp xdp::loader`");
     }
 }
@@ -42,33 +41,7 @@ pub(super) fn require_root() {
 // ---------------------------------------------------------------- helpers
 
 fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().unwrap_or_else(|e| panic!("running ip {args:?}: {e} (needs iproute2)"));
-    if !out.status.success() {
-        panic!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace, deleted on drop (with its interfaces and their XDP programs).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(role: &str) -> Netns {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("kdnsx-{}-{}-{role}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
+    crate::netns::ip(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Server and client namespaces joined by a veth pair `kx-s` <-> `kx-c`.
@@ -82,53 +55,33 @@ pub(super) struct Rig {
 impl Rig {
     /// `(rx, tx)` queue counts of the server and client ends.
     pub(super) fn new(server_q: (u32, u32), client_q: (u32, u32)) -> Rig {
-        let rig = Rig { server: Netns::new("s"), client: Netns::new("c") };
-        let (srx, stx) = (server_q.0.to_string(), server_q.1.to_string());
-        let (crx, ctx) = (client_q.0.to_string(), client_q.1.to_string());
-        let s = rig.server.name.as_str();
-        let c = rig.client.name.as_str();
-        ip(&[
-            "-n",
-            s,
-            "link",
-            "add",
-            S_IF,
-            "numrxqueues",
-            &srx,
-            "numtxqueues",
-            &stx,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            C_IF,
-            "netns",
-            c,
-            "numrxqueues",
-            &crx,
-            "numtxqueues",
-            &ctx,
-        ]);
-        ip(&["-n", s, "addr", "add", "10.200.0.1/24", "dev", S_IF]);
-        ip(&["-n", s, "addr", "add", "10.200.0.2/24", "dev", S_IF]);
-        ip(&["-n", s, "addr", "add", "fd00:6b64::1/64", "dev", S_IF, "nodad"]);
-        ip(&["-n", c, "addr", "add", "10.200.0.100/24", "dev", C_IF]);
-        ip(&["-n", c, "addr", "add", "fd00:6b64::100/64", "dev", C_IF, "nodad"]);
-        ip(&["-n", s, "link", "set", S_IF, "up"]);
-        ip(&["-n", c, "link", "set", C_IF, "up"]);
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tag = format!("kdnsx-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let ns = |role: &str| Netns::new(format!("{tag}-{role}")).unwrap_or_else(|e| panic!("{e}"));
+        let rig = Rig { server: ns("s"), client: ns("c") };
+        let server = VethEnd {
+            ns: &rig.server,
+            ifname: S_IF,
+            queues: Some(server_q),
+            addrs: &["10.200.0.1/24", "10.200.0.2/24", "fd00:6b64::1/64"],
+        };
+        let client = VethEnd { ns: &rig.client, ifname: C_IF, queues: Some(client_q), addrs: &["10.200.0.100/24", "fd00:6b64::100/64"] };
+        veth(&server, &client).unwrap_or_else(|e| panic!("{e}"));
         rig
     }
 
+    /// Runs `f` on a thread inside the server namespace (its /sys too, so
+    /// the loader sees the veth's queues).
     pub(super) fn in_server<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        in_netns(&self.server.name, f)
+        self.server.within(f).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn in_client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        in_netns(&self.client.name, f)
+        self.client.within(f).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn server_link(&self) -> String {
-        ip(&["-n", &self.server.name, "-d", "link", "show", "dev", S_IF])
+        ip(&["-n", self.server.name(), "-d", "link", "show", "dev", S_IF])
     }
 
     /// The id of the XDP program on the server end and whether it is in generic mode.
@@ -165,44 +118,6 @@ impl Rig {
             IpAddr::V6(_) => Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap(),
         });
         ping_with(&sock, dst)
-    }
-}
-
-/// Runs `f` on a thread inside namespace `ns`, with /sys remounted so it
-/// shows that namespace's interfaces (what `ip netns exec` does). Sockets
-/// made there stay in that namespace wherever they are used later.
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                enter_netns(ns);
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
-}
-
-fn enter_netns(ns: &str) {
-    let file = File::open(format!("/var/run/netns/{ns}")).unwrap();
-    let check = |ret: libc::c_int, what: &str| {
-        if ret != 0 {
-            panic!("{what}: {}", io::Error::last_os_error());
-        }
-    };
-    // SAFETY: setns/unshare/mount/umount2 with valid fds and NUL-terminated
-    // strings; they change only this thread's namespaces (unshare copies the
-    // thread's fs_struct), which ends with the thread.
-    unsafe {
-        check(libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET), "setns");
-        check(libc::unshare(libc::CLONE_NEWNS), "unshare(CLONE_NEWNS)");
-        // Keep our /sys mount from propagating back to the host.
-        check(
-            libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_SLAVE | libc::MS_REC, std::ptr::null()),
-            "mount --make-rslave /",
-        );
-        libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);
-        check(libc::mount(c"sysfs".as_ptr(), c"/sys".as_ptr(), c"sysfs".as_ptr(), 0, std::ptr::null()), "mount sysfs");
     }
 }
 
@@ -708,7 +623,7 @@ fn registered_sockets_get_the_queries_and_only_them() {
 fn stale_netlink_programs_are_replaced() {
     require_root();
     let rig = Rig::new((2, 2), (2, 2));
-    let obj = std::env::temp_dir().join(format!("kdns-xdp-test-{}-{}.o", std::process::id(), rig.server.name));
+    let obj = std::env::temp_dir().join(format!("kdns-xdp-test-{}-{}.o", std::process::id(), rig.server.name()));
     std::fs::write(&obj, OBJECT).unwrap();
     struct Rm(std::path::PathBuf);
     impl Drop for Rm {
@@ -720,7 +635,7 @@ fn stale_netlink_programs_are_replaced() {
     let obj = obj.to_str().unwrap();
 
     for stale_mode in ["xdpgeneric", "xdpdrv"] {
-        ip(&["-n", &rig.server.name, "link", "set", "dev", S_IF, stale_mode, "obj", obj, "sec", "xdp"]);
+        ip(&["-n", rig.server.name(), "link", "set", "dev", S_IF, stale_mode, "obj", obj, "sec", "xdp"]);
         let (stale_id, generic) = rig.attached().expect("the stale program is attached");
         assert_eq!(generic, stale_mode == "xdpgeneric");
 
@@ -816,7 +731,7 @@ fn sigkill_leaves_nothing_attached() {
     // Test names lack the crate name that module_path! starts with.
     let module = module_path!().split_once("::").map_or(module_path!(), |(_, rest)| rest);
     let child = Command::new("ip")
-        .args(["netns", "exec", &rig.server.name])
+        .args(["netns", "exec", rig.server.name()])
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", &format!("{module}::child_attach_and_wait"), "--ignored", "--nocapture", "--test-threads=1"])
         .env("KDNS_XDP_TEST_CHILD", "1")
