@@ -11,7 +11,6 @@ mod control;
 mod docker;
 mod driver;
 mod handle;
-mod io;
 mod records;
 mod tcp;
 mod upstream_sockets;
@@ -131,7 +130,10 @@ fn run(s: Settings) -> Result<(), String> {
     let (v4, v6) = upstream_sockets::families(&backends);
     let per_worker = s.ports.max_sockets(usize::from(v4) + usize::from(v6)) as u64;
     let workers = s.workers.max(std::thread::available_parallelism().map_or(1, |n| n.get())) as u64 + 2;
-    io::rlimit::ensure_open_files(workers * per_worker + 1024, &format!("upstream.source_ports = {} ({workers} workers)", s.ports.slots))?;
+    kdns_sys::rlimit::ensure_open_files(
+        workers * per_worker + 1024,
+        &format!("upstream.source_ports = {} ({workers} workers)", s.ports.slots),
+    )?;
     let xdp_runtime = start_xdp(&s, &stop, &cores, &mut handles, &mut threads)?;
     // With AF_XDP, one socket worker serves what the XDP program passes to
     // the kernel (other queues, fragments); without it, one per core.

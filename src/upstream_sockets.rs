@@ -62,12 +62,6 @@ pub struct PortsConfig {
     pub query_deadline: Duration,
 }
 
-impl Default for PortsConfig {
-    fn default() -> Self {
-        PortsConfig { slots: 16, rotate_after: 100, rotate_every: Duration::from_secs(10), query_deadline: Duration::from_secs(3) }
-    }
-}
-
 impl PortsConfig {
     /// The most sockets one worker's pool can hold open at once, for
     /// `families` address families (1 or 2).

@@ -24,8 +24,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::driver::{spawn_pinned, AnswerBatch, Core, CoreSetup, FrontEnd, Ready, Turn};
 use crate::handle::{IoStats, WorkerHandle, WorkerKind};
-use crate::io::udp::{RecvBatch, SendBatch, Sent, BATCH};
 use crate::upstream_sockets::PortsConfig;
+use kdns_sys::udp::{RecvBatch, SendBatch, Sent, BATCH};
 
 /// Batches read from one socket before the others get a turn.
 const BUDGET: usize = 8;

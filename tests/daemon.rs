@@ -197,6 +197,11 @@ fn large_answer_truncated_over_udp_complete_over_tcp() {
     // over TCP itself and prints the whole answer.
     let d = dig(&lab.client, &[&at, "big.static.test", "TXT"]);
     assert_eq!(d.rdata("TXT").len(), BIG_TXT_RECORDS, "dig with fallback to TCP:\n{}", d.text);
+    // The first TCP query missed: the backend's UDP answer was truncated,
+    // so kdns asked it again over TCP, and that exchange succeeded.
+    let s = lab.stats();
+    assert!(total(&s, "tcp_retries") >= 1, "no TCP retry counted:\n{s:#}");
+    assert_eq!(total(&s, "tcp_retry_failures"), 0, "a TCP retry failed:\n{s:#}");
 }
 
 /// Two Unbounds; dnsperf sends distinct names (all misses) at 2000 qps; one

@@ -199,6 +199,11 @@ summed! {
         pub stale_answers: u64,
         /// SERVFAILs sent because no backend answered in time.
         pub gave_up: u64,
+        /// Queries asked again over TCP to a backend (a truncated UDP
+        /// answer to a TCP client).
+        pub tcp_retries: u64,
+        /// Of those, exchanges that failed (stale answer or SERVFAIL).
+        pub tcp_retry_failures: u64,
         /// Replies with TC set because the answer did not fit.
         pub truncated: u64,
         /// REFUSED sent to clients outside the allowed networks.

@@ -284,7 +284,7 @@ pub fn summary(s: &Stats) -> String {
         (
             "Forwarding",
             format!(
-                "forwarded {}, waited on an identical question {}, retried {}, timeouts {}, slow {}, late answers {}, stale answers {}, gave up {}, in flight {}",
+                "forwarded {}, waited on an identical question {}, retried {}, timeouts {}, slow {}, late answers {}, stale answers {}, gave up {}, over TCP {} ({} failed), in flight {}",
                 c.forwarded,
                 c.coalesced,
                 c.retried,
@@ -293,6 +293,8 @@ pub fn summary(s: &Stats) -> String {
                 c.late_answers,
                 c.stale_answers,
                 c.gave_up,
+                c.tcp_retries,
+                c.tcp_retry_failures,
                 c.in_flight
             ),
         ),

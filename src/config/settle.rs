@@ -353,7 +353,6 @@ impl Settings {
     /// What an AF_XDP worker takes: the `[xdp]` ring and frame sizes and
     /// the settled scheduling priority.
     #[cfg(feature = "xdp")]
-    #[cfg_attr(not(test), expect(dead_code, reason = "xdp::setup still copies these fields itself"))]
     pub fn xdp_worker(&self) -> crate::xdp::worker::XdpSettings {
         let x = &self.xdp;
         crate::xdp::worker::XdpSettings {

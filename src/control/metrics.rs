@@ -16,6 +16,8 @@
 //! | `kdns_forward_timeouts_total{backend}` | counter | `BackendStats::timeouts` |
 //! | `kdns_forward_slow_total{backend}` | counter | `BackendStats::slow` |
 //! | `kdns_forward_late_answers_total` | counter | `EngineStats::late_answers` |
+//! | `kdns_forward_tcp_retries_total` | counter | `EngineStats::tcp_retries` |
+//! | `kdns_forward_tcp_retry_failures_total` | counter | `EngineStats::tcp_retry_failures` |
 //! | `kdns_coalesced_total` | counter | `EngineStats::coalesced` |
 //! | `kdns_limited_total{reason}` | counter | `EngineStats::limited_pending`, `limited_rate` |
 //! | `kdns_limit{name}`, `kdns_limit_over_limit_info{action}` | gauge | the `[limits]` in force, `tcp.max_connections(_per_client)`, `upstream.source_ports` |
@@ -306,6 +308,20 @@ pub(super) fn render(
     for (r, a) in rows.iter().zip(&addrs) {
         sample(&mut out, "kdns_forward_slow_total", &[("backend", a)], r.slow);
     }
+    single(
+        &mut out,
+        "kdns_forward_tcp_retries_total",
+        "counter",
+        "Queries asked again over TCP to a backend because its UDP answer to a TCP client was truncated.",
+        sum(workers, |w| w.engine.tcp_retries.get()),
+    );
+    single(
+        &mut out,
+        "kdns_forward_tcp_retry_failures_total",
+        "counter",
+        "TCP exchanges with a backend that failed (the client got a stale answer or SERVFAIL).",
+        sum(workers, |w| w.engine.tcp_retry_failures.get()),
+    );
     single(
         &mut out,
         "kdns_forward_late_answers_total",

@@ -338,6 +338,8 @@ fn every_family_has_help_and_type_once_before_its_samples() {
             "kdns_forward_requests_total",
             "kdns_forward_timeouts_total",
             "kdns_forward_slow_total",
+            "kdns_forward_tcp_retries_total",
+            "kdns_forward_tcp_retry_failures_total",
             "kdns_forward_late_answers_total",
             "kdns_coalesced_total",
             "kdns_limited_total",

@@ -83,6 +83,8 @@ fn read(w: &WorkerHandle, in_flight: Option<usize>) -> Counters {
         probes: e.probes.get(),
         stale_answers: e.stale_answers.get(),
         gave_up: e.gave_up.get(),
+        tcp_retries: e.tcp_retries.get(),
+        tcp_retry_failures: e.tcp_retry_failures.get(),
         truncated: e.truncated.get(),
         refused_acl: e.refused_acl.get(),
         formerr: e.formerr.get(),

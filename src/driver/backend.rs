@@ -14,8 +14,8 @@ use kdns_core::Timestamp;
 use mio::{Registry, Token};
 
 use crate::handle::IoStats;
-use crate::io::udp::RecvBatch;
 use crate::upstream_sockets::{PortsConfig, SourcePorts};
+use kdns_sys::udp::RecvBatch;
 
 /// Batches read from one source-port socket before the others get a turn.
 const BUDGET: usize = 8;
@@ -75,7 +75,7 @@ impl Backends {
             rtt: addrs.iter().map(|_| new_histogram()).collect(),
             io: Arc::clone(io),
             rx: RecvBatch::new(batch.count, batch.size),
-            rx_count: batch.count.clamp(1, crate::io::udp::BATCH),
+            rx_count: batch.count.clamp(1, kdns_sys::udp::BATCH),
         })
     }
 

@@ -66,7 +66,7 @@ fn rig(tweak: impl FnOnce(&mut EngineConfig)) -> Rig {
         kind: WorkerKind::Udp,
         core: None,
         engine,
-        ports: PortsConfig::default(),
+        ports: PortsConfig { slots: 16, rotate_after: 100, rotate_every: Duration::from_secs(10), query_deadline: Duration::from_secs(3) },
         answers: AnswerBatch { count: 8, size: 1232 },
         stop: Arc::clone(&stop),
     };

@@ -11,7 +11,7 @@ use kdns_sys::xdp::{self, AttachMode, CounterReader, XdpProgram};
 
 use crate::config::Settings;
 use crate::handle::{WorkerHandle, XdpCounterSource, XdpQueueCounters};
-use crate::xdp::worker::{self, XdpSettings, XdpWorkerSetup};
+use crate::xdp::worker::{self, XdpWorkerSetup};
 
 /// What keeps the AF_XDP path alive: dropping it detaches the programs.
 #[derive(Debug)]
@@ -87,14 +87,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
         return Err("AF_XDP serves one port: all listen addresses must share it".into());
     }
     let ips: Vec<IpAddr> = s.listen.iter().map(SocketAddr::ip).collect();
-    let settings = XdpSettings {
-        frame_size: s.xdp.frame_size,
-        frames: s.xdp.frames,
-        ring_size: s.xdp.ring_size,
-        busy_poll: s.xdp.busy_poll,
-        realtime_priority: s.realtime_priority,
-        zero_copy: s.xdp.zero_copy,
-    };
+    let settings = s.xdp_worker();
     let mut programs = Vec::new();
     let mut prepared = Vec::new();
     let mut id = first_id;
@@ -118,7 +111,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
         let mut modes = Vec::new();
         for &q in &queues {
             let core = (!cores.is_empty()).then(|| cores[q as usize % cores.len()]);
-            let engine = kdns_core::engine::EngineConfig { seed: kdns_sys::random_seed(), ..s.engine.clone() };
+            let engine = s.engine_for_worker(kdns_sys::random_seed());
             let setup = XdpWorkerSetup {
                 id,
                 core,

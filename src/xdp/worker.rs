@@ -48,7 +48,8 @@ const BATCH: usize = 64;
 const MAX_KICKS: u32 = 8;
 const MAX_QUERY: usize = 1500;
 
-/// Ring and frame sizes, and how the worker waits.
+/// Ring and frame sizes, and how the worker waits: built from `[xdp]` by
+/// `Settings::xdp_worker` (the defaults live in the settings table).
 #[derive(Debug, Clone)]
 pub struct XdpSettings {
     /// UMEM frame size (2048 or 4096).
@@ -63,12 +64,6 @@ pub struct XdpSettings {
     pub realtime_priority: u32,
     /// Ask for zero-copy first (falls back to copy mode).
     pub zero_copy: bool,
-}
-
-impl Default for XdpSettings {
-    fn default() -> Self {
-        XdpSettings { frame_size: 2048, frames: 4096, ring_size: 2048, busy_poll: false, realtime_priority: 0, zero_copy: true }
-    }
 }
 
 /// What a worker needs to start.

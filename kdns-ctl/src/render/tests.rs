@@ -79,7 +79,7 @@ Queries:      160 (10 over TCP)
 Cache:        hit ratio 53.3%, 80 hits (3 negative), 70 misses, 33 entries, 1.5 MiB
 Answers:      NOERROR 145, NXDOMAIN 5
 Local:        0 answers from local records
-Forwarding:   forwarded 70, waited on an identical question 0, retried 1, timeouts 2, slow 0, late answers 0, stale answers 0, gave up 0, in flight 4
+Forwarding:   forwarded 70, waited on an identical question 0, retried 1, timeouts 2, slow 0, late answers 0, stale answers 0, gave up 0, over TCP 0 (0 failed), in flight 4
 Limits:       per client (/32 IPv4, /64 IPv6) per worker: 256 pending, 5000 misses/s (burst 10000); over them (servfail): 0 by pending, 0 by rate
 Drops:        query_too_short 2
 Source ports: 48 sockets open, 60 opened, 12 rotations (0 deferred, 0 failed)
