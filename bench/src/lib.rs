@@ -59,16 +59,13 @@ pub fn bench_name(i: u32) -> String {
 }
 
 /// `name` in mixed case (DNS 0x20 style): each letter's case is chosen by a
-/// bit of a small PRNG seeded by `seed`. Compared without case, the result
-/// is the same name.
+/// bit of kdns's generator seeded by `seed`. Compared without case, the
+/// result is the same name.
 pub fn mix_case(name: &str, seed: u64) -> String {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut rng = kdns_core::engine::Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     name.chars()
         .map(|c| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if x & 1 == 1 {
+            if rng.next_u64() >> 63 == 1 {
                 c.to_ascii_uppercase()
             } else {
                 c.to_ascii_lowercase()
@@ -83,14 +80,8 @@ pub fn mix_case(name: &str, seed: u64) -> String {
 pub fn write_query(out: &mut [u8], id: u16, name: &str, qtype: Rtype, edns: Option<u16>) -> Option<usize> {
     let mut n = [0u8; 256];
     let nlen = encode_name(name, &mut n).ok()?;
-    let mut b = MessageBuilder::new(out, usize::MAX).ok()?;
-    b.header().set_id(id);
-    b.header().set_flags(flags::RD);
-    b.question(&n[..nlen], qtype, Class::IN).ok()?;
-    if let Some(udp_size) = edns {
-        b.opt(OptSpec { udp_size, ext_rcode: 0, dnssec_ok: false }).ok()?;
-    }
-    Some(b.finish())
+    let opt = edns.map(|udp_size| OptSpec { udp_size, ext_rcode: 0, dnssec_ok: false });
+    kdns_core::wire::write_query(out, id, flags::RD, &n[..nlen], qtype, Class::IN, opt)
 }
 
 /// A query for `name` A with ID `id`, RD set, and an OPT record advertising
