@@ -98,7 +98,7 @@ pub struct QueueCounters {
     /// A truncated/inconsistent IP frame, or UDP to a listen address and port
     /// with bad lengths; given to the kernel as well.
     pub malformed: u64,
-    /// Dropped by the program (XDP_DROP/XDP_ABORTED): always 0 today.
+    /// Dropped by the program (XDP_DROP): a client over `limits.xdp_client_qps`.
     pub dropped: u64,
 }
 
