@@ -1,8 +1,9 @@
 //! Cache behaviour on a virtual clock.
 
+use super::key::lower8;
 use super::*;
 use crate::testutil::{a, answer, query, soa, ttls};
-use crate::wire::{Message, Section};
+use crate::wire::{Class, Message, Section};
 
 fn t(secs: u64) -> Timestamp {
     Timestamp::from_secs(secs)
