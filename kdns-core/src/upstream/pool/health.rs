@@ -61,20 +61,25 @@ impl Pool {
         true
     }
 
+    /// The common start of an answer or timeout report: `id`'s index and
+    /// whether the outcome is the probe in flight, after settling one
+    /// outstanding query. `None` for an unknown id or nothing outstanding.
+    fn settle_outcome(&mut self, id: BackendId, probe: bool) -> Option<(usize, bool)> {
+        let i = id.index();
+        if i >= self.slots.len() {
+            return None;
+        }
+        let probe = probe && matches!(self.slots[i].probe, Probe::InFlight { .. });
+        self.settle(i).then_some((i, probe))
+    }
+
     /// An answer from `id` arrived at `now`. `rtt` is the time since its
     /// try was sent, when that is a fair sample of the backend's speed (an
     /// answer within the try's timeout); `probe` says whether it answers
     /// the probe [`Pool::probe_due`] handed out. Any answer proves the
     /// backend alive; a good probe answer may bring a down backend up.
     pub fn on_answer(&mut self, id: BackendId, now: Timestamp, rtt: Option<Duration>, probe: bool) -> Option<Transition> {
-        let i = id.index();
-        if i >= self.slots.len() {
-            return None;
-        }
-        let probe = probe && matches!(self.slots[i].probe, Probe::InFlight { .. });
-        if !self.settle(i) {
-            return None;
-        }
+        let (i, probe) = self.settle_outcome(id, probe)?;
         self.stats[i].answers.inc();
         if let Some(rtt) = rtt {
             self.stats[i].record_rtt(rtt);
@@ -145,14 +150,7 @@ impl Pool {
     /// timing out takes it down; a failed probe of a down backend doubles
     /// its backoff.
     pub fn on_timeout(&mut self, id: BackendId, now: Timestamp, probe: bool) -> Option<Transition> {
-        let i = id.index();
-        if i >= self.slots.len() {
-            return None;
-        }
-        let probe = probe && matches!(self.slots[i].probe, Probe::InFlight { .. });
-        if !self.settle(i) {
-            return None;
-        }
+        let (i, probe) = self.settle_outcome(id, probe)?;
         self.stats[i].timeouts.inc();
         let s = &mut self.slots[i];
         if probe {
