@@ -15,11 +15,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 pub struct Counter(AtomicU64);
 
 impl Counter {
-    /// A counter at zero.
-    pub const fn new() -> Self {
-        Counter(AtomicU64::new(0))
-    }
-
     /// Adds one. Must only be called by the owning worker.
     #[inline(always)]
     pub fn inc(&self) {
@@ -32,18 +27,6 @@ impl Counter {
         let v = self.0.load(Ordering::Relaxed);
         self.0.store(v.wrapping_add(n), Ordering::Relaxed);
     }
-
-    /// The current value, from any thread.
-    #[inline]
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl fmt::Debug for Counter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.get())
-    }
 }
 
 /// A gauge (a value that goes up and down) with a single writer.
@@ -51,29 +34,40 @@ impl fmt::Debug for Counter {
 pub struct Gauge(AtomicU64);
 
 impl Gauge {
-    /// A gauge at zero.
-    pub const fn new() -> Self {
-        Gauge(AtomicU64::new(0))
-    }
-
     /// Sets the value. Must only be called by the owning worker.
     #[inline(always)]
     pub fn set(&self, v: u64) {
         self.0.store(v, Ordering::Relaxed);
     }
-
-    /// The current value, from any thread.
-    #[inline]
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
 }
 
-impl fmt::Debug for Gauge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.get())
-    }
+/// What a counter and a gauge share: the constructor at zero, the read
+/// from any thread, and `Debug` printing the bare value.
+macro_rules! single_writer_value {
+    ($ty:ident, $new_doc:literal) => {
+        impl $ty {
+            #[doc = $new_doc]
+            pub const fn new() -> Self {
+                $ty(AtomicU64::new(0))
+            }
+
+            /// The current value, from any thread.
+            #[inline]
+            pub fn get(&self) -> u64 {
+                self.0.load(Ordering::Relaxed)
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.get())
+            }
+        }
+    };
 }
+
+single_writer_value!(Counter, "A counter at zero.");
+single_writer_value!(Gauge, "A gauge at zero.");
 
 #[cfg(test)]
 mod tests {

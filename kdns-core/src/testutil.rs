@@ -19,6 +19,13 @@ pub fn query(id: u16, name: &str, qtype: Rtype, edns: Option<(u16, bool)>) -> Ve
     buf[..len].to_vec()
 }
 
+/// The wire form of the name `text`.
+pub fn name_wire(text: &str) -> Vec<u8> {
+    let mut b = [0u8; 256];
+    let n = encode_name(text, &mut b).unwrap();
+    b[..n].to_vec()
+}
+
 /// One record of a test answer; the owner is the question name.
 #[derive(Debug, Clone)]
 pub struct Rr {

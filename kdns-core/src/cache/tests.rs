@@ -1,8 +1,9 @@
 //! Cache behaviour on a virtual clock.
 
+use super::key::lower8;
 use super::*;
 use crate::testutil::{a, answer, query, soa, ttls};
-use crate::wire::{Message, Section};
+use crate::wire::{Class, Message, Section};
 
 fn t(secs: u64) -> Timestamp {
     Timestamp::from_secs(secs)
@@ -12,19 +13,22 @@ fn small() -> CacheConfig {
     CacheConfig { max_entries: 8, max_bytes: 8 * CHUNK, ..CacheConfig::default() }
 }
 
-/// Inserts the backend answer `ans` to `q` under the query's key.
-fn put(c: &mut Cache, now: Timestamp, q: &[u8], ans: &[u8]) -> Result<EntryKind, NotCached> {
+/// The key of query `q`'s question (no DO or CD).
+fn key_of<'q>(c: &Cache, q: &'q [u8]) -> Key<'q> {
     let m = Message::parse(q).unwrap();
     let name = &q[12..m.question.name.end()];
-    let key = c.key(name, m.question.qtype, m.question.qclass, KeyFlags::default()).unwrap();
+    c.key(name, m.question.qtype, m.question.qclass, KeyFlags::default()).unwrap()
+}
+
+/// Inserts the backend answer `ans` to `q` under the query's key.
+fn put(c: &mut Cache, now: Timestamp, q: &[u8], ans: &[u8]) -> Result<EntryKind, NotCached> {
+    let key = key_of(c, q);
     let am = Message::parse(ans).unwrap();
     c.insert(now, &key, ans, &am)
 }
 
 fn get(c: &mut Cache, now: Timestamp, q: &[u8], out: &mut [u8]) -> Lookup {
-    let m = Message::parse(q).unwrap();
-    let name = &q[12..m.question.name.end()];
-    let key = c.key(name, m.question.qtype, m.question.qclass, KeyFlags::default()).unwrap();
+    let key = key_of(c, q);
     c.lookup(now, &key, out)
 }
 
@@ -95,8 +99,7 @@ fn not_cached_cases() {
     assert_eq!(put(&mut c, t(0), &q, &answer(&q, Rcode::REFUSED, &[], false)), Err(NotCached::Rcode));
     assert_eq!(put(&mut c, t(0), &q, &answer(&q, Rcode::NOERROR, &[a(0, [1, 1, 1, 1])], false)), Err(NotCached::ZeroTtl));
     let other = query(1, "y.example", Rtype::A, None);
-    let m = Message::parse(&q).unwrap();
-    let key = c.key(&q[12..m.question.name.end()], Rtype::A, Class::IN, KeyFlags::default()).unwrap();
+    let key = key_of(&c, &q);
     let ans = answer(&other, Rcode::NOERROR, &[a(60, [1, 1, 1, 1])], false);
     assert_eq!(c.insert(t(0), &key, &ans, &Message::parse(&ans).unwrap()), Err(NotCached::QuestionMismatch));
     assert!(c.is_empty());
@@ -121,8 +124,7 @@ fn near_expiry_hit_asks_for_one_refresh() {
     assert!(matches!(get(&mut c, t(89), &q, &mut out), Lookup::Hit { refresh: false, .. }));
     assert!(matches!(get(&mut c, t(91), &q, &mut out), Lookup::Hit { refresh: true, .. }));
     assert!(matches!(get(&mut c, t(92), &q, &mut out), Lookup::Hit { refresh: false, .. }));
-    let m = Message::parse(&q).unwrap();
-    let key = c.key(&q[12..m.question.name.end()], Rtype::A, Class::IN, KeyFlags::default()).unwrap();
+    let key = key_of(&c, &q);
     c.refresh_failed(&key);
     assert!(matches!(get(&mut c, t(93), &q, &mut out), Lookup::Hit { refresh: true, .. }));
 }
@@ -132,8 +134,7 @@ fn stale_copy_carries_the_stale_ttl() {
     let mut c = Cache::new(CacheConfig::default(), 1);
     let q = query(1, "x.example", Rtype::A, None);
     put(&mut c, t(0), &q, &answer(&q, Rcode::NOERROR, &[a(10, [1, 1, 1, 1])], false)).unwrap();
-    let m = Message::parse(&q).unwrap();
-    let key = c.key(&q[12..m.question.name.end()], Rtype::A, Class::IN, KeyFlags::default()).unwrap();
+    let key = key_of(&c, &q);
     let mut out = [0u8; 512];
     let len = c.lookup_stale(t(500), &key, &mut out).unwrap();
     assert_eq!(ttls(&out[..len]), vec![30]);

@@ -51,29 +51,15 @@ pub const HEADER_LEN: usize = 14;
 /// Length of an Ethernet II header with one 802.1Q tag.
 pub const VLAN_HEADER_LEN: usize = 18;
 
-/// A read/write view of an Ethernet II frame (optionally 802.1Q-tagged).
-///
-/// Build it with [`Frame::new_checked`]; after that no accessor can panic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an Ethernet II frame (optionally 802.1Q-tagged).
+    ///
+    /// Build it with [`Frame::new_checked`]; after that no accessor can panic.
+    pub struct Frame;
+    short: "the header", checks: "that the whole header (including the VLAN tag, if there is one) is present"
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// Wraps a buffer without checking it. Fixed-field accessors panic if the
-    /// buffer is shorter than the header: call [`Frame::check_len`] first.
-    pub const fn new_unchecked(buffer: T) -> Frame<T> {
-        Frame { buffer }
-    }
-
-    /// Wraps a buffer after checking that the whole header (including the
-    /// VLAN tag, if there is one) is present.
-    pub fn new_checked(buffer: T) -> Result<Frame<T>, FrameError> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
     /// Checks that the buffer holds the whole header.
     pub fn check_len(&self) -> Result<(), FrameError> {
         let data = self.buffer.as_ref();
@@ -84,11 +70,6 @@ impl<T: AsRef<[u8]>> Frame<T> {
             return Err(FrameError::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     fn read_u16(&self, at: usize) -> u16 {

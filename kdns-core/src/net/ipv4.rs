@@ -28,31 +28,18 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_OFFSET_MASK: u16 = 0x1FFF;
 
-/// A read/write view of an IPv4 packet.
-///
-/// [`Packet::new_checked`] guarantees: version 4, IHL >= 5, the whole header
-/// is in the buffer, and `header_len <= total_len <= buffer length`. The
-/// buffer may be longer than the packet (Ethernet padding): the payload is
-/// bounded by the total length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an IPv4 packet.
+    ///
+    /// [`Packet::new_checked`] guarantees: version 4, IHL >= 5, the whole header
+    /// is in the buffer, and `header_len <= total_len <= buffer length`. The
+    /// buffer may be longer than the packet (Ethernet padding): the payload is
+    /// bounded by the total length.
+    pub struct Packet;
+    short: "20 bytes", checks: "version, header and total lengths"
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it. Fixed-field accessors panic if the
-    /// buffer is shorter than 20 bytes: call [`Packet::check_len`] first.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after checking version, header and total lengths.
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, FrameError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks version, IHL, and that header and total length fit the buffer.
     pub fn check_len(&self) -> Result<(), FrameError> {
         let len = self.buffer.as_ref().len();
@@ -73,11 +60,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(FrameError::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     fn read_u16(&self, range: core::ops::Range<usize>) -> u16 {

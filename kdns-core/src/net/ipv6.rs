@@ -27,30 +27,17 @@ pub fn is_extension_header(next_header: u8) -> bool {
 /// Next-header value of the fragment extension header.
 pub const NEXT_HEADER_FRAGMENT: u8 = 44;
 
-/// A read/write view of an IPv6 packet.
-///
-/// [`Packet::new_checked`] guarantees: version 6 and `40 + payload_len <=
-/// buffer length`. The buffer may be longer (Ethernet padding): the payload is
-/// bounded by the payload length field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an IPv6 packet.
+    ///
+    /// [`Packet::new_checked`] guarantees: version 6 and `40 + payload_len <=
+    /// buffer length`. The buffer may be longer (Ethernet padding): the payload is
+    /// bounded by the payload length field.
+    pub struct Packet;
+    short: "40 bytes", checks: "the version and the payload length"
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it. Fixed-field accessors panic if the
-    /// buffer is shorter than 40 bytes: call [`Packet::check_len`] first.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after checking the version and the payload length.
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, FrameError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks the version, and that header and payload fit the buffer.
     pub fn check_len(&self) -> Result<(), FrameError> {
         let len = self.buffer.as_ref().len();
@@ -64,11 +51,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(FrameError::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     fn first_word(&self) -> u32 {

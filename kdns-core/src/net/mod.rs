@@ -13,6 +13,43 @@
 use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 
+/// A view type and the constructors every view shares, written once: the
+/// struct over `buffer: T`, `new_unchecked`, `new_checked` (which runs the
+/// view's own `check_len`) and `into_inner`. `$short` completes "accessors
+/// panic if the buffer is shorter than ...", `$checks` completes "Wraps a
+/// buffer after checking ...".
+macro_rules! view {
+    ($(#[$doc:meta])* pub struct $view:ident; short: $short:literal, checks: $checks:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $view<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $view<T> {
+            #[doc = concat!(
+                "Wraps a buffer without checking it. Fixed-field accessors panic if the\n",
+                "buffer is shorter than ", $short, ": call [`", stringify!($view), "::check_len`] first."
+            )]
+            pub const fn new_unchecked(buffer: T) -> $view<T> {
+                $view { buffer }
+            }
+
+            #[doc = concat!("Wraps a buffer after checking ", $checks, ".")]
+            pub fn new_checked(buffer: T) -> Result<$view<T>, FrameError> {
+                let view = Self::new_unchecked(buffer);
+                view.check_len()?;
+                Ok(view)
+            }
+
+            /// Returns the underlying buffer.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;

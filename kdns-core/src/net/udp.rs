@@ -16,29 +16,16 @@ mod field {
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
 
-/// A read/write view of a UDP datagram.
-///
-/// [`Packet::new_checked`] guarantees `8 <= length field <= buffer length`;
-/// the payload is bounded by the length field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of a UDP datagram.
+    ///
+    /// [`Packet::new_checked`] guarantees `8 <= length field <= buffer length`;
+    /// the payload is bounded by the length field.
+    pub struct Packet;
+    short: "8 bytes", checks: "the length field (the buffer is the IP payload)"
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it. Fixed-field accessors panic if the
-    /// buffer is shorter than 8 bytes: call [`Packet::check_len`] first.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer (the IP payload) after checking the length field.
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, FrameError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the header is present and `8 <= length <= buffer length`.
     pub fn check_len(&self) -> Result<(), FrameError> {
         let len = self.buffer.as_ref().len();
@@ -50,11 +37,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(FrameError::BadUdpLength);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     fn read_u16(&self, range: core::ops::Range<usize>) -> u16 {

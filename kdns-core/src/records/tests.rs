@@ -3,8 +3,8 @@
 use core::net::{IpAddr, Ipv4Addr};
 
 use super::*;
-use crate::testutil::query;
-use crate::wire::{encode_name, flags, Class, Header, Message, Rcode, Rtype};
+use crate::testutil::{name_wire, query};
+use crate::wire::{flags, Class, Header, Message, Rcode, Rtype};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -92,12 +92,6 @@ fn ask_from(s: &Snapshot, name: &str, qtype: Rtype, client: &str, rotate: u32, r
 
 fn ask(s: &Snapshot, name: &str, qtype: Rtype) -> Seen {
     ask_from(s, name, qtype, "10.9.9.9", 0, 0).unwrap_or_else(|| panic!("{name} is not local"))
-}
-
-fn name_wire(text: &str) -> Vec<u8> {
-    let mut b = [0u8; 256];
-    let n = encode_name(text, &mut b).unwrap();
-    b[..n].to_vec()
 }
 
 #[test]

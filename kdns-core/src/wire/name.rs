@@ -314,10 +314,18 @@ pub fn encode_name(text: &str, out: &mut [u8]) -> Result<usize, WireError> {
 mod tests {
     use super::*;
 
-    fn wire(text: &str) -> Vec<u8> {
-        let mut b = [0u8; 256];
-        let n = encode_name(text, &mut b).unwrap();
-        b[..n].to_vec()
+    use crate::testutil::name_wire as wire;
+
+    /// A name in wire form from `(length, byte)` labels and the root,
+    /// without the checks of `encode_name` (to build invalid names).
+    fn raw_name(labels: &[(u8, u8)]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for &(n, b) in labels {
+            v.push(n);
+            v.resize(v.len() + usize::from(n), b);
+        }
+        v.push(0);
+        v
     }
 
     #[test]
@@ -382,27 +390,11 @@ mod tests {
 
     #[test]
     fn rejects_oversized_labels_and_names() {
-        let mut long_label = vec![64u8];
-        long_label.extend_from_slice(&[b'a'; 64]);
-        long_label.push(0);
-        assert_eq!(Name::parse(&long_label, 0), Err(WireError::BadLabelType));
+        assert_eq!(Name::parse(&raw_name(&[(64, b'a')]), 0), Err(WireError::BadLabelType));
         // 4 labels of 63 = 256 bytes > 255.
-        let mut big = Vec::new();
-        for _ in 0..4 {
-            big.push(63);
-            big.extend_from_slice(&[b'x'; 63]);
-        }
-        big.push(0);
-        assert_eq!(Name::parse(&big, 0), Err(WireError::NameTooLong));
+        assert_eq!(Name::parse(&raw_name(&[(63, b'x'); 4]), 0), Err(WireError::NameTooLong));
         // 3 x 63 + 61 + root = 255: the longest legal name.
-        let mut max = Vec::new();
-        for _ in 0..3 {
-            max.push(63);
-            max.extend_from_slice(&[b'x'; 63]);
-        }
-        max.push(61);
-        max.extend_from_slice(&[b'y'; 61]);
-        max.push(0);
+        let max = raw_name(&[(63, b'x'), (63, b'x'), (63, b'x'), (61, b'y')]);
         assert_eq!(Name::parse(&max, 0).unwrap().wire_len(), 255);
         assert_eq!(encode_name(&"a".repeat(64), &mut [0; 300]), Err(WireError::LabelTooLong));
     }

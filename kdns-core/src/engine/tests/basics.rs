@@ -149,16 +149,7 @@ fn with_every_backend_down_a_stale_answer_then_servfail() {
                          // The backend has died: three tries time out, then the stale answer.
     let first = w.ask_forwarded("s.test");
     assert_eq!(first.addr, B0.parse().unwrap());
-    let mut stale = None;
-    for _ in 0..4 {
-        w.advance(Duration::from_millis(1000));
-        let (_retries, replies) = w.tick();
-        if let Some(r) = replies.into_iter().next() {
-            stale = Some(r);
-            break;
-        }
-    }
-    let stale = stale.expect("a stale answer");
+    let stale = w.first_reply(Duration::from_millis(1000), 4).expect("a stale answer");
     assert_eq!(stale.rcode(), Rcode::NOERROR);
     assert_eq!(stale.ttls(), vec![30], "RFC 8767 stale TTL");
     assert_eq!(stale.header().id(), w.next_id);
@@ -173,15 +164,7 @@ fn with_every_backend_down_a_stale_answer_then_servfail() {
     assert_eq!(sent.addr, B0.parse().unwrap());
     assert_eq!(w.stats().panic_forwards.get(), 1);
     // ... and gets SERVFAIL when nothing answers within the deadline.
-    let mut servfail = None;
-    for _ in 0..8 {
-        w.advance(Duration::from_millis(500));
-        if let Some(r) = w.tick().1.into_iter().next() {
-            servfail = Some(r);
-            break;
-        }
-    }
-    let r = servfail.expect("SERVFAIL");
+    let r = w.first_reply(Duration::from_millis(500), 8).expect("SERVFAIL");
     assert_eq!((r.rcode(), r.qname().as_str()), (Rcode::SERVFAIL, "never.test."));
     assert_eq!(w.stats().gave_up.get(), 1);
 }
@@ -202,16 +185,7 @@ fn a_query_no_backend_answers_ends_in_servfail_within_the_deadline() {
     let mut w = World::new(&[B0, B1]);
     let start = w.now;
     w.ask_forwarded("lost.test");
-    let mut got = None;
-    for _ in 0..10 {
-        w.advance(Duration::from_millis(500));
-        let (_, replies) = w.tick();
-        if let Some(r) = replies.into_iter().next() {
-            got = Some(r);
-            break;
-        }
-    }
-    let r = got.expect("SERVFAIL");
+    let r = w.first_reply(Duration::from_millis(500), 10).expect("SERVFAIL");
     assert_eq!(r.rcode(), Rcode::SERVFAIL);
     assert!(w.now.saturating_since(start) <= Duration::from_millis(3500));
     assert_eq!(w.stats().timeouts.get(), 3, "three tries");
@@ -388,8 +362,7 @@ fn same_seed_same_behaviour() {
 fn a_truncated_backend_answer_reaches_the_client_truncated() {
     let mut w = World::new(&[B0]);
     let sent = w.ask_forwarded("huge.test");
-    let mut tc = sent.answer(Rcode::NOERROR, &[]);
-    tc[2] |= 0x02;
+    let tc = sent.truncated();
     let AnswerVerdict::Reply { len, .. } = w.backend_says(sent.addr, &tc) else { panic!() };
     assert!(Header::new_checked(&w.out[..len]).unwrap().tc(), "TC kept: the client must retry over TCP");
     assert_eq!(w.stats().not_cached.get(), 1);

@@ -58,6 +58,12 @@ impl Sent {
     fn answer(&self, rcode: Rcode, rrs: &[Rr]) -> Vec<u8> {
         answer(&self.bytes, rcode, rrs, true)
     }
+    /// An empty NOERROR answer with TC set.
+    fn truncated(&self) -> Vec<u8> {
+        let mut tc = self.answer(Rcode::NOERROR, &[]);
+        tc[2] |= 0x02;
+        tc
+    }
     fn qname(&self) -> String {
         let m = Message::parse(&self.bytes).unwrap();
         m.question.name.display(&self.bytes).to_string()
@@ -173,6 +179,31 @@ impl World {
             }
         }
         (sent, replies)
+    }
+
+    /// Advances by `step` and runs timers, up to `steps` times, until the
+    /// engine replies to a client; the first such reply.
+    fn first_reply(&mut self, step: Duration, steps: usize) -> Option<Reply> {
+        for _ in 0..steps {
+            self.advance(step);
+            if let Some(r) = self.tick().1.into_iter().next() {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// Asks `name` until the engine sends it to the first backend (other
+    /// backends' tries are answered, and the answer left to expire).
+    fn ask_forwarded_to_first(&mut self, name: &str) -> Sent {
+        loop {
+            let s = self.ask_forwarded(name);
+            if s.backend == BackendId(0) {
+                return s;
+            }
+            self.deliver(&s, &[a(60, [10, 0, 0, 1])]);
+            self.advance(secs(61));
+        }
     }
 
     /// Three silent timeouts (an overload burst, say) and an unanswered

@@ -16,8 +16,7 @@ impl World {
         let id = self.next_id;
         let q = query(id, name, Rtype::A, None);
         let Outcome::Forward(udp) = self.send_raw(&tcp_client(), &q) else { panic!("not forwarded") };
-        let mut tc = udp.answer(Rcode::NOERROR, &[]);
-        tc[2] |= 0x02;
+        let tc = udp.truncated();
         assert_eq!(self.backend_says_on(&udp, &tc), AnswerVerdict::Consumed, "not passed on truncated");
         let (mut sent, replies) = self.tick();
         assert!(replies.is_empty());
@@ -138,8 +137,7 @@ fn the_exchange_goes_to_an_up_backend_and_without_one_the_truncated_answer_is_pa
     let mut w = World::new(&[B0, B1]);
     let q = query(1, "x.test", Rtype::A, None);
     let Outcome::Forward(udp) = w.send_raw(&tcp_client(), &q) else { panic!() };
-    let mut tc = udp.answer(Rcode::NOERROR, &[]);
-    tc[2] |= 0x02;
+    let tc = udp.truncated();
     w.backend_says_on(&udp, &tc);
     let (sent, _) = w.tick();
     assert_eq!(sent[0].addr, udp.addr, "the backend that answered, while it is up");
@@ -150,8 +148,7 @@ fn the_exchange_goes_to_an_up_backend_and_without_one_the_truncated_answer_is_pa
     w.take_down_the_only_backend();
     let q = query(2, "y.test", Rtype::A, None);
     let Outcome::Forward(udp) = w.send_raw(&tcp_client(), &q) else { panic!() };
-    let mut tc = udp.answer(Rcode::NOERROR, &[]);
-    tc[2] |= 0x02;
+    let tc = udp.truncated();
     let AnswerVerdict::Reply { len, .. } = w.backend_says_on(&udp, &tc) else { panic!("not passed on") };
     assert!(Header::new_checked(&w.out[..len]).unwrap().tc());
     assert!(w.tick().0.is_empty());
@@ -162,8 +159,7 @@ fn the_exchange_goes_to_an_up_backend_and_without_one_the_truncated_answer_is_pa
 fn a_udp_client_gets_the_truncated_answer_and_no_exchange() {
     let mut w = World::new(&[B0]);
     let sent = w.ask_forwarded("huge.test");
-    let mut tc = sent.answer(Rcode::NOERROR, &[]);
-    tc[2] |= 0x02;
+    let tc = sent.truncated();
     assert!(matches!(w.backend_says_on(&sent, &tc), AnswerVerdict::Reply { .. }));
     assert!(w.tick().0.is_empty());
     assert_eq!(w.stats().tcp_retries.get(), 0);
