@@ -63,15 +63,7 @@ pub fn bench_name(i: u32) -> String {
 /// result is the same name.
 pub fn mix_case(name: &str, seed: u64) -> String {
     let mut rng = kdns_core::engine::Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    name.chars()
-        .map(|c| {
-            if rng.next_u64() >> 63 == 1 {
-                c.to_ascii_uppercase()
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect()
+    name.chars().map(|c| if rng.next_u64() >> 63 == 1 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() }).collect()
 }
 
 /// Writes a query for `name` / `qtype` with ID `id` and RD set into `out`,
