@@ -125,6 +125,23 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
     sample(out, name, &[], v);
 }
 
+/// A family with a sample per backend (label `backend`, the address in
+/// `addrs` at the row's index): `v` of its row.
+fn per_backend(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: &[BackendRow],
+    addrs: &[String],
+    v: impl Fn(&BackendRow) -> u64,
+) {
+    family(out, name, kind, help);
+    for (r, a) in rows.iter().zip(addrs) {
+        sample(out, name, &[("backend", a)], v(r));
+    }
+}
+
 /// Writes a histogram family: `buckets` are `(upper bound, count)` with
 /// counts *not* cumulative, `overflow` the count above the last bound.
 /// Writes the cumulative `_bucket` series (`+Inf` last), `_sum` and
@@ -286,28 +303,27 @@ pub(super) fn render(
 
     let rows = backend_rows(configured, workers);
     let addrs: Vec<String> = rows.iter().map(|r| r.addr.to_string()).collect();
-    family(&mut out, "kdns_forward_requests_total", "counter", "Queries sent to a backend (probes included).");
-    for (r, a) in rows.iter().zip(&addrs) {
-        sample(&mut out, "kdns_forward_requests_total", &[("backend", a)], r.sent);
-    }
-    family(
+    per_backend(&mut out, "kdns_forward_requests_total", "counter", "Queries sent to a backend (probes included).", &rows, &addrs, |r| {
+        r.sent
+    });
+    per_backend(
         &mut out,
         "kdns_forward_timeouts_total",
         "counter",
         "Tries to a backend that timed out with no answer from it since they were sent (silent).",
+        &rows,
+        &addrs,
+        |r| r.timeouts,
     );
-    for (r, a) in rows.iter().zip(&addrs) {
-        sample(&mut out, "kdns_forward_timeouts_total", &[("backend", a)], r.timeouts);
-    }
-    family(
+    per_backend(
         &mut out,
         "kdns_forward_slow_total",
         "counter",
         "Tries that outlived their timeout while the backend kept answering others (slow names; they kept waiting).",
+        &rows,
+        &addrs,
+        |r| r.slow,
     );
-    for (r, a) in rows.iter().zip(&addrs) {
-        sample(&mut out, "kdns_forward_slow_total", &[("backend", a)], r.slow);
-    }
     single(
         &mut out,
         "kdns_forward_tcp_retries_total",
@@ -372,14 +388,18 @@ pub(super) fn render(
         "Stale answers served because no backend answered (RFC 8767).",
         sum(workers, |w| w.engine.stale_answers.get()),
     );
-    family(&mut out, "kdns_backend_up", "gauge", "1 if the backend is up on every worker that uses it, else 0.");
-    for (r, a) in rows.iter().zip(&addrs) {
-        sample(&mut out, "kdns_backend_up", &[("backend", a)], u64::from(r.up()));
-    }
-    family(&mut out, "kdns_backend_suspected_total", "counter", "Times a backend became suspect (silent; a probe decided).");
-    for (r, a) in rows.iter().zip(&addrs) {
-        sample(&mut out, "kdns_backend_suspected_total", &[("backend", a)], r.suspected);
-    }
+    per_backend(&mut out, "kdns_backend_up", "gauge", "1 if the backend is up on every worker that uses it, else 0.", &rows, &addrs, |r| {
+        u64::from(r.up())
+    });
+    per_backend(
+        &mut out,
+        "kdns_backend_suspected_total",
+        "counter",
+        "Times a backend became suspect (silent; a probe decided).",
+        &rows,
+        &addrs,
+        |r| r.suspected,
+    );
     family(
         &mut out,
         "kdns_backend_try_timeout_seconds",

@@ -94,21 +94,22 @@ fn workers() -> Vec<Fake> {
     e.rcodes[3].add(5);
     e.rcodes[7].add(1);
     e.count_drop(DropReason::QueryTooShort);
-    w0.handle.cache.entries.set(11);
-    IoStats::add(&w0.handle.io.rx, 100);
 
     let e = &w1.handle.engine;
     count_queries(e, 50, 45, 20, 30);
     e.timeouts.add(2);
     e.count_drop(DropReason::QueryTooShort);
     e.count_drop(DropReason::PendingFull);
-    w1.handle.cache.entries.set(22);
-    IoStats::add(&w1.handle.io.rx, 50);
 
     let e = &w2.handle.engine;
     count_queries(e, 10, 10, 0, 0);
     e.queries_tcp.add(10);
-    IoStats::add(&w2.handle.io.rx, 10);
+
+    // Every query arrived as a packet; the TCP worker has no cache.
+    for (w, rx, entries) in [(&w0, 100, 11), (&w1, 50, 22), (&w2, 10, 0)] {
+        IoStats::add(&w.handle.io.rx, rx);
+        w.handle.cache.entries.set(entries);
+    }
 
     // B1 up everywhere; B2 down on worker 1 only.
     for (w, sent, up2) in [(&w0, 25, 1), (&w1, 20, 0), (&w2, 5, 1)] {
