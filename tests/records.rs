@@ -118,6 +118,14 @@ fn split_sum(rl: &RecordsLab, key: &str) -> (u64, u64) {
     (main, all - main)
 }
 
+/// The lab of [`RECORDS`] for a scenario that ends in [`check_path`], and
+/// the local answers counted before the scenario.
+fn path_lab(io: Io) -> (RecordsLab, (u64, u64)) {
+    let rl = RecordsLab::start(io, RECORDS, &[]);
+    let before = split_sum(&rl, "local_answers");
+    (rl, before)
+}
+
 /// In AF_XDP mode every UDP query of the scenario went through AF_XDP: the
 /// `xdp` workers counted `at_least` more local answers and the socket
 /// worker none.
@@ -141,9 +149,8 @@ fn check_path(rl: &RecordsLab, before: (u64, u64), at_least: u64, tcp_local: u64
 // ---------------------------------------------------------------------------
 
 fn names_scenario(io: Io) {
-    let rl = RecordsLab::start(io, RECORDS, &[]);
+    let (rl, before) = path_lab(io);
     let tag = io.name();
-    let before = split_sum(&rl, "local_answers");
     let c = &rl.lab.client;
     let at = rl.at();
 
@@ -275,9 +282,8 @@ both_io!(names_scenario => every_name_form_udp, every_name_form_xdp);
 // ---------------------------------------------------------------------------
 
 fn rotation_scenario(io: Io) {
-    let rl = RecordsLab::start(io, RECORDS, &[]);
+    let (rl, before) = path_lab(io);
     let tag = io.name();
-    let before = split_sum(&rl, "local_answers");
     let c = &rl.lab.client;
     let at = rl.at();
 
