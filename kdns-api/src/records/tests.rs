@@ -73,7 +73,8 @@ fn services_are_normalised_and_converted() {
 #[test]
 fn service_errors_name_the_key() {
     // Each breaks one rule of `svc()`.
-    let broken: [(fn(&mut ServiceDef), &str); 13] = [
+    type Breaks = fn(&mut ServiceDef);
+    let broken: [(Breaks, &str); 13] = [
         (|s| s.name = "a.b".into(), "name"),
         (|s| s.name = "-web".into(), "name"),
         (|s| s.name = String::new(), "name"),
