@@ -15,6 +15,9 @@ use kdns_core::engine::EngineStats;
 use kdns_core::stats::Gauge;
 use kdns_core::upstream::BackendStats;
 
+#[cfg(test)]
+pub(crate) mod fake;
+
 /// A message to a worker.
 #[derive(Debug)]
 pub enum Control {

@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,11 +67,25 @@ impl Drop for BlackHole {
 fn lab() -> (Lab, BlackHole, String) {
     let lab = Lab::start(LabOpts { backends: 2, unbound_extra: blackhole_conf(), ..LabOpts::with_args(&["--io", "xdp"]) });
     let hole = BlackHole::start(&lab.server);
-    // The flooder: a second address on the client's interface, inside
-    // --allow (10.53.X.0/25) but another client.
+    let flooder = add_flooder(&lab);
+    (lab, hole, flooder)
+}
+
+/// The flooder: a second address on the client's interface, inside
+/// --allow (10.53.X.0/25) but another client.
+fn add_flooder(lab: &Lab) -> String {
     let flooder = format!("10.53.{}.3", lab.link.x);
     lab.client.exec_ok(&["ip", "addr", "add", &format!("{flooder}/24"), "dev", &lab.link.client_if]);
-    (lab, hole, flooder)
+    flooder
+}
+
+/// dnsperf in the client namespace from the address `from` to kdns, with
+/// the queries in `queries` and `load` (duration, rate, outstanding,
+/// threads).
+fn dnsperf(lab: &Lab, from: &str, queries: &Path, load: &[&str]) -> Dnsperf {
+    let mut args = vec!["-a", from];
+    args.extend_from_slice(load);
+    Dnsperf::spawn(&lab.client, &lab.link.server_v4(), queries, &args)
 }
 
 /// The scenario: one client floods never-answered names (random
@@ -87,13 +102,11 @@ fn a_flood_of_never_answered_names_does_not_starve_a_neighbour() {
     write_queries(&flood_q, 0, 30_000, "blackhole.test");
     let ordinary_q = lab.file("ordinary.txt");
     write_queries(&ordinary_q, 0, 10_000, "ok.test");
-    let server = lab.link.server_v4();
     let s0 = lab.stats();
-    let mut flood = Dnsperf::spawn(&lab.client, &server, &flood_q, &["-a", &flooder, "-l", "10", "-Q", "1500", "-q", "5000", "-t", "4"]);
+    let mut flood = dnsperf(&lab, &flooder, &flood_q, &["-l", "10", "-Q", "1500", "-q", "5000", "-t", "4"]);
     // Let the flood fill the flooder's share first.
     std::thread::sleep(Duration::from_secs(2));
-    let mut ordinary =
-        Dnsperf::spawn(&lab.client, &server, &ordinary_q, &["-a", &lab.link.client_v4(), "-l", "6", "-Q", "500", "-q", "200", "-t", "3"]);
+    let mut ordinary = dnsperf(&lab, &lab.link.client_v4(), &ordinary_q, &["-l", "6", "-Q", "500", "-q", "200", "-t", "3"]);
     let o = ordinary.wait(Duration::from_secs(30));
     let f = flood.wait(Duration::from_secs(40));
     let s1 = lab.stats();
@@ -142,8 +155,7 @@ fn identical_questions_go_upstream_once() {
     let q = lab.file("same.txt");
     std::fs::write(&q, "same.blackhole.test A\n").expect("query file");
     let s0 = lab.stats();
-    let mut perf =
-        Dnsperf::spawn(&lab.client, &lab.link.server_v4(), &q, &["-a", &flooder, "-l", "2", "-Q", "100", "-q", "1000", "-t", "5"]);
+    let mut perf = dnsperf(&lab, &flooder, &q, &["-l", "2", "-Q", "100", "-q", "1000", "-t", "5"]);
     let r = perf.wait(Duration::from_secs(30));
     let s1 = lab.stats();
     let d = |k: &str| total(&s1, k) - total(&s0, k);
@@ -168,10 +180,8 @@ fn a_dead_backend_is_still_taken_down_under_a_slow_zone() {
     write_queries(&flood_q, 0, 5_000, "blackhole.test");
     let ordinary_q = lab.file("ordinary.txt");
     write_queries(&ordinary_q, 0, 10_000, "ok.test");
-    let server = lab.link.server_v4();
-    let mut flood = Dnsperf::spawn(&lab.client, &server, &flood_q, &["-a", &flooder, "-l", "6", "-Q", "300", "-q", "5000", "-t", "4"]);
-    let mut ordinary =
-        Dnsperf::spawn(&lab.client, &server, &ordinary_q, &["-a", &lab.link.client_v4(), "-l", "6", "-Q", "500", "-q", "200", "-t", "3"]);
+    let mut flood = dnsperf(&lab, &flooder, &flood_q, &["-l", "6", "-Q", "300", "-q", "5000", "-t", "4"]);
+    let mut ordinary = dnsperf(&lab, &lab.link.client_v4(), &ordinary_q, &["-l", "6", "-Q", "500", "-q", "200", "-t", "3"]);
     std::thread::sleep(Duration::from_secs(2));
     let dead: SocketAddr = lab.unbounds[0].addr;
     lab.unbounds[0].kill();
@@ -198,8 +208,7 @@ fn the_xdp_program_drops_a_client_over_its_query_rate() {
         config: Some("[limits]\nxdp_client_qps = 100\nxdp_client_burst = 100\n".into()),
         ..LabOpts::with_args(&["--io", "xdp"])
     });
-    let flooder = format!("10.53.{}.3", lab.link.x);
-    lab.client.exec_ok(&["ip", "addr", "add", &format!("{flooder}/24"), "dev", &lab.link.client_if]);
+    let flooder = add_flooder(&lab);
     let at = lab.at4();
     // Cached first, so the flood is of hits.
     assert_eq!(dig(&lab.client, &[&at, "www.static.test", "A"]).status, "NOERROR");
@@ -216,8 +225,7 @@ fn the_xdp_program_drops_a_client_over_its_query_rate() {
     };
     let s0 = lab.stats();
     assert_eq!(s0["limits"]["xdp_client_qps"], 100, "{}", s0["limits"]);
-    let mut perf =
-        Dnsperf::spawn(&lab.client, &lab.link.server_v4(), &q, &["-a", &flooder, "-l", "3", "-Q", "2000", "-q", "3000", "-t", "1"]);
+    let mut perf = dnsperf(&lab, &flooder, &q, &["-l", "3", "-Q", "2000", "-q", "3000", "-t", "1"]);
     // The neighbour, during the flood.
     std::thread::sleep(Duration::from_secs(1));
     for _ in 0..5 {

@@ -118,6 +118,14 @@ fn split_sum(rl: &RecordsLab, key: &str) -> (u64, u64) {
     (main, all - main)
 }
 
+/// The lab of [`RECORDS`] for a scenario that ends in [`check_path`], and
+/// the local answers counted before the scenario.
+fn path_lab(io: Io) -> (RecordsLab, (u64, u64)) {
+    let rl = RecordsLab::start(io, RECORDS, &[]);
+    let before = split_sum(&rl, "local_answers");
+    (rl, before)
+}
+
 /// In AF_XDP mode every UDP query of the scenario went through AF_XDP: the
 /// `xdp` workers counted `at_least` more local answers and the socket
 /// worker none.
@@ -141,9 +149,8 @@ fn check_path(rl: &RecordsLab, before: (u64, u64), at_least: u64, tcp_local: u64
 // ---------------------------------------------------------------------------
 
 fn names_scenario(io: Io) {
-    let rl = RecordsLab::start(io, RECORDS, &[]);
+    let (rl, before) = path_lab(io);
     let tag = io.name();
-    let before = split_sum(&rl, "local_answers");
     let c = &rl.lab.client;
     let at = rl.at();
 
@@ -183,46 +190,43 @@ fn names_scenario(io: Io) {
         assert_eq!(a.status, "NOERROR", "[{tag}] {what}: status\n{}", a.text);
         assert!(a.has_flag("aa"), "[{tag}] {what}: a local answer is authoritative (aa)\n{}", a.text);
     };
+    // The answer to a name kdns answers itself, checked as such.
+    let local = |name: &str, t: &str| -> &Answer {
+        let a = by(name, t);
+        ok(a, &format!("{name} {t}"));
+        a
+    };
 
-    let a = by("web.kdns", "A");
-    ok(a, "web.kdns A");
+    let a = local("web.kdns", "A");
     assert_eq!(addr_set(a), set_of(&WEB_A), "[{tag}] web.kdns A: every healthy instance\n{}", a.text);
     assert!(a.answers.iter().all(|l| l.starts_with("web.kdns. 10 IN A ")), "[{tag}] owner and default TTL 10:\n{}", a.text);
-    let a = by("web.kdns", "AAAA");
-    ok(a, "web.kdns AAAA");
+    let a = local("web.kdns", "AAAA");
     assert_eq!(addr_set(a), set_of(&WEB_AAAA), "[{tag}] web.kdns AAAA\n{}", a.text);
 
-    let a = by("web-2.kdns", "A");
-    ok(a, "web-2.kdns A");
+    let a = local("web-2.kdns", "A");
     assert_eq!(addrs(a), vec!["10.60.0.2"], "[{tag}] web-2.kdns A: instance 2\n{}", a.text);
     let a = by("web-2.kdns", "AAAA");
     assert_eq!(addrs(a), vec!["fd60::2"], "[{tag}] web-2.kdns AAAA\n{}", a.text);
-    let a = by("WeB-3.KdNs", "A");
-    ok(a, "WeB-3.KdNs A");
+    let a = local("WeB-3.KdNs", "A");
     assert_eq!(addrs(a), vec!["10.60.0.3"], "[{tag}] names are case-insensitive\n{}", a.text);
 
-    let a = by("web", "A");
-    ok(a, "bare web A");
+    let a = local("web", "A");
     assert_eq!(addr_set(a), set_of(&WEB_A), "[{tag}] bare 'web' is web.kdns\n{}", a.text);
     assert!(a.answers.iter().all(|l| l.starts_with("web. ")), "[{tag}] the owner is the name asked ('web.')\n{}", a.text);
 
-    let a = by("_http._tcp.web.kdns", "SRV");
-    ok(a, "SRV");
+    let a = local("_http._tcp.web.kdns", "SRV");
     let srv: BTreeSet<String> = a.rdata("SRV").into_iter().collect();
     let want: BTreeSet<String> = (1..=3).map(|k| format!("0 10 8080 web-{k}.kdns.")).collect();
     assert_eq!(srv, want, "[{tag}] _http._tcp.web.kdns SRV: one per healthy instance, port 8080\n{}", a.text);
 
-    let a = by("db.kdns", "A");
-    ok(a, "db.kdns A");
+    let a = local("db.kdns", "A");
     assert_eq!(a.answers, vec!["db.kdns. 60 IN A 10.5.0.1"], "[{tag}] static A with its TTL\n{}", a.text);
     let a = by("db.kdns", "AAAA");
     assert_eq!(a.answers, vec!["db.kdns. 60 IN AAAA fd05::1"], "[{tag}] static AAAA\n{}", a.text);
-    let a = by("info.kdns", "TXT");
-    ok(a, "TXT");
+    let a = local("info.kdns", "TXT");
     assert_eq!(a.rdata("TXT"), vec!["\"v=1\" \"owner=ops\""], "[{tag}] static TXT\n{}", a.text);
 
-    let a = by("www.kdns", "A");
-    ok(a, "CNAME");
+    let a = local("www.kdns", "A");
     assert_eq!(a.rdata("CNAME"), vec!["web.kdns."], "[{tag}] www.kdns CNAME\n{}", a.text);
     assert_eq!(addr_set(a), set_of(&WEB_A), "[{tag}] the CNAME is followed to the service\n{}", a.text);
     assert!(
@@ -231,8 +235,7 @@ fn names_scenario(io: Io) {
         a.text
     );
 
-    let a = by("web.svc.cluster.local", "A");
-    ok(a, "second domain");
+    let a = local("web.svc.cluster.local", "A");
     assert_eq!(addr_set(a), set_of(&WEB_A), "[{tag}] the service under the second domain\n{}", a.text);
     let a = by("db.svc.cluster.local", "A");
     assert_eq!(addrs(a), vec!["10.5.1.1"], "[{tag}] a static record under the second domain\n{}", a.text);
@@ -275,9 +278,8 @@ both_io!(names_scenario => every_name_form_udp, every_name_form_xdp);
 // ---------------------------------------------------------------------------
 
 fn rotation_scenario(io: Io) {
-    let rl = RecordsLab::start(io, RECORDS, &[]);
+    let (rl, before) = path_lab(io);
     let tag = io.name();
-    let before = split_sum(&rl, "local_answers");
     let c = &rl.lab.client;
     let at = rl.at();
 

@@ -186,6 +186,11 @@ fn check_answer(label: &str, a: &Answer, name: &str, rtype: &str, want: &str) {
     );
 }
 
+/// What a test saw, a line an item, and the XDP program's counters in `st`.
+fn print_report(title: &str, report: &[String], st: &Value) {
+    eprintln!("{title}:\n  {}\nxdp program counters: {}", report.join("\n  "), st["xdp"]);
+}
+
 /// `ip netns exec <ns> cat <path>`.
 fn cat_in(ns: &Netns, path: &str) -> String {
     ns.exec_ok(&["cat", path]).stdout
@@ -399,8 +404,7 @@ fn xdp_answers_dig_and_kdig_v4_v6_and_serves_hits_in_client_spelling() {
             report.push(format!("{label} -> {want} ({})", if round == "miss" { "miss" } else { "hit" }));
         }
     }
-    let st = lab.stats();
-    eprintln!("xdp answers:\n  {}\nxdp program counters: {}", report.join("\n  "), st["xdp"]);
+    print_report("xdp answers", &report, &lab.stats());
 }
 
 // ---------------------------------------------------------------------------
@@ -467,7 +471,7 @@ fn xdp_passes_arp_nd_icmp_and_tcp_to_the_kernel() {
     assert!(xdp_total(&s, "passed") > xdp_total(&s0, "passed"));
     assert_eq!(kind_sum(&s, "udp", "queries"), kind_sum(&s0, "udp", "queries"), "a UDP socket worker answered something");
     assert_eq!(xdp_total(&s, "malformed"), 0, "the program counted malformed frames:\n{:#}", s["xdp"]);
-    eprintln!("xdp pass-through:\n  {}\nxdp program counters: {}", report.join("\n  "), s["xdp"]);
+    print_report("xdp pass-through", &report, &s);
 }
 
 // ---------------------------------------------------------------------------
@@ -536,7 +540,7 @@ fn xdp_replies_have_valid_checksums_with_and_without_offload() {
             report.push(format!("{phase}, {fam}: 20/20 answered by AF_XDP (10 misses, 10 hits), checksum errors {csum0:?} -> {csum1:?}"));
         }
     }
-    eprintln!("xdp checksums:\n  {}", report.join("\n  "));
+    print_report("xdp checksums", &report, &lab.stats());
 }
 
 // ---------------------------------------------------------------------------

@@ -61,16 +61,28 @@ HZ=$(getconf CLK_TCK)
     echo "KDNS_ARGS: ${KDNS_ARGS:-}"
 } >"$RES/meta.txt"
 
-read -ra sys_list <<<"$SYSTEMS"
-total=$((ROUNDS * $(wc -w <<<"$RATES") * ${#sys_list[@]}))
+# cpu_now PID NAPI_TID BACKEND_PID...: the CPU counters a run is measured
+# by: PID's CPU time (ns), its user and system ticks, the backends' CPU
+# time (ns), the NAPI thread's (ns; 0 without one) and the server core's
+# busy ticks
+cpu_now() {
+    local pid=$1 napi=$2 b u s backends=0 napi_ns=0 proc
+    shift 2
+    proc=$(cpu_ns "$pid")
+    read -r u s < <(proc_ticks "$pid")
+    for b in "$@"; do backends=$((backends + $(cpu_ns "$b"))); done
+    [[ -n $napi ]] && napi_ns=$(tid_cpu_ns "$napi")
+    echo "$proc $u $s $backends $napi_ns $(core_busy_ticks "$SRV_CORE")"
+}
+
+read -ra SYS <<<"$SYSTEMS"
+total=$((ROUNDS * $(wc -w <<<"$RATES") * ${#SYS[@]}))
 n=0
 log "$total runs of ~$((LEAD + DUR + 12)) s; results in $RES"
 for ((round = 1; round <= ROUNDS; round++)); do
-    # rotate the order of the systems each round
-    k=$(((round - 1) % ${#sys_list[@]}))
-    order=("${sys_list[@]:k}" "${sys_list[@]:0:k}")
+    rig_rotation "$round"
     for q in $RATES; do
-        for s in "${order[@]}"; do
+        for s in "${ORDER[@]}"; do
             n=$((n + 1))
             run="r$round-$q-$s"
             ab_start "$s"
@@ -86,21 +98,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
             [[ $s != unbound ]] && for p in "${BACKEND_PORTS[@]}"; do bes+=("${SYS_PIDS[be$p]}"); done
             napi=""
             [[ $s == kdns ]] && napi=${XP_NAPI_S[1]:-}
-            c0=$(cpu_ns "$pid")
-            read -r u0 s0 < <(proc_ticks "$pid")
-            b0=0
-            for b in "${bes[@]}"; do b0=$((b0 + $(cpu_ns "$b"))); done
-            n0=0
-            [[ -n $napi ]] && n0=$(tid_cpu_ns "$napi")
-            k0=$(core_busy_ticks "$SRV_CORE")
+            read -r c0 u0 s0 b0 n0 k0 < <(cpu_now "$pid" "$napi" "${bes[@]}")
             ab_ordinary "$s" "$DUR" "$RIG_DIR/ord.txt" "$RIG_DIR/ord.out"
-            c1=$(cpu_ns "$pid")
-            read -r u1 s1 < <(proc_ticks "$pid")
-            b1=0
-            for b in "${bes[@]}"; do b1=$((b1 + $(cpu_ns "$b"))); done
-            n1=0
-            [[ -n $napi ]] && n1=$(tid_cpu_ns "$napi")
-            k1=$(core_busy_ticks "$SRV_CORE")
+            read -r c1 u1 s1 b1 n1 k1 < <(cpu_now "$pid" "$napi" "${bes[@]}")
             if ((q > 0)); then
                 wait "$AB_FLOOD_PID" 2>/dev/null || true
                 # its summary (without a line per timed-out query)

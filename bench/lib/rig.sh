@@ -98,11 +98,18 @@ rig_opts() {
 }
 
 # rig_out BENCHMARK SCRIPT: OUT (the results folder), by default
-# bench/results/BENCHMARK/SCRIPT-$TAG; created
+# bench/results/BENCHMARK/SCRIPT-$TAG, created; CSV, its SCRIPT-$TAG.csv
 rig_out() {
     OUT=${OUT:-$BENCH_DIR/results/$1/$2-$TAG}
+    CSV="$OUT/$2-$TAG.csv"
     mkdir -p "$OUT"
 }
+
+# rig_rotation ROUND: ORDER, the systems of SYS rotated by ROUND - 1 (interleaved runs, new order each round)
+rig_rotation() { local i; ORDER=(); for ((i = 0; i < ${#SYS[@]}; i++)); do ORDER+=("${SYS[$(((i + $1 - 1) % ${#SYS[@]}))]}"); done; }
+
+# sys_alive NAME: exit unless the system's process still runs
+sys_alive() { kill -0 "${SYS_PIDS[$1]}" 2>/dev/null || die "$1 (pid ${SYS_PIDS[$1]}) died; see $RIG_DIR/$1.log"; }
 
 # Check every tool the rig needs; name the Debian package of each missing one.
 rig_require() {

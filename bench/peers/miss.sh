@@ -22,16 +22,14 @@
 # as lost, not in the percentiles).
 # Writes DIR/miss-TAG.csv and DIR/miss-TAG.md, prints the summary.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib/rig.sh
-source "$HERE/../lib/rig.sh"
+source "$(dirname "$0")/../lib/rig.sh"
 rig_session "$0" "$@"
 ROUNDS=3
 RATES="5000 10000 20000 40000 60000 80000"
 NAMES=100000
 rig_opts "r=ROUNDS q=RATES n=NAMES o=OUT t=TAG" "$@"
 rig_out peers miss
-CSV="$OUT/miss-$TAG.csv"
 rig_up
 rig_queries "$RIG_DIR/miss.txt" "$NAMES" m
 

@@ -15,16 +15,14 @@
 # Writes DIR/profile-TAG.csv and DIR/profile-TAG.md (DIR: by default
 # bench/results/peers/profile-TAG).
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib/rig.sh
-source "$HERE/../lib/rig.sh"
+source "$(dirname "$0")/../lib/rig.sh"
 rig_session "$0" "$@"
 QPS=100000
 DUR=5
 ROUNDS=3
 rig_opts "q=QPS d=DUR r=ROUNDS o=OUT t=TAG" "$@"
 rig_out peers profile
-CSV="$OUT/profile-$TAG.csv"
 rig_up
 rig_queries "$RIG_DIR/hit.txt" 1000 n
 SYS=(kdns unbound dnsdist)
@@ -33,8 +31,8 @@ for s in "${SYS[@]}"; do warm "${SYS_ADDR[$s]}" "$RIG_DIR/hit.txt"; done
 
 echo "round,system,offered_qps,sent,received,task_clock_ms,context_switches,us_per_reply,replies_per_switch" >"$CSV"
 for ((round = 1; round <= ROUNDS; round++)); do
-    for ((i = 0; i < ${#SYS[@]}; i++)); do
-        s=${SYS[$(((i + round - 1) % ${#SYS[@]}))]}
+    rig_rotation "$round"
+    for s in "${ORDER[@]}"; do
         pid=${SYS_PIDS[$s]}
         perf stat -x, -e task-clock,context-switches -p "$pid" -o "$RIG_DIR/perfstat.txt" &
         pp=$!

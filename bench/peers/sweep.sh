@@ -21,9 +21,8 @@
 # Writes DIR/sweep-TAG.csv (one line per run) and DIR/sweep-TAG.md (medians,
 # saturation, share answered at 2x, ratios), prints the summary.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib/rig.sh
-source "$HERE/../lib/rig.sh"
+source "$(dirname "$0")/../lib/rig.sh"
 rig_session "$0" "$@"
 ROUNDS=5
 DUR=5
@@ -33,7 +32,6 @@ SYSTEMS="kdns unbound dnsdist"
 GENS="kxdpgun dnsperf"
 rig_opts "r=ROUNDS d=DUR k=KX_RATES p=DP_RATES s=SYSTEMS g=GENS o=OUT t=TAG" "$@"
 rig_out peers sweep
-CSV="$OUT/sweep-$TAG.csv"
 rig_up
 rig_queries "$RIG_DIR/hit.txt" 1000 n
 read -r -a SYS <<<"$SYSTEMS"
@@ -49,16 +47,14 @@ done
 log "$total_runs runs of $DUR s; results in $CSV"
 n=0
 for ((round = 1; round <= ROUNDS; round++)); do
-    # rotate the order each round
-    order=()
-    for ((i = 0; i < ${#SYS[@]}; i++)); do order+=("${SYS[$(((i + round - 1) % ${#SYS[@]}))]}"); done
-    for s in "${order[@]}"; do warm "${SYS_ADDR[$s]}" "$RIG_DIR/hit.txt"; done
+    rig_rotation "$round"
+    for s in "${ORDER[@]}"; do warm "${SYS_ADDR[$s]}" "$RIG_DIR/hit.txt"; done
     for g in $GENS; do
         [[ $g == kxdpgun ]] && rates=$KX_RATES || rates=$DP_RATES
         for q in $rates; do
-            for s in "${order[@]}"; do
+            for s in "${ORDER[@]}"; do
+                sys_alive "$s"
                 pid=${SYS_PIDS[$s]}
-                kill -0 "$pid" 2>/dev/null || die "$s (pid $pid) died; see $RIG_DIR/$s.log"
                 be=${SYS_PIDS[be5301]:-}
                 c0=$(cpu_ns "$pid")
                 b0=0

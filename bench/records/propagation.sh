@@ -19,7 +19,6 @@ source "$HERE/lib.sh"
 rig_opts "n=CHANGES o=OUT t=TAG" "$@"
 rig_netns
 rig_out records propagation
-CSV="$OUT/propagation-$TAG.csv"
 rec_kdns prop --io udp --workers 2 --domain kdns --state-file "$RIG_DIR/state.json" --log-level warn
 CTL=("$KCTL" --socket "$RIG_DIR/prop.sock")
 "${CTL[@]}" service add web --mode all >/dev/null

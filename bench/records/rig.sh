@@ -39,7 +39,6 @@ if [[ -z ${KDNS_BIN:-} ]] && ! "$RIG_ROOT/target/release/kdns" --help 2>/dev/nul
     die "target/release/kdns has no --records-file: cargo build --release -p kdns -p kdns-ctl (or set KDNS_BIN/KDNS_CTL_BIN)"
 fi
 rig_out records rig
-CSV="$OUT/rig-$TAG.csv"
 rig_up
 xpair_add 1
 rig_queries "$RIG_DIR/hit.txt" 1000 n

@@ -115,8 +115,9 @@ pub fn write_answer(query: &[u8], addr: [u8; 4], ttl: u32, out: &mut [u8]) -> Op
 pub fn query_frame(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
     let l2 = L2Header { dst_mac: SERVER_MAC, src_mac: CLIENT_MAC, vlan: None };
     let hl = net::udp_headers_len(&l2, false);
-    let mut buf = vec![0u8; hl + payload.len()];
-    buf[hl..].copy_from_slice(payload);
+    // Room for the headers, then the payload.
+    let mut buf = vec![0u8; hl];
+    buf.extend_from_slice(payload);
     let len = net::write_udp_frame(&mut buf, &l2, SocketAddr::V4(src), SocketAddr::V4(dst), payload.len()).expect("frame fits");
     buf.truncate(len);
     buf

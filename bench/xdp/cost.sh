@@ -41,7 +41,6 @@ source "$HERE/../lib/rig.sh"
 rig_session "$0" "$@"
 rig_opts "q=RATES d=DUR r=ROUNDS s=SYSTEMS V=VARIANTS p:PROFILE=1 o=OUT t=TAG W:RIG_NO_WAIT=1" "$@"
 rig_out xdp cost
-CSV="$OUT/cost-$TAG.csv"
 command -v knotd >/dev/null || PATH="$PATH:/usr/sbin"
 rig_up
 rig_reflector MUST=1
@@ -136,9 +135,9 @@ profile() {
 read -r -a SYS <<<"$SYSTEMS"
 for s in "${SYS[@]}"; do xsys_start "$s"; warm "${ADDR_OF[$s]}" "$RIG_DIR/hit.txt"; done
 for ((round = 1; round <= ROUNDS; round++)); do
+    rig_rotation "$round"
     for q in $RATES; do
-        for ((i = 0; i < ${#SYS[@]}; i++)); do
-            s=${SYS[$(((i + round - 1) % ${#SYS[@]}))]}
+        for s in "${ORDER[@]}"; do
             measure "$round" "$s" default "$q"
         done
     done

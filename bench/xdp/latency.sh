@@ -16,20 +16,18 @@
 #     -o DIR / -t TAG / -W  as in sweep.sh
 # Env: DNSPERF_MAX (default 80000), DNSPERF_CLIENTS (default 8)
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
 DUR=10
 ROUNDS=3
 SYSTEMS="kdns-xdp knot-xdp reflector unbound dnsdist"
 SWEEP=""
 EXPLICIT=""
 # shellcheck source=../lib/rig.sh
-source "$HERE/../lib/rig.sh"
+source "$(dirname "$0")/../lib/rig.sh"
 rig_session "$0" "$@"
 rig_opts "c=SWEEP Q=EXPLICIT d=DUR r=ROUNDS s=SYSTEMS o=OUT t=TAG W:RIG_NO_WAIT=1" "$@"
 [[ -n $SWEEP || -n $EXPLICIT ]] || { echo "need -c SWEEP_CSV or -Q RATES" >&2; exit 2; }
 [[ -z $SWEEP ]] || SWEEP=$(realpath "$SWEEP")
 rig_out xdp latency
-CSV="$OUT/latency-$TAG.csv"
 command -v knotd >/dev/null || PATH="$PATH:/usr/sbin"
 MAXQ=${DNSPERF_MAX:-80000}
 declare -A RATE
@@ -64,8 +62,8 @@ done
 echo "# half-capacity rates: $(for s in "${SYS[@]}"; do printf '%s=%s ' "$s" "${RATE[$s]}"; done); dnsperf capped at $MAXQ" >"$CSV"
 echo "round,system,half_capacity_qps,offered_qps,sent,completed,answered_pct,reply_qps,avg_ms,p50_ms,p90_ms,p99_ms,p999_ms,max_ms" >>"$CSV"
 for ((round = 1; round <= ROUNDS; round++)); do
-    for ((i = 0; i < ${#SYS[@]}; i++)); do
-        s=${SYS[$(((i + round - 1) % ${#SYS[@]}))]}
+    rig_rotation "$round"
+    for s in "${ORDER[@]}"; do
         half=${RATE[$s]}
         q=$half
         ((q > MAXQ)) && q=$MAXQ

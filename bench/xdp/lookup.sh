@@ -20,7 +20,6 @@ rig_session "$0" "$@"
 rig_opts "n=RUNS s=SYSTEMS o=OUT t=TAG W:RIG_NO_WAIT=1" "$@"
 command -v hyperfine >/dev/null || die "hyperfine missing (apt-get install hyperfine)"
 rig_out xdp lookup
-CSV="$OUT/lookup-$TAG.csv"
 rig_up
 xpair_add 1
 rig_queries "$RIG_DIR/hit.txt" 1000 n

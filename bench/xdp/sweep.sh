@@ -29,17 +29,15 @@
 # Writes DIR/sweep-TAG.csv (one line per run) and DIR/sweep-TAG.md (medians,
 # saturation, answered at 2x, ratios vs targets), prints the summary.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=3
 DUR=5
 RATES="50000 100000 150000 200000 250000 300000 400000 500000 600000 700000 800000 1000000 1200000 1400000"
 SYSTEMS="kdns-xdp knot-xdp unbound dnsdist reflector"
 # shellcheck source=../lib/rig.sh
-source "$HERE/../lib/rig.sh"
+source "$(dirname "$0")/../lib/rig.sh"
 rig_session "$0" "$@"
 rig_opts "r=ROUNDS d=DUR k=RATES s=SYSTEMS o=OUT t=TAG W:RIG_NO_WAIT=1" "$@"
 rig_out xdp sweep
-CSV="$OUT/sweep-$TAG.csv"
 read -r -a SYS <<<"$SYSTEMS"
 [[ " $SYSTEMS " == *" knot-xdp "* && " $SYSTEMS " == *" kdns-xdp-b "* ]] && die "knot-xdp and kdns-xdp-b share a veth pair: choose one"
 [[ " $SYSTEMS " == *" knot-xdp "* ]] && knotd_path
@@ -61,13 +59,12 @@ log "$total_runs runs of $DUR s; results in $CSV"
 TCK=$(getconf CLK_TCK)
 n=0
 for ((round = 1; round <= ROUNDS; round++)); do
-    order=()
-    for ((i = 0; i < ${#SYS[@]}; i++)); do order+=("${SYS[$(((i + round - 1) % ${#SYS[@]}))]}"); done
-    for s in "${order[@]}"; do warm "${ADDR_OF[$s]}" "$RIG_DIR/hit.txt"; done
+    rig_rotation "$round"
+    for s in "${ORDER[@]}"; do warm "${ADDR_OF[$s]}" "$RIG_DIR/hit.txt"; done
     for q in $RATES; do
-        for s in "${order[@]}"; do
+        for s in "${ORDER[@]}"; do
+            sys_alive "$s"
             pid=${SYS_PIDS[$s]}
-            kill -0 "$pid" 2>/dev/null || die "$s (pid $pid) died; see $RIG_DIR/$s.log"
             np=$(napi_srv_pid "$s")
             c0=$(cpu_ns "$pid")
             n0=0

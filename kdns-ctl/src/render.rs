@@ -15,20 +15,13 @@ pub fn xdp_table(xs: &[XdpInterface]) -> String {
     let mut rows = Vec::new();
     for x in xs {
         if let Some(e) = &x.error {
-            rows.push(vec![x.interface.clone(), "-".into(), format!("error: {e}"), String::new(), String::new(), String::new()]);
+            rows.push(vec![x.interface.clone(), "-".into(), format!("error: {e}")]);
         }
         for q in &x.queues {
-            rows.push(vec![
-                x.interface.clone(),
-                q.queue.to_string(),
-                q.redirected.to_string(),
-                q.passed.to_string(),
-                q.malformed.to_string(),
-                q.dropped.to_string(),
-            ]);
+            rows.push(cells([x.interface.clone(), q.queue.to_string()], [q.redirected, q.passed, q.malformed, q.dropped]));
         }
     }
-    table(&headers, &rows)
+    table(&headers, rows)
 }
 
 /// "tcp:80, every 1000 ms, timeout 500 ms, rise 2, fall 3",
@@ -64,21 +57,18 @@ pub fn services_table(ss: &[ServiceView]) -> String {
     use Align::*;
     let headers =
         [("SERVICE", Left), ("MODE", Left), ("TTL", Right), ("PORTS", Left), ("CHECK", Left), ("HEALTHY", Right), ("SOURCE", Left)];
-    let rows: Vec<Vec<String>> = ss
-        .iter()
-        .map(|s| {
-            vec![
-                s.name.clone(),
-                s.mode.name().into(),
-                s.ttl.to_string(),
-                list(s.ports.iter().map(|p| format!("{}/{}/{}", p.name, p.proto, p.port))),
-                check(s.check.as_ref()),
-                format!("{}/{}", s.instances.iter().filter(|i| i.healthy).count(), s.instances.len()),
-                s.source.name().into(),
-            ]
-        })
-        .collect();
-    table(&headers, &rows)
+    let rows = ss.iter().map(|s| {
+        vec![
+            s.name.clone(),
+            s.mode.name().into(),
+            s.ttl.to_string(),
+            list(s.ports.iter().map(|p| format!("{}/{}/{}", p.name, p.proto, p.port))),
+            check(s.check.as_ref()),
+            format!("{}/{}", s.instances.iter().filter(|i| i.healthy).count(), s.instances.len()),
+            s.source.name().into(),
+        ]
+    });
+    table(&headers, rows)
 }
 
 /// The instances table, a row per instance of every service.
@@ -86,63 +76,49 @@ pub fn instances_table(ss: &[ServiceView]) -> String {
     use Align::*;
     let headers =
         [("SERVICE", Left), ("#", Right), ("ID", Left), ("ADDRESSES", Left), ("HEALTH", Left), ("CHECKS OK", Right), ("FAILED", Right)];
-    let rows: Vec<Vec<String>> = ss
-        .iter()
-        .flat_map(|s| {
-            s.instances.iter().map(|i| {
-                vec![
-                    s.name.clone(),
-                    i.number.to_string(),
-                    i.id.clone(),
-                    list(i.addrs.iter().cloned()),
-                    i.health.name().into(),
-                    i.checks_ok.to_string(),
-                    i.checks_failed.to_string(),
-                ]
-            })
+    let rows = ss.iter().flat_map(|s| {
+        s.instances.iter().map(|i| {
+            let text = [s.name.clone(), i.number.to_string(), i.id.clone(), list(i.addrs.iter().cloned()), i.health.name().into()];
+            cells(text, [i.checks_ok, i.checks_failed])
         })
-        .collect();
-    table(&headers, &rows)
+    });
+    table(&headers, rows)
 }
 
 /// The static records table.
 pub fn static_table(rs: &[RecordView]) -> String {
     use Align::*;
     let headers = [("NAME", Left), ("TYPE", Left), ("TTL", Right), ("DATA", Left), ("SOURCE", Left)];
-    let rows: Vec<Vec<String>> = rs
-        .iter()
-        .map(|r| {
-            vec![
-                r.name.clone(),
-                r.rtype.clone(),
-                r.ttl.to_string(),
-                match &r.data {
-                    RecordData::One(s) => s.clone(),
-                    // TXT strings, as in a zone file.
-                    RecordData::Many(v) => v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" "),
-                },
-                r.source.name().into(),
-            ]
-        })
-        .collect();
-    table(&headers, &rows)
+    let rows = rs.iter().map(|r| {
+        let data = match &r.data {
+            RecordData::One(s) => s.clone(),
+            // TXT strings, as in a zone file.
+            RecordData::Many(v) => v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" "),
+        };
+        vec![r.name.clone(), r.rtype.clone(), r.ttl.to_string(), data, r.source.name().into()]
+    });
+    table(&headers, rows)
 }
 
 /// `kdns-ctl service list`: the services and instances tables.
 pub fn services(ss: &[ServiceView]) -> String {
-    let mut out = String::from("Services\n");
-    if ss.is_empty() {
-        out.push_str("(none)\n");
-        return out;
-    }
-    out.push_str(&services_table(ss));
-    out.push_str("\nInstances\n");
-    if ss.iter().all(|s| s.instances.is_empty()) {
-        out.push_str("(none)\n");
-    } else {
-        out.push_str(&instances_table(ss));
+    let mut out = String::new();
+    section(&mut out, "Services", ss.is_empty(), "(none)", || services_table(ss));
+    if !ss.is_empty() {
+        section(&mut out, "\nInstances", ss.iter().all(|s| s.instances.is_empty()), "(none)", || instances_table(ss));
     }
     out
+}
+
+/// `title` on a line of its own, then `table()`, or `none` on a line of
+/// its own when there is nothing to list.
+fn section(out: &mut String, title: &str, empty: bool, none: &str, table: impl FnOnce() -> String) {
+    let _ = writeln!(out, "{title}");
+    if empty {
+        let _ = writeln!(out, "{none}");
+    } else {
+        out.push_str(&table());
+    }
 }
 
 /// `kdns-ctl records list`: a summary, the services, their instances, the
@@ -151,12 +127,7 @@ pub fn records(r: &RecordsView) -> String {
     let domains = if r.domains.is_empty() { "-".to_string() } else { r.domains.join(", ") };
     let mut out = format!("Serial:      {}\nDomains:     {domains}\nDefault TTL: {} s\n\n", r.serial, r.default_ttl);
     out.push_str(&services(&r.services));
-    out.push_str("\nStatic records\n");
-    if r.records.is_empty() {
-        out.push_str("(none)\n");
-    } else {
-        out.push_str(&static_table(&r.records));
-    }
+    section(&mut out, "\nStatic records", r.records.is_empty(), "(none)", || static_table(&r.records));
     out
 }
 
@@ -169,11 +140,17 @@ pub enum Align {
     Right,
 }
 
+/// A row: the `text` cells, then the `numbers`.
+fn cells<const T: usize, const N: usize>(text: [String; T], numbers: [u64; N]) -> Vec<String> {
+    text.into_iter().chain(numbers.map(|n| n.to_string())).collect()
+}
+
 /// Formats rows under headers, columns two spaces apart, no trailing
 /// spaces. Rows shorter than the header are padded with empty cells.
-pub fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+pub fn table(headers: &[(&str, Align)], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows.into_iter().collect();
     let mut widths: Vec<usize> = headers.iter().map(|(h, _)| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -199,7 +176,7 @@ pub fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
         out.push('\n');
     };
     line(&mut headers.iter().map(|(h, _)| *h));
-    for row in rows {
+    for row in &rows {
         line(&mut row.iter().map(String::as_str));
     }
     out
@@ -365,29 +342,18 @@ pub fn workers_table(ws: &[WorkerStats]) -> String {
         ("DROPS", Right),
         ("SNAPSHOT", Left),
     ];
-    let rows: Vec<Vec<String>> = ws
-        .iter()
-        .map(|w| {
-            let c = &w.counters;
-            vec![
-                w.id.to_string(),
-                w.kind.clone(),
-                w.core.map_or_else(|| "-".into(), |c| c.to_string()),
-                c.queries.to_string(),
-                c.queries_tcp.to_string(),
-                c.cache_hits.to_string(),
-                c.cache_misses.to_string(),
-                percent(ratio(c.cache_hits, c.cache_misses)),
-                c.cache_entries.to_string(),
-                c.forwarded.to_string(),
-                c.timeouts.to_string(),
-                c.in_flight.to_string(),
-                c.drops.total().to_string(),
-                w.snapshot.name().into(),
-            ]
-        })
-        .collect();
-    table(&headers, &rows)
+    let rows = ws.iter().map(|w| {
+        let c = &w.counters;
+        let mut row = cells(
+            [w.id.to_string(), w.kind.clone(), w.core.map_or_else(|| "-".into(), |c| c.to_string())],
+            [c.queries, c.queries_tcp, c.cache_hits, c.cache_misses],
+        );
+        row.push(percent(ratio(c.cache_hits, c.cache_misses)));
+        row.extend([c.cache_entries, c.forwarded, c.timeouts, c.in_flight, c.drops.total()].map(|n| n.to_string()));
+        row.push(w.snapshot.name().into());
+        row
+    });
+    table(&headers, rows)
 }
 
 /// The per-backend table.
@@ -409,28 +375,15 @@ pub fn backends_table(bs: &[Backend]) -> String {
         ("P90 ms", Right),
         ("P99 ms", Right),
     ];
-    let rows: Vec<Vec<String>> = bs
-        .iter()
-        .map(|b| {
-            vec![
-                b.address.clone(),
-                b.state.name().into(),
-                format!("{}/{}", b.up_workers, b.workers),
-                b.in_flight.to_string(),
-                b.sent.to_string(),
-                b.answers.to_string(),
-                b.timeouts.to_string(),
-                b.slow.to_string(),
-                b.suspected.to_string(),
-                b.went_down.to_string(),
-                millis(Some(b.try_timeout_ms)),
-                millis(b.rtt_ms.p50),
-                millis(b.rtt_ms.p90),
-                millis(b.rtt_ms.p99),
-            ]
-        })
-        .collect();
-    table(&headers, &rows)
+    let rows = bs.iter().map(|b| {
+        let mut row = cells(
+            [b.address.clone(), b.state.name().into(), format!("{}/{}", b.up_workers, b.workers)],
+            [b.in_flight, b.sent, b.answers, b.timeouts, b.slow, b.suspected, b.went_down],
+        );
+        row.extend([Some(b.try_timeout_ms), b.rtt_ms.p50, b.rtt_ms.p90, b.rtt_ms.p99].map(millis));
+        row
+    });
+    table(&headers, rows)
 }
 
 /// The whole `kdns-ctl stats` output.
@@ -438,12 +391,7 @@ pub fn stats(s: &Stats) -> String {
     let mut out = summary(s);
     out.push_str("\nWorkers\n");
     out.push_str(&workers_table(&s.workers));
-    out.push_str("\nBackends\n");
-    if s.backends.is_empty() {
-        out.push_str("(none configured)\n");
-    } else {
-        out.push_str(&backends_table(&s.backends));
-    }
+    section(&mut out, "\nBackends", s.backends.is_empty(), "(none configured)", || backends_table(&s.backends));
     if !s.xdp.is_empty() {
         out.push_str("\nXDP program (per queue)\n");
         out.push_str(&xdp_table(&s.xdp));

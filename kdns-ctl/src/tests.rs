@@ -527,8 +527,7 @@ fn cache_flush_that_misses_workers_prints_then_fails() {
 #[test]
 fn no_daemon_behind_the_socket() {
     let tmp = temp_dir();
-    let dir = tmp.path();
-    let s = dir.join("none.sock");
+    let s = tmp.path().join("none.sock");
     let (r, out) = ctl(&["--socket", s.to_str().unwrap(), "records", "list"]);
     assert!(r.unwrap_err().0.contains("no such socket (is kdns running?"));
     assert_eq!(out, "");
@@ -539,8 +538,7 @@ fn no_daemon_behind_the_socket() {
 #[test]
 fn tcp_with_a_token_file() {
     let tmp = temp_dir();
-    let dir = tmp.path();
-    let tf = dir.join("token");
+    let tf = tmp.path().join("token");
     std::fs::write(&tf, "  s3cret\n").unwrap();
     let (addr, t) = tcp_daemon(vec![(200, CHANGED)]);
     let url = format!("http://{addr}");

@@ -125,6 +125,34 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
     sample(out, name, &[], v);
 }
 
+/// A family with a sample per backend (label `backend`, the address in
+/// `addrs` at the row's index): `v` of its row.
+fn per_backend(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: &[BackendRow],
+    addrs: &[String],
+    v: impl Fn(&BackendRow) -> u64,
+) {
+    family(out, name, kind, help);
+    for (r, a) in rows.iter().zip(addrs) {
+        sample(out, name, &[("backend", a)], v(r));
+    }
+}
+
+/// A counter or gauge summed over the workers: name, type, help, and
+/// what to sum.
+type Summed = (&'static str, &'static str, &'static str, fn(&WorkerHandle) -> u64);
+
+/// Writes each of `families` as a single sample, in order.
+fn summed(out: &mut String, workers: &[WorkerHandle], families: &[Summed]) {
+    for &(name, kind, help, get) in families {
+        single(out, name, kind, help, sum(workers, get));
+    }
+}
+
 /// Writes a histogram family: `buckets` are `(upper bound, count)` with
 /// counts *not* cumulative, `overflow` the count above the last bound.
 /// Writes the cumulative `_bucket` series (`+Inf` last), `_sum` and
@@ -259,82 +287,69 @@ pub(super) fn render(
         }
     }
 
-    single(
+    summed(
         &mut out,
-        "kdns_local_answers_total",
-        "counter",
-        "Queries answered from the local records (services, static records).",
-        sum(workers, |w| w.engine.local_answers.get()),
-    );
-
-    single(&mut out, "kdns_cache_hits_total", "counter", "Queries answered from the cache.", sum(workers, |w| w.engine.cache_hits.get()));
-    single(
-        &mut out,
-        "kdns_cache_misses_total",
-        "counter",
-        "Queries not answered from the cache.",
-        sum(workers, |w| w.engine.cache_misses.get()),
-    );
-    single(&mut out, "kdns_cache_entries", "gauge", "Entries in the caches of all workers.", sum(workers, |w| w.cache.entries.get()));
-    single(
-        &mut out,
-        "kdns_cache_evictions_total",
-        "counter",
-        "Cache entries evicted to make room.",
-        sum(workers, |w| w.cache.evictions.get()),
+        workers,
+        &[
+            ("kdns_local_answers_total", "counter", "Queries answered from the local records (services, static records).", |w| {
+                w.engine.local_answers.get()
+            }),
+            ("kdns_cache_hits_total", "counter", "Queries answered from the cache.", |w| w.engine.cache_hits.get()),
+            ("kdns_cache_misses_total", "counter", "Queries not answered from the cache.", |w| w.engine.cache_misses.get()),
+            ("kdns_cache_entries", "gauge", "Entries in the caches of all workers.", |w| w.cache.entries.get()),
+            ("kdns_cache_evictions_total", "counter", "Cache entries evicted to make room.", |w| w.cache.evictions.get()),
+        ],
     );
 
     let rows = backend_rows(configured, workers);
     let addrs: Vec<String> = rows.iter().map(|r| r.addr.to_string()).collect();
-    family(&mut out, "kdns_forward_requests_total", "counter", "Queries sent to a backend (probes included).");
-    for (r, a) in rows.iter().zip(&addrs) {
-        sample(&mut out, "kdns_forward_requests_total", &[("backend", a)], r.sent);
-    }
-    family(
+    per_backend(&mut out, "kdns_forward_requests_total", "counter", "Queries sent to a backend (probes included).", &rows, &addrs, |r| {
+        r.sent
+    });
+    per_backend(
         &mut out,
         "kdns_forward_timeouts_total",
         "counter",
         "Tries to a backend that timed out with no answer from it since they were sent (silent).",
+        &rows,
+        &addrs,
+        |r| r.timeouts,
     );
-    for (r, a) in rows.iter().zip(&addrs) {
-        sample(&mut out, "kdns_forward_timeouts_total", &[("backend", a)], r.timeouts);
-    }
-    family(
+    per_backend(
         &mut out,
         "kdns_forward_slow_total",
         "counter",
         "Tries that outlived their timeout while the backend kept answering others (slow names; they kept waiting).",
+        &rows,
+        &addrs,
+        |r| r.slow,
     );
-    for (r, a) in rows.iter().zip(&addrs) {
-        sample(&mut out, "kdns_forward_slow_total", &[("backend", a)], r.slow);
-    }
-    single(
+    summed(
         &mut out,
-        "kdns_forward_tcp_retries_total",
-        "counter",
-        "Queries asked again over TCP to a backend because its UDP answer to a TCP client was truncated.",
-        sum(workers, |w| w.engine.tcp_retries.get()),
-    );
-    single(
-        &mut out,
-        "kdns_forward_tcp_retry_failures_total",
-        "counter",
-        "TCP exchanges with a backend that failed (the client got a stale answer or SERVFAIL).",
-        sum(workers, |w| w.engine.tcp_retry_failures.get()),
-    );
-    single(
-        &mut out,
-        "kdns_forward_late_answers_total",
-        "counter",
-        "Answers taken from a backend asked by an earlier try of the query.",
-        sum(workers, |w| w.engine.late_answers.get()),
-    );
-    single(
-        &mut out,
-        "kdns_coalesced_total",
-        "counter",
-        "Misses answered from an identical question already in flight instead of going upstream.",
-        sum(workers, |w| w.engine.coalesced.get()),
+        workers,
+        &[
+            (
+                "kdns_forward_tcp_retries_total",
+                "counter",
+                "Queries asked again over TCP to a backend because its UDP answer to a TCP client was truncated.",
+                |w| w.engine.tcp_retries.get(),
+            ),
+            (
+                "kdns_forward_tcp_retry_failures_total",
+                "counter",
+                "TCP exchanges with a backend that failed (the client got a stale answer or SERVFAIL).",
+                |w| w.engine.tcp_retry_failures.get(),
+            ),
+            ("kdns_forward_late_answers_total", "counter", "Answers taken from a backend asked by an earlier try of the query.", |w| {
+                w.engine.late_answers.get()
+            }),
+            (
+                "kdns_coalesced_total",
+                "counter",
+                "Misses answered from an identical question already in flight instead of going upstream.",
+                |w| w.engine.coalesced.get(),
+            ),
+        ],
     );
     family(&mut out, "kdns_limited_total", "counter", "Misses refused because the client was over its fair share, by limit.");
     sample(&mut out, "kdns_limited_total", &[("reason", "pending")], sum(workers, |w| w.engine.limited_pending.get()));
@@ -358,28 +373,28 @@ pub(super) fn render(
     let over = limits.over_limit.name();
     family(&mut out, "kdns_limit_over_limit_info", "gauge", "What a client over its share gets (the label; always 1).");
     sample(&mut out, "kdns_limit_over_limit_info", &[("action", over)], 1);
-    single(
+    summed(
         &mut out,
-        "kdns_forward_retries_total",
-        "counter",
-        "Queries sent again to another backend after a timeout.",
-        sum(workers, |w| w.engine.retried.get()),
+        workers,
+        &[
+            ("kdns_forward_retries_total", "counter", "Queries sent again to another backend after a timeout.", |w| w.engine.retried.get()),
+            ("kdns_stale_answers_total", "counter", "Stale answers served because no backend answered (RFC 8767).", |w| {
+                w.engine.stale_answers.get()
+            }),
+        ],
     );
-    single(
+    per_backend(&mut out, "kdns_backend_up", "gauge", "1 if the backend is up on every worker that uses it, else 0.", &rows, &addrs, |r| {
+        u64::from(r.up())
+    });
+    per_backend(
         &mut out,
-        "kdns_stale_answers_total",
+        "kdns_backend_suspected_total",
         "counter",
-        "Stale answers served because no backend answered (RFC 8767).",
-        sum(workers, |w| w.engine.stale_answers.get()),
+        "Times a backend became suspect (silent; a probe decided).",
+        &rows,
+        &addrs,
+        |r| r.suspected,
     );
-    family(&mut out, "kdns_backend_up", "gauge", "1 if the backend is up on every worker that uses it, else 0.");
-    for (r, a) in rows.iter().zip(&addrs) {
-        sample(&mut out, "kdns_backend_up", &[("backend", a)], u64::from(r.up()));
-    }
-    family(&mut out, "kdns_backend_suspected_total", "counter", "Times a backend became suspect (silent; a probe decided).");
-    for (r, a) in rows.iter().zip(&addrs) {
-        sample(&mut out, "kdns_backend_suspected_total", &[("backend", a)], r.suspected);
-    }
     family(
         &mut out,
         "kdns_backend_try_timeout_seconds",
@@ -444,19 +459,23 @@ pub(super) fn render(
         sample(&mut out, "kdns_tcp_connections_total", &[("event", event)], n);
     }
 
-    single(
+    summed(
         &mut out,
-        "kdns_upstream_sockets_open",
-        "gauge",
-        "Source-port sockets to the backends open now (current ones and old ones still read for late answers).",
-        sum(workers, |w| IoStats::get(&w.io.upstream_sockets_open)),
-    );
-    single(
-        &mut out,
-        "kdns_upstream_sockets_opened_total",
-        "counter",
-        "Source-port sockets opened (each on a new random port), at start and by rotation.",
-        sum(workers, |w| IoStats::get(&w.io.upstream_sockets_opened)),
+        workers,
+        &[
+            (
+                "kdns_upstream_sockets_open",
+                "gauge",
+                "Source-port sockets to the backends open now (current ones and old ones still read for late answers).",
+                |w| IoStats::get(&w.io.upstream_sockets_open),
+            ),
+            (
+                "kdns_upstream_sockets_opened_total",
+                "counter",
+                "Source-port sockets opened (each on a new random port), at start and by rotation.",
+                |w| IoStats::get(&w.io.upstream_sockets_opened),
+            ),
+        ],
     );
     family(
         &mut out,

@@ -8,45 +8,17 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kdns_core::cache::CacheStats;
-use kdns_core::engine::{DropReason, EngineStats, LATENCY_BOUNDS};
-use kdns_core::upstream::{BackendSpec, HealthConfig, Pool, Selection};
+use kdns_core::engine::{DropReason, LATENCY_BOUNDS};
 
 use super::render;
-use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind, XdpCounterSource, XdpQueueCounters};
+use crate::handle::fake::{count_queries, FakeWorker};
+use crate::handle::{IoStats, WorkerHandle, WorkerKind, XdpCounterSource, XdpQueueCounters};
 
 const B1: &str = "10.0.0.1:53";
 const B2: &str = "[fd00::53]:53";
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-/// A worker handle nobody serves (the exposition never sends messages).
-struct FakeWorker {
-    handle: WorkerHandle,
-    _poll: mio::Poll,
-    _rx: crossbeam_channel::Receiver<Control>,
-}
-
-fn fake(id: usize, kind: WorkerKind) -> FakeWorker {
-    let specs = [BackendSpec::new(addr(B1)), BackendSpec::new(addr(B2))];
-    let pool = Pool::new(&specs, HealthConfig::default(), Selection::default()).unwrap();
-    let poll = mio::Poll::new().unwrap();
-    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let handle = WorkerHandle {
-        id,
-        kind,
-        core: (kind != WorkerKind::Tcp).then_some(id),
-        engine: Arc::new(EngineStats::default()),
-        cache: Arc::new(CacheStats::default()),
-        backends: pool.shared_stats(),
-        io: Arc::new(IoStats::default()),
-        tx,
-        waker,
-    };
-    FakeWorker { handle, _poll: poll, _rx: rx }
 }
 
 /// XDP counters of one interface.
@@ -67,18 +39,15 @@ impl XdpCounterSource for FakeXdp {
 /// timeout, a retry and a stale answer, drops, latencies in several
 /// buckets (one above the last bound), backend RTTs, evictions.
 fn daemon() -> (Vec<FakeWorker>, Vec<SocketAddr>, Vec<Arc<dyn XdpCounterSource>>) {
+    let fake = |id, kind| FakeWorker::new(id, kind, &[addr(B1), addr(B2)]);
     let ws = vec![fake(0, WorkerKind::Udp), fake(1, WorkerKind::Udp), fake(2, WorkerKind::Xdp), fake(3, WorkerKind::Tcp)];
 
     let e = &ws[0].handle.engine;
-    e.queries.add(1000);
-    e.rcodes[0].add(980);
+    count_queries(e, 1000, 980, 800, 100);
     e.rcodes[3].add(15);
     e.rcodes[2].add(1);
     e.local_answers.add(100);
-    e.cache_hits.add(800);
-    e.cache_misses.add(100);
     e.cache_negative_hits.add(12);
-    e.forwarded.add(100);
     e.retried.add(2);
     e.timeouts.add(2);
     e.stale_answers.add(1);
@@ -95,12 +64,8 @@ fn daemon() -> (Vec<FakeWorker>, Vec<SocketAddr>, Vec<Arc<dyn XdpCounterSource>>
     ws[0].handle.cache.evictions.add(7);
 
     let e = &ws[1].handle.engine;
-    e.queries.add(500);
-    e.rcodes[0].add(500);
+    count_queries(e, 500, 500, 400, 80);
     e.local_answers.add(20);
-    e.cache_hits.add(400);
-    e.cache_misses.add(80);
-    e.forwarded.add(80);
     e.retried.add(1);
     e.count_drop(DropReason::PendingFull);
     e.count_drop(DropReason::QueryTooShort);
@@ -114,9 +79,7 @@ fn daemon() -> (Vec<FakeWorker>, Vec<SocketAddr>, Vec<Arc<dyn XdpCounterSource>>
     ws[1].handle.cache.evictions.add(3);
 
     let e = &ws[2].handle.engine;
-    e.queries.add(40);
-    e.rcodes[0].add(40);
-    e.cache_hits.add(40);
+    count_queries(e, 40, 40, 40, 0);
     for _ in 0..40 {
         e.latency(Duration::from_micros(100)); // exactly the first bound
     }

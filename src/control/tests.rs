@@ -6,18 +6,17 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use kdns_core::cache::CacheStats;
-use kdns_core::engine::{DropReason, EngineStats};
-use kdns_core::upstream::{BackendSpec, HealthConfig, Pool, Selection};
+use kdns_core::engine::DropReason;
 use serde_json::Value;
 
-use super::{spawn, DaemonInfo};
+use super::{spawn, ControlServer, DaemonInfo};
+use crate::handle::fake::{count_queries, FakeWorker};
 use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind, WorkerSnapshot};
 
 const B1: &str = "10.0.0.1:53";
@@ -41,51 +40,30 @@ struct Fake {
 /// `rtts[i]` are the RTTs (µs) of backend `i` the worker reports; with
 /// `answers` false it never answers snapshots.
 fn fake(id: usize, kind: WorkerKind, rtts: Vec<Vec<u64>>, answers: bool) -> Fake {
-    let specs = [BackendSpec::new(addr(B1)), BackendSpec::new(addr(B2))];
-    let pool = Pool::new(&specs, HealthConfig::default(), Selection::default()).unwrap();
-    let poll = mio::Poll::new().unwrap();
-    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-    let (tx, rx) = crossbeam_channel::unbounded::<Control>();
     let flushes = Arc::new(AtomicUsize::new(0));
     let f = Arc::clone(&flushes);
-    std::thread::spawn(move || {
-        let _poll = poll;
-        // A stuck worker holds on to the reply channels it never answers.
-        let mut unanswered = Vec::new();
-        while let Ok(c) = rx.recv() {
-            match c {
-                Control::FlushCache => {
-                    f.fetch_add(1, Ordering::SeqCst);
-                }
-                Control::Snapshot(reply) if answers => {
-                    let rtt_us = rtts
-                        .iter()
-                        .map(|vals| {
-                            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-                            for &v in vals {
-                                h.record(v).unwrap();
-                            }
-                            h
-                        })
-                        .collect();
-                    let _ = reply.send(WorkerSnapshot { worker: id, rtt_us, in_flight: 7 });
-                }
-                Control::Snapshot(reply) => unanswered.push(reply),
-                Control::Records(_) => {}
-            }
+    // A stuck worker holds on to the reply channels it never answers.
+    let mut unanswered = Vec::new();
+    let handle = FakeWorker::new(id, kind, &[addr(B1), addr(B2)]).serve(move |c| match c {
+        Control::FlushCache => {
+            f.fetch_add(1, Ordering::SeqCst);
         }
+        Control::Snapshot(reply) if answers => {
+            let rtt_us = rtts
+                .iter()
+                .map(|vals| {
+                    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+                    for &v in vals {
+                        h.record(v).unwrap();
+                    }
+                    h
+                })
+                .collect();
+            let _ = reply.send(WorkerSnapshot { worker: id, rtt_us, in_flight: 7 });
+        }
+        Control::Snapshot(reply) => unanswered.push(reply),
+        Control::Records(_) => {}
     });
-    let handle = WorkerHandle {
-        id,
-        kind,
-        core: (kind == WorkerKind::Udp).then_some(id),
-        engine: Arc::new(EngineStats::default()),
-        cache: Arc::new(CacheStats::default()),
-        backends: pool.shared_stats(),
-        io: Arc::new(IoStats::default()),
-        tx,
-        waker,
-    };
     Fake { handle, flushes }
 }
 
@@ -112,34 +90,26 @@ fn workers() -> Vec<Fake> {
     let w2 = fake(2, WorkerKind::Tcp, vec![vec![900_000; 1000], vec![900_000; 1000]], false);
 
     let e = &w0.handle.engine;
-    e.queries.add(100);
-    e.rcodes[0].add(90);
+    count_queries(e, 100, 90, 60, 40);
     e.rcodes[3].add(5);
     e.rcodes[7].add(1);
-    e.cache_hits.add(60);
-    e.cache_misses.add(40);
-    e.forwarded.add(40);
     e.count_drop(DropReason::QueryTooShort);
-    w0.handle.cache.entries.set(11);
-    IoStats::add(&w0.handle.io.rx, 100);
 
     let e = &w1.handle.engine;
-    e.queries.add(50);
-    e.rcodes[0].add(45);
-    e.cache_hits.add(20);
-    e.cache_misses.add(30);
-    e.forwarded.add(30);
+    count_queries(e, 50, 45, 20, 30);
     e.timeouts.add(2);
     e.count_drop(DropReason::QueryTooShort);
     e.count_drop(DropReason::PendingFull);
-    w1.handle.cache.entries.set(22);
-    IoStats::add(&w1.handle.io.rx, 50);
 
     let e = &w2.handle.engine;
-    e.queries.add(10);
+    count_queries(e, 10, 10, 0, 0);
     e.queries_tcp.add(10);
-    e.rcodes[0].add(10);
-    IoStats::add(&w2.handle.io.rx, 10);
+
+    // Every query arrived as a packet; the TCP worker has no cache.
+    for (w, rx, entries) in [(&w0, 100, 11), (&w1, 50, 22), (&w2, 10, 0)] {
+        IoStats::add(&w.handle.io.rx, rx);
+        w.handle.cache.entries.set(entries);
+    }
 
     // B1 up everywhere; B2 down on worker 1 only.
     for (w, sent, up2) in [(&w0, 25, 1), (&w1, 20, 0), (&w2, 5, 1)] {
@@ -212,17 +182,30 @@ fn request(sock: &Path, method: &str, path: &str) -> Resp {
     exchange(s, method, path)
 }
 
+/// A control server over [`workers`] with its socket at `rel` in a fresh
+/// directory (removed when `tmp` is dropped), `/metrics` on `metrics`.
+struct Served {
+    tmp: tempfile::TempDir,
+    sock: PathBuf,
+    fakes: Vec<Fake>,
+    server: ControlServer,
+}
+
+fn serve(rel: &str, metrics: Option<SocketAddr>) -> Served {
+    let tmp = temp_dir();
+    let sock = tmp.path().join(rel);
+    let fakes = workers();
+    let server = spawn(&sock, metrics, fakes.iter().map(|f| f.handle.clone()).collect(), info()).unwrap();
+    Served { tmp, sock, fakes, server }
+}
+
 fn close(got: &Value, want: f64) -> bool {
     got.as_f64().is_some_and(|g| (g - want).abs() <= want * 0.001 + 0.0011)
 }
 
 #[test]
 fn stats_sum_counters_and_merge_answered_histograms() {
-    let tmp = temp_dir();
-    let dir = tmp.path();
-    let sock = dir.join("run/kdns/control.sock");
-    let fakes = workers();
-    let server = spawn(&sock, None, fakes.iter().map(|f| f.handle.clone()).collect(), info()).unwrap();
+    let Served { tmp: _tmp, sock, fakes, server } = serve("run/kdns/control.sock", None);
 
     // The directory was created 0755 and the socket is 0660.
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -323,11 +306,7 @@ fn stats_sum_counters_and_merge_answered_histograms() {
 
 #[test]
 fn flush_health_and_errors() {
-    let tmp = temp_dir();
-    let dir = tmp.path();
-    let sock = dir.join("control.sock");
-    let fakes = workers();
-    let server = spawn(&sock, None, fakes.iter().map(|f| f.handle.clone()).collect(), info()).unwrap();
+    let Served { tmp: _tmp, sock, fakes, server } = serve("control.sock", None);
 
     let r = request(&sock, "POST", "/v1/cache/flush");
     assert_eq!(r.status, 200);
@@ -491,11 +470,7 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
 
 #[test]
 fn metrics_are_valid_exposition_text() {
-    let tmp = temp_dir();
-    let dir = tmp.path();
-    let sock = dir.join("control.sock");
-    let fakes = workers();
-    let server = spawn(&sock, Some(addr("127.0.0.1:0")), fakes.iter().map(|f| f.handle.clone()).collect(), info()).unwrap();
+    let Served { tmp: _tmp, sock: _, fakes, server } = serve("control.sock", Some(addr("127.0.0.1:0")));
     let maddr = server.metrics_addr().unwrap();
     assert_ne!(maddr.port(), 0);
 
@@ -562,8 +537,7 @@ fn label_values_are_escaped() {
 #[test]
 fn a_stopped_worker_is_reported_gone() {
     let tmp = temp_dir();
-    let dir = tmp.path();
-    let sock = dir.join("control.sock");
+    let sock = tmp.path().join("control.sock");
     let mut f = fake(0, WorkerKind::Udp, vec![], true);
     let (tx, rx) = crossbeam_channel::unbounded();
     drop(rx);

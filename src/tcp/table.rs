@@ -198,12 +198,19 @@ mod tests {
         t0 + Duration::from_millis(ms)
     }
 
+    /// A table of `max` connections, `per_client` per client, holding
+    /// connection `i` from `clients[i]`, last active `i` ms after `t0`.
+    fn filled(max: usize, per_client: usize, t0: Instant, clients: &[&str]) -> Table {
+        let mut t = Table::new(max, per_client);
+        for (i, c) in clients.iter().enumerate() {
+            t.insert(i, ip(c), at(t0, i as u64));
+        }
+        t
+    }
+
     #[test]
     fn a_client_over_its_cap_is_refused_others_are_not() {
-        let t0 = Instant::now();
-        let mut t = Table::new(10, 2);
-        t.insert(0, ip("10.0.0.1"), t0);
-        t.insert(1, ip("10.0.0.1"), t0);
+        let mut t = filled(10, 2, Instant::now(), &["10.0.0.1", "10.0.0.1"]);
         assert_eq!(t.admit(ip("10.0.0.1")), Admit::OverClientCap);
         assert_eq!(t.admit(ip("10.0.0.2")), Admit::Yes);
         t.remove(0);
@@ -214,10 +221,7 @@ mod tests {
     #[test]
     fn a_full_table_gives_up_the_longest_idle_quiet_connection() {
         let t0 = Instant::now();
-        let mut t = Table::new(3, 3);
-        t.insert(0, ip("10.0.0.1"), at(t0, 0));
-        t.insert(1, ip("10.0.0.1"), at(t0, 1));
-        t.insert(2, ip("10.0.0.1"), at(t0, 2));
+        let mut t = filled(3, 3, t0, &["10.0.0.1"; 3]);
         // 0 has spoken since: 1 is now the longest idle.
         t.touch(0, at(t0, 3), false);
         assert_eq!(t.admit(ip("10.0.0.9")), Admit::Evict { victim: 1, busy: false });
@@ -235,10 +239,7 @@ mod tests {
 
     #[test]
     fn the_per_client_cap_is_checked_before_eviction() {
-        let t0 = Instant::now();
-        let mut t = Table::new(2, 1);
-        t.insert(0, ip("10.0.0.1"), t0);
-        t.insert(1, ip("10.0.0.2"), t0);
+        let t = filled(2, 1, Instant::now(), &["10.0.0.1", "10.0.0.2"]);
         assert_eq!(t.admit(ip("10.0.0.1")), Admit::OverClientCap);
         assert_eq!(t.admit(ip("10.0.0.3")), Admit::Evict { victim: 0, busy: false });
     }

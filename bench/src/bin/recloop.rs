@@ -31,8 +31,10 @@ use std::sync::Arc;
 use kdns_core::engine::{Acl, AnswerVerdict, Client, Engine, EngineConfig, IpNet, Transport, Verdict};
 use kdns_core::records::{Instance, Mode, RecordsConfig, Service, Snapshot, SrvPort};
 use kdns_core::upstream::BackendSpec;
-use kdns_core::wire::{encode_name, flags, Class, Header, Message, MessageBuilder, OptSpec, Rtype, Section, HEADER_LEN};
+use kdns_core::wire::HEADER_LEN;
 use kdns_core::Timestamp;
+// Queries as a stub sends them (RD, EDNS 1232) and the backend's answers.
+use kdns_bench::{query, write_answer};
 
 const NOW: Timestamp = Timestamp::from_secs(1_000);
 const BACKEND: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 5301));
@@ -50,34 +52,6 @@ enum Kind {
 fn usage() -> ExitCode {
     eprintln!("usage: recloop N hit|hit-norec|local|local-svc|local-inst");
     ExitCode::from(2)
-}
-
-/// A query for `name` A: ID `id`, RD, EDNS 1232.
-fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut n = [0u8; 256];
-    let nlen = encode_name(name, &mut n).expect("valid name");
-    let mut out = [0u8; 512];
-    let mut b = MessageBuilder::new(&mut out, usize::MAX).expect("buffer");
-    b.header().set_id(id);
-    b.header().set_flags(flags::RD);
-    b.question(&n[..nlen], Rtype::A, Class::IN).expect("question");
-    b.opt(OptSpec { udp_size: 1232, ext_rcode: 0, dnssec_ok: false }).expect("opt");
-    let len = b.finish();
-    out[..len].to_vec()
-}
-
-/// The backend's answer to `q`: same ID and question, one A record, TTL
-/// 300, an OPT.
-fn backend_answer(q: &[u8], addr: [u8; 4], out: &mut [u8]) -> usize {
-    let m = Message::parse(q).expect("forwarded query parses");
-    let qh = Header::new_checked(q).expect("header");
-    let mut b = MessageBuilder::new(out, usize::MAX).expect("buffer");
-    b.header().set_id(qh.id());
-    b.header().set_flags(flags::QR | flags::RA | (qh.flags() & (flags::RD | flags::CD)));
-    b.copy_question(q, &m.question).expect("question");
-    assert!(b.record_at(Section::Answer, HEADER_LEN as u16, Rtype::A, Class::IN, 300, &addr).expect("record"));
-    b.opt(OptSpec { udp_size: 1232, ext_rcode: 0, dnssec_ok: false }).expect("opt");
-    b.finish()
 }
 
 fn records() -> Snapshot {
@@ -135,7 +109,7 @@ fn main() -> ExitCode {
         match engine.handle_query(NOW, &client, q, &mut out) {
             Verdict::Forward { addr, len, .. } => {
                 let a = (i as u32 + 1).to_be_bytes();
-                let alen = backend_answer(&out[..len], [10, a[1], a[2], a[3]], &mut ans);
+                let alen = write_answer(&out[..len], [10, a[1], a[2], a[3]], 300, &mut ans).expect("an answer to the forwarded query");
                 let v = engine.handle_backend_answer(NOW, addr, 0, &ans[..alen], &mut out);
                 while engine.poll_transmit(NOW, &mut drain).is_some() {}
                 assert!(matches!(v, AnswerVerdict::Reply { .. }), "warm-up answer not replied: {v:?}");

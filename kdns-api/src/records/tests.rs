@@ -72,40 +72,28 @@ fn services_are_normalised_and_converted() {
 
 #[test]
 fn service_errors_name_the_key() {
-    let mut cases: Vec<(ServiceDef, &str)> = Vec::new();
-    cases.push((ServiceDef { name: "a.b".into(), ..svc() }, "name"));
-    cases.push((ServiceDef { name: "-web".into(), ..svc() }, "name"));
-    cases.push((ServiceDef { name: String::new(), ..svc() }, "name"));
-    let mut s = svc();
-    s.instances[1].addrs[0] = "10.0.0.300".into();
-    cases.push((s, "instances[1].addrs[0]"));
-    let mut s = svc();
-    s.instances[1].id = "c1".into();
-    cases.push((s, "instances[1].id"));
-    let mut s = svc();
-    s.instances[0].addrs.clear();
-    cases.push((s, "instances[0].addrs"));
-    let mut s = svc();
-    s.ports[0].proto = "sctp".into();
-    cases.push((s, "ports[0].proto"));
-    let mut s = svc();
-    s.ports.clear();
-    cases.push((s, "check.port"));
-    let mut s = svc();
-    s.check.as_mut().unwrap().timeout_ms = 2000;
-    cases.push((s, "check.timeout_ms"));
-    let mut s = svc();
-    s.check.as_mut().unwrap().rise = 0;
-    cases.push((s, "check.rise"));
-    let mut s = svc();
-    s.check.as_mut().unwrap().fall = 0;
-    cases.push((s, "check.fall"));
-    let mut s = svc();
-    s.check.as_mut().unwrap().interval_ms = 1;
-    cases.push((s, "check.interval_ms"));
-    let mut s = svc();
-    s.ttl = Some(u32::MAX);
-    cases.push((s, "ttl"));
+    // Each breaks one rule of `svc()`.
+    type Breaks = fn(&mut ServiceDef);
+    let broken: [(Breaks, &str); 13] = [
+        (|s| s.name = "a.b".into(), "name"),
+        (|s| s.name = "-web".into(), "name"),
+        (|s| s.name = String::new(), "name"),
+        (|s| s.instances[1].addrs[0] = "10.0.0.300".into(), "instances[1].addrs[0]"),
+        (|s| s.instances[1].id = "c1".into(), "instances[1].id"),
+        (|s| s.instances[0].addrs.clear(), "instances[0].addrs"),
+        (|s| s.ports[0].proto = "sctp".into(), "ports[0].proto"),
+        (|s| s.ports.clear(), "check.port"),
+        (|s| s.check.as_mut().unwrap().timeout_ms = 2000, "check.timeout_ms"),
+        (|s| s.check.as_mut().unwrap().rise = 0, "check.rise"),
+        (|s| s.check.as_mut().unwrap().fall = 0, "check.fall"),
+        (|s| s.check.as_mut().unwrap().interval_ms = 1, "check.interval_ms"),
+        (|s| s.ttl = Some(u32::MAX), "ttl"),
+    ];
+    let cases = broken.map(|(breaks, key)| {
+        let mut def = svc();
+        breaks(&mut def);
+        (def, key)
+    });
     for (def, key) in cases {
         let e = service(&def).unwrap_err();
         assert_eq!(e.key, key, "{e}");

@@ -33,7 +33,7 @@ fn example() -> Stats {
 fn table_aligns_columns() {
     let t = table(
         &[("NAME", Align::Left), ("N", Align::Right), ("NOTE", Align::Left)],
-        &[vec!["a".into(), "1".into(), "x".into()], vec!["longer".into(), "12345".into(), String::new()], vec!["b".into()]],
+        [vec!["a".into(), "1".into(), "x".into()], vec!["longer".into(), "12345".into(), String::new()], vec!["b".into()]],
     );
     assert_eq!(t, "NAME        N  NOTE\na           1  x\nlonger  12345\nb\n");
 }

@@ -9,6 +9,19 @@ fn ip(s: &str) -> IpAddr {
 }
 
 /// A running compose replica of `service` number `n` at `addr` on dnsnet.
+/// `c` with `labels` added.
+fn labelled<const N: usize>(mut c: Container, labels: [(&str, &str); N]) -> Container {
+    c.labels.extend(labels.map(|(k, v)| (k.to_string(), v.to_string())));
+    c
+}
+
+/// A model that has seen `containers`.
+fn model(containers: Vec<Container>) -> Model {
+    let mut m = Model::default();
+    m.replace_all(containers);
+    m
+}
+
 fn replica(service: &str, n: u32, addr: &str) -> Container {
     let id = format!("{service}{n}{:0>56}", 0);
     let mut labels = BTreeMap::new();
@@ -68,8 +81,7 @@ fn networks_are_chosen_by_name_compose_name_or_listen_address() {
 
 #[test]
 fn compose_replicas_are_numbered_instances_and_names() {
-    let mut m = Model::default();
-    m.replace_all(vec![replica("web", 1, "172.30.53.21"), replica("web", 3, "172.30.53.23"), replica("db", 1, "172.30.53.31")]);
+    let mut m = model(vec![replica("web", 1, "172.30.53.21"), replica("web", 3, "172.30.53.23"), replica("db", 1, "172.30.53.31")]);
     let (l, warnings) = layer(&mut m);
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(
@@ -98,8 +110,7 @@ fn plain_containers_get_the_lowest_free_number_and_keep_it() {
         c.endpoints[0].aliases.clear();
         c
     };
-    let mut m = Model::default();
-    m.replace_all(vec![plain("b", "2", "10.0.0.2"), plain("a", "1", "10.0.0.1")]);
+    let mut m = model(vec![plain("b", "2", "10.0.0.2"), plain("a", "1", "10.0.0.1")]);
     let (l, _) = layer(&mut m);
     assert_eq!(services(&l)[0].1, vec![(1, vec![ip("10.0.0.1")], true), (2, vec![ip("10.0.0.2")], true)], "oldest first");
     // The first one goes, a third comes: b keeps 2, c takes the free 1.
@@ -131,8 +142,7 @@ fn stopped_paused_disabled_and_off_network_containers_are_not_served() {
     elsewhere.endpoints[0].network = "kdns_default".into();
     let mut no_addr = replica("web", 4, "172.30.53.24");
     no_addr.endpoints[0].addrs.clear();
-    let mut m = Model::default();
-    m.replace_all(vec![stopped, disabled, elsewhere, no_addr, replica("web", 5, "172.30.53.25")]);
+    let mut m = model(vec![stopped, disabled, elsewhere, no_addr, replica("web", 5, "172.30.53.25")]);
     let (l, warnings) = layer(&mut m);
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(services(&l), vec![("web".into(), vec![(5, vec![ip("172.30.53.25")], true)])]);
@@ -147,8 +157,7 @@ fn health_unhealthy_leaves_starting_follows_the_setting() {
     new.health = Health::Starting;
     let mut ok = replica("web", 3, "172.30.53.23");
     ok.health = Health::Healthy;
-    let mut m = Model::default();
-    m.replace_all(vec![sick, new, ok]);
+    let mut m = model(vec![sick, new, ok]);
     let (l, _) = layer(&mut m);
     let health: Vec<(u32, bool, Served)> = l.services[0].instances.iter().map(|i| (i.number, i.healthy, i.health)).collect();
     assert_eq!(health, vec![(1, false, Served::Unhealthy), (2, true, Served::Starting), (3, true, Served::Up)]);
@@ -161,12 +170,11 @@ fn health_unhealthy_leaves_starting_follows_the_setting() {
 
 #[test]
 fn labels_set_mode_ttl_and_ports_and_bad_ones_are_named_once() {
-    let mut c = replica("web", 1, "172.30.53.21");
-    c.labels.insert(LABEL_MODE.into(), "sticky".into());
-    c.labels.insert(LABEL_TTL.into(), "30".into());
-    c.labels.insert(LABEL_PORTS.into(), "http:8080/tcp, dns:53/udp".into());
-    let mut m = Model::default();
-    m.replace_all(vec![c]);
+    let c = labelled(
+        replica("web", 1, "172.30.53.21"),
+        [(LABEL_MODE, "sticky"), (LABEL_TTL, "30"), (LABEL_PORTS, "http:8080/tcp, dns:53/udp")],
+    );
+    let mut m = model(vec![c]);
     let (l, w) = layer(&mut m);
     assert!(w.is_empty(), "{w:?}");
     let d = &l.services[0].def;
@@ -179,12 +187,8 @@ fn labels_set_mode_ttl_and_ports_and_bad_ones_are_named_once() {
         ]
     );
 
-    let mut bad = replica("api", 1, "172.30.53.41");
-    bad.labels.insert(LABEL_MODE.into(), "roundrobin".into());
-    bad.labels.insert(LABEL_TTL.into(), "-1".into());
-    bad.labels.insert(LABEL_PORTS.into(), "http".into());
-    let mut m = Model::default();
-    m.replace_all(vec![bad]);
+    let bad = labelled(replica("api", 1, "172.30.53.41"), [(LABEL_MODE, "roundrobin"), (LABEL_TTL, "-1"), (LABEL_PORTS, "http")]);
+    let mut m = model(vec![bad]);
     let (l, w) = layer(&mut m);
     assert_eq!(w.len(), 3, "{w:?}");
     assert!(w.iter().all(|x| x.starts_with("Docker container kdns_api_1 (")), "{w:?}");
@@ -196,8 +200,7 @@ fn labels_set_mode_ttl_and_ports_and_bad_ones_are_named_once() {
     let mut a = replica("web", 1, "172.30.53.21");
     a.labels.insert(LABEL_TTL.into(), "30".into());
     let b = replica("web", 2, "172.30.53.22");
-    let mut m = Model::default();
-    m.replace_all(vec![a, b]);
+    let mut m = model(vec![a, b]);
     let (l, w) = layer(&mut m);
     assert_eq!(l.services[0].def.ttl, Some(30));
     assert_eq!(w.len(), 1);
@@ -214,8 +217,7 @@ fn names_that_are_not_dns_labels_are_skipped_with_a_warning() {
     let mut bad_alias = replica("db", 1, "172.30.53.23");
     bad_alias.endpoints[0].aliases.push("not valid".into());
     bad_alias.name = "db.primary".into();
-    let mut m = Model::default();
-    m.replace_all(vec![bad_service, dotted, bad_alias]);
+    let mut m = model(vec![bad_service, dotted, bad_alias]);
     let (l, w) = layer(&mut m);
     assert_eq!(services(&l), vec![("db".into(), vec![(1, vec![ip("172.30.53.23")], true)])]);
     assert_eq!(w.len(), 3, "{w:?}");
@@ -235,16 +237,14 @@ fn shared_aliases_answer_every_container_and_service_names_win() {
     let mut clash = replica("x", 1, "172.30.53.30");
     clash.labels = BTreeMap::from([(LABEL_SERVICE.to_string(), "api".to_string())]);
     clash.name = "web-1".into();
-    let mut m = Model::default();
-    m.replace_all(vec![a, b, clash]);
+    let mut m = model(vec![a, b, clash]);
     let (l, _) = layer(&mut m);
     assert_eq!(name(&l, "frontend"), Some(&vec![ip("172.30.53.21"), ip("172.30.53.22")]));
     assert_eq!(name(&l, "web-1"), None, "web-1 is the instance of web");
     // Two networks served: addresses from both.
     let mut two = replica("db", 1, "172.30.53.31");
     two.endpoints.push(Endpoint { network: "other".into(), addrs: vec![ip("fd00::31")], aliases: vec![] });
-    let mut m = Model::default();
-    m.replace_all(vec![two]);
+    let mut m = model(vec![two]);
     let (l, _) = m.layer(&[NET.to_string(), "other".into()], &sel());
     assert_eq!(l.services[0].instances[0].addrs, vec![ip("172.30.53.31"), ip("fd00::31")]);
 }

@@ -1,5 +1,6 @@
 use super::*;
-use crate::handle::IoStats;
+use crate::handle::fake::FakeWorker;
+use crate::handle::WorkerKind;
 use crate::records::file;
 use kdns_api::records::{CheckDef, CheckKind, InstanceDef, ModeName, RecordData, RecordDef, ServiceDef};
 use kdns_api::view::{ForcedHealth, Health};
@@ -9,35 +10,17 @@ use kdns_core::wire::{encode_name, Class, Rtype};
 /// A worker that swaps snapshots in like the real ones do, and its
 /// current snapshot.
 pub(crate) fn fake_worker(id: usize) -> (WorkerHandle, Arc<Mutex<Arc<Snapshot>>>) {
-    let poll = mio::Poll::new().unwrap();
-    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-    let (tx, rx) = crossbeam_channel::unbounded::<Control>();
-    let io = Arc::new(IoStats::default());
+    let fake = FakeWorker::new(id, WorkerKind::Udp, &[]);
+    let io = Arc::clone(&fake.handle.io);
     let cur = Arc::new(Mutex::new(Arc::new(Snapshot::empty())));
-    let (io2, cur2) = (Arc::clone(&io), Arc::clone(&cur));
-    std::thread::spawn(move || {
-        let _poll = poll;
-        while let Ok(c) = rx.recv() {
-            if let Control::Records(s) = c {
-                let serial = s.serial();
-                *cur2.lock().unwrap() = s;
-                io2.records_serial.set(u64::from(serial));
-            }
+    let current = Arc::clone(&cur);
+    let h = fake.serve(move |c| {
+        if let Control::Records(s) = c {
+            let serial = s.serial();
+            *current.lock().unwrap() = s;
+            io.records_serial.set(u64::from(serial));
         }
     });
-    let pool = kdns_core::upstream::Pool::new(&[], Default::default(), Default::default());
-    let backends = pool.map(|p| p.shared_stats()).unwrap_or_else(|_| Arc::from(Vec::new()));
-    let h = WorkerHandle {
-        id,
-        kind: crate::handle::WorkerKind::Udp,
-        core: None,
-        engine: Arc::default(),
-        cache: Arc::default(),
-        backends,
-        io,
-        tx,
-        waker,
-    };
     (h, cur)
 }
 
