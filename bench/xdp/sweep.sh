@@ -18,6 +18,8 @@
 #                   KDNS_B_BIN, for an interleaved A/B of two builds
 #     -o DIR        results directory (default bench/results/xdp/sweep-TAG)
 #     -t TAG        file name tag (default: date-time)
+#     -g GEN        generator: kxdpgun (default) or livegen (LIVEGEN=binary,
+#                   LIVEGEN_ARGS e.g. "-B 128"; see rig.sh gen_livegen)
 #     -W            do not wait for other benchmarks to finish
 # Env: KDNS_XDP_TOML (extra kdns config, e.g. '[xdp]\nbusy_poll = true'),
 #      REFLECTOR_ARGS (e.g. "--kicks 1"), XDP_SRV_NAPI=0, plus rig.sh's knobs.
@@ -36,7 +38,9 @@ SYSTEMS="kdns-xdp knot-xdp unbound dnsdist reflector"
 # shellcheck source=../lib/rig.sh
 source "$(dirname "$0")/../lib/rig.sh"
 rig_session "$0" "$@"
-rig_opts "r=ROUNDS d=DUR k=RATES s=SYSTEMS o=OUT t=TAG W:RIG_NO_WAIT=1" "$@"
+GEN=kxdpgun
+rig_opts "r=ROUNDS d=DUR k=RATES s=SYSTEMS g=GEN o=OUT t=TAG W:RIG_NO_WAIT=1" "$@"
+[[ $GEN == kxdpgun || $GEN == livegen ]] || die "-g: kxdpgun or livegen, not $GEN"
 rig_out xdp sweep
 read -r -a SYS <<<"$SYSTEMS"
 [[ " $SYSTEMS " == *" knot-xdp "* && " $SYSTEMS " == *" kdns-xdp-b "* ]] && die "knot-xdp and kdns-xdp-b share a veth pair: choose one"
@@ -70,7 +74,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
             n0=0
             [[ -n $np ]] && n0=$(tid_cpu_ns "$np")
             k0=$(core_busy_ticks "$SRV_CORE")
-            read -r sent recv < <(gen_kxdpgun "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt")
+            read -r sent recv < <("gen_$GEN" "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt")
             c1=$(cpu_ns "$pid")
             n1=0
             [[ -n $np ]] && n1=$(tid_cpu_ns "$np")
