@@ -11,6 +11,7 @@ mod control;
 mod docker;
 mod driver;
 mod handle;
+mod handover;
 mod records;
 mod tcp;
 mod upstream_sockets;

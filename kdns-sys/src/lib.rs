@@ -12,6 +12,7 @@
 //! | [`ifaddrs`] | the interface holding an address (`getifaddrs`) |
 //! | [`sched`] | `SCHED_FIFO` for the calling thread |
 //! | [`poll`] | `ppoll` on a few descriptors |
+//! | [`fdpass`] | framed messages with descriptors attached (`SCM_RIGHTS`) over a unix socket |
 //! | [`alloc`] | a counting global allocator for tests and benchmarks |
 //! | `xsk` (feature `xdp`) | [`xsk::XskRings`]: an AF_XDP socket, its UMEM and its four rings |
 //! | `xdp` (feature `xdp`) | the XDP program (`bpf/kdns_xdp.c`, built by `build.rs`), its loader and netlink |
@@ -28,6 +29,7 @@
 //! | `packet` | a raw Ethernet frame out of an interface (`AF_PACKET`) |
 
 pub mod alloc;
+pub mod fdpass;
 pub mod ifaddrs;
 #[cfg(any(test, feature = "test-util"))]
 pub mod netns;
