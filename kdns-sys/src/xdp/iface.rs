@@ -56,4 +56,3 @@ pub(super) fn ifindex_of(ifname: &str) -> Result<u32, XdpError> {
     }
     Ok(index)
 }
-

@@ -48,6 +48,8 @@ mod kernel;
 mod netlink;
 pub mod pin;
 #[cfg(test)]
+mod pin_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod xsk_tests;
@@ -55,10 +57,10 @@ mod xsk_tests;
 use error::errno_of;
 pub use error::XdpError;
 use iface::ifindex_of;
-use kernel::{link_holders, program_by_id, sys};
 #[cfg(test)]
 use iface::parse_mac;
 pub use iface::{mac_address, rx_queues};
+use kernel::{link_holders, program_by_id, sys};
 
 /// The compiled program (an ELF object for the BPF target), from `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kdns_xdp.o"));

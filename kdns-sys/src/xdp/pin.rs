@@ -92,11 +92,7 @@ pub(super) fn prepare(pin_dir: &Path, ifname: &str, ifindex: u32, client_entries
         Ok(fd) => match check_link(fd.as_fd(), ifindex) {
             Ok(info) => Some((fd, info)),
             Err(why) => {
-                tracing::warn!(
-                    "{}: {why}; not adopted: removing the pins of {} and attaching anew",
-                    link_path.display(),
-                    dir.display()
-                );
+                tracing::warn!("{}: {why}; not adopted: removing the pins of {} and attaching anew", link_path.display(), dir.display());
                 drop(fd);
                 remove_all(&dir, false).map_err(|e| pin_err(&dir, "clearing", e))?;
                 None
@@ -133,6 +129,13 @@ pub(super) fn prepare(pin_dir: &Path, ifname: &str, ifindex: u32, client_entries
 
 /// Why a pinned link can't be adopted, if it can't.
 fn check_link(fd: BorrowedFd<'_>, ifindex: u32) -> Result<LinkInfo, String> {
+    // BPF_OBJ_GET_INFO_BY_FD answers for maps and programs too.
+    let kind = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map(|p| p.to_string_lossy().into_owned());
+    match kind.as_deref() {
+        Ok("anon_inode:bpf-link") => {}
+        Ok(other) => return Err(format!("not a bpf_link ({})", other.trim_start_matches("anon_inode:"))),
+        Err(e) => return Err(format!("not a bpf_link? ({e})")),
+    }
     let info = link_info(fd).map_err(|e| format!("not a bpf_link ({e})"))?;
     if info.link_type != BPF_LINK_TYPE_XDP {
         return Err(format!("link {} is not an XDP link (type {})", info.id, info.link_type));
