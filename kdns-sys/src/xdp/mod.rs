@@ -453,7 +453,8 @@ impl XdpProgram {
             Some((netlink::Slot::Generic, _)) => AttachMode::Generic,
             _ => AttachMode::Driver,
         };
-        tracing::info!(
+        // The daemon says it at info level, in its own words.
+        tracing::debug!(
             ifname = %self.ifname,
             "adopted the pinned XDP link {} in {mode} mode: program {} replaced program {} in one step",
             info.id,

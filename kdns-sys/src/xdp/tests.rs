@@ -231,7 +231,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 impl Logs {
     pub(super) fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
         let logs = Logs::default();
-        let sub = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish();
+        let sub = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_max_level(tracing::Level::DEBUG).finish();
         (logs.clone(), tracing::subscriber::set_default(sub))
     }
 
