@@ -108,7 +108,9 @@ fn kill_9_fails_open_a_new_kdns_adopts_sigterm_keeps_it_and_uninstall_removes_al
     assert!(answered.join().expect("socket thread"), "the kernel's socket did not get the query");
 
     // 3. A new kdns adopts the link: same link, new program, AF_XDP again.
+    let t = std::time::Instant::now();
     lab.respawn_kdns();
+    let restart = t.elapsed();
     let log = lab.kdns.plain_log();
     let st = lab.stats();
     let p2 = program(&st, &sif);
@@ -148,6 +150,7 @@ fn kill_9_fails_open_a_new_kdns_adopts_sigterm_keeps_it_and_uninstall_removes_al
     assert!(!fs.pin_dir().exists(), "--uninstall-xdp left {}", fs.pin_dir().display());
     let r = uninstall(&lab, &fs.pin_dir());
     assert!(r.ok() && r.stdout.contains("nothing pinned under"), "{}", r.both());
+    eprintln!("program {id1} -> {id2} on link {link1}; the new kdns answered {restart:?} after it was started");
 }
 
 #[test]
