@@ -175,4 +175,8 @@ pub trait XdpCounterSource: Send + Sync + std::fmt::Debug {
     fn ifname(&self) -> &str;
     /// Per-queue counters, summed over CPUs.
     fn read(&self) -> Result<Vec<XdpQueueCounters>, String>;
+    /// The program on the interface: ids, mode, pin, adoption.
+    fn program(&self) -> Option<kdns_api::stats::XdpProgram> {
+        None
+    }
 }

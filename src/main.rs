@@ -59,6 +59,9 @@ fn main() -> ExitCode {
         };
     }
     init_logging(&settings.log_level);
+    if m.get_flag("uninstall-xdp") {
+        return uninstall_xdp(&settings);
+    }
     match run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -229,8 +232,8 @@ fn run(s: Settings) -> Result<(), String> {
     for t in threads {
         let _ = t.join();
     }
-    // Detaches the XDP program once the workers are gone (socket-only
-    // builds have nothing to drop).
+    // Detaches the XDP program once the workers are gone, or leaves it
+    // pinned (socket-only builds have nothing to drop).
     #[cfg_attr(not(feature = "xdp"), allow(dropping_copy_types))]
     drop(xdp_runtime);
     if let Some(c) = control {
@@ -261,6 +264,24 @@ fn xdp_scheduling(handles: &[WorkerHandle], asked: u32) -> String {
         (p, n) if n == xdp.len() => format!(" (AF_XDP workers in SCHED_FIFO {p})"),
         (p, 0) => format!(" (AF_XDP workers at normal priority: SCHED_FIFO {p} was refused)"),
         (p, n) => format!(" ({n} of {} AF_XDP workers in SCHED_FIFO {p}, the others at normal priority: refused)", xdp.len()),
+    }
+}
+
+/// `kdns --uninstall-xdp`: prints what it removed; 1 on an error.
+fn uninstall_xdp(s: &Settings) -> ExitCode {
+    #[cfg(feature = "xdp")]
+    let r = xdp::uninstall::uninstall(&s.xdp.pin_dir, &s.xdp.interfaces);
+    #[cfg(not(feature = "xdp"))]
+    let r: Result<Vec<String>, String> = Err(format!("built without AF_XDP support: cannot remove what is pinned under {}", s.xdp.pin_dir));
+    match r {
+        Ok(lines) => {
+            lines.iter().for_each(|l| println!("{l}"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kdns: --uninstall-xdp: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

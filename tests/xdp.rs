@@ -69,24 +69,6 @@ fn check_attached(lab: &Lab) {
     assert_eq!(mode, "xdp", "kdns's program on {ifname} is attached in mode {mode}, not native: {prog}");
 }
 
-/// The XDP program on `ifname` in `ns`: (its `prog/xdp ...` line, the
-/// mode `ip -d link` shows: "xdp" native, "xdpgeneric", "xdpoffload"), or
-/// `None` if there is none.
-fn attached_program(ns: &Netns, ifname: &str) -> Option<(String, String)> {
-    let r = ns.exec_ok(&["ip", "-d", "link", "show", "dev", ifname]);
-    let prog = r.stdout.lines().map(str::trim).find(|l| l.starts_with("prog/xdp"))?.to_string();
-    let first = r.stdout.lines().next().unwrap_or("");
-    let mode = first.split_whitespace().find(|w| w.starts_with("xdp")).unwrap_or("?").to_string();
-    Some((prog, mode))
-}
-
-/// The `id N` of a `prog/xdp id N name ...` line.
-fn prog_id(prog_line: &str) -> Option<u32> {
-    let mut it = prog_line.split_whitespace();
-    it.find(|w| *w == "id")?;
-    it.next()?.parse().ok()
-}
-
 /// Sum of counter `key` of the XDP program over every interface and queue.
 fn xdp_total(st: &Value, key: &str) -> u64 {
     xdp_queues(st).iter().map(|(_, q)| q[key].as_u64().unwrap_or(0)).sum()

@@ -484,8 +484,33 @@ pub struct XdpInterface {
     /// Set when the counters could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The program on the interface (absent from daemons that predate it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<XdpProgram>,
     /// Per queue.
     pub queues: Vec<XdpQueue>,
+}
+
+/// kdns's XDP program on one interface and the bpf_link holding it.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct XdpProgram {
+    /// The kernel's id of the program (as `ip link` and bpftool show it).
+    pub program_id: u32,
+    /// The bpf_link's id (kept across restarts while it is pinned).
+    pub link_id: u32,
+    /// `driver` or `generic`.
+    pub mode: String,
+    /// The interface's pin directory; absent when not pinned (the program
+    /// goes away with this kdns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_dir: Option<String>,
+    /// When this kdns's program went onto the interface, Unix seconds.
+    pub attached_at: u64,
+    /// The program of a previous kdns this one replaced on its pinned
+    /// link (absent when this kdns attached anew).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adopted_from: Option<u32>,
 }
 
 /// The XDP program's counters for one queue, summed over CPUs.

@@ -24,6 +24,34 @@ pub fn xdp_table(xs: &[XdpInterface]) -> String {
     table(&headers, rows)
 }
 
+/// kdns's XDP program on each interface: its ids, mode, since when
+/// (`now`: Unix seconds), where it is pinned and whose program it replaced.
+pub fn xdp_programs_table(xs: &[XdpInterface], now: u64) -> String {
+    use Align::*;
+    let headers = [
+        ("INTERFACE", Left),
+        ("PROGRAM", Right),
+        ("LINK", Right),
+        ("MODE", Left),
+        ("ATTACHED", Left),
+        ("PINNED IN", Left),
+        ("ADOPTED FROM", Left),
+    ];
+    let rows = xs.iter().filter_map(|x| {
+        let p = x.program.as_ref()?;
+        Some(vec![
+            x.interface.clone(),
+            p.program_id.to_string(),
+            p.link_id.to_string(),
+            p.mode.clone(),
+            format!("{} ago (unix {})", duration(now.saturating_sub(p.attached_at)), p.attached_at),
+            p.pin_dir.clone().unwrap_or_else(|| "- (goes with this kdns)".into()),
+            p.adopted_from.map_or_else(|| "- (attached anew)".into(), |id| format!("program {id}")),
+        ])
+    });
+    table(&headers, rows)
+}
+
 /// "tcp:80, every 1000 ms, timeout 500 ms, rise 2, fall 3",
 /// "dns:NAME, ..." (", port P" if not 53), or "-".
 fn check(c: Option<&CheckSpec>) -> String {
@@ -392,6 +420,11 @@ pub fn stats(s: &Stats) -> String {
     out.push_str("\nWorkers\n");
     out.push_str(&workers_table(&s.workers));
     section(&mut out, "\nBackends", s.backends.is_empty(), "(none configured)", || backends_table(&s.backends));
+    if s.xdp.iter().any(|x| x.program.is_some()) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        out.push_str("\nXDP programs\n");
+        out.push_str(&xdp_programs_table(&s.xdp, now));
+    }
     if !s.xdp.is_empty() {
         out.push_str("\nXDP program (per queue)\n");
         out.push_str(&xdp_table(&s.xdp));

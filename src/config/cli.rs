@@ -7,7 +7,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::define::Key;
 use super::help::{AFTER_CONFIG, LONG_ABOUT};
-use super::table::{keys, DEFAULT_LISTEN, DEFAULT_REALTIME_PRIORITY, SECTIONS};
+use super::table::{keys, DEFAULT_LISTEN, DEFAULT_PIN_DIR, DEFAULT_REALTIME_PRIORITY, SECTIONS};
 use super::{read_file, settle, ConfigError, FileConfig, Settings};
 
 /// `--help`'s column where comments start in the configuration file.
@@ -42,6 +42,13 @@ pub fn command() -> Command {
             .display_order(100),
     )
     .arg(
+        Arg::new("uninstall-xdp")
+            .long("uninstall-xdp")
+            .action(ArgAction::SetTrue)
+            .help("Detach and unpin the XDP program a previous kdns left pinned (under xdp.pin_dir, for xdp.interfaces or every interface there), print what was removed, and exit")
+            .display_order(101),
+    )
+    .arg(
         Arg::new("print-config-reference")
             .long("print-config-reference")
             .action(ArgAction::SetTrue)
@@ -63,7 +70,9 @@ pub fn load(m: &ArgMatches, resolv_conf: Option<&str>, cores: usize) -> Result<S
 
 /// The prose with the defaults it mentions filled in.
 fn fill(text: &str) -> String {
-    text.replace("{listen}", DEFAULT_LISTEN).replace("{realtime_priority}", &DEFAULT_REALTIME_PRIORITY.to_string())
+    text.replace("{listen}", DEFAULT_LISTEN)
+        .replace("{realtime_priority}", &DEFAULT_REALTIME_PRIORITY.to_string())
+        .replace("{pin_dir}", DEFAULT_PIN_DIR)
 }
 
 /// Each key's default as the documentation shows it (TOML), in table order.

@@ -32,14 +32,19 @@ the configuration file; every setting has a default.";
 pub const AFTER_CONFIG: &str = "\
 AF_XDP:
     With io = \"xdp\" or \"auto\", kdns attaches its XDP program (through a
-    bpf_link: it goes away when kdns exits, even on kill -9) to the
+    bpf_link pinned under xdp.pin_dir, {pin_dir}) to the
     interfaces holding the listen addresses and opens one AF_XDP socket per
     RX queue, each served by a worker pinned to a core. Only UDP queries to
     a listen address and port are redirected; ARP, ND, ICMP, TCP and
     everything else stay with the kernel, and one socket worker and the TCP
     server keep serving what the program passes. Loopback and wildcard
     listen addresses have no AF_XDP path: \"auto\" then uses sockets and
-    logs why. A stale XDP program left on the interface by a crash or
+    logs why. Pinned, the program stays attached when kdns exits or dies
+    and passes every query to the kernel's sockets (a socket-activated
+    listener, or nobody) until the next kdns adopts it in one step (same
+    link, new program); `kdns --uninstall-xdp` detaches and unpins it.
+    With xdp.pin_dir = \"\" the program goes away with kdns, even on
+    kill -9. A stale XDP program left on the interface by a crash or
     another tool is replaced, with a log line. The AF_XDP workers run in
     SCHED_FIFO (xdp.realtime_priority, {realtime_priority}): the kernel's receive path on
     the same core then runs only while the worker is idle, so a flood is
@@ -109,8 +114,10 @@ DOCKER:
     127.0.0.11, would otherwise sit in front).
 
 EXIT STATUS:
-    0  stopped by SIGINT or SIGTERM
-    1  could not start (a socket could not be opened, ...)
+    0  stopped by SIGINT or SIGTERM; --uninstall-xdp removed what it found
+       (or found nothing)
+    1  could not start (a socket could not be opened, ...); --uninstall-xdp
+       could not remove something
     2  bad command line or configuration (the message names the key)
 
 EXAMPLES:
@@ -118,4 +125,5 @@ EXAMPLES:
     kdns --listen 10.53.0.1:53 --backend 10.53.1.1 --backend 10.53.1.2 --allow 10.0.0.0/8
     kdns --config /etc/kdns/kdns.toml
     kdns --records-file /etc/kdns/records.toml --domain kdns
+    kdns --uninstall-xdp --config /etc/kdns/kdns.toml
     kdns-ctl stats";

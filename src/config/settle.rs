@@ -257,6 +257,9 @@ fn check_xdp(x: &XdpSection) -> Result<(), ConfigError> {
             format!("{}: must be at least 2 x ring_size ({}) and at most 1048576", x.frames, 2 * x.ring_size),
         ));
     }
+    if !x.pin_dir.is_empty() && !std::path::Path::new(&x.pin_dir).is_absolute() {
+        return Err(ConfigError::new("xdp.pin_dir", format!("{:?}: must be an absolute path (on a bpffs) or \"\"", x.pin_dir)));
+    }
     Ok(())
 }
 

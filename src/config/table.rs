@@ -20,6 +20,8 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/kdns/control.sock";
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/kdns/records.json";
 /// Where the Docker API socket is unless configured.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Where the XDP program's link and maps are pinned unless configured.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/kdns";
 /// SCHED_FIFO priority of the AF_XDP workers unless configured (0 with
 /// `busy_poll`). A real-time worker runs whenever it has frames and sleeps
 /// when its rings are empty, so the kernel's receive path on the same core
@@ -191,6 +193,9 @@ settings! {
         realtime_priority: Option<u32> = None, shown(DEFAULT_REALTIME_PRIORITY),
             flag(14, "realtime-priority", None, "N", "SCHED_FIFO priority of the AF_XDP workers, 1-99; 0 for normal scheduling (replaces xdp.realtime_priority)")
             => "SCHED_FIFO priority of the AF_XDP workers, 1..=99; 0: normal scheduling (the default with busy_poll)";
+        pin_dir: String = DEFAULT_PIN_DIR.into(),
+            flag(17, "pin-dir", None, "DIR", "bpffs directory where the XDP program's link and maps are pinned, so the program outlives kdns and the next kdns adopts it (\"\" for no pinning; replaces xdp.pin_dir)")
+            => "where the XDP link and maps are pinned (bpffs), one directory per interface: the program stays attached after kdns exits, passing queries to the kernel, and the next kdns adopts it (`\"\"`: no pinning, the program goes with kdns; `kdns --uninstall-xdp` removes it)";
     }
 
     [records] RecordsSection "local service discovery (docs/control-api.md)" {

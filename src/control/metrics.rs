@@ -34,6 +34,8 @@
 //! | `kdns_upstream_sockets_opened_total` | counter | `IoStats::upstream_sockets_opened` |
 //! | `kdns_upstream_socket_rotations_total{outcome}` | counter | `IoStats::upstream_rotations`, `upstream_rotations_deferred`, `upstream_socket_errors` |
 //! | `kdns_tcp_connections_total{event}` | counter | `IoStats::tcp_accepted`, `tcp_refused_per_client`, `tcp_evicted_idle`, `tcp_evicted_busy`, `tcp_idle_closed`, `tcp_refused` |
+//! | `kdns_xdp_program_info{interface,program_id,link_id,mode,pin_dir,adopted_from}` | gauge (1) | the program on each interface |
+//! | `kdns_xdp_program_attached_timestamp_seconds{interface}` | gauge | when it went onto the interface |
 //! | `kdns_xdp_packets_total{interface,queue,action}` | counter | the XDP program's maps |
 //!
 //! Everything but `kdns_requests_total` is summed over workers.
@@ -491,6 +493,38 @@ pub(super) fn render(
         sample(&mut out, "kdns_upstream_socket_rotations_total", &[("outcome", outcome)], n);
     }
 
+    let programs: Vec<(&str, kdns_api::stats::XdpProgram)> = xdp.iter().filter_map(|s| Some((s.ifname(), s.program()?))).collect();
+    if !programs.is_empty() {
+        family(
+            &mut out,
+            "kdns_xdp_program_info",
+            "gauge",
+            "kdns's XDP program on an interface: ids, mode, pin directory, the program it replaced.",
+        );
+        for (ifname, p) in &programs {
+            let (id, link, from) =
+                (p.program_id.to_string(), p.link_id.to_string(), p.adopted_from.map_or(String::new(), |a| a.to_string()));
+            let pin = p.pin_dir.as_deref().unwrap_or("");
+            let labels = [
+                ("interface", *ifname),
+                ("program_id", &id),
+                ("link_id", &link),
+                ("mode", &p.mode),
+                ("pin_dir", pin),
+                ("adopted_from", &from),
+            ];
+            sample(&mut out, "kdns_xdp_program_info", &labels, 1);
+        }
+        family(
+            &mut out,
+            "kdns_xdp_program_attached_timestamp_seconds",
+            "gauge",
+            "When kdns's program went onto the interface (Unix time).",
+        );
+        for (ifname, p) in &programs {
+            sample(&mut out, "kdns_xdp_program_attached_timestamp_seconds", &[("interface", ifname)], p.attached_at);
+        }
+    }
     if !xdp.is_empty() {
         family(&mut out, "kdns_xdp_packets_total", "counter", "Packets seen by the XDP program, by interface, queue and action.");
         for src in xdp {

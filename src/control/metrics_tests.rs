@@ -23,7 +23,7 @@ fn addr(s: &str) -> SocketAddr {
 
 /// XDP counters of one interface.
 #[derive(Debug)]
-struct FakeXdp(&'static str, Result<Vec<XdpQueueCounters>, String>);
+struct FakeXdp(&'static str, Result<Vec<XdpQueueCounters>, String>, Option<kdns_api::stats::XdpProgram>);
 
 impl XdpCounterSource for FakeXdp {
     fn ifname(&self) -> &str {
@@ -31,6 +31,9 @@ impl XdpCounterSource for FakeXdp {
     }
     fn read(&self) -> Result<Vec<XdpQueueCounters>, String> {
         self.1.clone()
+    }
+    fn program(&self) -> Option<kdns_api::stats::XdpProgram> {
+        self.2.clone()
     }
 }
 
@@ -125,8 +128,16 @@ fn daemon() -> (Vec<FakeWorker>, Vec<SocketAddr>, Vec<Arc<dyn XdpCounterSource>>
                 XdpQueueCounters { queue: 0, redirected: 40, passed: 1200, malformed: 1, dropped: 0 },
                 XdpQueueCounters { queue: 1, redirected: 0, passed: 800, malformed: 0, dropped: 0 },
             ]),
+            Some(kdns_api::stats::XdpProgram {
+                program_id: 42,
+                link_id: 7,
+                mode: "driver".into(),
+                pin_dir: Some("/sys/fs/bpf/kdns/eth0".into()),
+                attached_at: 1_700_000_000,
+                adopted_from: Some(41),
+            }),
         )),
-        Arc::new(FakeXdp("eth1", Err("map gone".into()))),
+        Arc::new(FakeXdp("eth1", Err("map gone".into()), None)),
     ];
     (ws, vec![addr(B1), addr(B2)], xdp)
 }
@@ -252,6 +263,14 @@ fn counters_and_gauges_are_summed_over_workers() {
     assert_eq!(value(&text, "kdns_upstream_socket_rotations_total{outcome=\"rotated\"}"), 16.0);
     assert_eq!(value(&text, "kdns_upstream_socket_rotations_total{outcome=\"deferred\"}"), 2.0);
     assert_eq!(value(&text, "kdns_upstream_socket_rotations_total{outcome=\"failed\"}"), 0.0);
+    assert_eq!(
+        value(
+            &text,
+            "kdns_xdp_program_info{interface=\"eth0\",program_id=\"42\",link_id=\"7\",mode=\"driver\",pin_dir=\"/sys/fs/bpf/kdns/eth0\",adopted_from=\"41\"}"
+        ),
+        1.0
+    );
+    assert_eq!(value(&text, "kdns_xdp_program_attached_timestamp_seconds{interface=\"eth0\"}"), 1_700_000_000.0);
     assert!(!text.contains("eth1"), "an interface whose counters cannot be read has no samples");
 }
 
@@ -321,6 +340,8 @@ fn every_family_has_help_and_type_once_before_its_samples() {
             "kdns_upstream_sockets_open",
             "kdns_upstream_sockets_opened_total",
             "kdns_upstream_socket_rotations_total",
+            "kdns_xdp_program_info",
+            "kdns_xdp_program_attached_timestamp_seconds",
             "kdns_xdp_packets_total",
         ]
     );

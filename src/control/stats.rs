@@ -44,7 +44,7 @@ pub(super) fn xdp(sources: &[std::sync::Arc<dyn crate::handle::XdpCounterSource>
                 Ok(q) => (q, None),
                 Err(e) => (Vec::new(), Some(e)),
             };
-            XdpInterface { interface: src.ifname().to_string(), error, queues }
+            XdpInterface { interface: src.ifname().to_string(), error, program: src.program(), queues }
         })
         .collect()
 }

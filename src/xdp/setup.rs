@@ -2,18 +2,21 @@
 //! each interface, one socket and worker per queue.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use kdns_sys::ifaddrs::interface_of;
-use kdns_sys::xdp::{self, AttachMode, CounterReader, XdpProgram};
+use kdns_sys::xdp::{self, AttachMode, CounterReader, XdpError, XdpProgram};
 
 use crate::config::Settings;
 use crate::handle::{WorkerHandle, XdpCounterSource, XdpQueueCounters};
 use crate::xdp::worker::{self, XdpWorkerSetup};
 
-/// What keeps the AF_XDP path alive: dropping it detaches the programs.
+/// What keeps the AF_XDP path alive: dropping it detaches the programs
+/// that are not pinned (a pinned one stays, failing open to the kernel,
+/// for the next kdns to adopt; the log says which).
 #[derive(Debug)]
 pub struct XdpRuntime {
     programs: Vec<XdpProgram>,
@@ -24,8 +27,61 @@ impl XdpRuntime {
     pub fn counters(&self) -> Vec<Arc<dyn XdpCounterSource>> {
         self.programs
             .iter()
-            .map(|p| Arc::new(ProgramCounters { ifname: p.ifname().to_string(), reader: p.counters() }) as Arc<dyn XdpCounterSource>)
+            .map(|p| {
+                Arc::new(ProgramCounters { ifname: p.ifname().to_string(), reader: p.counters(), program: program_info(p) })
+                    as Arc<dyn XdpCounterSource>
+            })
             .collect()
+    }
+}
+
+impl Drop for XdpRuntime {
+    fn drop(&mut self) {
+        for p in self.programs.drain(..) {
+            let ifname = p.ifname().to_string();
+            match (p.mode(), p.pinned_in().map(|d| d.display().to_string())) {
+                (Some(_), Some(dir)) => tracing::info!(
+                    "XDP program left attached on {ifname} (pinned at {dir}): queries go to the kernel's sockets until the next kdns; `kdns --uninstall-xdp` removes it"
+                ),
+                (Some(_), None) => tracing::info!("XDP program {} detached from {ifname}", p.program_id()),
+                (None, _) => {}
+            }
+        }
+    }
+}
+
+/// The stats' view of an attached program.
+fn program_info(p: &XdpProgram) -> Option<kdns_api::stats::XdpProgram> {
+    let mode = p.mode()?;
+    Some(kdns_api::stats::XdpProgram {
+        program_id: p.program_id(),
+        link_id: p.link_info().map_or(0, |l| l.id),
+        mode: match mode {
+            AttachMode::Driver => "driver",
+            AttachMode::Generic => "generic",
+        }
+        .into(),
+        pin_dir: p.pinned_in().map(|d| d.display().to_string()),
+        attached_at: p.attached_at().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs()),
+        adopted_from: p.adopted_from(),
+    })
+}
+
+/// Loads the program of `ifname`, pinned under `pin_dir` unless it is
+/// "". A pin directory that cannot be used (not on a bpffs, not
+/// writable) is not worth losing AF_XDP for: the program is then loaded
+/// unpinned, with a warning saying what that means.
+fn load(ifname: &str, ips: &[IpAddr], port: u16, rate: Option<&xdp::ClientRate>, pin_dir: &str) -> Result<XdpProgram, String> {
+    if pin_dir.is_empty() {
+        return XdpProgram::load(ifname, ips, port, rate).map_err(|e| format!("{ifname}: {e}"));
+    }
+    match XdpProgram::load_pinned(ifname, ips, port, rate, Some(Path::new(pin_dir))) {
+        Ok(p) => Ok(p),
+        Err(e @ (XdpError::NotBpffs { .. } | XdpError::Pin { .. })) => {
+            tracing::warn!("{ifname}: {e}; the XDP program is not pinned: it goes away with this kdns and is not adopted by the next");
+            XdpProgram::load(ifname, ips, port, rate).map_err(|e| format!("{ifname}: {e}"))
+        }
+        Err(e) => Err(format!("{ifname}: {e}")),
     }
 }
 
@@ -36,6 +92,7 @@ pub type Started = (XdpRuntime, Vec<WorkerHandle>, Vec<JoinHandle<()>>);
 struct ProgramCounters {
     ifname: String,
     reader: CounterReader,
+    program: Option<kdns_api::stats::XdpProgram>,
 }
 
 impl XdpCounterSource for ProgramCounters {
@@ -54,6 +111,10 @@ impl XdpCounterSource for ProgramCounters {
                 dropped: c.dropped,
             })
             .collect())
+    }
+
+    fn program(&self) -> Option<kdns_api::stats::XdpProgram> {
+        self.program.clone()
     }
 }
 
@@ -88,7 +149,8 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
     }
     let ips: Vec<IpAddr> = s.listen.iter().map(SocketAddr::ip).collect();
     let settings = s.xdp_worker();
-    let mut programs = Vec::new();
+    // Built up in place, so that an error half-way logs what stays attached.
+    let mut runtime = XdpRuntime { programs: Vec::new() };
     let mut prepared = Vec::new();
     let mut id = first_id;
     for ifname in &ifaces {
@@ -100,7 +162,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
             prefix_v6: s.engine.limits.prefix_v6,
             entries: r.entries,
         });
-        let mut prog = XdpProgram::load(ifname, &ips, port, rate.as_ref()).map_err(|e| format!("{ifname}: {e}"))?;
+        let mut prog = load(ifname, &ips, port, rate.as_ref(), &s.xdp.pin_dir)?;
         let n = xdp::rx_queues(ifname).map_err(|e| format!("{ifname}: cannot read its queues: {e}"))?;
         let queues: Vec<u32> =
             if s.xdp.queues.is_empty() { (0..n).collect() } else { s.xdp.queues.iter().copied().filter(|&q| q < n).collect() };
@@ -142,7 +204,14 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
                 AttachMode::Generic => "attached in generic mode",
             }
         );
-        programs.push(prog);
+        if let (Some(from), Some(link)) = (prog.adopted_from(), prog.link_info()) {
+            tracing::info!(
+                "adopted the XDP program of a previous kdns on {ifname} (link {}, program {from} -> {})",
+                link.id,
+                prog.program_id()
+            );
+        }
+        runtime.programs.push(prog);
     }
     let mut handles = Vec::new();
     let mut threads = Vec::new();
@@ -151,5 +220,5 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
         handles.push(h);
         threads.push(t);
     }
-    Ok((XdpRuntime { programs }, handles, threads))
+    Ok((runtime, handles, threads))
 }

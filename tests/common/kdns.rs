@@ -98,7 +98,9 @@ pub struct Kdns {
 
 impl Kdns {
     /// Starts kdns in `ns` with `args` plus `--control-socket` in its own
-    /// temp dir. Does not wait: see [`Kdns::wait_ready`].
+    /// temp dir, and `--pin-dir ""` unless `args` give one (a test that
+    /// pins uses a bpffs directory of its own and removes it). Does not
+    /// wait: see [`Kdns::wait_ready`].
     pub fn spawn(ns: &InNs, args: &[String]) -> Kdns {
         Self::spawn_as(ns, &[], args)
     }
@@ -115,6 +117,9 @@ impl Kdns {
         let bin = kdns_bin();
         let mut cmd = ns.command(&[wrapper, &[bin.to_str().expect("utf-8 path")]].concat());
         cmd.args(args).arg("--control-socket").arg(&socket).env_remove("RUST_LOG");
+        if !args.iter().any(|a| a == "--pin-dir") {
+            cmd.args(["--pin-dir", ""]);
+        }
         let proc = Proc::spawn(cmd, &dir.path().join("kdns.log"));
         Kdns { socket, proc, dir }
     }

@@ -15,6 +15,7 @@
 //! | [`dnsperf`] | [`Dnsperf`] in the background and its [`PerfReport`] |
 //! | [`failover`], [`records`] | scenarios shared by several test files |
 //! | [`docker`], [`compose`] | the Docker engine, containers, and compose stacks on it |
+//! | [`xdp`] | the XDP program on an interface, [`BpfFs`] (a private bpffs for pinning tests) |
 //!
 //! Every resource is owned by a guard whose `Drop` removes it (processes
 //! killed, namespaces and /etc/netns/<ns> deleted, temp dirs removed), also
@@ -51,6 +52,7 @@ pub mod netns;
 pub mod process;
 pub mod records;
 pub mod unbound;
+pub mod xdp;
 
 pub use dns::*;
 pub use dnsperf::*;
@@ -61,6 +63,7 @@ pub use netns::*;
 pub use process::*;
 pub use records::*;
 pub use unbound::*;
+pub use xdp::*;
 
 /// How long a started Unbound or kdns may take to answer its first query.
 pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);

@@ -46,6 +46,7 @@ fn documents_read_back_and_absent_fields_default() {
     s.xdp.push(XdpInterface {
         interface: "eth0".into(),
         error: None,
+        program: Some(XdpProgram { program_id: 9, link_id: 4, mode: "driver".into(), attached_at: 5, ..XdpProgram::default() }),
         queues: vec![XdpQueue { queue: 1, redirected: 5, ..XdpQueue::default() }],
     });
     let v = serde_json::to_value(&s).unwrap();
@@ -53,6 +54,8 @@ fn documents_read_back_and_absent_fields_default() {
     assert_eq!(v["workers"][0]["snapshot"], "timeout");
     assert_eq!(v["backends"][0]["state"], "partial");
     assert!(v["xdp"][0].get("error").is_none(), "no error field without an error");
+    assert!(v["xdp"][0]["program"].get("pin_dir").is_none() && v["xdp"][0]["program"].get("adopted_from").is_none());
+    assert_eq!(v["xdp"][0]["program"]["link_id"], 4);
     assert_eq!(serde_json::from_value::<Stats>(v).unwrap(), s);
     let w: WorkerStats = serde_json::from_str(r#"{"id": 2, "queries": 10, "future": true}"#).unwrap();
     assert_eq!((w.id, w.counters.queries, w.snapshot), (2, 10, SnapshotState::Ok));

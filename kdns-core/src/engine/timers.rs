@@ -14,8 +14,8 @@ impl Engine {
     }
 
     /// Runs the timers due at `now`. A try that timed out on a backend
-    /// that answered anything since it was sent keeps waiting there (a
-    /// slow name); one that met silence is reported to the pool and
+    /// that answered anything since it was sent (and within the last try
+    /// timeout) keeps waiting there (a slow name); one that met silence is reported to the pool and
     /// re-sent to another backend, or waits for a late answer once every
     /// try is spent. At the query deadline the client gets a stale answer
     /// or SERVFAIL. Due probes are queued. Then drain
@@ -36,7 +36,13 @@ impl Engine {
                 continue;
             }
             let give_up_at = u.first_sent + self.query_deadline;
-            let alive = self.pool.answered_since(f.backend, f.sent_at);
+            // Alive: answered within the last try timeout (at the first
+            // expiry, since the try left). Answers from before a long wait
+            // say nothing about now: a backend that answered just after the
+            // try left and then died must not keep it waiting to the deadline.
+            let tt = u64::try_from(self.pool.try_timeout(f.backend).as_nanos()).unwrap_or(u64::MAX);
+            let window = Timestamp::from_nanos(now.as_nanos().saturating_sub(tt));
+            let alive = self.pool.answered_since(f.backend, f.sent_at.max(window));
             if now >= give_up_at {
                 if !u.settled {
                     if alive {

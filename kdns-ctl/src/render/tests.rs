@@ -109,6 +109,26 @@ fn xdp_table_lists_queues() {
 }
 
 #[test]
+fn xdp_programs_table_shows_ids_pins_and_adoption() {
+    let s: Stats = serde_json::from_str(
+        r#"{"xdp":[
+            {"interface":"eth0","program":{"program_id":42,"link_id":7,"mode":"driver","pin_dir":"/sys/fs/bpf/kdns/eth0","attached_at":1000,"adopted_from":41},"queues":[]},
+            {"interface":"eth1","program":{"program_id":43,"link_id":8,"mode":"generic","attached_at":1100},"queues":[]},
+            {"interface":"eth2","queues":[]}
+        ]}"#,
+    )
+    .unwrap();
+    let out = xdp_programs_table(&s.xdp, 1065);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and a row per interface with a program:\n{out}");
+    let cols = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>().join(" ");
+    assert_eq!(cols(lines[1]), "eth0 42 7 driver 1m 5s ago (unix 1000) /sys/fs/bpf/kdns/eth0 program 41");
+    assert_eq!(cols(lines[2]), "eth1 43 8 generic 0s ago (unix 1100) - (goes with this kdns) - (attached anew)");
+    assert!(stats(&s).contains("\nXDP programs\n"));
+    assert!(!stats(&Stats::default()).contains("XDP programs"));
+}
+
+#[test]
 fn check_column() {
     // As the daemon sends a check: every default filled in.
     let c = |j: &str| {

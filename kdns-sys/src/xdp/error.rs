@@ -4,6 +4,7 @@ use std::error::Error;
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 
 use super::AttachMode;
 
@@ -50,6 +51,12 @@ pub enum XdpError {
     HeldByLink { ifname: String, prog_id: u32, prog_name: String, link_ids: Vec<u32>, holders: Vec<(u32, String)> },
     /// A netlink request failed.
     Netlink { ifname: String, what: String, source: io::Error, message: Option<String> },
+    /// Something in the pin directory (bpffs) could not be read, made or removed.
+    Pin { path: PathBuf, what: String, source: io::Error },
+    /// The pin directory is not on a bpffs.
+    NotBpffs { path: PathBuf, checked: PathBuf },
+    /// BPF_LINK_UPDATE on the pinned link failed.
+    Adopt { ifname: String, link_id: u32, prog_id: u32, source: io::Error },
 }
 
 impl XdpError {
@@ -83,9 +90,11 @@ impl XdpError {
     /// The errno behind this error, if any.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            XdpError::PermissionDenied { source, .. } | XdpError::Attach { source, .. } | XdpError::Netlink { source, .. } => {
-                source.raw_os_error()
-            }
+            XdpError::PermissionDenied { source, .. }
+            | XdpError::Attach { source, .. }
+            | XdpError::Netlink { source, .. }
+            | XdpError::Pin { source, .. }
+            | XdpError::Adopt { source, .. } => source.raw_os_error(),
             XdpError::Load { source, .. } => errno_of(&**source),
             XdpError::Map { source, .. } => errno_of(source),
             XdpError::InterfaceNotFound { .. } => Some(libc::ENODEV),
@@ -179,6 +188,17 @@ impl fmt::Display for XdpError {
                 }
                 Ok(())
             }
+            XdpError::Pin { path, what, source } => write!(f, "xdp.pin_dir: {what} {} failed: {source}", path.display()),
+            XdpError::NotBpffs { path, checked } => write!(
+                f,
+                "xdp.pin_dir {}: {} is not on a bpffs (mount one: `mount -t bpf bpf /sys/fs/bpf`; or set xdp.pin_dir = \"\" to run unpinned)",
+                path.display(),
+                checked.display()
+            ),
+            XdpError::Adopt { ifname, link_id, prog_id, source } => write!(
+                f,
+                "cannot put the new XDP program on the pinned link {link_id} of {ifname} (program {prog_id} stays): {source}"
+            ),
         }
     }
 }
@@ -186,7 +206,11 @@ impl fmt::Display for XdpError {
 impl Error for XdpError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            XdpError::PermissionDenied { source, .. } | XdpError::Attach { source, .. } | XdpError::Netlink { source, .. } => Some(source),
+            XdpError::PermissionDenied { source, .. }
+            | XdpError::Attach { source, .. }
+            | XdpError::Netlink { source, .. }
+            | XdpError::Pin { source, .. }
+            | XdpError::Adopt { source, .. } => Some(source),
             XdpError::Load { source, .. } => Some(&**source),
             XdpError::Map { source, .. } => Some(source),
             XdpError::AttachFailed { generic, .. } => Some(&**generic),

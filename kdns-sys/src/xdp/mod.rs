@@ -22,23 +22,33 @@
 //! A wildcard listen address (0.0.0.0 or ::) matches every destination of
 //! its family.
 //!
-//! Attaching goes through a bpf_link that this process owns: when the
-//! [`XdpProgram`] is dropped, or the process dies (even by SIGKILL), the
-//! kernel detaches the program and gets all traffic back.
+//! Attaching goes through a bpf_link. Unpinned ([`XdpProgram::load`]), this
+//! process owns it: when the [`XdpProgram`] is dropped, or the process dies
+//! (even by SIGKILL), the kernel detaches the program and gets all traffic
+//! back. Pinned ([`XdpProgram::load_pinned`], see [`pin`]), the link and the
+//! maps live in bpffs: the program stays attached after the process, its
+//! empty `xsks_map` slots pass the queries to the kernel, and the next
+//! loader adopts the link, swapping its program in with BPF_LINK_UPDATE.
 
-use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{ProgramFd, Xdp};
 use aya::{Ebpf, EbpfLoader, Pod};
 
 mod error;
+mod iface;
+mod kernel;
 mod netlink;
+pub mod pin;
+#[cfg(test)]
+mod pin_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -46,6 +56,11 @@ mod xsk_tests;
 
 use error::errno_of;
 pub use error::XdpError;
+use iface::ifindex_of;
+#[cfg(test)]
+use iface::parse_mac;
+pub use iface::{mac_address, rx_queues};
+use kernel::{link_holders, program_by_id, sys};
 
 /// The compiled program (an ELF object for the BPF target), from `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kdns_xdp.o"));
@@ -186,6 +201,14 @@ pub struct XdpProgram {
     _ebpf: Ebpf,
     ifname: String,
     ifindex: u32,
+    /// The pin directory and, until adopted, the pinned link found there.
+    pins: Option<pin::Found>,
+    /// Whether our link is pinned (the program outlives us).
+    link_pinned: bool,
+    /// The program replaced on an adopted link.
+    adopted: Option<u32>,
+    /// When our program went onto the interface.
+    attached_at: Option<SystemTime>,
 }
 
 impl fmt::Debug for XdpProgram {
@@ -203,8 +226,24 @@ impl XdpProgram {
     /// Loads the program for interface `ifname` with the listen addresses and
     /// port (only addresses of listen entries; the caller passes all of them,
     /// including ones on other interfaces, that is fine), and the optional
-    /// per-client query rate. Does not attach.
+    /// per-client query rate. Does not attach. Nothing is pinned: the
+    /// program goes away with this process.
     pub fn load(ifname: &str, listen: &[IpAddr], port: u16, rate: Option<&ClientRate>) -> Result<XdpProgram, XdpError> {
+        XdpProgram::load_pinned(ifname, listen, port, rate, None)
+    }
+
+    /// [`load`](XdpProgram::load), with the link and the maps pinned under
+    /// `pin_dir/<ifname>/` (on a bpffs) when `pin_dir` is given: compatible
+    /// maps pinned there are reused, a pinned kdns link of this interface is
+    /// adopted by [`attach`](XdpProgram::attach); anything stale or foreign
+    /// there is removed with a warning (see [`pin`]).
+    pub fn load_pinned(
+        ifname: &str,
+        listen: &[IpAddr],
+        port: u16,
+        rate: Option<&ClientRate>,
+        pin_dir: Option<&Path>,
+    ) -> Result<XdpProgram, XdpError> {
         let ifindex = ifindex_of(ifname)?;
 
         let mut v4: Vec<u32> = Vec::new();
@@ -238,15 +277,24 @@ impl XdpProgram {
             }
             _ => (0u64, 0u64, 32u32, 64u32, 1u32),
         };
-        let mut ebpf = EbpfLoader::new()
+        let pins = match pin_dir {
+            Some(dir) => Some(pin::prepare(dir, ifname, ifindex, entries.max(1))?),
+            None => None,
+        };
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("dns_port", &port_be, true)
             .override_global("client_interval_ns", &interval, true)
             .override_global("client_burst_ns", &burst, true)
             .override_global("client_prefix_v4", &p4, true)
             .override_global("client_prefix_v6", &p6, true)
-            .map_max_entries("client_rate", entries.max(1))
-            .load(OBJECT)
-            .map_err(|e| XdpError::load(ifname, e))?;
+            .map_max_entries("client_rate", entries.max(1));
+        if let Some(p) = &pins {
+            for (name, ..) in pin::pinned_maps(0) {
+                loader.map_pin_path(name, p.dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| XdpError::load(ifname, e))?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or(XdpError::Object(PROGRAM))?
@@ -262,12 +310,21 @@ impl XdpProgram {
             for key in &v4 {
                 map.insert(key, 1, 0).map_err(|e| XdpError::map("fill", "listen_v4", e))?;
             }
+            // A reused (pinned) map may hold addresses no longer listened on.
+            let stale: Vec<u32> = map.keys().filter_map(Result::ok).filter(|k| v4.binary_search(k).is_err()).collect();
+            for key in &stale {
+                map.remove(key).map_err(|e| XdpError::map("prune", "listen_v4", e))?;
+            }
         }
         {
             let map = ebpf.map_mut("listen_v6").ok_or(XdpError::Object("listen_v6"))?;
             let mut map: BpfHashMap<&mut MapData, [u8; 16], u8> = map.try_into().map_err(|e| XdpError::map("open", "listen_v6", e))?;
             for key in &v6 {
                 map.insert(key, 1, 0).map_err(|e| XdpError::map("fill", "listen_v6", e))?;
+            }
+            let stale: Vec<[u8; 16]> = map.keys().filter_map(Result::ok).filter(|k| v6.binary_search(k).is_err()).collect();
+            for key in &stale {
+                map.remove(key).map_err(|e| XdpError::map("prune", "listen_v6", e))?;
             }
         }
         let xsks: XskMap<MapData> =
@@ -286,6 +343,10 @@ impl XdpProgram {
             _ebpf: ebpf,
             ifname: ifname.to_owned(),
             ifindex,
+            pins,
+            link_pinned: false,
+            adopted: None,
+            attached_at: None,
         })
     }
 
@@ -295,8 +356,15 @@ impl XdpProgram {
     /// run, libxdp's, Knot's), with a warning. A program attached through a
     /// bpf_link of another live process can't be removed: that is an error
     /// naming it. Calling it again once attached returns the mode.
+    ///
+    /// A pinned kdns link of this interface found at load is adopted
+    /// instead: our program replaces the one on it in one step
+    /// (BPF_LINK_UPDATE), and the link keeps its mode.
     pub fn attach(&mut self) -> Result<AttachMode, XdpError> {
         if let (Some(_), Some(mode)) = (&self.link, self.mode) {
+            return Ok(mode);
+        }
+        if let Some(mode) = self.adopt()? {
             return Ok(mode);
         }
         self.remove_stale()?;
@@ -326,6 +394,9 @@ impl XdpProgram {
         if let (Some(_), Some(mode)) = (&self.link, self.mode) {
             return Ok(mode);
         }
+        if let Some(mode) = self.adopt()? {
+            return Ok(mode);
+        }
         self.remove_stale()?;
         self.attach_in(mode).map(|()| mode)
     }
@@ -333,8 +404,20 @@ impl XdpProgram {
     fn attach_in(&mut self, mode: AttachMode) -> Result<(), XdpError> {
         match sys::xdp_link_create(self.prog_fd.as_fd(), self.ifindex, mode.flags()) {
             Ok(link) => {
+                if let Some(p) = &self.pins {
+                    let path = p.dir.join(pin::LINK);
+                    match pin::obj_pin(link.as_fd(), &path) {
+                        Ok(()) => self.link_pinned = true,
+                        Err(e) => tracing::warn!(
+                            ifname = %self.ifname,
+                            "cannot pin the XDP link at {}: {e}; the program will go away with this process",
+                            path.display()
+                        ),
+                    }
+                }
                 self.link = Some(link);
                 self.mode = Some(mode);
+                self.attached_at = Some(SystemTime::now());
                 Ok(())
             }
             Err(e) => Err(match e.raw_os_error() {
@@ -356,6 +439,34 @@ impl XdpProgram {
                 _ => XdpError::Attach { ifname: self.ifname.clone(), mode, source: e },
             }),
         }
+    }
+
+    /// Puts our program on the pinned link found at load, if any.
+    fn adopt(&mut self) -> Result<Option<AttachMode>, XdpError> {
+        let Some((link, info)) = self.pins.as_mut().and_then(|p| p.link.take()) else { return Ok(None) };
+        let adopt_err = |e: io::Error| XdpError::Adopt { ifname: self.ifname.clone(), link_id: info.id, prog_id: info.prog_id, source: e };
+        let (_, old) = program_by_id(info.prog_id);
+        let old = old.ok_or_else(|| adopt_err(io::Error::from_raw_os_error(libc::ENOENT)))?;
+        pin::link_update(link.as_fd(), self.prog_fd.as_fd(), old.as_fd()).map_err(adopt_err)?;
+        let attached = netlink::attached_programs(self.ifindex).map_err(|e| self.netlink_err("reading the XDP state", e))?;
+        let mode = match attached.iter().find(|(_, id)| *id == self.prog_id) {
+            Some((netlink::Slot::Generic, _)) => AttachMode::Generic,
+            _ => AttachMode::Driver,
+        };
+        // The daemon says it at info level, in its own words.
+        tracing::debug!(
+            ifname = %self.ifname,
+            "adopted the pinned XDP link {} in {mode} mode: program {} replaced program {} in one step",
+            info.id,
+            self.prog_id,
+            info.prog_id
+        );
+        self.link = Some(link);
+        self.mode = Some(mode);
+        self.link_pinned = true;
+        self.adopted = Some(info.prog_id);
+        self.attached_at = Some(SystemTime::now());
+        Ok(Some(mode))
     }
 
     /// Removes programs attached to our interface by netlink; errors out on
@@ -455,117 +566,25 @@ impl XdpProgram {
     pub fn program_id(&self) -> u32 {
         self.prog_id
     }
-}
 
-/// Number of rx queues of an interface (entries `rx-*` of
-/// `/sys/class/net/<if>/queues`).
-pub fn rx_queues(ifname: &str) -> io::Result<u32> {
-    check_ifname(ifname)?;
-    let mut n = 0u32;
-    for entry in std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))? {
-        if entry?.file_name().to_string_lossy().starts_with("rx-") {
-            n += 1;
-        }
+    /// The interface's pin directory while our link is pinned there: the
+    /// program stays attached after this process.
+    pub fn pinned_in(&self) -> Option<&Path> {
+        self.pins.as_ref().filter(|_| self.link_pinned).map(|p| p.dir.as_path())
     }
-    Ok(n)
-}
 
-/// MAC address of an interface (`/sys/class/net/<if>/address`).
-pub fn mac_address(ifname: &str) -> io::Result<[u8; 6]> {
-    check_ifname(ifname)?;
-    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))?;
-    parse_mac(text.trim())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{ifname} has no Ethernet address ({:?})", text.trim())))
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
+    /// The program our program replaced on an adopted pinned link.
+    pub fn adopted_from(&self) -> Option<u32> {
+        self.adopted
     }
-    parts.next().is_none().then_some(mac)
-}
 
-fn check_ifname(ifname: &str) -> io::Result<()> {
-    if ifname.is_empty() || ifname.len() > 15 || ifname.contains('/') || ifname == "." || ifname == ".." {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid interface name {ifname:?}")));
+    /// When our program went onto the interface (attached or adopted).
+    pub fn attached_at(&self) -> Option<SystemTime> {
+        self.attached_at
     }
-    Ok(())
-}
 
-fn ifindex_of(ifname: &str) -> Result<u32, XdpError> {
-    let not_found = || XdpError::InterfaceNotFound { ifname: ifname.to_owned() };
-    let c = CString::new(ifname).map_err(|_| not_found())?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if index == 0 {
-        return Err(not_found());
-    }
-    Ok(index)
-}
-
-/// Name and an fd of the loaded program `id`, if it still exists.
-fn program_by_id(id: u32) -> (Option<String>, Option<ProgramFd>) {
-    for info in aya::programs::loaded_programs().filter_map(Result::ok) {
-        if info.id() == id {
-            let name = info.name_as_str().map(str::to_owned);
-            return (name, info.fd().ok());
-        }
-    }
-    (None, None)
-}
-
-/// Processes holding an XDP bpf_link of program `prog_id` (from
-/// /proc/<pid>/fdinfo). Best effort: a link pinned in bpffs has no holder.
-fn link_holders(prog_id: u32) -> Vec<(u32, String)> {
-    let mut holders = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return holders };
-    let want = format!("prog_id:\t{prog_id}");
-    for p in procs.filter_map(Result::ok) {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else { continue };
-        let held = fds.filter_map(Result::ok).any(|fd| {
-            std::fs::read_to_string(fd.path())
-                .map(|s| s.lines().any(|l| l.trim_end() == "link_type:\txdp") && s.lines().any(|l| l.trim_end() == want))
-                .unwrap_or(false)
-        });
-        if held {
-            let comm = std::fs::read_to_string(p.path().join("comm")).map(|s| s.trim().to_owned()).unwrap_or_default();
-            holders.push((pid, comm));
-        }
-    }
-    holders
-}
-
-mod sys {
-    use super::*;
-
-    const BPF_LINK_CREATE: libc::c_long = 28;
-    const BPF_XDP: u32 = 37;
-
-    /// BPF_LINK_CREATE for XDP. Done here rather than with aya's
-    /// `Xdp::attach`, because that falls back to a netlink attach when the
-    /// kernel answers EINVAL, and a netlink-attached program would outlive
-    /// this process (e.g. after kill -9) instead of going away with it.
-    pub(super) fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
-        // union bpf_attr, link_create: prog_fd, target_ifindex, attach_type,
-        // flags; the rest must be zero.
-        let mut attr = [0u32; 16];
-        attr[0] = prog.as_raw_fd() as u32;
-        attr[1] = ifindex;
-        attr[2] = BPF_XDP;
-        attr[3] = flags;
-        // SAFETY: bpf(2) reads `size_of_val(&attr)` bytes from a live buffer.
-        let ret = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_mut_ptr(), std::mem::size_of_val(&attr) as libc::c_uint) };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: on success bpf(2) returns a new descriptor that we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+    /// The bpf_link's info, once attached.
+    pub fn link_info(&self) -> Option<pin::LinkInfo> {
+        self.link.as_ref().and_then(|l| pin::link_info(l.as_fd()).ok())
     }
 }

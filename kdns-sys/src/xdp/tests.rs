@@ -15,6 +15,7 @@ use crate::netns::{veth, Netns, VethEnd};
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -48,7 +49,7 @@ fn ip(args: &[&str]) -> String {
 /// Server: 10.200.0.1/24, 10.200.0.2/24 (not a listen address), fd00:6b64::1/64.
 /// Client: 10.200.0.100/24, fd00:6b64::100/64.
 pub(super) struct Rig {
-    server: Netns,
+    pub(super) server: Netns,
     client: Netns,
 }
 
@@ -85,13 +86,13 @@ impl Rig {
     }
 
     /// The id of the XDP program on the server end and whether it is in generic mode.
-    fn attached(&self) -> Option<(u32, bool)> {
+    pub(super) fn attached(&self) -> Option<(u32, bool)> {
         let text = self.server_link();
         let id = text.split("prog/xdp id ").nth(1)?.split_whitespace().next()?.parse().ok()?;
         Some((id, text.contains(" xdpgeneric ")))
     }
 
-    fn wait_detached(&self) {
+    pub(super) fn wait_detached(&self) {
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.attached().is_some() {
             assert!(Instant::now() < deadline, "an XDP program is still attached:\n{}", self.server_link());
@@ -106,7 +107,7 @@ impl Rig {
     }
 
     /// A UDP socket in the server namespace, bound to `addr`.
-    fn server_udp(&self, addr: SocketAddr) -> UdpSocket {
+    pub(super) fn server_udp(&self, addr: SocketAddr) -> UdpSocket {
         let s = self.in_server(|| UdpSocket::bind(addr).unwrap());
         s.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
         s
@@ -162,7 +163,7 @@ fn inet_checksum(data: &[u8]) -> u16 {
 }
 
 /// Sum over all queues.
-fn totals(r: &CounterReader) -> QueueCounters {
+pub(super) fn totals(r: &CounterReader) -> QueueCounters {
     r.read().unwrap().iter().fold(QueueCounters { queue: u32::MAX, ..Default::default() }, |mut t, q| {
         t.redirected += q.redirected;
         t.passed += q.passed;
@@ -190,7 +191,7 @@ pub(super) fn query(len: usize) -> Vec<u8> {
     q
 }
 
-fn received(s: &UdpSocket) -> Option<usize> {
+pub(super) fn received(s: &UdpSocket) -> Option<usize> {
     let mut buf = [0u8; 9000];
     s.recv_from(&mut buf).ok().map(|(n, _)| n)
 }
@@ -198,7 +199,7 @@ fn received(s: &UdpSocket) -> Option<usize> {
 /// An AF_XDP socket that is not bound: the kernel accepts it in an XSKMAP,
 /// and a frame redirected to it is dropped (it has no rings), so "the
 /// kernel never saw it" shows the redirect happened.
-fn unbound_xsk() -> OwnedFd {
+pub(super) fn unbound_xsk() -> OwnedFd {
     // SAFETY: plain socket(2); the result is checked before being owned.
     let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     assert!(fd >= 0, "socket(AF_XDP): {}", io::Error::last_os_error());
@@ -208,7 +209,7 @@ fn unbound_xsk() -> OwnedFd {
 
 /// Captures this thread's tracing output.
 #[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Logs {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
@@ -228,13 +229,13 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 }
 
 impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+    pub(super) fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
         let logs = Logs::default();
-        let sub = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish();
+        let sub = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_max_level(tracing::Level::DEBUG).finish();
         (logs.clone(), tracing::subscriber::set_default(sub))
     }
 
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
@@ -706,55 +707,83 @@ fn too_few_rx_queues_fall_back_to_generic_mode() {
     rig.wait_detached();
 }
 
-/// Child half of `sigkill_leaves_nothing_attached`: attaches in the
-/// namespace it was started in, reports, and waits to be killed.
+/// Child half of `sigkill_leaves_nothing_attached` and of the pinning
+/// tests: attaches in the namespace it was started in (pinned under
+/// `KDNS_XDP_TEST_PIN_DIR` if set), registers an unbound AF_XDP socket on
+/// every queue, reports, and waits to be killed.
 #[test]
 #[ignore = "run by sigkill_leaves_nothing_attached in a child process"]
 fn child_attach_and_wait() {
     if std::env::var_os("KDNS_XDP_TEST_CHILD").is_none() {
         return;
     }
-    let mut prog = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53, None).unwrap();
+    let pin_dir = std::env::var_os("KDNS_XDP_TEST_PIN_DIR").map(std::path::PathBuf::from);
+    let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, pin_dir.as_deref()).unwrap();
     prog.attach().unwrap();
-    println!("ATTACHED {}", prog.program_id());
+    let xsks: Vec<OwnedFd> = (0..rx_queues(S_IF).unwrap()).map(|_| unbound_xsk()).collect();
+    for (q, x) in xsks.iter().enumerate() {
+        prog.register_socket(q as u32, x.as_raw_fd()).unwrap();
+    }
+    println!("ATTACHED {} {}", prog.program_id(), prog.link_info().unwrap().id);
     io::stdout().flush().unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 
+/// A child process running `child_attach_and_wait` in the server
+/// namespace; killed and reaped on drop.
+pub(super) struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Child {
+    /// Starts it and waits for its report: (program id, link id).
+    pub(super) fn attach(rig: &Rig, pin_dir: Option<&std::path::Path>) -> (Child, u32, u32) {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        // Test names lack the crate name that module_path! starts with.
+        let module = module_path!().split_once("::").map_or(module_path!(), |(_, rest)| rest);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", rig.server.name()])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", &format!("{module}::child_attach_and_wait"), "--ignored", "--nocapture", "--test-threads=1"])
+            .env("KDNS_XDP_TEST_CHILD", "1")
+            .stdout(Stdio::piped());
+        if let Some(d) = pin_dir {
+            cmd.env("KDNS_XDP_TEST_PIN_DIR", d);
+        }
+        let mut child = Child(cmd.spawn().unwrap());
+        let stdout = child.0.stdout.take().unwrap();
+        let (id, link) = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                let rest = l.split("ATTACHED ").nth(1)?.to_owned();
+                let mut it = rest.split_whitespace().map(|n| n.parse::<u32>().unwrap());
+                Some((it.next()?, it.next()?))
+            })
+            .expect("the child did not attach");
+        (child, id, link)
+    }
+
+    /// SIGKILL (`ip netns exec` execs the test binary: this is the attacher itself).
+    pub(super) fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
 #[test]
 fn sigkill_leaves_nothing_attached() {
-    use std::io::BufRead;
-    use std::process::{Child, Stdio};
-
     require_root();
+    // Unpinned (xdp.pin_dir = ""): the program goes with its process.
     let rig = Rig::new((2, 2), (2, 2));
-    // Test names lack the crate name that module_path! starts with.
-    let module = module_path!().split_once("::").map_or(module_path!(), |(_, rest)| rest);
-    let child = Command::new("ip")
-        .args(["netns", "exec", rig.server.name()])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", &format!("{module}::child_attach_and_wait"), "--ignored", "--nocapture", "--test-threads=1"])
-        .env("KDNS_XDP_TEST_CHILD", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Reap(Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Reap(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let id: u32 = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("ATTACHED ").nth(1).map(|id| id.trim().parse().unwrap()))
-        .expect("the child did not attach");
+    let (child, id, _) = Child::attach(&rig, None);
     assert_eq!(rig.attached(), Some((id, false)));
-    // `ip netns exec` execs the test binary: this is SIGKILL to the attacher itself.
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    child.kill();
     rig.wait_detached();
 }

@@ -126,6 +126,45 @@ fn a_dead_backend_is_left_after_its_own_short_timeout() {
     assert_eq!(r.rcode(), Rcode::NOERROR);
 }
 
+/// A backend that answered other queries just after a try left, then
+/// died: the try first waits like a slow name, but the silence that
+/// follows sends it to another backend, not to the deadline.
+#[test]
+fn a_backend_that_dies_after_answering_is_left_once_it_stays_silent() {
+    let mut w = World::new(&[B0, B1]);
+    w.warm(20);
+    assert_eq!(w.engine.pool().try_timeout(BackendId(0)), ms(50));
+    w.ask_forwarded_to_first("dying.test");
+    // B0's last answers, to queries sent after that try.
+    w.advance(ms(1));
+    let mut answered_by_b0 = 0;
+    for i in 0.. {
+        let s = w.ask_forwarded(&format!("last{i}.test"));
+        let b0 = s.backend == BackendId(0);
+        w.deliver(&s, &[a(60, [10, 0, 0, 1])]);
+        if b0 {
+            answered_by_b0 += 1;
+            break;
+        }
+    }
+    assert_eq!(answered_by_b0, 1);
+    // Then silence: within a few try timeouts the query goes to B1.
+    let mut resent = None;
+    for _ in 0..40 {
+        w.advance(ms(10));
+        let (sent, replies) = w.tick_answering_probes();
+        assert!(replies.is_empty(), "no SERVFAIL: {replies:?}");
+        if let Some(s) = sent.into_iter().find(|s| s.qname().eq_ignore_ascii_case("dying.test.")) {
+            resent = Some(s);
+            break;
+        }
+    }
+    let s = resent.expect("re-sent to another backend within 400 ms (the deadline is 3.5 s)");
+    assert_eq!(s.backend, BackendId(1));
+    let r = w.deliver(&s, &[a(60, [10, 0, 0, 9])]);
+    assert_eq!(r.rcode(), Rcode::NOERROR);
+}
+
 #[test]
 fn a_late_answer_from_the_first_backend_is_taken() {
     let mut w = World::new(&[B0, B1]);

@@ -1,0 +1,72 @@
+//! XDP facts of the lab: the program `ip -d link` shows on an interface,
+//! and a private bpffs for the tests that pin ([`BpfFs`]).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tempfile::TempDir;
+
+use super::netns::Netns;
+use super::temp_dir;
+
+/// The XDP program on `ifname` in `ns`: (its `prog/xdp ...` line, the
+/// mode `ip -d link` shows: "xdp" native, "xdpgeneric", "xdpoffload"), or
+/// `None` if there is none.
+pub fn attached_program(ns: &Netns, ifname: &str) -> Option<(String, String)> {
+    let r = ns.exec_ok(&["ip", "-d", "link", "show", "dev", ifname]);
+    let prog = r.stdout.lines().map(str::trim).find(|l| l.starts_with("prog/xdp"))?.to_string();
+    let first = r.stdout.lines().next().unwrap_or("");
+    let mode = first.split_whitespace().find(|w| w.starts_with("xdp")).unwrap_or("?").to_string();
+    Some((prog, mode))
+}
+
+/// The id in a `prog/xdp id N ...` line.
+pub fn prog_id(prog_line: &str) -> Option<u32> {
+    let mut it = prog_line.split_whitespace();
+    it.find(|w| *w == "id")?;
+    it.next()?.parse().ok()
+}
+
+/// The id of the XDP program on `ifname` in `ns`, if any.
+pub fn attached_id(ns: &Netns, ifname: &str) -> Option<u32> {
+    attached_program(ns, ifname).and_then(|(line, _)| prog_id(&line))
+}
+
+/// A bpffs of the test's own, mounted on a temp dir: kdns pins under
+/// [`BpfFs::pin_dir`]. Dropped, it is unmounted (which drops every pin
+/// left in it: a pinned link nobody holds any more detaches its program)
+/// and the directory removed, also when the test fails. Drop it after the
+/// lab (declare it first), so kdns is gone by then.
+#[derive(Debug)]
+pub struct BpfFs {
+    dir: TempDir,
+}
+
+impl BpfFs {
+    pub fn new() -> BpfFs {
+        let dir = temp_dir("bpffs");
+        let st = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(dir.path()).status().expect("run mount");
+        assert!(st.success(), "mount -t bpf bpf {} failed ({st})", dir.path().display());
+        BpfFs { dir }
+    }
+
+    /// What kdns gets as `--pin-dir` (not created: kdns makes it).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.dir.path().join("kdns")
+    }
+
+    /// The names pinned in `<pin_dir>/<ifname>`, sorted (empty if absent).
+    pub fn pins(&self, ifname: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.pin_dir().join(ifname))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
