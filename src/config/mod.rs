@@ -167,6 +167,8 @@ pub struct RecordsSettings {
 pub struct Settings {
     /// UDP/TCP listen addresses.
     pub listen: Vec<SocketAddr>,
+    /// Receive buffer of each listening UDP socket, bytes.
+    pub udp_receive_buffer: usize,
     /// Number of UDP workers.
     pub workers: usize,
     /// Pin workers to cores.

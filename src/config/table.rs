@@ -14,6 +14,10 @@ use super::{BackendEntry, IoMode, Workers};
 
 /// Where kdns listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+/// `server.udp_receive_buffer` unless configured: about 10,000 queries
+/// (the kernel charges a ~100-byte query about 800 bytes of buffer), a
+/// second of a busy node's queries waiting out a restart.
+pub const DEFAULT_UDP_RECEIVE_BUFFER: usize = 8 << 20;
 /// Where the control socket goes when nothing says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/kdns/control.sock";
 /// Where runtime changes to the local records are kept when nothing says otherwise.
@@ -63,6 +67,8 @@ settings! {
             => "client networks allowed to query; others get REFUSED";
         udp_size: u16 = EngineConfig::default().udp_size, range(512, 65535)
             => "the EDNS UDP payload size kdns offers";
+        udp_receive_buffer: usize = DEFAULT_UDP_RECEIVE_BUFFER, range(65_536, 1 << 30)
+            => "receive buffer of each listening UDP socket, bytes: queries wait there while no kdns reads (a restart with sockets held by systemd); SO_RCVBUFFORCE as root, else capped by net.core.rmem_max (logged)";
         control_socket: String = DEFAULT_CONTROL_SOCKET.into(),
             flag(6, "control-socket", None, "PATH", "Control socket path (for kdns-ctl; replaces server.control_socket)")
             => "the control socket, for kdns-ctl (HTTP/JSON, see docs/control-api.md)";

@@ -109,6 +109,12 @@ impl Kdns {
     /// (e.g. `setpriv --reuid=65534 ...` to run kdns as another user; its
     /// temp dir is then open to everyone, for the control socket).
     pub fn spawn_as(ns: &InNs, wrapper: &[&str], args: &[String]) -> Kdns {
+        Self::spawn_with(ns, wrapper, args, |_| {})
+    }
+
+    /// [`Kdns::spawn_as`], with `prepare` called on the command before it
+    /// starts (e.g. to pass it listening sockets).
+    pub fn spawn_with(ns: &InNs, wrapper: &[&str], args: &[String], prepare: impl FnOnce(&mut std::process::Command)) -> Kdns {
         let dir = temp_dir("kdns");
         if !wrapper.is_empty() {
             fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod the kdns dir");
@@ -120,6 +126,7 @@ impl Kdns {
         if !args.iter().any(|a| a == "--pin-dir") {
             cmd.args(["--pin-dir", ""]);
         }
+        prepare(&mut cmd);
         let proc = Proc::spawn(cmd, &dir.path().join("kdns.log"));
         Kdns { socket, proc, dir }
     }
