@@ -14,6 +14,7 @@ mod handle;
 mod records;
 mod tcp;
 mod upstream_sockets;
+mod warm;
 mod worker;
 #[cfg(feature = "xdp")]
 mod xdp;
@@ -166,6 +167,9 @@ fn run(s: Settings) -> Result<(), String> {
         handles.push(h);
         threads.push(t);
     }
+    if let Some(path) = &s.cache_dump {
+        warm::load_file(&handles, path);
+    }
     let backends: Vec<SocketAddr> = s.engine.backends.iter().map(|b| b.addr).collect();
     let xdp_workers = handles.iter().filter(|h| h.kind == handle::WorkerKind::Xdp).count();
     tracing::info!(
@@ -221,12 +225,16 @@ fn run(s: Settings) -> Result<(), String> {
         p.shutdown();
     }
     plane.shutdown();
-    stop.store(true, Ordering::Relaxed);
+    warm::want_at_stop(&handles, s.cache_dump.is_some());
+    stop.store(true, Ordering::Release);
     for h in &handles {
         let _ = h.waker.wake();
     }
     for t in threads {
         let _ = t.join();
+    }
+    if let Some(path) = &s.cache_dump {
+        warm::dump_at_stop(&handles, path);
     }
     // Detaches the XDP program once the workers are gone (socket-only
     // builds have nothing to drop).

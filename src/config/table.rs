@@ -18,6 +18,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/kdns/control.sock";
 /// Where runtime changes to the local records are kept when nothing says otherwise.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/kdns/records.json";
+/// Where the cache is dumped at a clean stop and loaded at start, next to
+/// the records state file, when nothing says otherwise.
+pub const DEFAULT_CACHE_DUMP: &str = "/var/lib/kdns/cache.dump";
 /// Where the Docker API socket is unless configured.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// SCHED_FIFO priority of the AF_XDP workers unless configured (0 with
@@ -91,6 +94,9 @@ settings! {
             => "serve expired answers this long when no backend answers, seconds (0: never)";
         prefetch_percent: u32 = CacheConfig::default().prefetch_percent, range(0, 50)
             => "refresh popular entries in the last N percent of their TTL (0: never)";
+        dump_file: String = DEFAULT_CACHE_DUMP.into(),
+            flag(17, "cache-dump", None, "FILE", "Where the cache is written at a clean stop and read at start, a warm restart (\"\" for off; replaces cache.dump_file)")
+            => "the cache is written here at a clean stop and loaded at start: a warm restart (`\"\"`: off)";
     }
 
     [upstream] UpstreamSection "" {

@@ -29,6 +29,10 @@ pub struct ImportReport {
     /// Records for a key the cache already holds for as long or longer
     /// (several workers cached the same name).
     pub duplicates: u64,
+    /// Records that replaced an entry the cache held for less long (a
+    /// copy of the same name from another worker, or an answer cached
+    /// before the load); not counted in `loaded`.
+    pub replaced: u64,
     /// Records this cache does not take (malformed, not cacheable under
     /// the current settings: too long, a foreign key flag).
     pub rejected: u64,
@@ -46,6 +50,12 @@ impl ImportReport {
     pub fn skipped(&self) -> u64 {
         self.expired + self.duplicates + self.rejected + self.damaged
     }
+}
+
+/// What became of one record.
+enum Done {
+    Loaded,
+    Replaced,
 }
 
 /// Why one record was not loaded.
@@ -98,7 +108,8 @@ impl Cache {
         let mut buf = Vec::new();
         for rec in records.by_ref() {
             match self.import_one(now.as_nanos(), gap, &rec, &mut buf) {
-                Ok(()) => report.loaded += 1,
+                Ok(Done::Loaded) => report.loaded += 1,
+                Ok(Done::Replaced) => report.replaced += 1,
                 Err(Skip::Expired) => report.expired += 1,
                 Err(Skip::Duplicate) => report.duplicates += 1,
                 Err(Skip::Rejected) => report.rejected += 1,
@@ -111,7 +122,7 @@ impl Cache {
         Ok(report)
     }
 
-    fn import_one(&mut self, now: u64, gap: u64, rec: &Record<'_>, buf: &mut Vec<u8>) -> Result<(), Skip> {
+    fn import_one(&mut self, now: u64, gap: u64, rec: &Record<'_>, buf: &mut Vec<u8>) -> Result<Done, Skip> {
         let answer = rec.answer;
         let msg = Message::parse(answer).map_err(|_| Skip::Rejected)?;
         if msg.edns().is_some() || msg.sections.end != answer.len() || rec.flags & !(KeyFlags::DO | KeyFlags::CD) != 0 {
@@ -127,11 +138,11 @@ impl Cache {
         if left <= 0 && (servfail || -left >= i128::from(window)) {
             return Err(Skip::Expired);
         }
-        if let Some(i) = self.find(&key) {
-            if i128::from(self.entries[i as usize].expires) >= i128::from(now) + left {
-                return Err(Skip::Duplicate);
-            }
-        }
+        let done = match self.find(&key) {
+            Some(i) if i128::from(self.entries[i as usize].expires) >= i128::from(now) + left => return Err(Skip::Duplicate),
+            Some(_) => Done::Replaced,
+            None => Done::Loaded,
+        };
         let at = Timestamp::from_nanos(now);
         if left <= 0 {
             // Within its stale window: stored as it was, served only stale.
@@ -141,7 +152,7 @@ impl Cache {
             e.expires = now.saturating_sub(expired_for);
             e.inserted = e.expires;
             e.stale_until = now.saturating_add(window - expired_for);
-            return Ok(());
+            return Ok(done);
         }
         // Fresh: count every TTL down by the whole seconds of its age; the
         // entry's insert time carries the fraction.
@@ -174,7 +185,7 @@ impl Cache {
         if rec.hints & HINT_USED != 0 {
             e.state |= REFERENCED;
         }
-        Ok(())
+        Ok(done)
     }
 }
 
