@@ -95,6 +95,7 @@ fn print_settings(s: &Settings) {
         "cache:           {} entries per worker, TTL {}..{} s",
         s.engine.cache.max_entries, s.engine.cache.min_ttl, s.engine.cache.max_ttl
     );
+    println!("cache dump:      {}", s.cache_dump.as_ref().map_or("(none)".into(), |p| p.display().to_string()));
     println!("tcp:             {}", if s.tcp.enabled { "on" } else { "off" });
     println!("control socket:  {}", s.control_socket.display());
     println!("metrics:         {}", s.metrics.map_or("off".into(), |m| m.to_string()));
