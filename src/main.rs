@@ -15,6 +15,7 @@ mod listeners;
 mod records;
 mod tcp;
 mod upstream_sockets;
+mod warm;
 mod worker;
 #[cfg(feature = "xdp")]
 mod xdp;
@@ -108,6 +109,7 @@ fn print_settings(s: &Settings) {
         "cache:           {} entries per worker, TTL {}..{} s",
         s.engine.cache.max_entries, s.engine.cache.min_ttl, s.engine.cache.max_ttl
     );
+    println!("cache dump:      {}", s.cache_dump.as_ref().map_or("(none)".into(), |p| p.display().to_string()));
     println!("tcp:             {}", if s.tcp.enabled { "on" } else { "off" });
     println!("control socket:  {}", s.control_socket.display());
     println!("metrics:         {}", s.metrics.map_or("off".into(), |m| m.to_string()));
@@ -196,6 +198,9 @@ fn run(s: Settings, listeners: Option<listeners::Listeners>) -> Result<(), Strin
     if listeners.origin() == listeners::Origin::Systemd {
         tracing::info!("listening on the sockets systemd passed (socket activation): {}", listeners.describe());
     }
+    if let Some(path) = &s.cache_dump {
+        warm::load_file(&handles, path);
+    }
     let backends: Vec<SocketAddr> = s.engine.backends.iter().map(|b| b.addr).collect();
     let xdp_workers = handles.iter().filter(|h| h.kind == handle::WorkerKind::Xdp).count();
     tracing::info!(
@@ -251,12 +256,16 @@ fn run(s: Settings, listeners: Option<listeners::Listeners>) -> Result<(), Strin
         p.shutdown();
     }
     plane.shutdown();
-    stop.store(true, Ordering::Relaxed);
+    warm::want_at_stop(&handles, s.cache_dump.is_some());
+    stop.store(true, Ordering::Release);
     for h in &handles {
         let _ = h.waker.wake();
     }
     for t in threads {
         let _ = t.join();
+    }
+    if let Some(path) = &s.cache_dump {
+        warm::dump_at_stop(&handles, path);
     }
     // Detaches the XDP program once the workers are gone, or leaves it
     // pinned (socket-only builds have nothing to drop).

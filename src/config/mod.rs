@@ -202,6 +202,9 @@ pub struct Settings {
     pub records: RecordsSettings,
     /// The Docker provider (none: off).
     pub docker: Option<DockerSettings>,
+    /// Where the cache is dumped at a clean stop and loaded at start
+    /// (none: off).
+    pub cache_dump: Option<PathBuf>,
 }
 
 /// Reads `path` (TOML).

@@ -22,6 +22,9 @@ pub const DEFAULT_UDP_RECEIVE_BUFFER: usize = 8 << 20;
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/kdns/control.sock";
 /// Where runtime changes to the local records are kept when nothing says otherwise.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/kdns/records.json";
+/// Where the cache is dumped at a clean stop and loaded at start, next to
+/// the records state file, when nothing says otherwise.
+pub const DEFAULT_CACHE_DUMP: &str = "/var/lib/kdns/cache.dump";
 /// Where the Docker API socket is unless configured.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Where the XDP program's link and maps are pinned unless configured.
@@ -99,6 +102,9 @@ settings! {
             => "serve expired answers this long when no backend answers, seconds (0: never)";
         prefetch_percent: u32 = CacheConfig::default().prefetch_percent, range(0, 50)
             => "refresh popular entries in the last N percent of their TTL (0: never)";
+        dump_file: String = DEFAULT_CACHE_DUMP.into(),
+            flag(17, "cache-dump", None, "FILE", "Where the cache is written at a clean stop and read at start, a warm restart (\"\" for off; replaces cache.dump_file)")
+            => "the cache is written here at a clean stop and loaded at start: a warm restart (`\"\"`: off)";
     }
 
     [upstream] UpstreamSection "" {

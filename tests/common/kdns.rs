@@ -97,10 +97,11 @@ pub struct Kdns {
 }
 
 impl Kdns {
-    /// Starts kdns in `ns` with `args` plus `--control-socket` in its own
-    /// temp dir, and `--pin-dir ""` unless `args` give one (a test that
-    /// pins uses a bpffs directory of its own and removes it). Does not
-    /// wait: see [`Kdns::wait_ready`].
+    /// Starts kdns in `ns` with `args` plus `--control-socket` (and
+    /// `--cache-dump`, unless `args` name one) in its own temp dir, and
+    /// `--pin-dir ""` unless `args` give one (a test that pins uses a bpffs
+    /// directory of its own and removes it). Does not wait: see
+    /// [`Kdns::wait_ready`].
     pub fn spawn(ns: &InNs, args: &[String]) -> Kdns {
         Self::spawn_as(ns, &[], args)
     }
@@ -123,6 +124,11 @@ impl Kdns {
         let bin = kdns_bin();
         let mut cmd = ns.command(&[wrapper, &[bin.to_str().expect("utf-8 path")]].concat());
         cmd.args(args).arg("--control-socket").arg(&socket).env_remove("RUST_LOG");
+        // Never the default /var/lib/kdns/cache.dump: each kdns starts cold
+        // and dumps into its own temp dir unless the test names a file.
+        if !args.iter().any(|a| a == "--cache-dump") {
+            cmd.arg("--cache-dump").arg(dir.path().join("cache.dump"));
+        }
         if !args.iter().any(|a| a == "--pin-dir") {
             cmd.args(["--pin-dir", ""]);
         }
