@@ -31,26 +31,50 @@ set -euo pipefail
 #   docker-compose  compose 1.29, runs compose.yaml
 #   debootstrap     the Debian base image of the test images (scripts/base-image.sh;
 #                   no image registry is needed)
+# The deployment files (tests/deploy.rs, tests/socket_activation.rs):
+#   systemd         systemd-analyze verify, systemd-socket-activate
+#   python3-venv    the venv of kubernetes-validate (below; Debian's pip
+#                   installs nothing outside a venv)
 PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist python3-matplotlib
     clang libbpf-dev libelf-dev zlib1g-dev m4 ethtool iputils-ping prometheus
-    docker.io docker-compose debootstrap)
+    docker.io docker-compose debootstrap systemd python3-venv)
+
+# kubernetes-validate (PyPI), pinned, in its own venv: tests/deploy.rs
+# validates deploy/k8s/ with it.
+VENV=/opt/kdns-venv
+KUBERNETES_VALIDATE=kubernetes-validate==1.37.0
+venv() {
+    [[ -x $VENV/bin/kubernetes-validate ]] && "$VENV/bin/pip" show kubernetes-validate 2>/dev/null |
+        grep "^Version: ${KUBERNETES_VALIDATE#*==}$" >/dev/null && return 0
+    echo "setup.sh: installing $KUBERNETES_VALIDATE in $VENV" >&2
+    $SUDO /usr/bin/python3 -m venv "$VENV" && $SUDO "$VENV/bin/pip" install -q "$KUBERNETES_VALIDATE" >>/tmp/kdns-setup.log 2>&1 || {
+        cat /tmp/kdns-setup.log >&2
+        echo "setup.sh: pip install $KUBERNETES_VALIDATE failed (log above)" >&2
+        exit 1
+    }
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
-if ((${#missing[@]} == 0)); then
-    exit 0
-fi
-
 if [[ $(id -u) -ne 0 ]]; then
     if command -v sudo >/dev/null; then SUDO=sudo; else
-        echo "setup.sh: need root to install: ${missing[*]}" >&2
-        exit 1
+        SUDO=false
     fi
 else
     SUDO=
+fi
+
+if ((${#missing[@]} == 0)); then
+    venv
+    exit 0
+fi
+
+if [[ $SUDO == false ]]; then
+    echo "setup.sh: need root to install: ${missing[*]}" >&2
+    exit 1
 fi
 
 echo "setup.sh: installing ${missing[*]}" >&2
@@ -64,4 +88,5 @@ if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/
         exit 1
     }
 fi
+venv
 echo "setup.sh: done" >&2

@@ -7,10 +7,12 @@
 //! worker drains once per loop turn after the waker has interrupted its poll.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use kdns_core::cache::CacheStats;
+use kdns_core::cache::dump::{DumpError, Export};
+use kdns_core::cache::{CacheStats, ImportReport};
 use kdns_core::engine::EngineStats;
 use kdns_core::stats::Gauge;
 use kdns_core::upstream::BackendStats;
@@ -29,6 +31,63 @@ pub enum Control {
     /// [`IoStats::records_serial`] to its serial: the acknowledgement the
     /// records plane waits for).
     Records(Arc<kdns_core::records::Snapshot>),
+    /// Send back the live entries of the cache ([`crate::warm`]), their
+    /// lifetimes relative to `written` (wall clock, ns since the epoch,
+    /// read before the message was sent).
+    ExportCache {
+        /// The dump's time stamp.
+        written: u64,
+        /// Where the worker's index and records go.
+        reply: Sender<(usize, Export)>,
+    },
+    /// Load a dump (header included) into the cache and send back what
+    /// was done with it.
+    ImportCache {
+        /// The whole dump, shared by every worker.
+        dump: Arc<[u8]>,
+        /// Where the worker's index and report go.
+        reply: Sender<(usize, Result<ImportReport, DumpError>)>,
+    },
+}
+
+/// A worker's last export, taken when it stops (after it took its last
+/// query): asked for before the stop, collected after the worker exited.
+#[derive(Debug, Default)]
+pub struct StopExport(Mutex<StopExportState>);
+
+#[derive(Debug, Default)]
+struct StopExportState {
+    written: Option<u64>,
+    part: Option<(Export, Duration)>,
+}
+
+impl StopExport {
+    /// Asks for an export at the stop, relative to `written` (wall clock,
+    /// ns since the epoch).
+    pub fn want(&self, written: u64) {
+        self.lock().written = Some(written);
+    }
+
+    /// The stamp to export against, if an export is wanted.
+    pub fn wanted(&self) -> Option<u64> {
+        self.lock().written
+    }
+
+    /// Leaves the export and how long it took.
+    pub fn put(&self, part: Export, took: Duration) {
+        self.lock().part = Some((part, took));
+    }
+
+    /// Takes what the worker left.
+    pub fn take(&self) -> Option<(Export, Duration)> {
+        self.lock().part.take()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StopExportState> {
+        // Nothing under the lock can panic halfway: a poisoned lock still
+        // holds a whole value.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// What a worker sends back for [`Control::Snapshot`].
@@ -156,6 +215,8 @@ pub struct WorkerHandle {
     pub tx: Sender<Control>,
     /// Interrupts the worker's poll so it reads `tx` at once.
     pub waker: Arc<mio::Waker>,
+    /// The cache export the worker leaves when it stops.
+    pub at_stop: Arc<StopExport>,
 }
 
 impl WorkerHandle {

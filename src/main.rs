@@ -12,9 +12,11 @@ mod docker;
 mod driver;
 mod handle;
 mod handover;
+mod listeners;
 mod records;
 mod tcp;
 mod upstream_sockets;
+mod warm;
 mod worker;
 #[cfg(feature = "xdp")]
 mod xdp;
@@ -36,6 +38,8 @@ fn main() -> ExitCode {
         print!("{}", config::reference_table());
         return ExitCode::SUCCESS;
     }
+    // Before any thread or file: the descriptors from 3 up are systemd's.
+    let passed = kdns_sys::listen_fds::take();
     let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
     let cores = core_affinity::get_core_ids().map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |c| c.len());
     let settings = match config::load(&m, resolv.as_deref(), cores) {
@@ -62,7 +66,15 @@ fn main() -> ExitCode {
     if m.get_flag("uninstall-xdp") {
         return uninstall_xdp(&settings);
     }
-    match run(settings) {
+    let listeners = match passed.and_then(|p| listeners::Listeners::activated(p, &settings.listen, settings.tcp.enabled)) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("kdns: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match run(settings, listeners) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -98,6 +110,7 @@ fn print_settings(s: &Settings) {
         "cache:           {} entries per worker, TTL {}..{} s",
         s.engine.cache.max_entries, s.engine.cache.min_ttl, s.engine.cache.max_ttl
     );
+    println!("cache dump:      {}", s.cache_dump.as_ref().map_or("(none)".into(), |p| p.display().to_string()));
     println!("tcp:             {}", if s.tcp.enabled { "on" } else { "off" });
     println!("control socket:  {}", s.control_socket.display());
     println!("metrics:         {}", s.metrics.map_or("off".into(), |m| m.to_string()));
@@ -121,7 +134,10 @@ fn join(a: &[SocketAddr]) -> String {
     a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-fn run(s: Settings) -> Result<(), String> {
+/// Serves until SIGTERM or SIGINT. `listeners`: the sockets systemd
+/// passed (none: kdns binds its own once it knows how many UDP workers
+/// read them).
+fn run(s: Settings, listeners: Option<listeners::Listeners>) -> Result<(), String> {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let cores = if s.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
@@ -142,12 +158,17 @@ fn run(s: Settings) -> Result<(), String> {
     // With AF_XDP, one socket worker serves what the XDP program passes to
     // the kernel (other queues, fragments); without it, one per core.
     let udp_workers = if xdp_runtime.is_some() { 1 } else { s.workers };
+    let listeners = match listeners {
+        Some(l) => l,
+        None => listeners::Listeners::bind(&s.listen, s.tcp.enabled, udp_workers)?,
+    };
+    listeners.set_udp_receive_buffer(s.udp_receive_buffer);
     let first = handles.len();
     for id in first..first + udp_workers {
         let mut listen = Vec::new();
         for &addr in &s.listen {
-            let sock = worker::reuseport_udp(addr).map_err(|e| format!("cannot listen on udp {addr}: {e}{}", hint(&e)))?;
-            listen.push((addr, sock));
+            let socks = listeners.udp(addr, id - first, udp_workers).map_err(|e| format!("udp {addr}: {e}"))?;
+            listen.extend(socks.into_iter().map(|sock| (addr, sock)));
         }
         let engine = s.engine_for_worker(kdns_sys::random_seed());
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
@@ -157,10 +178,15 @@ fn run(s: Settings) -> Result<(), String> {
         threads.push(t);
     }
     if s.tcp.enabled {
+        let mut listen = Vec::new();
+        for &addr in &s.listen {
+            let l = listeners.tcp(addr).map_err(|e| format!("tcp {addr}: {e}"))?;
+            listen.push((addr, l));
+        }
         let engine = s.engine_for_worker(kdns_sys::random_seed());
         let (h, t) = tcp::spawn(tcp::TcpSetup {
             id: handles.len(),
-            listen: s.listen.clone(),
+            listen,
             engine,
             cfg: s.tcp.clone(),
             ports: s.ports.clone(),
@@ -169,6 +195,12 @@ fn run(s: Settings) -> Result<(), String> {
         .map_err(|e| format!("tcp: {e}"))?;
         handles.push(h);
         threads.push(t);
+    }
+    if listeners.origin() == listeners::Origin::Systemd {
+        tracing::info!("listening on the sockets systemd passed (socket activation): {}", listeners.describe());
+    }
+    if let Some(path) = &s.cache_dump {
+        warm::load_file(&handles, path);
     }
     let backends: Vec<SocketAddr> = s.engine.backends.iter().map(|b| b.addr).collect();
     let xdp_workers = handles.iter().filter(|h| h.kind == handle::WorkerKind::Xdp).count();
@@ -225,12 +257,16 @@ fn run(s: Settings) -> Result<(), String> {
         p.shutdown();
     }
     plane.shutdown();
-    stop.store(true, Ordering::Relaxed);
+    warm::want_at_stop(&handles, s.cache_dump.is_some());
+    stop.store(true, Ordering::Release);
     for h in &handles {
         let _ = h.waker.wake();
     }
     for t in threads {
         let _ = t.join();
+    }
+    if let Some(path) = &s.cache_dump {
+        warm::dump_at_stop(&handles, path);
     }
     // Detaches the XDP program once the workers are gone, or leaves it
     // pinned (socket-only builds have nothing to drop).
@@ -341,14 +377,5 @@ fn start_xdp(
                 Ok(None)
             }
         }
-    }
-}
-
-fn hint(e: &std::io::Error) -> &'static str {
-    match e.kind() {
-        std::io::ErrorKind::AddrInUse => " (another DNS server on that address?)",
-        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
-        std::io::ErrorKind::AddrNotAvailable => " (no interface has that address)",
-        _ => "",
     }
 }

@@ -1,8 +1,9 @@
 //! The UDP socket worker: one per core, run to completion; the UDP front
 //! end of the driver skeleton ([`crate::driver`]).
 //!
-//! Each worker owns one SO_REUSEPORT UDP socket per listen address (the
-//! kernel spreads clients over the workers); its [`Core`] holds the engine
+//! Each worker reads its UDP sockets of each listen address (its own
+//! SO_REUSEPORT socket, the kernel spreading clients over the workers, or
+//! a socket held by systemd and shared: [`crate::listeners`]); its [`Core`] holds the engine
 //! and its own source-port pool for the backends. A single mio poll waits
 //! on all of them; a turn receives a batch with `recvmmsg`, runs every
 //! query through the engine, and sends the replies with `sendmmsg`. Misses
@@ -20,7 +21,6 @@ use std::time::Duration;
 use kdns_core::engine::{Client, EngineConfig, Transport, Verdict};
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::driver::{spawn_pinned, AnswerBatch, Core, CoreSetup, FrontEnd, Ready, Turn};
 use crate::handle::{IoStats, WorkerHandle, WorkerKind};
@@ -31,22 +31,6 @@ use kdns_sys::udp::{RecvBatch, SendBatch, Sent, BATCH};
 const BUDGET: usize = 8;
 /// Largest query we read; longer datagrams are counted and dropped.
 const MAX_QUERY: usize = 4096;
-
-/// Opens a UDP socket on `addr` with SO_REUSEPORT, so every worker can
-/// bind the same address and the kernel spreads clients across them.
-pub fn reuseport_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    // Bursts are absorbed by the socket buffer; the limit may cap this.
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
-    s.bind(&addr.into())?;
-    s.set_nonblocking(true)?;
-    Ok(s.into())
-}
 
 /// Everything a worker starts with.
 #[derive(Debug)]

@@ -167,6 +167,12 @@ summed! {
         pub cache_evictions: u64,
         /// Entries found expired.
         pub cache_expired: u64,
+        /// Entries loaded from the cache dump at start (a warm restart;
+        /// each worker loads the whole dump, so the sum counts a name once
+        /// per worker).
+        pub cache_loaded: u64,
+        /// Records of the cache dump skipped at start: expired meanwhile.
+        pub cache_load_expired: u64,
         /// Queries sent to backends (first tries).
         pub forwarded: u64,
         /// Misses that waited on an identical question in flight.

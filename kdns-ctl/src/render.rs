@@ -275,13 +275,18 @@ pub fn summary(s: &Stats) -> String {
         (
             "Cache",
             format!(
-                "hit ratio {}, {} hits ({} negative), {} misses, {} entries, {}",
+                "hit ratio {}, {} hits ({} negative), {} misses, {} entries, {}{}",
                 percent(t.hit_ratio),
                 c.cache_hits,
                 c.cache_negative_hits,
                 c.cache_misses,
                 c.cache_entries,
-                bytes(c.cache_bytes)
+                bytes(c.cache_bytes),
+                if c.cache_loaded + c.cache_load_expired > 0 {
+                    format!("; loaded at start: {} (summed over workers), {} expired", c.cache_loaded, c.cache_load_expired)
+                } else {
+                    String::new()
+                }
             ),
         ),
         ("Answers", nonzero(c.rcodes.listed())),

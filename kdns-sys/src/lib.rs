@@ -10,6 +10,7 @@
 //! | [`sockaddr`] | `SocketAddr` to and from `sockaddr_storage` |
 //! | [`rlimit`] | raising `RLIMIT_NOFILE` |
 //! | [`ifaddrs`] | the interface holding an address (`getifaddrs`) |
+//! | [`listen_fds`] | sockets passed by systemd (socket activation, `sd_listen_fds`) |
 //! | [`sched`] | `SCHED_FIFO` for the calling thread |
 //! | [`poll`] | `ppoll` on a few descriptors |
 //! | [`fdpass`] | framed messages with descriptors attached (`SCM_RIGHTS`) over a unix socket |
@@ -31,6 +32,7 @@
 pub mod alloc;
 pub mod fdpass;
 pub mod ifaddrs;
+pub mod listen_fds;
 #[cfg(any(test, feature = "test-util"))]
 pub mod netns;
 #[cfg(any(test, feature = "test-util"))]

@@ -167,6 +167,8 @@ pub struct RecordsSettings {
 pub struct Settings {
     /// UDP/TCP listen addresses.
     pub listen: Vec<SocketAddr>,
+    /// Receive buffer of each listening UDP socket, bytes.
+    pub udp_receive_buffer: usize,
     /// Number of UDP workers.
     pub workers: usize,
     /// Pin workers to cores.
@@ -200,6 +202,9 @@ pub struct Settings {
     pub records: RecordsSettings,
     /// The Docker provider (none: off).
     pub docker: Option<DockerSettings>,
+    /// Where the cache is dumped at a clean stop and loaded at start
+    /// (none: off).
+    pub cache_dump: Option<PathBuf>,
 }
 
 /// Reads `path` (TOML).

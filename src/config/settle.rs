@@ -70,6 +70,7 @@ pub fn settle(file: FileConfig, names: &Origins, resolv_conf: Option<&str>, core
         records,
         docker,
         listen,
+        udp_receive_buffer: s.udp_receive_buffer,
         workers,
         pin_workers: s.pin_workers,
         realtime_priority,
@@ -82,6 +83,7 @@ pub fn settle(file: FileConfig, names: &Origins, resolv_conf: Option<&str>, core
         tcp: file.tcp.clone(),
         io,
         xdp: file.xdp.clone(),
+        cache_dump: (!file.cache.dump_file.is_empty()).then(|| PathBuf::from(&file.cache.dump_file)),
     })
 }
 

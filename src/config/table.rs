@@ -14,10 +14,17 @@ use super::{BackendEntry, IoMode, Workers};
 
 /// Where kdns listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+/// `server.udp_receive_buffer` unless configured: about 10,000 queries
+/// (the kernel charges a ~100-byte query about 800 bytes of buffer), a
+/// second of a busy node's queries waiting out a restart.
+pub const DEFAULT_UDP_RECEIVE_BUFFER: usize = 8 << 20;
 /// Where the control socket goes when nothing says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/kdns/control.sock";
 /// Where runtime changes to the local records are kept when nothing says otherwise.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/kdns/records.json";
+/// Where the cache is dumped at a clean stop and loaded at start, next to
+/// the records state file, when nothing says otherwise.
+pub const DEFAULT_CACHE_DUMP: &str = "/var/lib/kdns/cache.dump";
 /// Where the Docker API socket is unless configured.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Where the XDP program's link and maps are pinned unless configured.
@@ -63,6 +70,8 @@ settings! {
             => "client networks allowed to query; others get REFUSED";
         udp_size: u16 = EngineConfig::default().udp_size, range(512, 65535)
             => "the EDNS UDP payload size kdns offers";
+        udp_receive_buffer: usize = DEFAULT_UDP_RECEIVE_BUFFER, range(65_536, 1 << 30)
+            => "receive buffer of each listening UDP socket, bytes: queries wait there while no kdns reads (a restart with sockets held by systemd); SO_RCVBUFFORCE as root, else capped by net.core.rmem_max (logged)";
         control_socket: String = DEFAULT_CONTROL_SOCKET.into(),
             flag(6, "control-socket", None, "PATH", "Control socket path (for kdns-ctl; replaces server.control_socket)")
             => "the control socket, for kdns-ctl (HTTP/JSON, see docs/control-api.md)";
@@ -93,6 +102,9 @@ settings! {
             => "serve expired answers this long when no backend answers, seconds (0: never)";
         prefetch_percent: u32 = CacheConfig::default().prefetch_percent, range(0, 50)
             => "refresh popular entries in the last N percent of their TTL (0: never)";
+        dump_file: String = DEFAULT_CACHE_DUMP.into(),
+            flag(17, "cache-dump", None, "FILE", "Where the cache is written at a clean stop and read at start, a warm restart (\"\" for off; replaces cache.dump_file)")
+            => "the cache is written here at a clean stop and loaded at start: a warm restart (`\"\"`: off)";
     }
 
     [upstream] UpstreamSection "" {

@@ -67,6 +67,8 @@ fn read(w: &WorkerHandle, in_flight: Option<usize>) -> Counters {
         cache_inserts: c.inserts.get(),
         cache_evictions: c.evictions.get(),
         cache_expired: c.expired.get(),
+        cache_loaded: c.loaded.get(),
+        cache_load_expired: c.load_expired.get(),
         forwarded: e.forwarded.get(),
         coalesced: e.coalesced.get(),
         limited_pending: e.limited_pending.get(),

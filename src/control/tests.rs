@@ -62,7 +62,7 @@ fn fake(id: usize, kind: WorkerKind, rtts: Vec<Vec<u64>>, answers: bool) -> Fake
             let _ = reply.send(WorkerSnapshot { worker: id, rtt_us, in_flight: 7 });
         }
         Control::Snapshot(reply) => unanswered.push(reply),
-        Control::Records(_) => {}
+        Control::Records(_) | Control::ExportCache { .. } | Control::ImportCache { .. } => {}
     });
     Fake { handle, flushes }
 }

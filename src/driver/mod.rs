@@ -43,7 +43,7 @@ use mio::{Events, Poll, Registry, Token, Waker};
 
 pub use backend::{AnswerBatch, Backends};
 
-use crate::handle::{Control, IoStats, WorkerHandle, WorkerKind, WorkerSnapshot};
+use crate::handle::{Control, IoStats, StopExport, WorkerHandle, WorkerKind, WorkerSnapshot};
 use crate::upstream_sockets::PortsConfig;
 
 /// The waker's token.
@@ -157,6 +157,7 @@ pub struct Core {
     stop: Arc<AtomicBool>,
     stopping: Option<Instant>,
     drain: Duration,
+    at_stop: Arc<StopExport>,
 }
 
 impl Core {
@@ -179,6 +180,7 @@ impl Core {
             io: Arc::clone(&io),
             tx,
             waker,
+            at_stop: Arc::default(),
         };
         let core = Core {
             id: setup.id,
@@ -193,6 +195,7 @@ impl Core {
             stop: setup.stop,
             stopping: None,
             drain: DRAIN,
+            at_stop: Arc::clone(&handle.at_stop),
         };
         Ok((core, handle))
     }
@@ -266,7 +269,7 @@ impl Core {
         let transmits = self.drain_transmits(now, front);
         front.flush(&self.io);
         self.drain_control(front.in_flight());
-        if self.stopping.is_none() && self.stop.load(Ordering::Relaxed) {
+        if self.stopping.is_none() && self.stop.load(Ordering::Acquire) {
             tracing::debug!(worker = self.id, in_flight = self.engine.in_flight(), "stopping: no new queries");
             self.stopping = Some(Instant::now());
             front.stop_listening(self.poll.registry());
@@ -279,6 +282,7 @@ impl Core {
                     tracing::warn!(worker = self.id, queries = left, "stopped with queries still waiting for a backend");
                 }
                 front.finish(&self.io);
+                self.export_at_stop();
                 return Turn::Stop;
             }
         }
@@ -305,7 +309,17 @@ impl Core {
     }
 
     fn drain_control(&mut self, extra_in_flight: usize) {
-        apply_control(self.id, &self.ctl, &mut self.engine, &self.io, self.backends.rtt(), extra_in_flight);
+        let now = self.now();
+        apply_control(self.id, &self.ctl, &mut self.engine, &self.io, self.backends.rtt(), extra_in_flight, now);
+    }
+
+    /// Leaves the cache's export for the dump at a clean stop, if asked.
+    fn export_at_stop(&self) {
+        if let Some(written) = self.at_stop.wanted() {
+            let t = Instant::now();
+            let part = crate::warm::export(self.engine.cache(), self.now(), written);
+            self.at_stop.put(part, t.elapsed());
+        }
     }
 
     /// Shortens the shutdown drain (tests).
@@ -325,6 +339,7 @@ pub fn apply_control(
     io: &IoStats,
     rtt: &[Histogram<u64>],
     extra_in_flight: usize,
+    now: Timestamp,
 ) {
     loop {
         match ctl.try_recv() {
@@ -340,6 +355,12 @@ pub fn apply_control(
                 let serial = snap.serial();
                 engine.set_records(snap);
                 io.records_serial.set(u64::from(serial));
+            }
+            Ok(Control::ExportCache { written, reply }) => {
+                let _ = reply.try_send((id, crate::warm::export(engine.cache(), now, written)));
+            }
+            Ok(Control::ImportCache { dump, reply }) => {
+                let _ = reply.try_send((id, engine.cache_mut().import(now, crate::warm::wall_now(), &dump)));
             }
             Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
         }

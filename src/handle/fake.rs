@@ -42,6 +42,7 @@ impl FakeWorker {
             io: Arc::new(IoStats::default()),
             tx,
             waker,
+            at_stop: Arc::default(),
         };
         FakeWorker { handle, rx, poll }
     }

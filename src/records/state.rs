@@ -96,23 +96,31 @@ pub fn load(path: &Path) -> Result<Option<State>, String> {
     Ok(Some(st))
 }
 
-/// Writes `st` to `path` atomically: a temporary file in the same
-/// directory, fsync, rename over `path`, fsync of the directory. Readers
-/// see the old file or the new one, never a mix; a crash leaves one of
-/// them (and at worst a stale temporary file, replaced next time).
+/// Writes `st` to `path` atomically (see [`write_atomic`]).
 pub fn save(path: &Path, st: &State) -> io::Result<()> {
+    let mut body = serde_json::to_vec_pretty(st).map_err(io::Error::other)?;
+    body.push(b'\n');
+    write_atomic(path, &body, 0o644)
+}
+
+/// Writes `body` to `path` atomically, with permissions `mode`: a
+/// temporary file in the same directory, fsync, rename over `path`, fsync
+/// of the directory. Readers see the old file or the new one, never a mix;
+/// a crash leaves one of them (and at worst a stale temporary file,
+/// replaced next time).
+pub fn write_atomic(path: &Path, body: &[u8], mode: u32) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     fs::create_dir_all(dir)?;
-    let name = path.file_name().ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "state file path has no file name"))?;
+    let name = path.file_name().ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "the path has no file name"))?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let mut body = serde_json::to_vec_pretty(st).map_err(io::Error::other)?;
-    body.push(b'\n');
     let write = || -> io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
-        f.write_all(&body)?;
+        // A stale temporary file would keep its own permissions.
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(body)?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;

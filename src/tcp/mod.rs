@@ -48,8 +48,8 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 pub struct TcpSetup {
     /// Worker index (after the UDP workers).
     pub id: usize,
-    /// Addresses to listen on.
-    pub listen: Vec<SocketAddr>,
+    /// Listeners, bound already (so bind errors surface at start).
+    pub listen: Vec<(SocketAddr, std::net::TcpListener)>,
     /// Engine settings (own seed).
     pub engine: EngineConfig,
     /// Limits and timeouts.
@@ -92,12 +92,13 @@ pub fn spawn(setup: TcpSetup) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         answers: AnswerBatch { count: 4, size: 65_535 },
         stop: setup.stop,
     })?;
-    let front = TcpFront::new(&setup.listen, core.registry(), setup.cfg)?;
+    let front = TcpFront::new(setup.listen, core.registry(), setup.cfg)?;
     let t = std::thread::Builder::new().name("kdns-tcp".into()).spawn(move || run(core, front))?;
     Ok((handle, t))
 }
 
-fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// Opens a non-blocking TCP listener on `addr`.
+pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
@@ -157,13 +158,12 @@ fn untag(t: u64) -> (usize, u32) {
 }
 
 impl TcpFront {
-    fn new(listen: &[SocketAddr], registry: &Registry, cfg: TcpSection) -> io::Result<TcpFront> {
+    fn new(listen: Vec<(SocketAddr, std::net::TcpListener)>, registry: &Registry, cfg: TcpSection) -> io::Result<TcpFront> {
         let mut listeners = Vec::new();
-        for (i, addr) in listen.iter().enumerate() {
-            let std_l = tcp_listener(*addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on tcp {addr}: {e}")))?;
+        for (i, (addr, std_l)) in listen.into_iter().enumerate() {
             let mut l = TcpListener::from_std(std_l);
             registry.register(&mut l, Token(i), Interest::READABLE)?;
-            listeners.push((*addr, l));
+            listeners.push((addr, l));
         }
         Ok(TcpFront {
             registry: registry.try_clone()?,

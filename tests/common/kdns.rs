@@ -97,10 +97,11 @@ pub struct Kdns {
 }
 
 impl Kdns {
-    /// Starts kdns in `ns` with `args` plus `--control-socket` in its own
-    /// temp dir, and `--pin-dir ""` unless `args` give one (a test that
-    /// pins uses a bpffs directory of its own and removes it). Does not
-    /// wait: see [`Kdns::wait_ready`].
+    /// Starts kdns in `ns` with `args` plus `--control-socket` (and
+    /// `--cache-dump`, unless `args` name one) in its own temp dir, and
+    /// `--pin-dir ""` unless `args` give one (a test that pins uses a bpffs
+    /// directory of its own and removes it). Does not wait: see
+    /// [`Kdns::wait_ready`].
     pub fn spawn(ns: &InNs, args: &[String]) -> Kdns {
         Self::spawn_as(ns, &[], args)
     }
@@ -109,6 +110,12 @@ impl Kdns {
     /// (e.g. `setpriv --reuid=65534 ...` to run kdns as another user; its
     /// temp dir is then open to everyone, for the control socket).
     pub fn spawn_as(ns: &InNs, wrapper: &[&str], args: &[String]) -> Kdns {
+        Self::spawn_with(ns, wrapper, args, |_| {})
+    }
+
+    /// [`Kdns::spawn_as`], with `prepare` called on the command before it
+    /// starts (e.g. to pass it listening sockets).
+    pub fn spawn_with(ns: &InNs, wrapper: &[&str], args: &[String], prepare: impl FnOnce(&mut std::process::Command)) -> Kdns {
         let dir = temp_dir("kdns");
         if !wrapper.is_empty() {
             fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod the kdns dir");
@@ -117,9 +124,15 @@ impl Kdns {
         let bin = kdns_bin();
         let mut cmd = ns.command(&[wrapper, &[bin.to_str().expect("utf-8 path")]].concat());
         cmd.args(args).arg("--control-socket").arg(&socket).env_remove("RUST_LOG");
+        // Never the default /var/lib/kdns/cache.dump: each kdns starts cold
+        // and dumps into its own temp dir unless the test names a file.
+        if !args.iter().any(|a| a == "--cache-dump") {
+            cmd.arg("--cache-dump").arg(dir.path().join("cache.dump"));
+        }
         if !args.iter().any(|a| a == "--pin-dir") {
             cmd.args(["--pin-dir", ""]);
         }
+        prepare(&mut cmd);
         let proc = Proc::spawn(cmd, &dir.path().join("kdns.log"));
         Kdns { socket, proc, dir }
     }

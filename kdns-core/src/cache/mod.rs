@@ -18,8 +18,10 @@
 //! the first entry it finds without one (or past its stale window), so hot
 //! entries survive a scan of one-off names.
 
+pub mod dump;
 mod key;
 mod store;
+mod warm;
 
 use core::time::Duration;
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use key::{eq_lower, splitmix};
 pub use key::{Key, KeyFlags};
 use store::ChunkStore;
 pub use store::CHUNK;
+pub use warm::ImportReport;
 
 /// Most records an answer may have to be cached (TTL offsets kept per record).
 pub const MAX_RECORDS: usize = 256;
@@ -165,6 +168,10 @@ pub struct CacheStats {
     pub evictions: Counter,
     /// Entries dropped because they expired past their stale window.
     pub expired: Counter,
+    /// Entries loaded from a dump (warm restart).
+    pub loaded: Counter,
+    /// Records of a dump skipped at load because they had expired meanwhile.
+    pub load_expired: Counter,
 }
 
 const LIVE: u8 = 1;
@@ -351,6 +358,13 @@ impl Cache {
     /// at `now`. The answer's OPT record is left out; TTLs are clamped to
     /// the configured bounds; negative answers are kept for the SOA minimum.
     pub fn insert(&mut self, now: Timestamp, key: &Key<'_>, answer: &[u8], msg: &Message) -> Result<EntryKind, NotCached> {
+        let (kind, _) = self.store(now, key, answer, msg)?;
+        self.stats.inserts.inc();
+        Ok(kind)
+    }
+
+    /// [`Cache::insert`] without the count; also returns the entry's index.
+    fn store(&mut self, now: Timestamp, key: &Key<'_>, answer: &[u8], msg: &Message) -> Result<(EntryKind, u32), NotCached> {
         let h = Header::new_checked(answer).map_err(|_| NotCached::QuestionMismatch)?;
         if h.tc() {
             return Err(NotCached::Truncated);
@@ -450,9 +464,8 @@ impl Cache {
         };
         let entries = &self.entries;
         self.index.insert_unique(key.hash, idx, |&i| entries[i as usize].hash);
-        self.stats.inserts.inc();
         self.update_gauges();
-        Ok(kind)
+        Ok((kind, idx))
     }
 
     /// Drops the entry for `key`, if any.

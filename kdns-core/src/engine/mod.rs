@@ -446,6 +446,11 @@ impl Engine {
         &self.cache
     }
 
+    /// The cache, to load a dump into (a warm restart).
+    pub fn cache_mut(&mut self) -> &mut Cache {
+        &mut self.cache
+    }
+
     /// Empties the cache.
     pub fn flush_cache(&mut self) {
         self.cache.clear();

@@ -89,6 +89,15 @@ TCP:          3 open, 40 accepted; closed: 7 over the per-client cap, 2 evicted 
 }
 
 #[test]
+fn a_warm_start_is_shown_on_the_cache_line() {
+    let mut st = example();
+    st.totals.counters.cache_loaded = 4000;
+    st.totals.counters.cache_load_expired = 12;
+    let s = summary(&st);
+    assert!(s.contains("1.5 MiB; loaded at start: 4000 (summed over workers), 12 expired\n"), "{s}");
+}
+
+#[test]
 fn empty_stats_render() {
     let s = stats(&Stats::default());
     assert!(s.contains("Drops:        none\n"), "{s}");
