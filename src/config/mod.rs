@@ -186,6 +186,8 @@ pub struct Settings {
     pub ports: PortsConfig,
     /// Control socket path.
     pub control_socket: PathBuf,
+    /// Where a kdns started with `--takeover` finds this one.
+    pub handover_socket: PathBuf,
     /// Metrics address.
     pub metrics: Option<SocketAddr>,
     /// Log filter.

@@ -32,6 +32,9 @@ use crossbeam_channel::{bounded, Sender};
 
 use protocol::{Msg, SocketDesc, PROTOCOL};
 
+/// Passed sockets: what each is, and its descriptor.
+pub type Sockets = Vec<(SocketDesc, OwnedFd)>;
+
 /// How long either side waits for the other's next message. Stopping the
 /// AF_XDP workers drains their queries in flight (up to the driver's
 /// two-second drain), so this is generous.
@@ -43,7 +46,7 @@ pub enum Event {
     /// SIGTERM or SIGINT.
     Signal(i32),
     /// Duplicates of the listening sockets, and this process's generation.
-    Listeners(Sender<Result<(u64, Vec<(SocketDesc, OwnedFd)>), String>>),
+    Listeners(Sender<Result<(u64, Sockets), String>>),
     /// Snapshot the cache and release the AF_XDP queues: the snapshot and
     /// how many queues were released.
     Release(Sender<Result<(Vec<u8>, u32), String>>),
@@ -241,7 +244,7 @@ pub fn running(path: &Path) -> bool {
 impl Takeover {
     /// Connects to the kdns on `path` and receives its listening sockets.
     /// `Ok(None)`: no kdns answers there.
-    pub fn start(path: &Path) -> Result<Option<(Takeover, Vec<(SocketDesc, OwnedFd)>)>, String> {
+    pub fn start(path: &Path) -> Result<Option<(Takeover, Sockets)>, String> {
         let s = match UnixStream::connect(path) {
             Ok(s) => s,
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),

@@ -99,16 +99,16 @@ pub fn send(s: &UnixStream, m: &Msg, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
 /// Receives a message and what came attached; the peer hanging up is
 /// `UnexpectedEof`, anything unreadable `InvalidData`.
 pub fn recv(s: &UnixStream) -> io::Result<(Msg, Vec<OwnedFd>)> {
-    let (body, fds) = kdns_sys::fdpass::recv_frame(s)?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the other kdns hung up"))?;
-    let m = serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not a handover message: {e}")))?;
+    let (body, fds) =
+        kdns_sys::fdpass::recv_frame(s)?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the other kdns hung up"))?;
+    let m =
+        serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not a handover message: {e}")))?;
     Ok((m, fds))
 }
 
 /// Receives a raw frame (the cache snapshot).
 pub fn recv_raw(s: &UnixStream) -> io::Result<Vec<u8>> {
-    kdns_sys::fdpass::recv_frame(s)?
-        .map(|(b, _)| b)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the other kdns hung up"))
+    kdns_sys::fdpass::recv_frame(s)?.map(|(b, _)| b).ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the other kdns hung up"))
 }
 
 /// Sends a raw frame.
