@@ -79,6 +79,7 @@ pub fn settle(file: FileConfig, names: &Origins, resolv_conf: Option<&str>, core
         ports,
         control_socket: PathBuf::from(&s.control_socket),
         handover_socket: PathBuf::from(&s.handover_socket),
+        exit_after_handover: s.exit_after_handover,
         metrics,
         log_level: s.log_level.clone(),
         tcp: file.tcp.clone(),

@@ -80,6 +80,8 @@ settings! {
         handover_socket: String = DEFAULT_HANDOVER_SOCKET.into(),
             flag(18, "handover-socket", None, "PATH", "Unix socket where this kdns hands over to one started with --takeover (replaces server.handover_socket)")
             => "where a running kdns waits for the one that replaces it (`kdns --takeover`): listening sockets, cache and AF_XDP queues are handed over there";
+        exit_after_handover: bool = true
+            => "exit once a kdns started with `--takeover` has taken over (`false`: wait for SIGTERM, serving nothing, as in a Kubernetes pod, whose container would otherwise be restarted and take over back)";
         metrics: String = String::new(),
             flag(7, "metrics", None, "ADDR[:PORT]", "Serve Prometheus metrics on this address (replaces server.metrics)")
             => "Prometheus `/metrics` address, port 9153 unless given, e.g. `\"127.0.0.1:9153\"` (`\"\"`: off)";

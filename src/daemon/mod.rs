@@ -29,7 +29,7 @@ use crate::listeners::{self, Listeners, Origin};
 use crate::{control, docker, records, tcp, upstream_sockets, warm, worker};
 use xdp_path::XdpPath;
 
-/// How long a new kdns waits for the old one to exit after `done` before
+/// How long a new kdns waits for the old one to stop after `done` before
 /// binding the control socket and metrics anyway.
 const OLD_EXIT_WAIT: Duration = Duration::from_secs(10);
 
@@ -127,8 +127,7 @@ pub fn run(s: Settings, passed: Option<Listeners>, takeover: bool) -> Result<(),
         Some(t) => {
             let generation = t.generation + 1;
             let from = t.from_pid;
-            let rec = t.done()?;
-            wait_gone(from);
+            let rec = t.done(OLD_EXIT_WAIT)?;
             tracing::info!(
                 "took over from kdns pid {from} in {} ms: generation {generation}, {} sockets, {} KiB of cache, {} AF_XDP queues",
                 rec.took.as_millis(),
@@ -205,6 +204,11 @@ pub fn run(s: Settings, passed: Option<Listeners>, takeover: bool) -> Result<(),
     let replies: u64 = w.handles.iter().map(|h| h.engine.replies()).sum();
     let lost: u64 = w.handles.iter().map(|h| IoStats::get(&h.io.lost_at_shutdown)).sum();
     tracing::info!("stopped after {:.1} s: {queries} queries, {replies} replies, {lost} lost in flight", started.elapsed().as_secs_f64());
+    if handed_over && !s.exit_after_handover {
+        drop(listeners);
+        tracing::info!("handed over; waiting for SIGTERM (server.exit_after_handover = false)");
+        while !matches!(events.recv(), Ok(Event::Signal(_)) | Err(_)) {}
+    }
     Ok(())
 }
 
@@ -369,18 +373,6 @@ fn forward_signals(tx: Sender<Event>) -> Result<(), String> {
         })
         .map(|_| ())
         .map_err(|e| format!("signals: {e}"))
-}
-
-/// Waits (bounded) for the old process to exit, so that its control
-/// socket and metrics port are free.
-fn wait_gone(pid: u32) {
-    let deadline = Instant::now() + OLD_EXIT_WAIT;
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        tracing::warn!("kdns pid {pid} has not exited {} s after the handover", OLD_EXIT_WAIT.as_secs());
-    }
 }
 
 /// The start-up line.

@@ -18,7 +18,7 @@ pub mod protocol;
 #[cfg(test)]
 mod tests;
 
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -87,6 +87,10 @@ pub struct Server {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The connection of a completed handover, held open until this
+    /// process has stopped: the new kdns waits for it to close before it
+    /// binds the control socket and metrics.
+    done: Arc<std::sync::Mutex<Option<UnixStream>>>,
 }
 
 impl Server {
@@ -106,11 +110,13 @@ impl Server {
             .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
+        let done = Arc::new(std::sync::Mutex::new(None));
+        let done2 = Arc::clone(&done);
         let thread = std::thread::Builder::new()
             .name("kdns-handover".into())
-            .spawn(move || serve(listener, events, stop2))
+            .spawn(move || serve(listener, events, stop2, done2))
             .map_err(|e| format!("cannot start the handover thread: {e}"))?;
-        Ok(Server { path: path.to_path_buf(), stop, thread: Some(thread) })
+        Ok(Server { path: path.to_path_buf(), stop, thread: Some(thread), done })
     }
 
     /// Stops answering and removes the socket file (unless a newer kdns
@@ -122,13 +128,14 @@ impl Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        drop(self.done.lock().unwrap_or_else(|e| e.into_inner()).take());
         if !handed_over {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-fn serve(listener: UnixListener, events: Sender<Event>, stop: Arc<AtomicBool>) {
+fn serve(listener: UnixListener, events: Sender<Event>, stop: Arc<AtomicBool>, done: Arc<std::sync::Mutex<Option<UnixStream>>>) {
     for conn in listener.incoming() {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -145,6 +152,7 @@ fn serve(listener: UnixListener, events: Sender<Event>, stop: Arc<AtomicBool>) {
         let _ = s.set_write_timeout(Some(STEP_TIMEOUT));
         match exchange(&s, &events) {
             Ok(Outcome::HandedOver(pid)) => {
+                *done.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
                 let _ = events.send(Event::HandedOver { pid });
                 return;
             }
@@ -293,9 +301,16 @@ impl Takeover {
         let _ = protocol::send(&self.s, &Msg::Refused { reason: reason.into() }, &[]);
     }
 
-    /// Tells the old process to finish and exit.
-    pub fn done(self) -> Result<Record, String> {
+    /// Tells the old process to finish, and waits (up to `wait`) until it
+    /// has stopped serving (it closes the connection then): its control
+    /// socket and metrics port are free after this.
+    pub fn done(self, wait: Duration) -> Result<Record, String> {
         protocol::send(&self.s, &Msg::Done, &[]).map_err(|e| format!("handover: pid {}: {e}", self.from_pid))?;
+        let _ = self.s.set_read_timeout(Some(wait));
+        let mut b = [0u8; 1];
+        if let Err(e) = (&self.s).read(&mut b) {
+            tracing::warn!("kdns pid {} has not finished {} s after the handover ({e})", self.from_pid, wait.as_secs());
+        }
         Ok(Record {
             from_pid: self.from_pid,
             at: SystemTime::now(),

@@ -63,7 +63,7 @@ fn a_takeover_receives_the_same_socket_and_the_cache() {
         let mut b = [0u8; 8];
         assert_eq!(got.recv(&mut b).unwrap(), 1);
         assert_eq!(t.release().unwrap(), b"cache bytes");
-        let rec = t.done().unwrap();
+        let rec = t.done(Duration::from_millis(100)).unwrap();
         assert_eq!((rec.sockets, rec.cache_bytes, rec.queues), (1, 11, 2));
         match answered.join().unwrap() {
             Event::HandedOver { pid } => assert_eq!(pid, std::process::id()),
@@ -110,7 +110,7 @@ fn a_check_and_a_foreign_protocol_change_nothing() {
         let answered = sc.spawn(|| old.answer());
         let (mut t, _) = Takeover::start(&path).unwrap().unwrap();
         t.release().unwrap();
-        t.done().unwrap();
+        t.done(Duration::from_millis(100)).unwrap();
         assert!(matches!(answered.join().unwrap(), Event::HandedOver { .. }));
     });
     assert!(old.events.try_recv().is_err(), "no event for the check nor the refusal");
