@@ -38,7 +38,6 @@ pub enum Origin {
     /// systemd passed them (`LISTEN_FDS`).
     Systemd,
     /// Another kdns handed them over.
-    #[allow(dead_code)] // made by from_fds, for the planned handover
     Handover,
 }
 
@@ -77,7 +76,6 @@ impl Listeners {
     /// address the sender said; checked against what the socket itself
     /// says, and against `listen` and `tcp` (several UDP sockets on one
     /// address are a SO_REUSEPORT group).
-    #[allow(dead_code)] // the receiving side of the planned handover
     pub fn from_fds(fds: Vec<(Transport, SocketAddr, OwnedFd)>, listen: &[SocketAddr], tcp: bool) -> Result<Listeners, String> {
         let mut held = Vec::with_capacity(fds.len());
         for (i, (transport, local, fd)) in fds.into_iter().enumerate() {
@@ -179,7 +177,6 @@ impl Listeners {
     /// Duplicates of every socket with its transport and address, to hand
     /// over to another kdns (which builds its own with
     /// [`Listeners::from_fds`]).
-    #[allow(dead_code)] // the sending side of the planned handover
     pub fn duplicates(&self) -> io::Result<Vec<(Transport, SocketAddr, OwnedFd)>> {
         self.held.iter().map(|h| Ok((h.transport, h.local, h.fd.try_clone()?))).collect()
     }

@@ -39,7 +39,6 @@ pub fn export(cache: &Cache, now: Timestamp, written: u64) -> Export {
 /// A dump of every worker's live cache, taken while they serve (for a
 /// handover). A worker that does not answer within a few seconds is left
 /// out (logged).
-#[cfg_attr(not(test), allow(dead_code))] // the planned handover's (issue 12)
 pub fn snapshot(handles: &[WorkerHandle]) -> Vec<u8> {
     let written = wall_now();
     let (tx, rx) = crossbeam_channel::unbounded();

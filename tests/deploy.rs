@@ -72,8 +72,9 @@ fn systemd_units_restart_hold_the_sockets_and_match_each_other() {
     assert!(!udp.is_empty() && udp == tcp, "ListenDatagram {udp:?} vs ListenStream {tcp:?}");
     assert_eq!(unit_value(&socket, "ReceiveBuffer"), ["8M"], "the default of server.udp_receive_buffer");
     assert_eq!(unit_value(&socket, "FreeBind"), ["yes"]);
-    // The planned upgrade is one line away.
-    assert!(service.contains("# ExecReload=/usr/local/bin/kdns --takeover"), "no ExecReload placeholder");
+    // The planned upgrade is a restart on the held sockets, not a reload.
+    assert!(unit_value(&service, "ExecReload").is_empty(), "an ExecReload: systemd would keep the old main process");
+    assert_eq!(unit_value(&service, "Restart"), ["always"]);
     for rw in ["/var/lib/kdns", "/sys/fs/bpf"] {
         assert!(unit_value(&service, "ReadWritePaths")[0].split(' ').any(|p| p == rw), "ReadWritePaths lacks {rw}");
     }
@@ -123,6 +124,13 @@ fn daemonset_is_node_local_and_surges_on_update() {
     let kdns = &spec["containers"][0];
     assert!(kdns["ports"].is_null(), "host ports would keep the surge pod off the node");
     assert!(!kdns["livenessProbe"].is_null() && !kdns["readinessProbe"].is_null());
+    // The surge pod takes over from the running one, which then waits.
+    let args: Vec<&str> = kdns["args"].as_sequence().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    assert!(args.contains(&"--takeover"), "the new pod does not take over: {args:?}");
+    let cm = yaml(&deploy("k8s/configmap.yaml"));
+    let toml = cm["data"]["kdns.toml"].as_str().expect("data.kdns.toml");
+    assert!(toml.contains("exit_after_handover = false"), "an old pod's kdns would exit, be restarted and take over back");
+    assert!(toml.contains("handover_socket = \"/run/kdns/handover.sock\""), "the handover socket is not on the shared hostPath");
     let config = &ds["spec"]["template"]["spec"]["initContainers"][0]["command"];
     assert_eq!(config[1], "/etc/kdns/setup-node.sh");
 }

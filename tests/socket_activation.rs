@@ -72,46 +72,16 @@ fn activated_lab(extra: &[&str]) -> (Lab, Held) {
     (lab, held)
 }
 
-/// kxdpgun in the client namespace, running in the background.
-struct Gun {
-    proc: Proc,
-    log: std::path::PathBuf,
-}
-
-impl Gun {
-    /// Sends QPS queries a second for SECONDS to kdns's IPv4 address,
-    /// names of a small set (cache hits once seen).
-    fn start(lab: &Lab) -> Gun {
-        let queries = lab.file("queries.txt");
-        let names: String = (0..20).map(|i| format!("h{i}.load.test A\n")).collect();
-        std::fs::write(&queries, names).expect("write the query file");
-        let mac = |ns: &Netns, ifname: &str| ns.exec_ok(&["cat", &format!("/sys/class/net/{ifname}/address")]).stdout.trim().to_string();
-        let (cmac, smac) = (mac(&lab.client, &lab.link.client_if), mac(&lab.server, &lab.link.server_if));
-        let log = lab.file("kxdpgun.log");
-        let (t, q, qf) = (SECONDS.to_string(), QPS.to_string(), queries.display().to_string());
-        let (ci, cv4, sv4) = (lab.link.client_if.clone(), lab.link.client_v4(), lab.link.server_v4());
-        let argv = ["kxdpgun", "-t", &t, "-Q", &q, "-i", &qf, "-I", &ci, "-L", &cmac, "-R", &smac, "-l", &cv4, &sv4];
-        Gun { proc: Proc::spawn(lab.client.command(&argv), &log), log }
-    }
-
-    /// Waits for the end of the run: (queries sent, replies received).
-    fn finish(mut self) -> (u64, u64) {
-        let st = self.proc.wait(Duration::from_secs(SECONDS + 30));
-        let out = std::fs::read_to_string(&self.log).unwrap_or_default();
-        assert!(st.is_some(), "kxdpgun did not finish:\n{out}");
-        let field = |key: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(key).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok()))
-                .unwrap_or_else(|| panic!("no `{key}` in kxdpgun's output:\n{out}"))
-        };
-        (field("total queries:"), field("total replies:"))
-    }
+/// The load of a run: QPS for SECONDS over 20 names (cache hits once seen).
+fn gun(lab: &Lab) -> Gun {
+    let names: Vec<String> = (0..20).map(|i| format!("h{i}.load.test")).collect();
+    Gun::start(lab, QPS, SECONDS, &names)
 }
 
 /// Runs the load, stops kdns at STOP_AT with `stop`, waits `gap`, starts
 /// a new kdns on the same sockets; returns (sent, replies).
 fn restart_under_load(lab: &mut Lab, held: &Held, stop: libc::c_int, gap: Duration) -> (u64, u64) {
-    let gun = Gun::start(lab);
+    let gun = gun(lab);
     std::thread::sleep(STOP_AT);
     let st = lab.kdns.stop_with(stop, Duration::from_secs(10));
     assert!(st.is_some(), "kdns did not exit after signal {stop}:\n{}", lab.kdns.log());
@@ -225,7 +195,7 @@ fn control_kdns_on_its_own_sockets_loses_the_gap() {
     require_root_and_tools();
     let _slot = exclusive_slot();
     let mut lab = Lab::start(LabOpts::with_args(&["--io", "udp"]));
-    let gun = Gun::start(&lab);
+    let gun = gun(&lab);
     std::thread::sleep(STOP_AT);
     lab.kdns.kill();
     std::thread::sleep(Duration::from_secs(1));

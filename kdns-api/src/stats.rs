@@ -306,6 +306,30 @@ pub struct Stats {
     pub limits: Limits,
     /// The XDP program's counters per interface (empty without AF_XDP).
     pub xdp: Vec<XdpInterface>,
+    /// 1 for a kdns started on its own; one more than the kdns it took
+    /// over from (`kdns --takeover`).
+    pub generation: u64,
+    /// The handover that started this process, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Handover>,
+}
+
+/// A completed handover into this process.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Handover {
+    /// The process handed over from.
+    pub from_pid: u32,
+    /// When it completed, seconds since the Unix epoch.
+    pub at: u64,
+    /// Milliseconds from connecting to the old process to `done`.
+    pub took_ms: u64,
+    /// Listening sockets received.
+    pub sockets: usize,
+    /// Bytes of cache snapshot received.
+    pub cache_bytes: usize,
+    /// AF_XDP queues the old process released.
+    pub queues: u32,
 }
 
 /// Sums over all workers.

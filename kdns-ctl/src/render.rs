@@ -270,6 +270,7 @@ pub fn summary(s: &Stats) -> String {
     let rows = [
         ("Daemon", format!("kdns {} (pid {}), {} workers, listening on {listen}", s.version, s.pid, t.workers)),
         ("Uptime", duration(s.uptime_s)),
+        ("Generation", generation(s)),
         ("QPS", format!("{:.1} (last 1 s), {:.1} (last 10 s)", s.qps_1s, s.qps_10s)),
         ("Queries", format!("{} ({} over TCP)", c.queries, c.queries_tcp)),
         (
@@ -439,3 +440,23 @@ pub fn stats(s: &Stats) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// "1 (started on its own)" or "3 (took over from pid 120 at ... in 41 ms: ...)".
+fn generation(s: &Stats) -> String {
+    match &s.handover {
+        None => format!("{} (started on its own)", s.generation),
+        Some(h) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            format!(
+                "{} (took over from pid {} {} ago in {} ms: {} sockets, {} KiB of cache, {} AF_XDP queues)",
+                s.generation,
+                h.from_pid,
+                duration(now.saturating_sub(h.at)),
+                h.took_ms,
+                h.sockets,
+                h.cache_bytes / 1024,
+                h.queues
+            )
+        }
+    }
+}

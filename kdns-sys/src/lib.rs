@@ -13,6 +13,7 @@
 //! | [`listen_fds`] | sockets passed by systemd (socket activation, `sd_listen_fds`) |
 //! | [`sched`] | `SCHED_FIFO` for the calling thread |
 //! | [`poll`] | `ppoll` on a few descriptors |
+//! | [`fdpass`] | framed messages with descriptors attached (`SCM_RIGHTS`) over a unix socket |
 //! | [`alloc`] | a counting global allocator for tests and benchmarks |
 //! | `xsk` (feature `xdp`) | [`xsk::XskRings`]: an AF_XDP socket, its UMEM and its four rings |
 //! | `xdp` (feature `xdp`) | the XDP program (`bpf/kdns_xdp.c`, built by `build.rs`), its loader and netlink |
@@ -29,6 +30,7 @@
 //! | `packet` | a raw Ethernet frame out of an interface (`AF_PACKET`) |
 
 pub mod alloc;
+pub mod fdpass;
 pub mod ifaddrs;
 pub mod listen_fds;
 #[cfg(any(test, feature = "test-util"))]

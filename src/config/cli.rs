@@ -49,6 +49,13 @@ pub fn command() -> Command {
             .display_order(101),
     )
     .arg(
+        Arg::new("takeover")
+            .long("takeover")
+            .action(ArgAction::SetTrue)
+            .help("Replace the kdns running on this host without losing a query: receive its listening sockets, cache and AF_XDP queues over server.handover_socket, then let it finish and exit (with none running, start normally)")
+            .display_order(102),
+    )
+    .arg(
         Arg::new("print-config-reference")
             .long("print-config-reference")
             .action(ArgAction::SetTrue)

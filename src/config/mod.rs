@@ -186,6 +186,10 @@ pub struct Settings {
     pub ports: PortsConfig,
     /// Control socket path.
     pub control_socket: PathBuf,
+    /// Where a kdns started with `--takeover` finds this one.
+    pub handover_socket: PathBuf,
+    /// Exit after handing over (else wait for SIGTERM).
+    pub exit_after_handover: bool,
     /// Metrics address.
     pub metrics: Option<SocketAddr>,
     /// Log filter.

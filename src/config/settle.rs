@@ -78,6 +78,8 @@ pub fn settle(file: FileConfig, names: &Origins, resolv_conf: Option<&str>, core
         backends_from,
         ports,
         control_socket: PathBuf::from(&s.control_socket),
+        handover_socket: PathBuf::from(&s.handover_socket),
+        exit_after_handover: s.exit_after_handover,
         metrics,
         log_level: s.log_level.clone(),
         tcp: file.tcp.clone(),

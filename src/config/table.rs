@@ -20,6 +20,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
 pub const DEFAULT_UDP_RECEIVE_BUFFER: usize = 8 << 20;
 /// Where the control socket goes when nothing says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/kdns/control.sock";
+/// Where a running kdns waits for the one that takes over from it.
+pub const DEFAULT_HANDOVER_SOCKET: &str = "/run/kdns/handover.sock";
 /// Where runtime changes to the local records are kept when nothing says otherwise.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/kdns/records.json";
 /// Where the cache is dumped at a clean stop and loaded at start, next to
@@ -75,6 +77,11 @@ settings! {
         control_socket: String = DEFAULT_CONTROL_SOCKET.into(),
             flag(6, "control-socket", None, "PATH", "Control socket path (for kdns-ctl; replaces server.control_socket)")
             => "the control socket, for kdns-ctl (HTTP/JSON, see docs/control-api.md)";
+        handover_socket: String = DEFAULT_HANDOVER_SOCKET.into(),
+            flag(18, "handover-socket", None, "PATH", "Unix socket where this kdns hands over to one started with --takeover (replaces server.handover_socket)")
+            => "where a running kdns waits for the one that replaces it (`kdns --takeover`): listening sockets, cache and AF_XDP queues are handed over there";
+        exit_after_handover: bool = true
+            => "exit once a kdns started with `--takeover` has taken over (`false`: wait for SIGTERM, serving nothing, as in a Kubernetes pod, whose container would otherwise be restarted and take over back)";
         metrics: String = String::new(),
             flag(7, "metrics", None, "ADDR[:PORT]", "Serve Prometheus metrics on this address (replaces server.metrics)")
             => "Prometheus `/metrics` address, port 9153 unless given, e.g. `\"127.0.0.1:9153\"` (`\"\"`: off)";

@@ -62,6 +62,10 @@ pub struct DaemonInfo {
     pub backends: Vec<SocketAddr>,
     /// Process id.
     pub pid: u32,
+    /// 1, or one more than the kdns this one took over from.
+    pub generation: u64,
+    /// The handover that started this process.
+    pub handover: Option<crate::handover::Record>,
     /// The XDP programs' counters, one source per interface (empty without AF_XDP).
     pub xdp: Vec<Arc<dyn crate::handle::XdpCounterSource>>,
     /// The per-client fair shares in force.

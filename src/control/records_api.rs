@@ -315,6 +315,8 @@ ttl = 60
                 listen: vec![],
                 backends: vec![],
                 pid: 1,
+                generation: 1,
+                handover: None,
                 xdp: vec![],
                 limits: kdns_core::engine::ClientLimits::default(),
                 xdp_client_rate: Default::default(),

@@ -332,5 +332,14 @@ pub(super) fn collect(shared: &Shared) -> Stats {
         backends: backends(&shared.info.backends, workers, &snaps),
         limits: limits(&shared.info),
         xdp: xdp(&shared.info.xdp),
+        generation: shared.info.generation,
+        handover: shared.info.handover.as_ref().map(|h| kdns_api::stats::Handover {
+            from_pid: h.from_pid,
+            at: h.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            took_ms: u64::try_from(h.took.as_millis()).unwrap_or(u64::MAX),
+            sockets: h.sockets,
+            cache_bytes: h.cache_bytes,
+            queues: h.queues,
+        }),
     }
 }

@@ -75,6 +75,8 @@ fn info() -> DaemonInfo {
         listen: vec![addr("127.0.0.1:53")],
         backends: vec![addr(B1), addr(B2)],
         pid: 4242,
+        generation: 1,
+        handover: None,
         limits: kdns_core::engine::ClientLimits::default(),
         xdp_client_rate: Default::default(),
         tcp_limits: (1024, 64),

@@ -20,6 +20,8 @@ use crate::xdp::worker::{self, XdpWorkerSetup};
 #[derive(Debug)]
 pub struct XdpRuntime {
     programs: Vec<XdpProgram>,
+    /// (index in `programs`, queue) of every registered AF_XDP socket.
+    queues: Vec<(usize, u32)>,
 }
 
 impl XdpRuntime {
@@ -32,6 +34,23 @@ impl XdpRuntime {
                     as Arc<dyn XdpCounterSource>
             })
             .collect()
+    }
+
+    /// Takes this process's AF_XDP sockets out of the programs' XSKMAPs:
+    /// from now on the programs pass those queues' queries to the kernel
+    /// (a handover: the next kdns reads the same listening sockets). The
+    /// workers keep what is already on their rings. Returns how many
+    /// queues were released; a failure is logged and not counted.
+    pub fn release_queues(&mut self) -> u32 {
+        let mut n = 0;
+        for (i, q) in std::mem::take(&mut self.queues) {
+            let p = &mut self.programs[i];
+            match p.unregister_socket(q) {
+                Ok(()) => n += 1,
+                Err(e) => tracing::warn!("{} queue {q}: cannot release the AF_XDP socket: {e}", p.ifname()),
+            }
+        }
+        n
     }
 }
 
@@ -150,7 +169,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
     let ips: Vec<IpAddr> = s.listen.iter().map(SocketAddr::ip).collect();
     let settings = s.xdp_worker();
     // Built up in place, so that an error half-way logs what stays attached.
-    let mut runtime = XdpRuntime { programs: Vec::new() };
+    let mut runtime = XdpRuntime { programs: Vec::new(), queues: Vec::new() };
     let mut prepared = Vec::new();
     let mut id = first_id;
     for ifname in &ifaces {
@@ -187,6 +206,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
             };
             let w = worker::prepare(setup)?;
             prog.register_socket(q, w.fd()).map_err(|e| format!("{ifname} queue {q}: {e}"))?;
+            runtime.queues.push((runtime.programs.len(), q));
             modes.push(if w.zero_copy() { "zero-copy" } else { "copy" });
             prepared.push(w);
             id += 1;
