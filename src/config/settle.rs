@@ -186,6 +186,7 @@ fn engine(file: &FileConfig, acl: Acl, backends: Vec<BackendSpec>) -> Result<Eng
         source_ports: u.source_ports,
         randomize_case: u.randomize_case,
         seed: 0,
+        records: None,
     };
     // Let the engine check what only it knows (probe name, pool limits).
     kdns_core::engine::Engine::new(EngineConfig { cache: CacheConfig::for_entries(1), ..engine.clone() })

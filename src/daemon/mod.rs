@@ -36,7 +36,7 @@ const OLD_EXIT_WAIT: Duration = Duration::from_secs(10);
 /// Serves until SIGTERM or SIGINT, or until a newer kdns took over.
 /// `passed`: the sockets systemd passed (none: kdns binds its own, or
 /// receives them in a takeover).
-pub fn run(s: Settings, passed: Option<Listeners>, takeover: bool) -> Result<(), String> {
+pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result<(), String> {
     let started = Instant::now();
     let (events_tx, events) = unbounded();
     forward_signals(events_tx.clone())?;
@@ -74,6 +74,9 @@ pub fn run(s: Settings, passed: Option<Listeners>, takeover: bool) -> Result<(),
         ));
     }
 
+    // The local records, before any worker: every worker starts with them.
+    let records = records::prepare(&s.records);
+    s.engine.records = Some(records.snapshot());
     let mut w = Workers { handles: Vec::new(), threads: Vec::new(), stop: Arc::new(AtomicBool::new(false)) };
     let mut xdp;
     let listeners = if let Some(t) = taking.as_mut() {
@@ -118,7 +121,7 @@ pub fn run(s: Settings, passed: Option<Listeners>, takeover: bool) -> Result<(),
     if listeners.origin() == Origin::Systemd {
         tracing::info!("listening on the sockets systemd passed (socket activation): {}", listeners.describe());
     }
-    let plane = records::start(&s.records, w.handles.clone()).map_err(|e| format!("records: {e}"))?;
+    let plane = records.start(&s.records, w.handles.clone()).map_err(|e| format!("records: {e}"))?;
     let provider = match &s.docker {
         Some(d) => Some(docker::start(d, plane.store()).map_err(|e| format!("Docker provider: {e}"))?),
         None => None,

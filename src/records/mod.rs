@@ -111,10 +111,31 @@ fn cfg_of(s: &RecordsSettings) -> StoreConfig {
     StoreConfig { domains: s.domains.clone(), default_ttl: s.default_ttl, file: s.file.clone(), state_file: s.state_file.clone() }
 }
 
-/// Starts the plane: loads the state file and the records file, sends the
-/// first snapshot to every worker (and waits for them), starts the health
-/// checks and the file watcher.
-pub fn start(s: &RecordsSettings, workers: Vec<WorkerHandle>) -> std::io::Result<Plane> {
+/// The records loaded, before any worker exists: [`Prepared::snapshot`]
+/// goes into every worker's engine, so that each answers local names from
+/// its first query; [`Prepared::start`] then starts the plane.
+#[derive(Debug)]
+pub struct Prepared {
+    store: Store,
+    stamp: Stamp,
+}
+
+impl Prepared {
+    /// The snapshot to build the workers with.
+    pub fn snapshot(&self) -> Arc<kdns_core::records::Snapshot> {
+        self.store.snapshot()
+    }
+
+    /// Starts the plane with `workers` (built with [`Prepared::snapshot`]).
+    pub fn start(self, s: &RecordsSettings, workers: Vec<WorkerHandle>) -> std::io::Result<Plane> {
+        let mut store = self.store;
+        store.set_workers(workers);
+        run(s, Arc::new(store), self.stamp)
+    }
+}
+
+/// Loads the state file and the records file.
+pub fn prepare(s: &RecordsSettings) -> Prepared {
     let state = match &s.state_file {
         None => None,
         Some(p) => match state::load(p) {
@@ -135,7 +156,20 @@ pub fn start(s: &RecordsSettings, workers: Vec<WorkerHandle>) -> std::io::Result
         Some(p) => first_load(p),
         None => (FileRecords::default(), None),
     };
-    let store = Arc::new(Store::new(cfg_of(s), workers, file, state));
+    Prepared { store: Store::new(cfg_of(s), Vec::new(), file, state), stamp: st }
+}
+
+/// Starts the plane: loads the state file and the records file, sends the
+/// first snapshot to every worker (and waits for them), starts the health
+/// checks and the file watcher.
+#[cfg(test)]
+pub fn start(s: &RecordsSettings, workers: Vec<WorkerHandle>) -> std::io::Result<Plane> {
+    prepare(s).start(s, workers)
+}
+
+/// Sends the first snapshot to every worker (and waits for them), starts
+/// the health checks and the file watcher.
+fn run(s: &RecordsSettings, store: Arc<Store>, st: Stamp) -> std::io::Result<Plane> {
     let c = store.publish_initial();
     let (domains, services, instances, records) = store.summary();
     tracing::info!(

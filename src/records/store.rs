@@ -158,6 +158,12 @@ impl Store {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The workers the snapshots go to (set once, before the store is
+    /// shared: the daemon builds the workers with the first snapshot).
+    pub fn set_workers(&mut self, workers: Vec<WorkerHandle>) {
+        self.workers = workers;
+    }
+
     /// Sends the current snapshot to every worker and waits for them.
     pub fn publish_initial(&self) -> Change {
         let p = {
@@ -191,7 +197,6 @@ impl Store {
     }
 
     /// The snapshot in use.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(&self.lock().snapshot)
     }

@@ -118,6 +118,10 @@ pub struct EngineConfig {
     /// Seeds the query IDs and the cache hash. Give each worker its own
     /// random value.
     pub seed: u64,
+    /// The local records to start with (`None`: none), so that a worker
+    /// answers local names from its first query rather than from the
+    /// first [`Engine::set_records`].
+    pub records: Option<Arc<Snapshot>>,
 }
 
 impl Default for EngineConfig {
@@ -140,6 +144,7 @@ impl Default for EngineConfig {
             source_ports: 1,
             randomize_case: true,
             seed: 0x6b64_6e73_2d73_6565,
+            records: None,
         }
     }
 }
@@ -420,7 +425,7 @@ impl Engine {
             probe_len,
             rng: Rng::new(cfg.seed),
             last_rtt: None,
-            records: Arc::new(Snapshot::empty()),
+            records: cfg.records.unwrap_or_else(|| Arc::new(Snapshot::empty())),
             rotate: 0,
             clients: Clients::new(cfg.limits, cfg.seed.rotate_left(41) ^ 0x2545_f491_4f6c_dd1d),
             over_limit: cfg.limits.over_limit,

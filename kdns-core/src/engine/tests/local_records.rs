@@ -54,3 +54,18 @@ fn a_new_domain_drops_answers_cached_from_the_backends() {
     let r = w.ask_answered("web.kdns");
     assert!(r.header().aa());
 }
+
+#[test]
+fn an_engine_built_with_records_answers_them_at_once_and_keeps_its_cache() {
+    let snap = records(&["10.0.0.1"]);
+    let mut w = World::with(&[B0], |c| c.records = Some(Arc::clone(&snap)));
+    let r = w.ask_answered("web.kdns");
+    assert!(r.header().aa(), "answered from the records the engine was built with");
+    // An answer cached from the backends (a warm start), then the plane's
+    // first update with the same records: the cache stays.
+    let sent = w.ask_forwarded("example.test");
+    w.deliver(&sent, &[a(300, [6, 6, 6, 6])]);
+    assert_eq!(w.engine.cache().len(), 1);
+    w.engine.set_records(snap);
+    assert_eq!(w.engine.cache().len(), 1, "the same domains do not flush the cache");
+}
