@@ -70,7 +70,7 @@ fn systemd_units_restart_hold_the_sockets_and_match_each_other() {
     // Every datagram address has its stream twin (tcp.enabled defaults on).
     let (udp, tcp) = (unit_value(&socket, "ListenDatagram"), unit_value(&socket, "ListenStream"));
     assert!(!udp.is_empty() && udp == tcp, "ListenDatagram {udp:?} vs ListenStream {tcp:?}");
-    assert_eq!(unit_value(&socket, "ReceiveBuffer"), ["8M"], "the default of server.udp_receive_buffer");
+    assert_eq!(unit_value(&socket, "ReceiveBuffer"), ["32M"], "the default of server.udp_receive_buffer");
     assert_eq!(unit_value(&socket, "FreeBind"), ["yes"]);
     // The planned upgrade is a restart on the held sockets, not a reload.
     assert!(unit_value(&service, "ExecReload").is_empty(), "an ExecReload: systemd would keep the old main process");

@@ -760,6 +760,7 @@ fn loopback_io_auto_uses_sockets_and_io_xdp_exits_1() {
 
     let dir = temp_dir("xdp-lo");
     let sock = dir.path().join("control.sock");
+    let handover = dir.path().join("handover.sock");
     let bin = kdns_bin();
     let r = ns.exec(
         &[
@@ -772,6 +773,8 @@ fn loopback_io_auto_uses_sockets_and_io_xdp_exits_1() {
             &backend,
             "--control-socket",
             sock.to_str().expect("utf-8 path"),
+            "--handover-socket",
+            handover.to_str().expect("utf-8 path"),
         ],
         Duration::from_secs(15),
     );

@@ -98,7 +98,8 @@ pub struct Kdns {
 
 impl Kdns {
     /// Starts kdns in `ns` with `args` plus `--control-socket` (and
-    /// `--cache-dump`, unless `args` name one) in its own temp dir, and
+    /// `--cache-dump` and `--handover-socket`, unless `args` name them) in
+    /// its own temp dir, and
     /// `--pin-dir ""` unless `args` give one (a test that pins uses a bpffs
     /// directory of its own and removes it). Does not wait: see
     /// [`Kdns::wait_ready`].
@@ -128,6 +129,11 @@ impl Kdns {
         // and dumps into its own temp dir unless the test names a file.
         if !args.iter().any(|a| a == "--cache-dump") {
             cmd.arg("--cache-dump").arg(dir.path().join("cache.dump"));
+        }
+        // Nor the default /run/kdns/handover.sock: kdns instances of tests
+        // running side by side would each see "another kdns is running".
+        if !args.iter().any(|a| a == "--handover-socket") {
+            cmd.arg("--handover-socket").arg(dir.path().join("handover.sock"));
         }
         if !args.iter().any(|a| a == "--pin-dir") {
             cmd.args(["--pin-dir", ""]);
