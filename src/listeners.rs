@@ -30,6 +30,9 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use kdns_sys::listen_fds::{self, ListenFd, Transport};
 
+/// The send buffer of every listening UDP socket, bytes.
+const SEND_BUFFER: usize = 4 << 20;
+
 /// Where the sockets came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -122,8 +125,8 @@ impl Listeners {
     }
 
     /// Sets the receive buffer of every UDP socket to `bytes` (systemd's
-    /// `ReceiveBuffer=` may have set it already); logs a socket that got
-    /// less, and why.
+    /// `ReceiveBuffer=` may have set it already; logs a socket that got
+    /// less, and why), and its send buffer to [`SEND_BUFFER`].
     pub fn set_udp_receive_buffer(&self, bytes: usize) {
         for h in self.held.iter().filter(|h| h.transport == Transport::Udp) {
             match listen_fds::set_receive_buffer(h.fd.as_fd(), bytes) {
@@ -133,6 +136,11 @@ impl Listeners {
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("{}: cannot set its receive buffer to {bytes} bytes: {e}", h.what),
+            }
+            // As kdns's own sockets have: passed ones keep the system's
+            // default, which a restart's backlog, answered in bursts, fills.
+            if let Err(e) = listen_fds::set_send_buffer(h.fd.as_fd(), SEND_BUFFER) {
+                tracing::warn!("{}: cannot set its send buffer to {SEND_BUFFER} bytes: {e}", h.what);
             }
         }
     }
@@ -192,7 +200,7 @@ fn reuseport_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
         s.set_only_v6(true)?;
     }
     // The receive buffer is set afterwards (set_udp_receive_buffer).
-    let _ = s.set_send_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(SEND_BUFFER);
     s.bind(&addr.into())?;
     s.set_nonblocking(true)?;
     Ok(s.into())

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kdns_core::cache::dump::{self, DumpError, Export};
 use kdns_core::cache::{Cache, ImportReport};
+use kdns_core::engine::WarmStart;
 use kdns_core::Timestamp;
 
 use crate::handle::{Control, WorkerHandle};
@@ -109,32 +110,37 @@ fn add(report: &mut LoadReport, r: &ImportReport) {
     report.age = report.age.max(r.age);
 }
 
-/// At start: loads `path` into every worker. A missing file is normal; an
-/// unreadable or damaged one is a warning, and kdns starts cold.
-pub fn load_file(handles: &[WorkerHandle], path: &Path) {
+/// At start: reads and checks `path`, for every worker's engine to load
+/// as it is built (`EngineConfig::warm`), before its first query. A missing
+/// file is normal; an unreadable, foreign or damaged one is a warning, and
+/// kdns starts cold.
+pub fn read_file(path: &Path) -> Option<WarmStart> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             tracing::debug!("cache: no dump at {} (starting cold)", path.display());
-            return;
+            return None;
         }
         Err(e) => {
             tracing::warn!("cache: cannot read {}: {e} (starting cold)", path.display());
-            return;
+            return None;
         }
     };
-    match load(handles, bytes) {
-        Ok(r) => tracing::info!(
-            workers = r.workers,
-            age_ms = r.age.as_millis() as u64,
-            "cache: {} entries loaded from {} ({} expired, {} unreadable)",
-            r.loaded,
-            path.display(),
-            r.expired,
-            r.unreadable
-        ),
-        Err(e) => tracing::warn!("cache: {} not loaded: {e} (starting cold)", path.display()),
-    }
+    checked(bytes).map_err(|e| tracing::warn!("cache: {} not loaded: {e} (starting cold)", path.display())).ok()
+}
+
+/// `bytes` as a warm start, if its header is sound.
+pub fn checked(bytes: Vec<u8>) -> Result<WarmStart, DumpError> {
+    let wall_now = wall_now();
+    dump::Header::parse(&bytes)?.age(wall_now)?;
+    Ok(WarmStart { dump: bytes.into(), wall_now })
+}
+
+/// Logs what the workers loaded at their start (`what`: where from).
+pub fn log_loaded(handles: &[WorkerHandle], what: &str) {
+    let loaded = handles.iter().map(|h| h.cache.loaded.get()).max().unwrap_or(0);
+    let expired = handles.iter().map(|h| h.cache.load_expired.get()).max().unwrap_or(0);
+    tracing::info!(workers = handles.len(), "cache: {loaded} entries loaded from {what} ({expired} expired)");
 }
 
 /// Before the stop: asks every worker to leave its cache's export when it

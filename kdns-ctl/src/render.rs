@@ -336,7 +336,8 @@ pub fn summary(s: &Stats) -> String {
         ),
     ];
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
-    rows.iter().map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:"))).collect()
+    // An empty value: a field this daemon does not report.
+    rows.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:"))).collect()
 }
 
 fn limits(l: &Limits, c: &Counters) -> String {
@@ -444,6 +445,8 @@ mod tests;
 /// "1 (started on its own)" or "3 (took over from pid 120 at ... in 41 ms: ...)".
 fn generation(s: &Stats) -> String {
     match &s.handover {
+        // A daemon from before generations.
+        None if s.generation == 0 => String::new(),
         None => format!("{} (started on its own)", s.generation),
         Some(h) => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -187,6 +187,7 @@ fn engine(file: &FileConfig, acl: Acl, backends: Vec<BackendSpec>) -> Result<Eng
         randomize_case: u.randomize_case,
         seed: 0,
         records: None,
+        warm: None,
     };
     // Let the engine check what only it knows (probe name, pool limits).
     kdns_core::engine::Engine::new(EngineConfig { cache: CacheConfig::for_entries(1), ..engine.clone() })

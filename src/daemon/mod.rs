@@ -86,6 +86,17 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
         let udp_workers = if s.io == IoMode::Udp { s.workers } else { 1 };
         w.spawn_socket_workers(&s, &listeners, udp_workers, &cores)?;
         let cache = t.release()?;
+        // The socket workers now get what the old kdns's AF_XDP workers
+        // got: the cache goes to them at once, and into the AF_XDP
+        // workers' engines as they are built.
+        let warm =
+            warm::checked(cache).map_err(|e| tracing::warn!("cache: the handed-over cache was not loaded: {e} (starting cold)")).ok();
+        if let Some(wm) = &warm {
+            if let Err(e) = warm::load(&w.handles, wm.dump.to_vec()) {
+                tracing::warn!("cache: the handed-over cache was not loaded into the socket workers: {e}");
+            }
+        }
+        s.engine.warm = warm;
         xdp = match XdpPath::start(&s, w.handles.len(), &cores) {
             Ok(x) => x,
             Err(e) => {
@@ -97,12 +108,13 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
             w.spawn_socket_workers(&s, &listeners, s.workers - udp_workers, &cores)?;
         }
         w.handles.extend(xdp.handles().iter().cloned());
-        match warm::load(&w.handles, cache) {
-            Ok(r) => tracing::info!("cache: {} entries handed over ({} expired, {} unreadable)", r.loaded, r.expired, r.unreadable),
-            Err(e) => tracing::warn!("cache: the handed-over cache was not loaded: {e} (starting cold)"),
+        if s.engine.warm.take().is_some() {
+            warm::log_loaded(&w.handles, &format!("kdns pid {}", t.from_pid));
         }
         listeners
     } else {
+        // The dump goes into every engine as it is built.
+        s.engine.warm = s.cache_dump.as_deref().and_then(warm::read_file);
         xdp = XdpPath::start(&s, 0, &cores)?;
         w.handles.extend(xdp.handles().iter().cloned());
         // With AF_XDP, one socket worker serves what the XDP program passes
@@ -113,8 +125,8 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
             None => Listeners::bind(&s.listen, s.tcp.enabled, udp_workers)?,
         };
         w.spawn_socket_workers(&s, &listeners, udp_workers, &cores)?;
-        if let Some(path) = &s.cache_dump {
-            warm::load_file(&w.handles, path);
+        if let (Some(_), Some(path)) = (s.engine.warm.take(), &s.cache_dump) {
+            warm::log_loaded(&w.handles, &path.display().to_string());
         }
         listeners
     };

@@ -122,6 +122,20 @@ pub struct EngineConfig {
     /// answers local names from its first query rather than from the
     /// first [`Engine::set_records`].
     pub records: Option<Arc<Snapshot>>,
+    /// A cache dump to load before the first query (a warm start), so
+    /// that no query meets the cache cold.
+    pub warm: Option<WarmStart>,
+}
+
+/// A cache dump (`cache::dump`) and the wall clock when it is loaded, ns
+/// since the Unix epoch: [`Engine::new`] imports it at its clock's zero.
+/// What was loaded shows in the cache's `loaded` and `load_expired`.
+#[derive(Debug, Clone)]
+pub struct WarmStart {
+    /// The dump.
+    pub dump: Arc<[u8]>,
+    /// The wall clock at the load.
+    pub wall_now: u64,
 }
 
 impl Default for EngineConfig {
@@ -145,6 +159,7 @@ impl Default for EngineConfig {
             randomize_case: true,
             seed: 0x6b64_6e73_2d73_6565,
             records: None,
+            warm: None,
         }
     }
 }
@@ -411,7 +426,8 @@ impl Engine {
         let mut probe_name = [0u8; 255];
         let probe_len = encode_name(&cfg.probe_name, &mut probe_name).map_err(|_| ConfigError::ProbeName(cfg.probe_name.clone()))?;
         let capacity = cfg.pending_capacity.clamp(1, 1 << 15);
-        Ok(Engine {
+        let warm = cfg.warm.clone();
+        let mut engine = Engine {
             cache: Cache::new(cfg.cache, cfg.seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15),
             pool,
             pending: Pending::new(capacity),
@@ -438,7 +454,13 @@ impl Engine {
             source_ports: cfg.source_ports.max(1),
             randomize_case: cfg.randomize_case,
             stats: Arc::new(EngineStats::default()),
-        })
+        };
+        if let Some(w) = warm {
+            // A damaged or foreign dump is counted by the import and
+            // leaves the cache empty: the engine starts cold.
+            let _ = engine.cache.import(Timestamp::ZERO, w.wall_now, &w.dump);
+        }
+        Ok(engine)
     }
 
     /// Counters, shareable with another thread.

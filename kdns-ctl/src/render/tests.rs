@@ -160,3 +160,18 @@ fn units() {
     assert_eq!(bytes(1536), "1.5 KiB");
     assert_eq!(bytes(3 << 30), "3.0 GiB");
 }
+
+#[test]
+fn the_generation_and_the_last_handover_are_shown() {
+    let mut st = example();
+    st.generation = 1;
+    assert!(summary(&st).contains("Generation:   1 (started on its own)\n"), "{}", summary(&st));
+    st.generation = 3;
+    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 65;
+    st.handover = Some(kdns_api::stats::Handover { from_pid: 120, at, took_ms: 41, sockets: 4, cache_bytes: 3 << 20, queues: 2 });
+    let text = summary(&st);
+    assert!(
+        text.contains("Generation:   3 (took over from pid 120 1m 5s ago in 41 ms: 4 sockets, 3072 KiB of cache, 2 AF_XDP queues)\n"),
+        "{text}"
+    );
+}
