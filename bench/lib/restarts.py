@@ -39,6 +39,11 @@ def _unanswered_cell(rr):
     return cell
 
 
+def _veth_total(cell):
+    """The sum of a 'name=delta;...' cell of veth drop counters."""
+    return sum(int(kv.split("=")[1]) for kv in cell.split(";") if "=" in kv)
+
+
 def summary(rows):
     """Markdown: unanswered and hit ratios per case and system (medians
     over rounds), the checks of the kdns runs."""
@@ -61,7 +66,23 @@ def summary(rows):
         out.append(f"| {CASE_NAMES.get(c, c)} | " + " | ".join(cells) + " |")
     out += [
         "",
-        "### Cache hit ratio: before the restart / in the 5 s after it (new process)\n",
+        "Of which (medians, kdns): dropped by the held UDP socket (buffer full) / by the rig's veths "
+        "(drop counters of both ends) / replies the new kdns failed to send (tx_errors) / the rest:\n",
+        "| case | held socket | veth | reply send errors | rest |",
+        "|---|---|---|---|---|",
+    ]
+    for c in cases:
+        rr = by.get((c, "kdns"), [])
+        if not rr:
+            continue
+        held = [fnum(r["held_socket_drops"]) for r in rr]
+        veth = [_veth_total(r["veth_drops"]) for r in rr]
+        txe = [fnum(r["kdns_tx_errors"]) for r in rr]
+        rest = [int(r["unanswered"]) - h - v - t for r, h, v, t in zip(rr, held, veth, txe)]
+        out.append(f"| {CASE_NAMES.get(c, c)} | {med(held):,.0f} | {med(veth):,.0f} | {med(txe):,.0f} | {med(rest):,.0f} |")
+    out += [
+        "",
+        "### Cache hit ratio: before the restart / first second / 5 s after it (new process)\n",
         "| case | " + " | ".join(systems) + " |",
         "|---|" + "---|" * len(systems),
     ]
@@ -73,8 +94,9 @@ def summary(rows):
                 cells.append("")
                 continue
             before = med([fnum(r["hit_before_pct"]) for r in rr])
+            first = med([fnum(r["hit_1s_pct"]) for r in rr])
             after = med([fnum(r["hit_after_pct"]) for r in rr])
-            cells.append(f"{_pct(before)} / {_pct(after)}")
+            cells.append(f"{_pct(before)} / {_pct(first)} / {_pct(after)}")
         out.append(f"| {CASE_NAMES.get(c, c)} | " + " | ".join(cells) + " |")
     checks = [r for r in rows if r["system"] == "kdns"]
     if checks:

@@ -25,7 +25,9 @@
 #     -W            do not wait for other benchmarks (or a test run) to finish
 # Env: UNBOUND_MODE=local (Unbound answers from its local zone, as the
 #      rig's peer; default: a cache forwarding to the backend Unbound, like
-#      kdns and dnsdist), plus rig.sh's knobs.
+#      kdns and dnsdist), RESTARTS_QDISC=0 and RESTARTS_NAPI_FIFO=0 (see
+#      below: the rig without a queue in front of the server ends and with
+#      the server's NAPI threads at normal priority), plus rig.sh's knobs.
 #
 # Per run: the names are warmed in the system (dnsperf, kxdpgun), kxdpgun
 # sends QPS for the load's length, the restart happens at -a seconds;
@@ -41,9 +43,11 @@
 # Needs root, the rig's Debian packages (unbound dnsdist dnsperf
 # knot-dnsutils dnsutils ethtool), curl, python3, and
 #   cargo build --release -p kdns -p kdns-ctl
-# Writes DIR/restarts-TAG.csv (one line per run), DIR/restarts-TAG-checks.txt
-# (the program and pin checks), DIR/restarts-TAG.md (the summary, printed),
-# and the servers' logs.
+# Writes DIR/restarts-TAG.csv (one line per run; where the unanswered went:
+# the held socket's drops, the veths' drop counters, the XDP program's
+# redirected/passed counts), DIR/restarts-TAG-checks.txt (the program and
+# pin checks), DIR/kdns-stats/ (kdns-ctl stats --json after each run),
+# DIR/restarts-TAG.md (the summary, printed) and the servers' logs.
 set -euo pipefail
 ROUNDS=1
 CASES="upgrade term-0 term-1 term-5 kill-0 kill-1 kill-5"
@@ -131,7 +135,6 @@ setup() {
     backend_start be5301 5301
     case $s in
     kdns)
-        srv_addr "${ADDR[kdns]}" 2>/dev/null || true
         _spawn holder "${HOLD[@]}" serve "$RIG_DIR/hold.sock" --udp "${ADDR[kdns]}:53" --tcp "${ADDR[kdns]}:53" -- "${KDNS_ARGS[@]}"
         local i
         for i in $(seq 100); do [[ -S $RIG_DIR/hold.sock ]] && break; sleep 0.1; done
@@ -186,6 +189,44 @@ except Exception:
     esac
 }
 
+# held_drops: queries the held UDP socket (kdns's) dropped so far, its
+# buffer being full (the socket's drop counter, ss's skmem d<N>)
+held_drops() {
+    in_srv ss -uanm src "${ADDR[kdns]}:53" | awk '/skmem:/ { if (match($0, /,d[0-9]+/)) d += substr($0, RSTART + 2, RLENGTH - 2) } END { print d + 0 }'
+}
+
+# xdp_counts: "redirected passed" of the pinned XDP program's counters
+# (summed over queues; the map outlives every kdns), "0 0" if unreadable
+xdp_counts() {
+    "$KCTL" --socket "$RIG_DIR/kdns.sock" stats --json 2>/dev/null | python3 -c 'import json, sys
+try:
+    q = json.load(sys.stdin)["xdp"][0]["queues"]
+    print(sum(x["redirected"] for x in q), sum(x["passed"] for x in q))
+except Exception:
+    print("0 0")'
+}
+
+# veth_counters SYSTEM: "side.counter value" lines of the pair the system
+# is reached on: the kernel's drop counters of both ends (ip -s link's
+# rx/tx dropped, and veth's own per-queue counters from ethtool -S)
+veth_counters() {
+    local side ifn
+    for side in srv gen; do
+        if [[ $1 == kdns ]]; then
+            ifn=$([[ $side == srv ]] && echo "${XP_IF_S[1]}" || echo "${XP_IF_G[1]}")
+        else
+            ifn=$([[ $side == srv ]] && echo "$IF_SRV" || echo "$IF_GEN")
+        fi
+        "in_$side" sh -c "echo rx_dropped \$(cat /sys/class/net/$ifn/statistics/rx_dropped); echo tx_dropped \$(cat /sys/class/net/$ifn/statistics/tx_dropped); ethtool -S $ifn" |
+            awk -v p="$side." '$1 ~ /drops:?$|_dropped$|errors:?$/ { sub(/:$/, "", $1); print p $1, $2 }'
+    done
+}
+
+# counter_delta FILE0 FILE1: "name=delta;..." of the counters that changed ("" if none)
+counter_delta() {
+    awk 'NR == FNR { a[$1] = $2; next } $2 != a[$1] { printf "%s%s=%d", sep, $1, $2 - a[$1]; sep = ";" }' "$1" "$2"
+}
+
 # ratio H0 L0 H1 L1 -> hit ratio (%) of the counters' difference, "" if unknown or no lookups
 ratio() {
     awk -v h0="$1" -v l0="$2" -v h1="$3" -v l1="$4" 'BEGIN {
@@ -210,7 +251,7 @@ restart() {
         KSTARTS=$((KSTARTS + 1))
         wait_gone "$old" 30 || die "the old kdns (pid $old) did not exit after the takeover (see $RIG_DIR/holder.log, kdns-up*.log)"
         EXIT_MS=$(($(now_ms) - t0))
-        wait "$old" 2>/dev/null || true
+        { wait "$old"; } 2>/dev/null || true
         return 0
     fi
     sig=TERM gap=0
@@ -220,7 +261,7 @@ restart() {
     wait_gone "$old" 30 || die "$s (pid $old) did not exit after SIG$sig"
     EXIT_MS=$(($(now_ms) - t0))
     # reap it if it is ours (Unbound, dnsdist, a kdns started by --takeover)
-    wait "$old" 2>/dev/null || true
+    { wait "$old"; } 2>/dev/null || true
     sleep "$gap"
     T_START=$(now_ms)
     start_server "$s"
@@ -249,38 +290,71 @@ run() {
     ((AT + gap + HR_WIN + 1 > d)) && d=$((AT + gap + HR_WIN + 1))
     if gone "$(server_pid "$s")"; then die "$s (pid $(server_pid "$s")) died; see $RIG_DIR/$s.log, holder.log"; fi
     warm "$a" "$RIG_DIR/names.txt"
-    local h0 l0 h1 l1 h2 l2
+    local h0 l0 h1 l1 h2 l2 hs ls e0 e1 r0=0 p0=0 r1=0 p1=0 txe=""
     read -r h0 l0 < <(hits "$s")
+    e0=0
+    [[ $s == kdns ]] && e0=$(held_drops) && read -r r0 p0 < <(xdp_counts)
+    veth_counters "$s" >"$RIG_DIR/veth0.txt"
     gen_kxdpgun "$a" "$QPS" "$d" "$RIG_DIR/names.txt" >"$RIG_DIR/gun.res" &
     local gp=$!
     sleep "$AT"
     read -r h1 l1 < <(hits "$s")
     restart "$s" "$c"
-    local left=$((T_START + HR_WIN * 1000 - $(now_ms)))
+    # the first second of the new process (its counters start at 0)
+    local left=$((T_START + 1000 - $(now_ms)))
+    ((left > 0)) && sleep "$(awk -v l="$left" 'BEGIN { printf "%.3f", l / 1000 }')"
+    read -r hs ls < <(hits "$s")
+    left=$((T_START + HR_WIN * 1000 - $(now_ms)))
     ((left > 0)) && sleep "$(awk -v l="$left" 'BEGIN { printf "%.3f", l / 1000 }')"
     read -r h2 l2 < <(hits "$s")
     wait "$gp" || true
+    e1=0
+    [[ $s == kdns ]] && e1=$(held_drops)
+    veth_counters "$s" >"$RIG_DIR/veth1.txt"
+    local vd
+    vd=$(counter_delta "$RIG_DIR/veth0.txt" "$RIG_DIR/veth1.txt")
     local sent recv
     read -r sent recv <"$RIG_DIR/gun.res"
     CHECK="-"
     if [[ $s == kdns ]]; then
         wait_answer "$a" 53 n0.bench.test || log "kdns does not answer after the run"
         check_kdns "$rd" "$c"
+        read -r r1 p1 < <(xdp_counts)
+        txe=$(kdns_stat "$RIG_DIR/kdns.sock" totals.io.tx_errors)
+        mkdir -p "$OUT/kdns-stats"
+        "$KCTL" --socket "$RIG_DIR/kdns.sock" stats --json >"$OUT/kdns-stats/round$rd-$c.json" 2>/dev/null || true
     fi
-    local before after
+    local before after first
     before=$(ratio "$h0" "$l0" "$h1" "$l1")
     after=$(ratio 0 0 "$h2" "$l2")
+    first=$(ratio 0 0 "$hs" "$ls")
     awk -v rd="$rd" -v s="$s" -v c="$c" -v gap="$gap" -v d="$d" -v q="$QPS" -v sent="$sent" -v recv="$recv" \
-        -v hb="$before" -v ha="$after" -v la="$l2" -v ex="$EXIT_MS" -v ck="$CHECK" 'BEGIN {
+        -v hb="$before" -v h1="$first" -v ha="$after" -v la="$l2" -v ex="$EXIT_MS" -v rb="$([[ $s == kdns ]] && echo $((e1 - e0)))" -v xr="$([[ $s == kdns ]] && echo $((r1 - r0)))" -v xp="$([[ $s == kdns ]] && echo $((p1 - p0)))" -v txe="$txe" -v vd="$vd" -v ck="$CHECK" 'BEGIN {
             u = sent - recv; if (u < 0) u = 0
-            printf "%d,%s,%s,%d,%d,%d,%d,%d,%d,%.3f,%s,%s,%s,%d,%s\n", rd, s, c, gap, d, q, sent, recv, u,
-                sent ? 100 * u / sent : 0, hb, ha, (la == "-" ? "" : la), ex, ck
+            printf "%d,%s,%s,%d,%d,%d,%d,%d,%d,%.3f,%s,%s,%s,%s,%s,%s,%s,%s,%s,%d,%s\n", rd, s, c, gap, d, q, sent, recv, u,
+                sent ? 100 * u / sent : 0, rb, vd, xr, xp, txe, hb, h1, ha, (la == "-" ? "" : la), ex, ck
         }' | tee -a "$CSV" | awk -F, -v n="$N" -v t="$TOTAL" '{
-            printf "[%d/%d] round %s %-8s %-8s sent %7d unanswered %6d (%7.3f%%) hit ratio before %s%% after %s%% (%s lookups); old gone in %s ms; %s\n",
-                n, t, $1, $2, $3, $7, $9, $10, $11 == "" ? "-" : $11, $12 == "" ? "-" : $12, $13 == "" ? "-" : $13, $14, $15 }' >&2
+            printf "[%d/%d] round %s %-8s %-8s sent %7d unanswered %6d (%7.3f%%; held-socket drops %s, veth drops %s; xdp redirected %s passed %s; reply send errors %s) hit ratio before %s%%, 1st s %s%%, 5 s %s%% (%s lookups); old gone in %s ms; %s\n",
+                n, t, $1, $2, $3, $7, $9, $10, $11 == "" ? "-" : $11, $12 == "" ? "none" : $12, $13 == "" ? "-" : $13, $14 == "" ? "-" : $14, $15 == "" ? "-" : $15, $16 == "" ? "-" : $16, $17 == "" ? "-" : $17, $18 == "" ? "-" : $18, $19 == "" ? "-" : $19, $20, $21 }' >&2
 }
 
 rig_queries "$RIG_DIR/names.txt" "$NAMES" n
+# A queue in front of the server ends of the pairs, as a NIC's TX ring and
+# qdisc would be (RESTARTS_QDISC=0: veth's default, none). Without it,
+# veth drops replies that find the peer's 256-frame ring full (the
+# generator end runs kxdpgun's XDP program), which a new process draining
+# the queries held during a restart sends in a burst.
+if [[ ${RESTARTS_QDISC:-1} == 1 ]]; then
+    for ifn in "$IF_SRV" "$KIF"; do in_srv tc qdisc replace dev "$ifn" root pfifo limit 10000; done
+fi
+# The server ends' NAPI threads (the receive path up to the XDP program and
+# the sockets) in SCHED_FIFO $RESTARTS_NAPI_FIFO (50), above kdns's AF_XDP
+# worker (10), as a NIC's interrupt work preempts any task; 0: left at
+# SCHED_OTHER, where a starting server on core 0 delays them and the
+# generator's veth drops queries that find the 256-frame ring full.
+if [[ ${RESTARTS_NAPI_FIFO:-50} != 0 ]]; then
+    for pid in "${XP_NAPI_S[1]}" $(napi_pid "$IF_SRV"); do chrt -f -p "${RESTARTS_NAPI_FIFO:-50}" "$pid"; done
+fi
 for s in "${SYS[@]}"; do setup "$s"; done
 log "systems up: $(for s in "${SYS[@]}"; do printf '%s=%s ' "$s" "${ADDR[$s]}"; done); kdns pins in $PIN"
 if [[ " ${SYS[*]} " == *" kdns "* && $(in_srv ip -d link show dev "$KIF") != *prog/xdp* ]]; then
@@ -290,7 +364,7 @@ fi
     echo "# kdns: $KDNS_VERSION"
     echo "# unbound: $(unbound -V 2>&1 | head -1) (UNBOUND_MODE=${UNBOUND_MODE:-forward}); dnsdist: $(dnsdist --version 2>&1 | head -1); kxdpgun: $(kxdpgun -V 2>&1 | head -1)"
     echo "# kernel $(uname -r); $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'); $(nproc) cores; server core $SRV_CORE, generator core $GEN_CORE; $QPS qps, $NAMES names, restart at ${AT} s, hit-ratio window ${HR_WIN} s"
-    echo "round,system,case,gap_s,duration_s,offered_qps,sent,received,unanswered,unanswered_pct,hit_before_pct,hit_after_pct,lookups_after,old_gone_ms,check"
+    echo "round,system,case,gap_s,duration_s,offered_qps,sent,received,unanswered,unanswered_pct,held_socket_drops,veth_drops,xdp_redirected,xdp_passed,kdns_tx_errors,hit_before_pct,hit_1s_pct,hit_after_pct,lookups_after,old_gone_ms,check"
 } >"$CSV"
 : >"$CHECKS"
 read -r -a CASE_LIST <<<"$CASES"
@@ -318,10 +392,11 @@ if [[ " ${SYS[*]} " == *" kdns "* ]]; then
     echo "after the last stop: $KIF has $left XDP program(s) (expected 1: the pinned one, passing to the kernel); pins: $(find "$PIN/$KIF" -mindepth 1 -printf '%f ' 2>/dev/null)" >>"$CHECKS"
     in_srv "$KDNS" --uninstall-xdp --pin-dir "$PIN" >>"$RIG_DIR/uninstall.log" 2>&1 || log "kdns --uninstall-xdp failed (see $RIG_DIR/uninstall.log)"
     left=$(in_srv ip -d link show dev "$KIF" | grep -c 'prog/xdp' || true)
-    remain=$(find "$BPFFS" -mindepth 1 -printf '%P ' 2>/dev/null)
+    # (progs.debug and maps.debug are the bpffs's own files)
+    remain=$(find "$BPFFS" -mindepth 1 -not -name progs.debug -not -name maps.debug -printf '%P ' 2>/dev/null)
     verdict=ok
     [[ $left == 0 && -z $remain ]] || verdict=FAIL
-    echo "after kdns --uninstall-xdp: $verdict: $KIF has $left XDP program(s), bpffs holds: ${remain:-nothing}" >>"$CHECKS"
+    echo "after kdns --uninstall-xdp: $verdict: $KIF has $left XDP program(s); in the bpffs: ${remain:-nothing}" >>"$CHECKS"
 fi
 for s in "${SYS[@]}"; do [[ $s == kdns ]] || sys_stop "$s"; done
 cp "$RIG_DIR"/holder.log "$OUT/restarts-$TAG.kdns.log" 2>/dev/null || true
