@@ -4,11 +4,14 @@ with a socket unit (deploy/kdns.socket) and Restart=: the sockets outlive
 every process of the daemon, so while none runs, queries wait in the UDP
 socket's buffer and connections in the TCP accept queue.
 
-    hold.py serve CTL [--udp ADDR:PORT]... [--tcp ADDR:PORT]... [--rcvbuf BYTES] -- CMD ARG...
+    hold.py serve CTL [--udp ADDR:PORT]... [--tcp ADDR:PORT]... [--rcvbuf BYTES] [--sndbuf BYTES] -- CMD ARG...
     hold.py start CTL      # start CMD on the held sockets; prints its pid
     hold.py pid CTL        # the running child's pid, or "none"
 
-`serve` binds the sockets (in the namespace it runs in), then answers
+`serve` binds the sockets (in the namespace it runs in; UDP ones with
+the receive buffer --rcvbuf, default 8 MiB as deploy/kdns.socket's
+ReceiveBuffer=, and the send buffer --sndbuf, default the kernel's, as
+SendBuffer=), then answers
 commands on the unix socket CTL. Each `start` runs CMD with the sockets as
 descriptors 3, 4, ... and LISTEN_FDS / LISTEN_PID set, the protocol of
 sd_listen_fds(3): through `sh -c 'LISTEN_PID=$$ exec "$0" "$@"'`, since the
@@ -45,7 +48,7 @@ def parse_addr(text):
     return family, (host, int(port))
 
 
-def bind_sockets(udp, tcp, rcvbuf):
+def bind_sockets(udp, tcp, rcvbuf, sndbuf):
     socks = []
     for kind, addrs in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, tcp)):
         for a in addrs:
@@ -58,6 +61,12 @@ def bind_sockets(udp, tcp, rcvbuf):
                     s.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)
                 except OSError:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if kind == socket.SOCK_DGRAM and sndbuf:
+                # SO_SNDBUFFORCE (32) as root, like systemd's SendBuffer=
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, 32, sndbuf)
+                except OSError:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
             s.bind(addr)
             if kind == socket.SOCK_STREAM:
                 s.listen(socket.SOMAXCONN)
@@ -88,8 +97,8 @@ def spawn(cmd, socks):
     return p.pid
 
 
-def serve(ctl, udp, tcp, rcvbuf, cmd):
-    socks = bind_sockets(udp, tcp, rcvbuf)
+def serve(ctl, udp, tcp, bufs, cmd):
+    socks = bind_sockets(udp, tcp, *bufs)
     try:
         os.unlink(ctl)
     except FileNotFoundError:
@@ -192,20 +201,22 @@ def main(argv):
         return request(argv[1], argv[0])
     if len(argv) >= 2 and argv[0] == "serve" and "--" in argv:
         ctl, opts, cmd = argv[1], argv[2 : argv.index("--")], argv[argv.index("--") + 1 :]
-        udp, tcp, rcvbuf = [], [], DEFAULT_RCVBUF
+        udp, tcp, rcvbuf, sndbuf = [], [], DEFAULT_RCVBUF, 0
         while opts:
             flag, val, opts = opts[0], opts[1] if len(opts) > 1 else None, opts[2:]
-            if val is None or flag not in ("--udp", "--tcp", "--rcvbuf"):
+            if val is None or flag not in ("--udp", "--tcp", "--rcvbuf", "--sndbuf"):
                 break
             if flag == "--udp":
                 udp.append(val)
             elif flag == "--tcp":
                 tcp.append(val)
-            else:
+            elif flag == "--rcvbuf":
                 rcvbuf = int(val)
+            else:
+                sndbuf = int(val)
         else:
             if cmd and (udp or tcp):
-                serve(ctl, udp, tcp, rcvbuf, cmd)
+                serve(ctl, udp, tcp, (rcvbuf, sndbuf), cmd)
                 return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -27,7 +27,9 @@
 #      rig's peer; default: a cache forwarding to the backend Unbound, like
 #      kdns and dnsdist), RESTARTS_QDISC=0 and RESTARTS_NAPI_FIFO=0 (see
 #      below: the rig without a queue in front of the server ends and with
-#      the server's NAPI threads at normal priority), plus rig.sh's knobs.
+#      the server's NAPI threads at normal priority), RESTARTS_RCVBUF and
+#      RESTARTS_SNDBUF (bytes: the held UDP socket's buffers, see below),
+#      plus rig.sh's knobs.
 #
 # Per run: the names are warmed in the system (dnsperf, kxdpgun), kxdpgun
 # sends QPS for the load's length, the restart happens at -a seconds;
@@ -108,7 +110,18 @@ wait_gone() {
 
 now_ms() { date +%s%3N; }
 
-KDNS_ARGS=("$KDNS" --io xdp --listen "${ADDR[kdns]}:53" --backend 127.0.0.1:5301 --workers 1
+# RESTARTS_RCVBUF / RESTARTS_SNDBUF (bytes): the held UDP socket's receive
+# buffer (default 8 MiB, kdns.socket's ReceiveBuffer=; kdns gets the same as
+# server.udp_receive_buffer) and send buffer (default: the kernel's, as
+# kdns.socket without SendBuffer=)
+HOLD_BUFS=(--rcvbuf "${RESTARTS_RCVBUF:-8388608}")
+[[ -n ${RESTARTS_SNDBUF:-} ]] && HOLD_BUFS+=(--sndbuf "$RESTARTS_SNDBUF")
+KDNS_CONF=()
+if [[ -n ${RESTARTS_RCVBUF:-} ]]; then
+    printf '[server]\nudp_receive_buffer = %d\n' "$RESTARTS_RCVBUF" >"$RIG_DIR/kdns.toml"
+    KDNS_CONF=(--config "$RIG_DIR/kdns.toml")
+fi
+KDNS_ARGS=("$KDNS" "${KDNS_CONF[@]}" --io xdp --listen "${ADDR[kdns]}:53" --backend 127.0.0.1:5301 --workers 1
     --allow 10.78.0.0/16 --allow 10.77.0.0/24 --pin-dir "$PIN" --cache-dump "$RIG_DIR/kdns-cache.dump"
     --handover-socket "$RIG_DIR/kdns-handover.sock" --control-socket "$RIG_DIR/kdns.sock" --log-level info)
 
@@ -135,7 +148,7 @@ setup() {
     backend_start be5301 5301
     case $s in
     kdns)
-        _spawn holder "${HOLD[@]}" serve "$RIG_DIR/hold.sock" --udp "${ADDR[kdns]}:53" --tcp "${ADDR[kdns]}:53" -- "${KDNS_ARGS[@]}"
+        _spawn holder "${HOLD[@]}" serve "$RIG_DIR/hold.sock" --udp "${ADDR[kdns]}:53" --tcp "${ADDR[kdns]}:53" "${HOLD_BUFS[@]}" -- "${KDNS_ARGS[@]}"
         local i
         for i in $(seq 100); do [[ -S $RIG_DIR/hold.sock ]] && break; sleep 0.1; done
         [[ -S $RIG_DIR/hold.sock ]] || die "the holder did not come up (see $RIG_DIR/holder.log)"
@@ -363,7 +376,7 @@ fi
 {
     echo "# kdns: $KDNS_VERSION"
     echo "# unbound: $(unbound -V 2>&1 | head -1) (UNBOUND_MODE=${UNBOUND_MODE:-forward}); dnsdist: $(dnsdist --version 2>&1 | head -1); kxdpgun: $(kxdpgun -V 2>&1 | head -1)"
-    echo "# kernel $(uname -r); $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'); $(nproc) cores; server core $SRV_CORE, generator core $GEN_CORE; $QPS qps, $NAMES names, restart at ${AT} s, hit-ratio window ${HR_WIN} s"
+    echo "# kernel $(uname -r); $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'); $(nproc) cores; server core $SRV_CORE, generator core $GEN_CORE; $QPS qps, $NAMES names, restart at ${AT} s, hit-ratio window ${HR_WIN} s; held UDP socket: ${HOLD_BUFS[*]}; RESTARTS_QDISC=${RESTARTS_QDISC:-1} RESTARTS_NAPI_FIFO=${RESTARTS_NAPI_FIFO:-50} UNBOUND_MODE=${UNBOUND_MODE:-forward}"
     echo "round,system,case,gap_s,duration_s,offered_qps,sent,received,unanswered,unanswered_pct,held_socket_drops,veth_drops,xdp_redirected,xdp_passed,kdns_tx_errors,hit_before_pct,hit_1s_pct,hit_after_pct,lookups_after,old_gone_ms,check"
 } >"$CSV"
 : >"$CHECKS"
