@@ -137,6 +137,8 @@ start_server() {
     unbound) _spawn unbound unbound -d -c "$RIG_DIR/unbound.conf" ;;
     dnsdist) _spawn dnsdist dnsdist --supervised --disable-syslog -C "$RIG_DIR/dnsdist.conf" ;;
     esac
+    # no job notice ("Killed") when kill -9 ends it; the shell still reaps it
+    [[ $1 == kdns ]] || disown "${SYS_PIDS[$1]}"
 }
 
 # server_pid SYSTEM
@@ -261,10 +263,10 @@ restart() {
         T_START=$t0
         _spawn "kdns-up$KSTARTS" "${KDNS_ARGS[@]}" --takeover
         KPID=${SYS_PIDS[kdns-up$KSTARTS]}
+        disown "$KPID"
         KSTARTS=$((KSTARTS + 1))
         wait_gone "$old" 30 || die "the old kdns (pid $old) did not exit after the takeover (see $RIG_DIR/holder.log, kdns-up*.log)"
         EXIT_MS=$(($(now_ms) - t0))
-        { wait "$old"; } 2>/dev/null || true
         return 0
     fi
     sig=TERM gap=0
@@ -273,8 +275,6 @@ restart() {
     kill "-$sig" "$old"
     wait_gone "$old" 30 || die "$s (pid $old) did not exit after SIG$sig"
     EXIT_MS=$(($(now_ms) - t0))
-    # reap it if it is ours (Unbound, dnsdist, a kdns started by --takeover)
-    { wait "$old"; } 2>/dev/null || true
     sleep "$gap"
     T_START=$(now_ms)
     start_server "$s"
@@ -399,7 +399,6 @@ done
 if [[ " ${SYS[*]} " == *" kdns "* ]]; then
     kill -TERM "$KPID"
     wait_gone "$KPID" 30 || log "kdns (pid $KPID) did not exit after SIGTERM"
-    wait "$KPID" 2>/dev/null || true
     sys_stop holder
     left=$(in_srv ip -d link show dev "$KIF" | grep -c 'prog/xdp' || true)
     echo "after the last stop: $KIF has $left XDP program(s) (expected 1: the pinned one, passing to the kernel); pins: $(find "$PIN/$KIF" -mindepth 1 -printf '%f ' 2>/dev/null)" >>"$CHECKS"
