@@ -67,8 +67,8 @@ def summary(rows):
     out += [
         "",
         "Of which (medians, kdns): dropped by the held UDP socket (buffer full) / by the rig's veths "
-        "(drop counters of both ends) / replies the new kdns failed to send (tx_errors) / the rest:\n",
-        "| case | held socket | veth | reply send errors | rest |",
+        "(drop counters of both ends) / the new kdns's failed sends (tx_errors: replies, or queries to the backend) / the rest:\n",
+        "| case | held socket | veth | send errors | rest |",
         "|---|---|---|---|---|",
     ]
     for c in cases:

@@ -404,11 +404,14 @@ if [[ " ${SYS[*]} " == *" kdns "* ]]; then
     echo "after the last stop: $KIF has $left XDP program(s) (expected 1: the pinned one, passing to the kernel); pins: $(find "$PIN/$KIF" -mindepth 1 -printf '%f ' 2>/dev/null)" >>"$CHECKS"
     in_srv "$KDNS" --uninstall-xdp --pin-dir "$PIN" >>"$RIG_DIR/uninstall.log" 2>&1 || log "kdns --uninstall-xdp failed (see $RIG_DIR/uninstall.log)"
     left=$(in_srv ip -d link show dev "$KIF" | grep -c 'prog/xdp' || true)
-    # (progs.debug and maps.debug are the bpffs's own files)
-    remain=$(find "$BPFFS" -mindepth 1 -not -name progs.debug -not -name maps.debug -printf '%P ' 2>/dev/null)
+    # Pinned objects left (progs.debug and maps.debug are the bpffs's own
+    # files; iproute2 may have made its empty directories ip/, tc/, xdp/ in
+    # it, having found it in /proc/mounts), and kdns's directory.
+    remain=$(find "$BPFFS" -mindepth 1 -not -type d -not -name progs.debug -not -name maps.debug -printf '%P ' 2>/dev/null)
+    [[ -e $PIN ]] && remain+="${PIN#"$BPFFS"/}/ "
     verdict=ok
     [[ $left == 0 && -z $remain ]] || verdict=FAIL
-    echo "after kdns --uninstall-xdp: $verdict: $KIF has $left XDP program(s); in the bpffs: ${remain:-nothing}" >>"$CHECKS"
+    echo "after kdns --uninstall-xdp: $verdict: $KIF has $left XDP program(s); pinned objects left: ${remain:-none} (bpffs directories: $(find "$BPFFS" -mindepth 1 -type d -printf '%P ' 2>/dev/null))" >>"$CHECKS"
 fi
 for s in "${SYS[@]}"; do [[ $s == kdns ]] || sys_stop "$s"; done
 cp "$RIG_DIR"/holder.log "$OUT/restarts-$TAG.kdns.log" 2>/dev/null || true
