@@ -20,6 +20,7 @@ KIND (the script that writes the files):
     docker-dnsperf CSV     bench/docker/dnsperf.sh
     docker-churn CSV       bench/docker/churn.sh
     abuse DIR              bench/abuse/flood.sh (a run folder)
+    restarts CSV...        bench/restarts/restarts.sh
 
 Tables need Python 3 alone; the figures need matplotlib (Debian package
 python3-matplotlib).
@@ -32,6 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 
 import abuse  # noqa: E402
 import plots  # noqa: E402
+import restarts  # noqa: E402
 import tables  # noqa: E402
 from results import RESULTS, load  # noqa: E402
 
@@ -47,6 +49,7 @@ KINDS = {
     "docker-dnsperf": lambda p: tables.docker_dnsperf(load(p[:1]), p[0]),
     "docker-churn": lambda p: tables.docker_churn(load(p[:1]), p[0]),
     "abuse": lambda p: abuse.summary(p[0]).rstrip("\n"),
+    "restarts": lambda p: restarts.summary(load(p, renumber=True)).rstrip("\n"),
 }
 
 # The kind of a run folder's main file, by benchmark and run name prefix.
@@ -55,6 +58,7 @@ BY_RUN = {
     ("xdp", "sweep-"): "xdp-sweep", ("xdp", "cost-"): "xdp-cost", ("xdp", "latency-"): "xdp-latency",
     ("xdp", "lookup-"): "xdp-lookup", ("records", "rig-"): "records-rig",
     ("docker", "dnsperf-"): "docker-dnsperf", ("docker", "churn-"): "docker-churn",
+    ("restarts", "restarts-"): "restarts",
 }
 
 

@@ -59,6 +59,7 @@ TAG=$(date +%Y%m%d-%H%M%S)
 RIG_DIR=""
 RIG_PIDS=()          # every process we started (pids), killed by pid at the end
 declare -A SYS_PIDS  # name (kdns, unbound, dnsdist, be5301, ...) -> pid
+RIG_CLEANUP_HOOKS=() # functions rig_cleanup runs after killing RIG_PIDS, before deleting the namespaces
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -142,9 +143,10 @@ kill_pids() {
 }
 
 rig_cleanup() {
-    local rc=$? pid ns
+    local rc=$? pid ns h
     trap - EXIT INT TERM
     kill_pids "${RIG_PIDS[@]}"
+    for h in "${RIG_CLEANUP_HOOKS[@]}"; do "$h" || true; done
     for ns in "$NS_GEN" "$NS_SRV"; do
         ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$ns" || continue
         # anything still inside our own namespaces (by pid)
@@ -184,9 +186,9 @@ rig_session() {
 
 # rig_busy: what of another benchmark runs now (empty: nothing): a network
 # namespace of another rig run (kp<pid>g/s, kr<pid>) and any dnsperf or
-# kxdpgun outside this run's namespaces. A script that is itself still
-# waiting has no namespace yet, so two waiting scripts do not wait for
-# each other.
+# kxdpgun outside this run's namespaces, and a run of scripts/test.sh. A
+# script that is itself still waiting has no namespace yet, so two waiting
+# scripts do not wait for each other.
 rig_busy() {
     local mine p
     mine=" $(ip netns pids "$NS_GEN" 2>/dev/null | tr '\n' ' ') $(ip netns pids "$NS_SRV" 2>/dev/null | tr '\n' ' ') "
@@ -194,6 +196,8 @@ rig_busy() {
     for p in $(pgrep -x dnsperf; pgrep -x kxdpgun); do
         [[ $mine == *" $p "* ]] || echo "pid $p $(cat "/proc/$p/comm" 2>/dev/null)"
     done
+    # the project's test suite (its daemon tests run load generators too)
+    for p in $(pgrep -f 'scripts/test\.sh'); do echo "pid $p test suite"; done
 }
 
 # rig_wait_quiet: wait until no other benchmark has run (rig_busy) for two
@@ -348,7 +352,8 @@ rig_queries() {
 # <anything>.$UNBOUND_ZONE A (default bench.test) from a local zone
 # (redirect to 10.99.0.1, TTL $UNBOUND_TTL, default 86400), plus the server
 # lines $UNBOUND_SERVER and the clauses $UNBOUND_CLAUSES (bench/abuse: its
-# stub zone) when set
+# stub zone) when set; remote control on the unix socket $UNBOUND_CONTROL
+# (unbound-control -s PATH) when set, else off
 unbound_conf() {
     local zone=${UNBOUND_ZONE:-bench.test}
     cat >"$1" <<EOF
@@ -372,13 +377,17 @@ ${UNBOUND_SERVER:-}
     local-zone: "$zone." redirect
     local-data: "$zone. ${UNBOUND_TTL:-86400} IN A 10.99.0.1"
 ${UNBOUND_CLAUSES:-}
-remote-control:
-    control-enable: no
 EOF
+    if [[ -n ${UNBOUND_CONTROL:-} ]]; then
+        printf 'remote-control:\n    control-enable: yes\n    control-interface: "%s"\n    control-use-cert: no\n' "$UNBOUND_CONTROL" >>"$1"
+    else
+        printf 'remote-control:\n    control-enable: no\n' >>"$1"
+    fi
 }
 
 # dnsdist_conf FILE ADDR ACL CHECK_NAME PORT...: dnsdist on ADDR:53 with its
-# packet cache, one backend per 127.0.0.1:PORT, checked by CHECK_NAME A
+# packet cache, one backend per 127.0.0.1:PORT, checked by CHECK_NAME A,
+# plus the lines $DNSDIST_EXTRA when set (bench/restarts: its web API)
 dnsdist_conf() {
     local f=$1 a=$2 acl=$3 check=$4 p
     shift 4
@@ -391,6 +400,7 @@ dnsdist_conf() {
         done
         echo 'pc = newPacketCache(100000, {maxTTL=86400, minTTL=0})'
         echo 'getPool(""):setCache(pc)'
+        [[ -z ${DNSDIST_EXTRA:-} ]] || printf '%s\n' "$DNSDIST_EXTRA"
     } >"$f"
     dnsdist --check-config -C "$f" >>"$RIG_DIR/dnsdist.log" 2>&1 || die "dnsdist config rejected (see $RIG_DIR/dnsdist.log)"
 }
