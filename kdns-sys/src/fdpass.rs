@@ -103,10 +103,19 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = udp.local_addr().unwrap();
-        send_frame(&a, b"hello", &[udp.as_fd()]).unwrap();
-        send_frame(&a, &[], &[]).unwrap();
+        // A frame larger than the socket's buffer: the sender blocks until
+        // the receiver reads, so it sends from another thread.
         let big = vec![7u8; 3 << 20];
-        send_frame(&a, &big, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let sender = std::thread::spawn({
+            let big = big.clone();
+            let udp = udp.try_clone().unwrap();
+            move || {
+                send_frame(&a, b"hello", &[udp.as_fd()]).unwrap();
+                send_frame(&a, &[], &[]).unwrap();
+                send_frame(&a, &big, &[]).unwrap();
+                a
+            }
+        });
         let (p, fds) = recv_frame(&b).unwrap().unwrap();
         assert_eq!(p, b"hello");
         assert_eq!(fds.len(), 1);
@@ -118,7 +127,7 @@ mod tests {
         let (p, fds) = recv_frame(&b).unwrap().unwrap();
         assert_eq!(p.len(), big.len());
         assert!(fds.is_empty());
-        drop(a);
+        drop(sender.join().unwrap());
         assert!(recv_frame(&b).unwrap().is_none());
     }
 
