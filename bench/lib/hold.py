@@ -9,9 +9,9 @@ socket's buffer and connections in the TCP accept queue.
     hold.py pid CTL        # the running child's pid, or "none"
 
 `serve` binds the sockets (in the namespace it runs in; UDP ones with
-the receive buffer --rcvbuf, default 8 MiB as deploy/kdns.socket's
-ReceiveBuffer=, and the send buffer --sndbuf, default the kernel's, as
-SendBuffer=), then answers
+the receive buffer --rcvbuf, default 32 MiB as deploy/kdns.socket's
+ReceiveBuffer=, and the send buffer --sndbuf, default the kernel's;
+restarts.sh passes 4 MiB, as kdns.socket's SendBuffer=), then answers
 commands on the unix socket CTL. Each `start` runs CMD with the sockets as
 descriptors 3, 4, ... and LISTEN_FDS / LISTEN_PID set, the protocol of
 sd_listen_fds(3): through `sh -c 'LISTEN_PID=$$ exec "$0" "$@"'`, since the
@@ -34,7 +34,7 @@ import time
 
 WRAPPER = ["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"']
 # systemd's default for ReceiveBuffer= is the kernel's; kdns.socket sets 8M.
-DEFAULT_RCVBUF = 8 << 20
+DEFAULT_RCVBUF = 32 << 20
 
 
 def log(msg):

@@ -111,11 +111,11 @@ wait_gone() {
 now_ms() { date +%s%3N; }
 
 # RESTARTS_RCVBUF / RESTARTS_SNDBUF (bytes): the held UDP socket's receive
-# buffer (default 8 MiB, kdns.socket's ReceiveBuffer=; kdns gets the same as
-# server.udp_receive_buffer) and send buffer (default: the kernel's, as
-# kdns.socket without SendBuffer=)
-HOLD_BUFS=(--rcvbuf "${RESTARTS_RCVBUF:-8388608}")
-[[ -n ${RESTARTS_SNDBUF:-} ]] && HOLD_BUFS+=(--sndbuf "$RESTARTS_SNDBUF")
+# buffer (default 32 MiB, kdns.socket's ReceiveBuffer= and kdns's default
+# server.udp_receive_buffer) and send buffer (default 4 MiB, kdns.socket's
+# SendBuffer=)
+HOLD_BUFS=(--rcvbuf "${RESTARTS_RCVBUF:-33554432}" --sndbuf "${RESTARTS_SNDBUF:-4194304}")
+
 KDNS_CONF=()
 if [[ -n ${RESTARTS_RCVBUF:-} ]]; then
     printf '[server]\nudp_receive_buffer = %d\n' "$RESTARTS_RCVBUF" >"$RIG_DIR/kdns.toml"
