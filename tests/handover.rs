@@ -23,9 +23,6 @@ const QPS: u64 = 20_000;
 const SECONDS: u64 = 6;
 const TAKEOVER_AT: Duration = Duration::from_secs(2);
 
-/// What kdns pins per interface.
-const PINS: [&str; 6] = ["client_rate", "counters", "link", "listen_v4", "listen_v6", "xsks_map"];
-
 fn num(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v:#}"))
 }
@@ -144,8 +141,7 @@ fn upgrade_on_af_xdp_under_load_loses_nothing_and_keeps_the_cache() {
 
     // Uninstall after the last stop: nothing left.
     assert!(lab.kdns.stop_with(libc::SIGTERM, Duration::from_secs(10)).is_some());
-    let bin = kdns_bin();
-    let r = lab.server.exec(&[bin.to_str().expect("utf-8"), "--uninstall-xdp", "--pin-dir", &pin], Duration::from_secs(20));
+    let r = uninstall(&lab, &fs.pin_dir());
     assert!(r.ok(), "{}", r.both());
     assert!(attached_id(&lab.server, &sif).is_none(), "a program is left on {sif}");
     assert!(!fs.pin_dir().exists(), "pins left under {pin}");

@@ -241,13 +241,12 @@ fn af_xdp_restart(stop: libc::c_int, gap: Duration) -> (u64, u64) {
     assert_eq!(link(&lab), link1, "the link changed");
     let prog = st["xdp"][0]["program"]["program_id"].as_u64().expect("program id") as u32;
     assert_eq!(attached_id(&lab.server, &sif), Some(prog), "the interface does not hold the new kdns's program");
-    assert_eq!(fs.pins(&sif).len(), 6, "{:?}", fs.pins(&sif));
+    assert_eq!(fs.pins(&sif), PINS);
     let a = dig(&lab.client, &[&lab.at4(), "after.xdp.test", "A"]);
     assert_eq!(a.status, "NOERROR", "{}", a.text);
     assert!(kind_sum(&lab.stats(), "xdp", "queries") > 0, "the new kdns's AF_XDP workers got nothing");
     assert!(lab.kdns.stop_with(libc::SIGTERM, Duration::from_secs(10)).is_some());
-    let bin = kdns_bin();
-    let r = lab.server.exec(&[bin.to_str().expect("utf-8"), "--uninstall-xdp", "--pin-dir", &pin], Duration::from_secs(20));
+    let r = uninstall(&lab, &fs.pin_dir());
     assert!(r.ok() && attached_id(&lab.server, &sif).is_none(), "{}", r.both());
     (sent, replies)
 }

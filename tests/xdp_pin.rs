@@ -14,7 +14,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -25,9 +24,6 @@ fn pinned_lab(fs: &BpfFs) -> Lab {
     let dir = fs.pin_dir().display().to_string();
     Lab::start(LabOpts::with_args(&["--io", "xdp", "--pin-dir", &dir]))
 }
-
-/// What kdns pins per interface.
-const PINS: [&str; 6] = ["client_rate", "counters", "link", "listen_v4", "listen_v6", "xsks_map"];
 
 /// `xdp[0].program` of the stats, checked to be about `ifname`.
 fn program(st: &Value, ifname: &str) -> Value {
@@ -62,12 +58,6 @@ fn kernel_socket_answers_once(lab: &Lab, addr: SocketAddr) -> std::thread::JoinH
         buf[3] = (buf[3] & 0xf0) | 5; // REFUSED
         sock.send_to(&buf[..n], from).is_ok()
     })
-}
-
-/// `kdns --uninstall-xdp --pin-dir DIR` in the server namespace.
-fn uninstall(lab: &Lab, dir: &Path) -> Run {
-    let bin = kdns_bin();
-    lab.server.exec(&[bin.to_str().expect("utf-8"), "--uninstall-xdp", "--pin-dir", dir.to_str().expect("utf-8")], Duration::from_secs(20))
 }
 
 #[test]

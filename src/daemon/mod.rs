@@ -23,7 +23,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::config::{IoMode, Settings};
 use crate::handle::{self, IoStats, WorkerHandle};
-use crate::handover::protocol::{SocketDesc, Transport};
+use crate::handover::protocol::SocketDesc;
 use crate::handover::{self, Event, Takeover};
 use crate::listeners::{self, Listeners, Origin};
 use crate::{control, docker, records, tcp, upstream_sockets, warm, worker};
@@ -49,16 +49,7 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
     if takeover {
         match Takeover::start(&s.handover_socket)? {
             Some((t, socks)) => {
-                let fds = socks
-                    .into_iter()
-                    .map(|(d, fd)| {
-                        let t = match d.transport {
-                            Transport::Udp => kdns_sys::listen_fds::Transport::Udp,
-                            Transport::Tcp => kdns_sys::listen_fds::Transport::Tcp,
-                        };
-                        (t, d.addr, fd)
-                    })
-                    .collect();
+                let fds = socks.into_iter().map(|(d, fd)| (d.transport.into(), d.addr, fd)).collect();
                 let l = Listeners::from_fds(fds, &s.listen, s.tcp.enabled)
                     .map_err(|e| format!("the running kdns (pid {}) serves other sockets than this configuration: {e}", t.from_pid))?;
                 tracing::info!("taking over from kdns pid {} (generation {}): received {}", t.from_pid, t.generation, l.describe());
@@ -251,16 +242,7 @@ fn serve(
             Event::HandedOver { pid } => return End::HandedOver(pid),
             Event::Listeners(reply) => {
                 let r = listeners.duplicates().map_err(|e| format!("cannot duplicate the listening sockets: {e}")).map(|v| {
-                    let socks = v
-                        .into_iter()
-                        .map(|(t, addr, fd)| {
-                            let transport = match t {
-                                kdns_sys::listen_fds::Transport::Udp => Transport::Udp,
-                                kdns_sys::listen_fds::Transport::Tcp => Transport::Tcp,
-                            };
-                            (SocketDesc { transport, addr }, fd)
-                        })
-                        .collect();
+                    let socks = v.into_iter().map(|(t, addr, fd)| (SocketDesc { transport: t.into(), addr }, fd)).collect();
                     (generation, socks)
                 });
                 let _ = reply.send(r);
@@ -350,13 +332,19 @@ impl Workers {
 
     /// Stops the socket workers (each drains its queries in flight).
     fn stop_all(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        for h in &self.handles {
-            let _ = h.waker.wake();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        stop_and_join(&self.stop, &self.handles, &mut self.threads);
+    }
+}
+
+/// Sets `stop`, wakes the workers of `handles` and waits for `threads`:
+/// each worker drains its queries in flight first.
+fn stop_and_join(stop: &AtomicBool, handles: &[WorkerHandle], threads: &mut Vec<JoinHandle<()>>) {
+    stop.store(true, Ordering::Release);
+    for h in handles {
+        let _ = h.waker.wake();
+    }
+    for t in threads.drain(..) {
+        let _ = t.join();
     }
 }
 

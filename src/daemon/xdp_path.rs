@@ -1,7 +1,7 @@
 //! The AF_XDP part of a running daemon: its program(s), queue workers and
 //! their own stop flag, so that a handover can stop them alone.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -110,12 +110,6 @@ impl XdpPath {
 
     /// Stops the workers (each drains what it has in flight) and waits.
     pub fn stop_workers(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        for h in &self.handles {
-            let _ = h.waker.wake();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        super::stop_and_join(&self.stop, &self.handles, &mut self.threads);
     }
 }

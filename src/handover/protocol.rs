@@ -41,6 +41,24 @@ pub enum Transport {
     Tcp,
 }
 
+impl From<kdns_sys::listen_fds::Transport> for Transport {
+    fn from(t: kdns_sys::listen_fds::Transport) -> Transport {
+        match t {
+            kdns_sys::listen_fds::Transport::Udp => Transport::Udp,
+            kdns_sys::listen_fds::Transport::Tcp => Transport::Tcp,
+        }
+    }
+}
+
+impl From<Transport> for kdns_sys::listen_fds::Transport {
+    fn from(t: Transport) -> kdns_sys::listen_fds::Transport {
+        match t {
+            Transport::Udp => kdns_sys::listen_fds::Transport::Udp,
+            Transport::Tcp => kdns_sys::listen_fds::Transport::Tcp,
+        }
+    }
+}
+
 /// One passed socket: what it is (the descriptor travels beside it, in order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketDesc {

@@ -1,13 +1,14 @@
 //! XDP facts of the lab: the program `ip -d link` shows on an interface,
 //! and a private bpffs for the tests that pin ([`BpfFs`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tempfile::TempDir;
 
 use super::netns::Netns;
 use super::temp_dir;
+use super::{kdns_bin, Lab, Run};
 
 /// The XDP program on `ifname` in `ns`: (its `prog/xdp ...` line, the
 /// mode `ip -d link` shows: "xdp" native, "xdpgeneric", "xdpoffload"), or
@@ -69,4 +70,16 @@ impl Drop for BpfFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
     }
+}
+
+/// What kdns pins per interface, sorted as [`BpfFs::pins`] lists them.
+pub const PINS: [&str; 6] = ["client_rate", "counters", "link", "listen_v4", "listen_v6", "xsks_map"];
+
+/// `kdns --uninstall-xdp --pin-dir DIR` in the lab's server namespace.
+pub fn uninstall(lab: &Lab, dir: &Path) -> Run {
+    let bin = kdns_bin();
+    lab.server.exec(
+        &[bin.to_str().expect("utf-8"), "--uninstall-xdp", "--pin-dir", dir.to_str().expect("utf-8")],
+        std::time::Duration::from_secs(20),
+    )
 }
