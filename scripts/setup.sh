@@ -35,9 +35,11 @@ set -euo pipefail
 #   systemd         systemd-analyze verify, systemd-socket-activate
 #   python3-venv    the venv of kubernetes-validate (below; Debian's pip
 #                   installs nothing outside a venv)
+#   iptables        the DaemonSet's node setup and teardown scripts, run in a
+#                   namespace (tests/deploy.rs)
 PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist python3-matplotlib
     clang libbpf-dev libelf-dev zlib1g-dev m4 ethtool iputils-ping prometheus
-    docker.io docker-compose debootstrap systemd python3-venv)
+    docker.io docker-compose debootstrap systemd python3-venv iptables)
 
 # kubernetes-validate (PyPI), pinned, in its own venv: tests/deploy.rs
 # validates deploy/k8s/ with it.

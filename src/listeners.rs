@@ -38,8 +38,8 @@ const SEND_BUFFER: usize = 4 << 20;
 pub enum Origin {
     /// kdns bound them.
     Bound,
-    /// systemd passed them (`LISTEN_FDS`).
-    Systemd,
+    /// Passed at start (`LISTEN_FDS`): systemd, or `kdns --supervise`.
+    Passed,
     /// Another kdns handed them over.
     Handover,
 }
@@ -62,7 +62,7 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// The sockets systemd passed (none: `Ok(None)`, kdns binds its own
+    /// The sockets passed at start, by systemd or `kdns --supervise` (none: `Ok(None)`, kdns binds its own
     /// with [`Listeners::bind`]), checked against `listen` (and `tcp`:
     /// whether TCP is served).
     pub fn activated(passed: Vec<ListenFd>, listen: &[SocketAddr], tcp: bool) -> Result<Option<Listeners>, String> {
@@ -71,8 +71,10 @@ impl Listeners {
         }
         let held: Vec<Held> =
             passed.into_iter().map(|p| Held { what: p.describe(), transport: p.transport, local: p.local, fd: p.fd }).collect();
-        check(&held, listen, tcp, false).map_err(|e| format!("socket activation: {e}"))?;
-        Ok(Some(Listeners { held, origin: Origin::Systemd }))
+        // Several UDP sockets on one address: the SO_REUSEPORT group that
+        // `kdns --supervise` holds for io = "udp".
+        check(&held, listen, tcp, true).map_err(|e| format!("socket activation: {e}"))?;
+        Ok(Some(Listeners { held, origin: Origin::Passed }))
     }
 
     /// Sockets received from another kdns, each with the transport and
@@ -119,7 +121,12 @@ impl Listeners {
         self.origin
     }
 
-    /// Every socket, for the start-up log.
+    /// Every socket's descriptor, in order (to pass them on).
+    pub fn borrowed(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.held.iter().map(|h| h.fd.as_fd()).collect()
+    }
+
+    /// Every socket, for messages.
     pub fn describe(&self) -> String {
         self.held.iter().map(|h| h.what.as_str()).collect::<Vec<_>>().join(", ")
     }

@@ -15,6 +15,7 @@ mod handle;
 mod handover;
 mod listeners;
 mod records;
+mod supervisor;
 mod tcp;
 mod upstream_sockets;
 mod warm;
@@ -69,6 +70,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if m.get_flag("supervise") {
+        return match supervisor::run(&settings, listeners, m.get_flag("takeover")) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("kdns: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match daemon::run(settings, listeners, m.get_flag("takeover")) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use common::compose::*;
 use common::docker::*;
+use common::kxdpgun;
 use common::*;
 
 /// The client's resolv.conf is kdns's (deploy/resolv.conf, mounted), and
@@ -115,6 +116,79 @@ fn compose_stack_serves_the_client_directly_over_af_xdp() {
     );
     let r = stack.exec(&kdns, &["test", "-S", "/run/docker-host/docker.sock"], Duration::from_secs(20));
     assert!(r.ok(), "no Docker API socket at /run/docker-host/docker.sock in the kdns container:\n{}", r.both());
+}
+
+/// The kdns container runs `kdns --supervise`: kill -9 of the server
+/// inside the container is answered by a new server on the sockets the
+/// supervisor holds, without a container restart; `docker kill -s USR2`
+/// replaces the server make-before-break. Load: kxdpgun in the client
+/// container's network namespace (open loop, local answers).
+#[test]
+fn compose_kdns_survives_a_server_crash_and_upgrades_in_place() {
+    require_compose();
+    let _one = one_stack_at_a_time();
+    let stack = Stack::up(&[]);
+    let kdns = stack.container("kdns");
+    let client = stack.container("client");
+    let log = stack.kdns_log();
+    assert!(log.contains("kdns --supervise (pid 1) holds udp 172.30.53.53:53"), "the kdns container does not run the supervisor:\n{log}");
+    let container_pid = stack.pid(&kdns);
+    let net = |c: &str| stack.inspect(c)["NetworkSettings"]["Networks"][&stack.network].clone();
+    let (cn, kn) = (net(&client), net(&kdns));
+    let field = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_else(|| panic!("no {k} in {v:#}")).to_string();
+    let dir = temp_dir("compose-gun");
+    let target = kxdpgun::Target {
+        enter: vec!["nsenter".into(), "-t".into(), stack.pid(&client).to_string(), "-n".into()],
+        dir: dir.path().to_path_buf(),
+        iface: "eth0".into(),
+        src_mac: field(&cn, "MacAddress"),
+        src_v4: field(&cn, "IPAddress"),
+        dst_mac: field(&kn, "MacAddress"),
+        dst_v4: KDNS_ADDR.into(),
+    };
+    let names: Vec<String> = ["resolver.kdns", "unbound.kdns", "Resolver.kdns"].iter().map(|n| n.to_string()).collect();
+    let server = |stack: &Stack| -> (u64, u64) {
+        let st = stack.stats();
+        (st["pid"].as_u64().expect("pid"), st["generation"].as_u64().unwrap_or(0))
+    };
+    let wait_server = |stack: &Stack, what: &str, ok: &dyn Fn(u64, u64) -> bool| {
+        let got = poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            let kdns = stack.container("kdns");
+            let r = stack.exec(&kdns, &["kdns-ctl", "stats", "--json"], Duration::from_secs(10));
+            let st: serde_json::Value = serde_json::from_str(&r.stdout).ok()?;
+            let (pid, generation) = (st["pid"].as_u64()?, st["generation"].as_u64().unwrap_or(0));
+            ok(pid, generation).then_some(())
+        });
+        assert!(got.is_some(), "{what}:\n{}", stack.kdns_log());
+    };
+    let unanswered = |(sent, replies): (u64, u64)| sent.saturating_sub(replies);
+
+    // kill -9 of the server (the shell's kill: the image has no procps).
+    let (old, _) = server(&stack);
+    let gun = Gun::start_at(&target, 5_000, 6, &names);
+    std::thread::sleep(Duration::from_secs(2));
+    let r = stack.exec(&kdns, &["sh", "-c", &format!("kill -9 {old}")], Duration::from_secs(20));
+    assert!(r.ok(), "kill -9 {old} in the kdns container:\n{}", r.both());
+    wait_server(&stack, "no new server after kill -9", &|pid, _| pid != old);
+    let lost = unanswered(gun.finish_reported("compose, kill -9 of the server"));
+    // The killed process's AF_XDP rings and its exit (tests/supervise.rs).
+    assert!(lost * 400 < 5_000 * 6, "{lost} unanswered across kill -9 of the server (limit: 0.25%)");
+    let log = stack.kdns_log();
+    assert!(log.contains(&format!("kdns pid {old} was killed by signal 9")), "{log}");
+    assert_eq!(stack.pid(&kdns), container_pid, "the kdns container was restarted");
+    assert_eq!(stack.inspect(&kdns)["RestartCount"], 0, "the kdns container was restarted");
+
+    // SIGUSR2 to the container: a new server takes over, nothing lost.
+    let (old, _) = server(&stack);
+    let gun = Gun::start_at(&target, 5_000, 6, &names);
+    std::thread::sleep(Duration::from_secs(2));
+    docker_ok(&["kill", "-s", "USR2", &kdns]);
+    wait_server(&stack, "no takeover after SIGUSR2", &|pid, generation| pid != old && generation == 2);
+    assert_eq!(unanswered(gun.finish_reported("compose, SIGUSR2")), 0, "queries went unanswered across the in-place upgrade");
+    assert!(stack.kdns_log().contains(&format!("kdns pid {old} handed over to pid")), "{}", stack.kdns_log());
+    assert_eq!(stack.pid(&kdns), container_pid, "the kdns container was restarted");
+    let a = stack.dig(&["resolver.kdns", "A"]);
+    assert_eq!(a.rdata("A"), vec![KDNS_ADDR.to_string()], "{}", a.text);
 }
 
 /// How long the Docker provider may take to follow a change (it reacts to

@@ -73,7 +73,7 @@ fn activated_lab_on(io: &str, extra: &[&str]) -> (Lab, Held) {
     let at = lab.link.server_v4();
     lab.kdns.wait_ready(&lab.client, &at);
     let log = lab.kdns.plain_log();
-    assert!(log.contains("listening on the sockets systemd passed (socket activation)"), "no activation in the log:\n{log}");
+    assert!(log.contains("listening on the sockets passed at start (LISTEN_FDS"), "no activation in the log:\n{log}");
     (lab, held)
 }
 
@@ -102,13 +102,7 @@ fn restart_under_load_at(lab: &mut Lab, held: &Held, stop: libc::c_int, gap: Dur
     assert!(st.is_some(), "kdns did not exit after signal {stop}:\n{}", lab.kdns.log());
     std::thread::sleep(gap);
     lab.kdns = spawn_activated(lab, held);
-    let (sent, replies) = gun.finish();
-    let unanswered = sent.saturating_sub(replies);
-    eprintln!(
-        "signal {stop}, gap {gap:?}: {sent} queries sent, {replies} replies, {unanswered} unanswered ({:.3}%)",
-        100.0 * unanswered as f64 / sent.max(1) as f64
-    );
-    assert!(sent >= qps * seconds * 8 / 10, "kxdpgun sent only {sent} queries (asked {})", qps * seconds);
+    let (sent, replies) = gun.finish_reported(&format!("signal {stop}, gap {gap:?}"));
     // The new kdns answered part of the load.
     assert!(total(&lab.stats(), "queries") > qps / 2, "the new kdns answered little:\n{}", lab.kdns.log());
     (sent, replies)
@@ -229,7 +223,6 @@ fn af_xdp_restart(stop: libc::c_int, gap: Duration) -> (u64, u64) {
     let fs = BpfFs::new();
     let pin = fs.pin_dir().display().to_string();
     let (mut lab, held) = activated_lab_on("xdp", &["--pin-dir", &pin]);
-    let sif = lab.link.server_if.clone();
     let link = |lab: &Lab| lab.stats()["xdp"][0]["program"]["link_id"].as_u64().expect("a pinned link in the stats");
     let link1 = link(&lab);
     // The measure: 20,000 cache hits a second for 10 s.
@@ -237,17 +230,12 @@ fn af_xdp_restart(stop: libc::c_int, gap: Duration) -> (u64, u64) {
     let snmp = lab.server.exec_ok(&["cat", "/proc/net/snmp"]).stdout;
     eprintln!("{}", snmp.lines().filter(|l| l.starts_with("Udp:")).collect::<Vec<_>>().join("\n"));
     // The new kdns adopted the pinned program and serves AF_XDP again.
-    let st = lab.stats();
     assert_eq!(link(&lab), link1, "the link changed");
-    let prog = st["xdp"][0]["program"]["program_id"].as_u64().expect("program id") as u32;
-    assert_eq!(attached_id(&lab.server, &sif), Some(prog), "the interface does not hold the new kdns's program");
-    assert_eq!(fs.pins(&sif), PINS);
+    assert_serving_program(&lab, &fs);
     let a = dig(&lab.client, &[&lab.at4(), "after.xdp.test", "A"]);
     assert_eq!(a.status, "NOERROR", "{}", a.text);
     assert!(kind_sum(&lab.stats(), "xdp", "queries") > 0, "the new kdns's AF_XDP workers got nothing");
-    assert!(lab.kdns.stop_with(libc::SIGTERM, Duration::from_secs(10)).is_some());
-    let r = uninstall(&lab, &fs.pin_dir());
-    assert!(r.ok() && attached_id(&lab.server, &sif).is_none(), "{}", r.both());
+    stop_and_uninstall(&mut lab, &fs);
     (sent, replies)
 }
 

@@ -38,7 +38,6 @@ pub mod netns;
 #[cfg(any(test, feature = "test-util"))]
 pub mod packet;
 pub mod poll;
-#[cfg(any(test, feature = "test-util"))]
 pub mod process;
 pub mod rlimit;
 pub mod sched;

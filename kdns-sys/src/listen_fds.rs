@@ -9,6 +9,13 @@
 //! | `LISTEN_PID` | the process the descriptors are for; another pid: not for us |
 //! | `LISTEN_FDS` | how many: descriptors 3 to 3 + `LISTEN_FDS` - 1 |
 //! | `LISTEN_FDNAMES` | optional, their names separated by `:` (`FileDescriptorName=`) |
+//! | `KDNS_LISTEN_PARENT` | instead of `LISTEN_PID`: the descriptors are for a child of this process |
+//!
+//! `KDNS_LISTEN_PARENT` is kdns's own addition, for `kdns --supervise`: a
+//! launcher cannot write its child's pid into `LISTEN_PID` without setting
+//! a variable between fork and exec (which may allocate, and is not
+//! async-signal-safe), but it knows its own pid, and the child checks it
+//! against its parent's. `LISTEN_PID`, when present, decides.
 //!
 //! [`take`] reads the variables and removes them whatever they say, so a
 //! child process never takes the descriptors for its own; it checks each
@@ -29,7 +36,9 @@ pub const FIRST_FD: RawFd = 3;
 /// More descriptors than this is a malformed `LISTEN_FDS`.
 const MOST: usize = 4096;
 /// The variables of the protocol.
-const VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+const VARS: [&str; 4] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", PARENT_VAR];
+/// The launcher's pid, for its child (see the module's table).
+pub const PARENT_VAR: &str = "KDNS_LISTEN_PARENT";
 
 /// A passed socket's transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,11 +93,12 @@ impl ListenFd {
 /// the environment) and before any file is opened (the descriptors from 3
 /// up must still be the ones passed).
 pub fn take() -> Result<Vec<ListenFd>, String> {
-    let [pid, fds, names] = VARS.map(|v| std::env::var(v).ok());
+    let [pid, fds, names, parent] = VARS.map(|v| std::env::var(v).ok());
     for v in VARS {
         std::env::remove_var(v);
     }
-    let n = match count(pid.as_deref(), fds.as_deref(), std::process::id())? {
+    let who = For { pid: pid.as_deref(), parent: parent.as_deref() };
+    let n = match count(who, fds.as_deref(), std::process::id(), std::os::unix::process::parent_id())? {
         0 => return Ok(Vec::new()),
         n => n,
     };
@@ -119,11 +129,23 @@ pub fn take() -> Result<Vec<ListenFd>, String> {
         .collect())
 }
 
-/// How many descriptors `LISTEN_PID` / `LISTEN_FDS` pass to process `me`.
-fn count(pid: Option<&str>, fds: Option<&str>, me: u32) -> Result<usize, String> {
-    let Some(pid) = pid else { return Ok(0) };
-    let pid: u32 = pid.trim().parse().map_err(|_| format!("socket activation: LISTEN_PID={pid:?} is not a process id"))?;
-    if pid != me {
+/// Whom the descriptors are for: `LISTEN_PID`, else `KDNS_LISTEN_PARENT`.
+#[derive(Debug, Clone, Copy)]
+struct For<'a> {
+    pid: Option<&'a str>,
+    parent: Option<&'a str>,
+}
+
+/// How many descriptors `LISTEN_FDS` passes to process `me`, child of
+/// `my_parent`.
+fn count(who: For<'_>, fds: Option<&str>, me: u32, my_parent: u32) -> Result<usize, String> {
+    let (var, value, expected) = match who {
+        For { pid: Some(p), .. } => ("LISTEN_PID", p, me),
+        For { pid: None, parent: Some(p) } => (PARENT_VAR, p, my_parent),
+        For { pid: None, parent: None } => return Ok(0),
+    };
+    let pid: u32 = value.trim().parse().map_err(|_| format!("socket activation: {var}={value:?} is not a process id"))?;
+    if pid != expected {
         return Ok(0);
     }
     let Some(fds) = fds else { return Ok(0) };
@@ -238,19 +260,22 @@ fn sockopt(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Passes `fds` to the program `cmd` runs as descriptors 3, 4, ... and
-/// sets `LISTEN_FDS` (the launcher's half of the protocol, for tests).
-/// `LISTEN_PID` must be the pid of the program that reads them: `cmd`
-/// should run it through [`LISTEN_PID_WRAPPER`] (setting a variable
-/// between fork and exec is not async-signal-safe).
+/// sets `LISTEN_FDS` and `KDNS_LISTEN_PARENT` (this process): the
+/// launcher's half of the protocol. The program `cmd` runs must be the
+/// reader (kdns itself), or a program that sets `LISTEN_PID` to its own
+/// pid and execs the reader ([`LISTEN_PID_WRAPPER`]): a program that
+/// reads only `LISTEN_PID` needs it.
 ///
 /// # Errors
 /// `fcntl(F_DUPFD_CLOEXEC)`'s in the parent; `dup2`'s in the child (the
 /// spawn then fails with it).
-#[cfg(any(test, feature = "test-util"))]
 pub fn pass_listen_fds(cmd: &mut std::process::Command, fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    cmd.env("LISTEN_FDS", fds.len().to_string()).env_remove("LISTEN_PID").env_remove("LISTEN_FDNAMES");
+    cmd.env("LISTEN_FDS", fds.len().to_string())
+        .env(PARENT_VAR, std::process::id().to_string())
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES");
     // Copies numbered above the targets, so no dup2 below overwrites a
     // source it still needs; they close with `cmd`.
     let above = FIRST_FD + fds.len() as RawFd;
@@ -284,7 +309,6 @@ pub fn pass_listen_fds(cmd: &mut std::process::Command, fds: &[std::os::fd::Borr
 
 /// `sh -c` and a script that sets `LISTEN_PID` to its own pid and then
 /// execs its arguments (same pid): put it before the program's path.
-#[cfg(any(test, feature = "test-util"))]
 pub const LISTEN_PID_WRAPPER: [&str; 3] = ["sh", "-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""];
 
 #[cfg(test)]
@@ -293,14 +317,26 @@ mod tests {
 
     #[test]
     fn count_follows_the_protocol() {
-        assert_eq!(count(None, Some("2"), 7), Ok(0), "no LISTEN_PID: nothing passed");
-        assert_eq!(count(Some("8"), Some("2"), 7), Ok(0), "another process's descriptors");
-        assert_eq!(count(Some("7"), None, 7), Ok(0));
-        assert_eq!(count(Some("7"), Some("2"), 7), Ok(2));
-        assert_eq!(count(Some(" 7 "), Some("0"), 7), Ok(0));
-        assert!(count(Some("x"), Some("2"), 7).unwrap_err().contains("LISTEN_PID=\"x\""));
-        assert!(count(Some("7"), Some("-1"), 7).unwrap_err().contains("LISTEN_FDS=\"-1\""));
-        assert!(count(Some("7"), Some("100000"), 7).unwrap_err().contains("LISTEN_FDS"));
+        let pid = |p| For { pid: Some(p), parent: None };
+        assert_eq!(count(For { pid: None, parent: None }, Some("2"), 7, 1), Ok(0), "no LISTEN_PID: nothing passed");
+        assert_eq!(count(pid("8"), Some("2"), 7, 1), Ok(0), "another process's descriptors");
+        assert_eq!(count(pid("7"), None, 7, 1), Ok(0));
+        assert_eq!(count(pid("7"), Some("2"), 7, 1), Ok(2));
+        assert_eq!(count(pid(" 7 "), Some("0"), 7, 1), Ok(0));
+        assert!(count(pid("x"), Some("2"), 7, 1).unwrap_err().contains("LISTEN_PID=\"x\""));
+        assert!(count(pid("7"), Some("-1"), 7, 1).unwrap_err().contains("LISTEN_FDS=\"-1\""));
+        assert!(count(pid("7"), Some("100000"), 7, 1).unwrap_err().contains("LISTEN_FDS"));
+    }
+
+    #[test]
+    fn count_takes_a_parents_descriptors() {
+        let parent = |p| For { pid: None, parent: Some(p) };
+        assert_eq!(count(parent("5"), Some("2"), 7, 5), Ok(2), "passed by our parent");
+        assert_eq!(count(parent("6"), Some("2"), 7, 5), Ok(0), "passed to a sibling or a grandchild");
+        assert!(count(parent("x"), Some("2"), 7, 5).unwrap_err().contains("KDNS_LISTEN_PARENT=\"x\""));
+        // LISTEN_PID decides when both are set.
+        assert_eq!(count(For { pid: Some("9"), parent: Some("5") }, Some("2"), 7, 5), Ok(0));
+        assert_eq!(count(For { pid: Some("7"), parent: Some("4") }, Some("2"), 7, 5), Ok(2));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Child processes and signals for test harnesses: a child that dies with
-//! the thread that started it, sending a signal, whether we are root, and
-//! where a tool is installed.
+//! Child processes and signals: a child that is signalled when the thread
+//! that started it dies, sending a signal, whether we are root, and where a
+//! tool is installed (`kdns --supervise` and the test harnesses).
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -12,12 +12,19 @@ use std::process::Command;
 /// test process killed. A program that execs its command in place (`ip
 /// netns exec`, `timeout`) passes the setting on to that command.
 pub fn die_with_parent(cmd: &mut Command) {
+    signal_when_parent_dies(cmd, libc::SIGKILL);
+}
+
+/// Makes the kernel send `sig` to the child when the thread that spawned
+/// it dies (`PR_SET_PDEATHSIG`): with SIGTERM, a supervised server stops
+/// cleanly when its supervisor is killed instead of running on unwatched.
+pub fn signal_when_parent_dies(cmd: &mut Command, sig: libc::c_int) {
     // SAFETY: the closure runs between fork and exec in the child; it only
     // calls prctl(2), which is async-signal-safe, allocates nothing and
     // touches no memory shared with the parent.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

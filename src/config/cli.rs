@@ -56,6 +56,13 @@ pub fn command() -> Command {
             .display_order(102),
     )
     .arg(
+        Arg::new("supervise")
+            .long("supervise")
+            .action(ArgAction::SetTrue)
+            .help("Run the server as a child of a small process that holds the listening sockets: a server that dies is started again at once on them and no query is lost meanwhile; SIGUSR2 or SIGHUP replaces the server make-before-break (for containers and pods; see RESTARTS AND UPGRADES)")
+            .display_order(103),
+    )
+    .arg(
         Arg::new("print-config-reference")
             .long("print-config-reference")
             .action(ArgAction::SetTrue)

@@ -113,17 +113,43 @@ DOCKER:
     (see the README: on a user-defined network Docker's own resolver,
     127.0.0.11, would otherwise sit in front).
 
+RESTARTS AND UPGRADES:
+    Nothing is lost while kdns restarts when its listening sockets outlive
+    the process: systemd's socket activation (deploy/kdns.socket) or
+    --supervise hold them, queries wait in their buffers
+    (server.udp_receive_buffer), and the pinned XDP program passes the
+    AF_XDP share to them until the next kdns adopts it. The cache is
+    dumped at SIGTERM (cache.dump_file) and loaded at start.
+    kdns --takeover, started next to a running kdns, replaces it
+    make-before-break: over server.handover_socket it receives the
+    listening sockets, the cache and the AF_XDP queues, and the old one
+    finishes its queries in flight and exits.
+    kdns --supervise runs the server as the child of a small process that
+    holds the sockets (for containers and pods, where nothing else does):
+    a server that dies is started again at once on them (a server dying
+    within 30 s of its start waits 0.1 s, doubling to 5 s, first);
+    SIGUSR2 or SIGHUP starts a new server with --takeover (the
+    configuration and the program at the same path are read again);
+    SIGTERM and SIGINT are passed to the server. With --takeover too, the
+    supervisor copies the sockets of the kdns already running (another
+    pod's) and its first server takes over from it; a server that exits 0
+    by itself has handed over to such a kdns, and the supervisor then only
+    waits for SIGTERM.
+
 EXIT STATUS:
     0  stopped by SIGINT or SIGTERM; --uninstall-xdp removed what it found
        (or found nothing)
     1  could not start (a socket could not be opened, ...); --uninstall-xdp
        could not remove something
     2  bad command line or configuration (the message names the key)
+    With --supervise: the last server's status (128 + N for signal N).
 
 EXAMPLES:
     kdns
     kdns --listen 10.53.0.1:53 --backend 10.53.1.1 --backend 10.53.1.2 --allow 10.0.0.0/8
     kdns --config /etc/kdns/kdns.toml
     kdns --records-file /etc/kdns/records.toml --domain kdns
+    kdns --supervise --config /etc/kdns/kdns.toml    (then kill -USR2 to upgrade)
+    kdns --takeover --config /etc/kdns/kdns.toml
     kdns --uninstall-xdp --config /etc/kdns/kdns.toml
     kdns-ctl stats";

@@ -97,7 +97,10 @@ impl std::fmt::Debug for Extras {
 
 /// State shared by the request handlers and the sampler.
 struct Shared {
-    workers: Vec<WorkerHandle>,
+    /// Replaced when an aborted handover restarts the AF_XDP workers...
+    workers: std::sync::RwLock<Vec<WorkerHandle>>,
+    /// ... and with them the AF_XDP path (first: `info.xdp`).
+    xdp: std::sync::RwLock<Vec<Arc<dyn crate::handle::XdpCounterSource>>>,
     info: DaemonInfo,
     rate: Mutex<Rate>,
     records: Option<Arc<crate::records::Store>>,
@@ -106,7 +109,17 @@ struct Shared {
 impl Shared {
     /// Sum of `queries` over all workers.
     fn total_queries(&self) -> u64 {
-        self.workers.iter().map(|w| w.engine.queries.get()).fold(0u64, u64::wrapping_add)
+        self.workers().iter().map(|w| w.engine.queries.get()).fold(0u64, u64::wrapping_add)
+    }
+
+    /// The workers now.
+    fn workers(&self) -> Vec<WorkerHandle> {
+        self.workers.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The AF_XDP path's programs and queues now.
+    fn xdp(&self) -> Vec<Arc<dyn crate::handle::XdpCounterSource>> {
+        self.xdp.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -120,6 +133,7 @@ pub struct ControlServer {
     servers: Vec<(Arc<Server>, usize)>,
     threads: Vec<JoinHandle<()>>,
     sampler_stop: Option<crossbeam_channel::Sender<()>>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for ControlServer {
@@ -133,6 +147,17 @@ impl std::fmt::Debug for ControlServer {
 }
 
 impl ControlServer {
+    /// Serves these workers and AF_XDP path from now on (an aborted
+    /// handover restarted the AF_XDP workers); the query rate starts again
+    /// from their counts.
+    pub fn replace_workers(&self, workers: Vec<WorkerHandle>, xdp: Vec<Arc<dyn crate::handle::XdpCounterSource>>) {
+        *self.shared.workers.write().unwrap_or_else(|e| e.into_inner()) = workers;
+        *self.shared.xdp.write().unwrap_or_else(|e| e.into_inner()) = xdp;
+        let mut r = self.shared.rate.lock().unwrap_or_else(|e| e.into_inner());
+        *r = Rate::new();
+        r.push(Instant::now(), self.shared.total_queries());
+    }
+
     /// The address the metrics server listens on (with the real port when
     /// port 0 was asked for), if any.
     #[cfg_attr(not(test), allow(dead_code))] // the daemon logs it; tests bind port 0
@@ -230,7 +255,8 @@ pub fn spawn_with(
         }
     };
 
-    let shared = Arc::new(Shared { workers, info, rate: Mutex::new(Rate::new()), records: extras.records });
+    let (workers, xdp) = (std::sync::RwLock::new(workers), std::sync::RwLock::new(info.xdp.clone()));
+    let shared = Arc::new(Shared { workers, xdp, info, rate: Mutex::new(Rate::new()), records: extras.records });
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let mut servers = Vec::new();
@@ -297,6 +323,7 @@ pub fn spawn_with(
         servers,
         threads,
         sampler_stop: Some(sampler_stop),
+        shared,
     })
 }
 
@@ -434,13 +461,14 @@ fn route_control(shared: &Shared, rq: &mut Request) -> Reply {
         "/v1/backends" => Reply::json(200, &stats::collect(shared).backends),
         "/v1/health" => Reply::json(200, &serde_json::json!({ "status": "ok" })),
         _ => {
-            let flushed = shared.workers.iter().filter(|w| w.send(Control::FlushCache)).count();
-            if flushed < shared.workers.len() {
-                tracing::warn!("cache flush reached {flushed} of {} workers", shared.workers.len());
+            let workers = shared.workers();
+            let flushed = workers.iter().filter(|w| w.send(Control::FlushCache)).count();
+            if flushed < workers.len() {
+                tracing::warn!("cache flush reached {flushed} of {} workers", workers.len());
             } else {
                 tracing::info!("cache flush sent to {flushed} workers");
             }
-            Reply::json(200, &serde_json::json!({ "flushed_workers": flushed, "workers": shared.workers.len() }))
+            Reply::json(200, &serde_json::json!({ "flushed_workers": flushed, "workers": workers.len() }))
         }
     }
 }
@@ -459,9 +487,9 @@ fn route_metrics(shared: &Shared, rq: &Request) -> Reply {
         status: 200,
         headers: vec![("Content-Type", metrics::CONTENT_TYPE.into())],
         body: metrics::render(
-            &shared.workers,
+            &shared.workers(),
             &shared.info.backends,
-            &shared.info.xdp,
+            &shared.xdp(),
             &shared.info.limits,
             &shared.info.xdp_client_rate,
             shared.info.tcp_limits,

@@ -297,7 +297,7 @@ fn backends(configured: &[SocketAddr], workers: &[WorkerHandle], snaps: &[Snap])
 
 /// Builds the `/v1/stats` document.
 pub(super) fn collect(shared: &Shared) -> Stats {
-    let workers = &shared.workers;
+    let workers = &shared.workers();
     let snaps = snapshots(workers);
     let mut totals = Counters::default();
     let mut wjson = Vec::with_capacity(workers.len());
@@ -331,7 +331,7 @@ pub(super) fn collect(shared: &Shared) -> Stats {
         workers: wjson,
         backends: backends(&shared.info.backends, workers, &snaps),
         limits: limits(&shared.info),
-        xdp: xdp(&shared.info.xdp),
+        xdp: xdp(&shared.xdp()),
         generation: shared.info.generation,
         handover: shared.info.handover.as_ref().map(|h| kdns_api::stats::Handover {
             from_pid: h.from_pid,

@@ -34,7 +34,7 @@ use xdp_path::XdpPath;
 const OLD_EXIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Serves until SIGTERM or SIGINT, or until a newer kdns took over.
-/// `passed`: the sockets systemd passed (none: kdns binds its own, or
+/// `passed`: the sockets passed at start by systemd or `kdns --supervise` (none: kdns binds its own, or
 /// receives them in a takeover).
 pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result<(), String> {
     let started = Instant::now();
@@ -121,8 +121,8 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
         }
         listeners
     };
-    if listeners.origin() == Origin::Systemd {
-        tracing::info!("listening on the sockets systemd passed (socket activation): {}", listeners.describe());
+    if listeners.origin() == Origin::Passed {
+        tracing::info!("listening on the sockets passed at start (LISTEN_FDS: systemd or kdns --supervise): {}", listeners.describe());
     }
     let plane = records.start(&s.records, w.handles.clone()).map_err(|e| format!("records: {e}"))?;
     let provider = match &s.docker {
@@ -179,7 +179,17 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
         }
     };
 
-    let end = serve(&s, &events, &listeners, generation, &mut w, &mut xdp, &cores);
+    // Workers restarted after an aborted handover: the records plane sends
+    // them the records in use, and the control server counts them.
+    let store = plane.store();
+    let replace = |handles: Vec<WorkerHandle>, xdp: &XdpPath| {
+        store.replace_workers(handles.clone());
+        if let Some(c) = &control {
+            c.replace_workers(handles, xdp.counters());
+        }
+    };
+    let ctx = Serving { s: &s, events: &events, listeners: &listeners, generation, cores: &cores, replace: &replace };
+    let end = serve(&ctx, &mut w, &mut xdp);
     match end {
         End::Signal(sig) => tracing::info!("{} received: finishing queries in flight", if sig == SIGINT { "SIGINT" } else { "SIGTERM" }),
         End::HandedOver(pid) => tracing::info!("handed over to kdns pid {pid}: finishing queries in flight"),
@@ -224,16 +234,21 @@ enum End {
     HandedOver(u32),
 }
 
-/// Answers the handover's requests until a signal or a completed handover.
-fn serve(
-    s: &Settings,
-    events: &Receiver<Event>,
-    listeners: &Listeners,
+/// What [`serve`] answers with.
+#[derive(Clone, Copy)]
+struct Serving<'a> {
+    s: &'a Settings,
+    events: &'a Receiver<Event>,
+    listeners: &'a Listeners,
     generation: u64,
-    w: &mut Workers,
-    xdp: &mut XdpPath,
-    cores: &[core_affinity::CoreId],
-) -> End {
+    cores: &'a [core_affinity::CoreId],
+    /// Tells the records plane and the control server of a new worker list.
+    replace: &'a dyn Fn(Vec<WorkerHandle>, &XdpPath),
+}
+
+/// Answers the handover's requests until a signal or a completed handover.
+fn serve(ctx: &Serving<'_>, w: &mut Workers, xdp: &mut XdpPath) -> End {
+    let Serving { s, events, listeners, generation, cores, replace } = *ctx;
     let mut snapshot: Option<Vec<u8>> = None;
     loop {
         let Ok(ev) = events.recv() else { return End::Signal(SIGTERM) };
@@ -270,6 +285,7 @@ fn serve(
                             if let Some(c) = snapshot.take() {
                                 let _ = warm::load(xdp.handles(), c);
                             }
+                            replace(w.handles.clone(), xdp);
                             tracing::info!("AF_XDP queues taken back");
                         }
                         Err(e) => tracing::error!("cannot take the AF_XDP queues back ({e}): serving with the socket workers only"),

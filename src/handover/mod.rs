@@ -167,7 +167,7 @@ fn serve(listener: UnixListener, events: Sender<Event>, stop: Arc<AtomicBool>, d
 
 enum Outcome {
     /// Someone connected and hung up without asking (a check that a kdns
-    /// is running).
+    /// is running), or took copies of the sockets only.
     NotStarted,
     HandedOver(u32),
 }
@@ -186,8 +186,8 @@ fn ask<T>(events: &Sender<Event>, make: impl FnOnce(Sender<Result<T, String>>) -
 
 fn exchange(s: &UnixStream, events: &Sender<Event>) -> Result<Outcome, Failure> {
     let before = Failure::BeforeRelease;
-    let (pid, version) = match protocol::recv(s) {
-        Ok((Msg::Hello { protocol, pid, version }, _)) if protocol == PROTOCOL => (pid, version),
+    let (pid, version, sockets_only) = match protocol::recv(s) {
+        Ok((Msg::Hello { protocol, pid, version, sockets_only }, _)) if protocol == PROTOCOL => (pid, version, sockets_only),
         Ok((Msg::Hello { protocol: p, pid, .. }, _)) => {
             let reason = format!("handover protocol {p} from pid {pid}; this kdns speaks {PROTOCOL}");
             let _ = protocol::send(s, &Msg::Refused { reason: reason.clone() }, &[]);
@@ -197,7 +197,11 @@ fn exchange(s: &UnixStream, events: &Sender<Event>) -> Result<Outcome, Failure> 
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Outcome::NotStarted),
         Err(e) => return Err(before(e.to_string())),
     };
-    tracing::info!("handover: kdns {version} (pid {pid}) is taking over");
+    if sockets_only {
+        tracing::info!("handover: kdns {version} --supervise (pid {pid}) asks for copies of the listening sockets");
+    } else {
+        tracing::info!("handover: kdns {version} (pid {pid}) is taking over");
+    }
     let refuse = |reason: String| {
         let _ = protocol::send(s, &Msg::Refused { reason: reason.clone() }, &[]);
         reason
@@ -208,6 +212,9 @@ fn exchange(s: &UnixStream, events: &Sender<Event>) -> Result<Outcome, Failure> 
     protocol::send(s, &Msg::Listeners { pid: std::process::id(), generation, sockets: descs }, &borrowed)
         .map_err(|e| before(format!("sending the sockets: {e}")))?;
     drop(fds);
+    if sockets_only {
+        return Ok(Outcome::NotStarted);
+    }
     match protocol::recv(s) {
         Ok((Msg::Release, _)) => {}
         Ok((Msg::Refused { reason }, _)) => return Err(before(format!("pid {pid} gave up: {reason}"))),
@@ -226,6 +233,45 @@ fn exchange(s: &UnixStream, events: &Sender<Event>) -> Result<Outcome, Failure> 
         Ok((Msg::Refused { reason }, _)) => Err(after(reason)),
         Ok((m, _)) => Err(after(format!("expected done, got {m:?}"))),
         Err(e) => Err(after(e.to_string())),
+    }
+}
+
+/// Copies of the listening sockets of the kdns on `path`, and its pid,
+/// changing nothing there (`kdns --supervise --takeover` holds them for
+/// the server it starts). `Ok(None)`: no kdns answers there.
+pub fn copy_sockets(path: &Path) -> Result<Option<(u32, Sockets)>, String> {
+    Ok(ask_sockets(path, true)?.map(|a| (a.pid, a.sockets)))
+}
+
+/// What the running kdns answered to `hello`.
+struct Answer {
+    s: UnixStream,
+    pid: u32,
+    generation: u64,
+    sockets: Sockets,
+}
+
+/// Connects to the kdns on `path`, says hello and receives its listening
+/// sockets. `Ok(None)`: no kdns answers there.
+fn ask_sockets(path: &Path, sockets_only: bool) -> Result<Option<Answer>, String> {
+    let s = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) => return Err(format!("cannot reach the running kdns at {}: {e}", path.display())),
+    };
+    let _ = s.set_read_timeout(Some(STEP_TIMEOUT));
+    let _ = s.set_write_timeout(Some(STEP_TIMEOUT));
+    let hello = Msg::Hello { protocol: PROTOCOL, pid: std::process::id(), version: env!("CARGO_PKG_VERSION").into(), sockets_only };
+    protocol::send(&s, &hello, &[]).map_err(|e| format!("handover: {e}"))?;
+    match protocol::recv(&s).map_err(|e| format!("handover: {e}"))? {
+        (Msg::Listeners { pid, generation, sockets }, fds) => {
+            if fds.len() != sockets.len() {
+                return Err(format!("handover: pid {pid} announced {} sockets and passed {}", sockets.len(), fds.len()));
+            }
+            Ok(Some(Answer { s, pid, generation, sockets: sockets.into_iter().zip(fds).collect() }))
+        }
+        (Msg::Refused { reason }, _) => Err(format!("the running kdns refused the handover: {reason}")),
+        (m, _) => Err(format!("handover: expected the sockets, got {m:?}")),
     }
 }
 
@@ -253,28 +299,11 @@ impl Takeover {
     /// Connects to the kdns on `path` and receives its listening sockets.
     /// `Ok(None)`: no kdns answers there.
     pub fn start(path: &Path) -> Result<Option<(Takeover, Sockets)>, String> {
-        let s = match UnixStream::connect(path) {
-            Ok(s) => s,
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),
-            Err(e) => return Err(format!("cannot reach the running kdns at {}: {e}", path.display())),
-        };
         let started = Instant::now();
-        let _ = s.set_read_timeout(Some(STEP_TIMEOUT));
-        let _ = s.set_write_timeout(Some(STEP_TIMEOUT));
-        let hello = Msg::Hello { protocol: PROTOCOL, pid: std::process::id(), version: env!("CARGO_PKG_VERSION").into() };
-        protocol::send(&s, &hello, &[]).map_err(|e| format!("handover: {e}"))?;
-        match protocol::recv(&s).map_err(|e| format!("handover: {e}"))? {
-            (Msg::Listeners { pid, generation, sockets }, fds) => {
-                if fds.len() != sockets.len() {
-                    return Err(format!("handover: pid {pid} announced {} sockets and passed {}", sockets.len(), fds.len()));
-                }
-                let n = sockets.len();
-                let t = Takeover { s, started, from_pid: pid, generation, sockets: n, cache_bytes: 0, queues: 0 };
-                Ok(Some((t, sockets.into_iter().zip(fds).collect())))
-            }
-            (Msg::Refused { reason }, _) => Err(format!("the running kdns refused the handover: {reason}")),
-            (m, _) => Err(format!("handover: expected the sockets, got {m:?}")),
-        }
+        let Some(a) = ask_sockets(path, false)? else { return Ok(None) };
+        let t =
+            Takeover { s: a.s, started, from_pid: a.pid, generation: a.generation, sockets: a.sockets.len(), cache_bytes: 0, queues: 0 };
+        Ok(Some((t, a.sockets)))
     }
 
     /// Asks the old process to release its cache and AF_XDP queues.

@@ -80,6 +80,11 @@ pub enum Msg {
         pid: u32,
         /// Its kdns version.
         version: String,
+        /// Only copies of the listening sockets are wanted (`kdns
+        /// --supervise --takeover` holds them for the server it starts):
+        /// the exchange ends after `listeners`, and nothing changes.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sockets_only: bool,
     },
     /// Old to new: the listening sockets (attached) and the old generation.
     Listeners {

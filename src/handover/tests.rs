@@ -100,7 +100,7 @@ fn a_check_and_a_foreign_protocol_change_nothing() {
     // A connection that says nothing (`running`), then another protocol.
     assert!(running(&path));
     let s = UnixStream::connect(&path).unwrap();
-    protocol::send(&s, &Msg::Hello { protocol: 99, pid: 1, version: "x".into() }, &[]).unwrap();
+    protocol::send(&s, &Msg::Hello { protocol: 99, pid: 1, version: "x".into(), sockets_only: false }, &[]).unwrap();
     match protocol::recv(&s).unwrap().0 {
         Msg::Refused { reason } => assert!(reason.contains("protocol 99"), "{reason}"),
         m => panic!("expected refused, got {m:?}"),
@@ -127,4 +127,41 @@ fn no_kdns_means_no_takeover() {
     // A stale file nobody listens on.
     drop(UnixListener::bind(&path).unwrap());
     assert!(Takeover::start(&path).unwrap().is_none());
+}
+
+#[test]
+fn copying_the_sockets_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, path) = old(&dir);
+    let (pid, socks) = std::thread::scope(|sc| {
+        // The old side answers the listeners request and nothing more.
+        let answered = sc.spawn(|| match old.events.recv_timeout(Duration::from_secs(10)).expect("an event") {
+            Event::Listeners(reply) => {
+                let fd = OwnedFd::from(old.udp.try_clone().unwrap());
+                let desc = SocketDesc { transport: Transport::Udp, addr: old.udp.local_addr().unwrap() };
+                reply.send(Ok((3, vec![(desc, fd)]))).unwrap();
+            }
+            e => panic!("expected Listeners, got {e:?}"),
+        });
+        let got = copy_sockets(&path).unwrap().expect("a kdns answers");
+        answered.join().unwrap();
+        got
+    });
+    assert_eq!(pid, std::process::id());
+    assert_eq!(socks.len(), 1);
+    let (desc, fd) = socks.into_iter().next().unwrap();
+    let copy = UdpSocket::from(fd);
+    assert_eq!(copy.local_addr().unwrap(), old.udp.local_addr().unwrap());
+    assert_eq!(desc.addr, old.udp.local_addr().unwrap());
+    // No release was asked for, and the old one still answers a takeover.
+    std::thread::scope(|sc| {
+        let answered = sc.spawn(|| old.answer());
+        let (mut t, _) = Takeover::start(&path).unwrap().unwrap();
+        assert_eq!(t.generation, 7);
+        t.release().unwrap();
+        t.done(Duration::from_millis(100)).unwrap();
+        assert!(matches!(answered.join().unwrap(), Event::HandedOver { .. }));
+    });
+    let mut old = old;
+    old.server.take().unwrap().shutdown(true);
 }

@@ -65,7 +65,9 @@ fn release_freed_memory() {
 struct Published {
     serial: u32,
     at: Instant,
-    reached: Vec<usize>,
+    /// The workers it was sent to, and how many there were.
+    reached: Vec<WorkerHandle>,
+    of: usize,
     /// The snapshot this one replaced, dropped by [`Store::finish`] once the
     /// workers have moved on: freeing a large snapshot (hundreds of
     /// thousands of allocations) must happen here on the control thread,
@@ -90,7 +92,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct Store {
     cfg: StoreConfig,
-    workers: Vec<WorkerHandle>,
+    /// Replaced when an aborted handover restarts the AF_XDP workers.
+    workers: std::sync::RwLock<Vec<WorkerHandle>>,
     inner: Mutex<Inner>,
     checker: Mutex<Option<Checker>>,
 }
@@ -139,7 +142,7 @@ impl Store {
         release_freed_memory();
         Store {
             cfg,
-            workers,
+            workers: std::sync::RwLock::new(workers),
             inner: Mutex::new(Inner {
                 file,
                 runtime,
@@ -161,7 +164,19 @@ impl Store {
     /// The workers the snapshots go to (set once, before the store is
     /// shared: the daemon builds the workers with the first snapshot).
     pub fn set_workers(&mut self, workers: Vec<WorkerHandle>) {
-        self.workers = workers;
+        *self.workers.get_mut().unwrap_or_else(|e| e.into_inner()) = workers;
+    }
+
+    /// Replaces the workers the snapshots go to (an aborted handover
+    /// restarted the AF_XDP workers) and sends them the snapshot in use:
+    /// workers built with an older one answer the current records from
+    /// their next loop turn.
+    pub fn replace_workers(&self, workers: Vec<WorkerHandle>) {
+        let g = self.lock();
+        for w in &workers {
+            w.send(Control::Records(Arc::clone(&g.snapshot)));
+        }
+        *self.workers.write().unwrap_or_else(|e| e.into_inner()) = workers;
     }
 
     /// Sends the current snapshot to every worker and waits for them.
@@ -205,16 +220,16 @@ impl Store {
         let old = std::mem::replace(&mut g.snapshot, Arc::clone(&snap));
         let retired = (!Arc::ptr_eq(&old, &snap)).then_some(old);
         let at = Instant::now();
-        let reached =
-            self.workers.iter().enumerate().filter(|(_, w)| w.send(Control::Records(Arc::clone(&snap)))).map(|(i, _)| i).collect();
-        Published { serial: snap.serial(), at, reached, retired }
+        let workers = self.workers.read().unwrap_or_else(|e| e.into_inner());
+        let reached = workers.iter().filter(|w| w.send(Control::Records(Arc::clone(&snap)))).cloned().collect();
+        Published { serial: snap.serial(), at, reached, of: workers.len(), retired }
     }
 
     /// Waits (at most [`PROPAGATION_WAIT`]) until every worker reached
     /// uses serial `p.serial` or a later one.
     fn finish(&self, p: Published, what: &str) -> Change {
         let want = u64::from(p.serial);
-        let acked = |r: &[usize]| r.iter().filter(|&&i| self.workers[i].io.records_serial.get() >= want).count();
+        let acked = |r: &[WorkerHandle]| r.iter().filter(|w| w.io.records_serial.get() >= want).count();
         let mut n = acked(&p.reached);
         while n < p.reached.len() && p.at.elapsed() < PROPAGATION_WAIT {
             std::thread::sleep(Duration::from_micros(50));
@@ -233,12 +248,8 @@ impl Store {
         } else {
             tracing::debug!(serial = c.serial, propagated_ms = ms, workers = n, "{what}: records propagated to every worker");
         }
-        if p.reached.len() < self.workers.len() {
-            tracing::warn!(
-                "{what}: {} of {} workers could not be reached (stopped?)",
-                self.workers.len() - p.reached.len(),
-                self.workers.len()
-            );
+        if p.reached.len() < p.of {
+            tracing::warn!("{what}: {} of {} workers could not be reached (stopped?)", p.of - p.reached.len(), p.of);
         }
         c
     }

@@ -98,8 +98,8 @@ pub struct Kdns {
 
 impl Kdns {
     /// Starts kdns in `ns` with `args` plus `--control-socket` (and
-    /// `--cache-dump` and `--handover-socket`, unless `args` name them) in
-    /// its own temp dir, and
+    /// `--cache-dump`, `--handover-socket` and `--state-file`, unless
+    /// `args` or its `--config` file name them) in its own temp dir, and
     /// `--pin-dir ""` unless `args` give one (a test that pins uses a bpffs
     /// directory of its own and removes it). Does not wait: see
     /// [`Kdns::wait_ready`].
@@ -134,6 +134,11 @@ impl Kdns {
         // running side by side would each see "another kdns is running".
         if !args.iter().any(|a| a == "--handover-socket") {
             cmd.arg("--handover-socket").arg(dir.path().join("handover.sock"));
+        }
+        // Nor the default /var/lib/kdns/records.json: the API's changes of
+        // one test would be the next one's records.
+        if !names_state_file(args) {
+            cmd.arg("--state-file").arg(dir.path().join("records.json"));
         }
         if !args.iter().any(|a| a == "--pin-dir") {
             cmd.args(["--pin-dir", ""]);
@@ -191,6 +196,13 @@ impl Kdns {
     pub fn plain_log(&self) -> String {
         strip_ansi(&self.log())
     }
+}
+
+/// Whether `args` set the records state file: the flag, or a `--config`
+/// file with the key.
+fn names_state_file(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--state-file")
+        || args.windows(2).any(|w| w[0] == "--config" && fs::read_to_string(&w[1]).is_ok_and(|t| t.contains("state_file")))
 }
 
 impl Drop for Kdns {

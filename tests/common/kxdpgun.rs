@@ -11,23 +11,69 @@ use super::{Lab, Netns, Proc};
 pub struct Gun {
     proc: Proc,
     log: PathBuf,
+    qps: u64,
     seconds: u64,
+}
+
+/// Where kxdpgun runs and whom it sends to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The command that enters the client's network namespace (`ip netns
+    /// exec NS`, `nsenter -t PID -n`).
+    pub enter: Vec<String>,
+    /// Where the query file and the log go.
+    pub dir: PathBuf,
+    /// The client's interface, its MAC and IPv4 address.
+    pub iface: String,
+    pub src_mac: String,
+    pub src_v4: String,
+    /// The next hop's MAC (the server's, on one link or one bridge) and
+    /// the server's IPv4 address.
+    pub dst_mac: String,
+    pub dst_v4: String,
 }
 
 impl Gun {
     /// Sends `qps` queries a second for `seconds` to kdns's IPv4 address,
     /// cycling over `names` (A queries).
     pub fn start(lab: &Lab, qps: u64, seconds: u64, names: &[String]) -> Gun {
-        let queries = lab.file("gun-queries.txt");
+        let mac = |ns: &Netns, ifname: &str| ns.exec_ok(&["cat", &format!("/sys/class/net/{ifname}/address")]).stdout.trim().to_string();
+        let target = Target {
+            enter: lab.client.prefix(),
+            dir: lab.dir.path().to_path_buf(),
+            iface: lab.link.client_if.clone(),
+            src_mac: mac(&lab.client, &lab.link.client_if),
+            src_v4: lab.link.client_v4(),
+            dst_mac: mac(&lab.server, &lab.link.server_if),
+            dst_v4: lab.link.server_v4(),
+        };
+        Gun::start_at(&target, qps, seconds, names)
+    }
+
+    /// The same from and to `t`.
+    pub fn start_at(t: &Target, qps: u64, seconds: u64, names: &[String]) -> Gun {
+        let queries = t.dir.join("gun-queries.txt");
         let text: String = names.iter().map(|n| format!("{n} A\n")).collect();
         std::fs::write(&queries, text).expect("write the query file");
-        let mac = |ns: &Netns, ifname: &str| ns.exec_ok(&["cat", &format!("/sys/class/net/{ifname}/address")]).stdout.trim().to_string();
-        let (cmac, smac) = (mac(&lab.client, &lab.link.client_if), mac(&lab.server, &lab.link.server_if));
-        let log = lab.file("kxdpgun.log");
-        let (t, q, qf) = (seconds.to_string(), qps.to_string(), queries.display().to_string());
-        let (ci, cv4, sv4) = (lab.link.client_if.clone(), lab.link.client_v4(), lab.link.server_v4());
-        let argv = ["kxdpgun", "-t", &t, "-Q", &q, "-i", &qf, "-I", &ci, "-L", &cmac, "-R", &smac, "-l", &cv4, &sv4];
-        Gun { proc: Proc::spawn(lab.client.command(&argv), &log), log, seconds }
+        let log = t.dir.join("kxdpgun.log");
+        let (secs, q, qf) = (seconds.to_string(), qps.to_string(), queries.display().to_string());
+        let argv =
+            ["kxdpgun", "-t", &secs, "-Q", &q, "-i", &qf, "-I", &t.iface, "-L", &t.src_mac, "-R", &t.dst_mac, "-l", &t.src_v4, &t.dst_v4];
+        let mut cmd = std::process::Command::new(&t.enter[0]);
+        cmd.args(&t.enter[1..]).args(argv);
+        kdns_sys::process::die_with_parent(&mut cmd);
+        Gun { proc: Proc::spawn(cmd, &log), log, qps, seconds }
+    }
+
+    /// [`Gun::finish`], printing the figures as `what: ...` and checking
+    /// that kxdpgun sent at least 80% of what it was asked to.
+    pub fn finish_reported(self, what: &str) -> (u64, u64) {
+        let asked = self.qps * self.seconds;
+        let (sent, replies) = self.finish();
+        let lost = sent.saturating_sub(replies);
+        eprintln!("{what}: {sent} sent, {replies} replies, {lost} unanswered ({:.3}%)", 100.0 * lost as f64 / sent.max(1) as f64);
+        assert!(sent >= asked * 8 / 10, "{what}: kxdpgun sent only {sent} queries (asked {asked})");
+        (sent, replies)
     }
 
     /// Waits for the end of the run: (queries sent, replies received).

@@ -83,3 +83,25 @@ pub fn uninstall(lab: &Lab, dir: &Path) -> Run {
         std::time::Duration::from_secs(20),
     )
 }
+
+/// Checks that the interface holds the program the running kdns's stats
+/// name and that the pins are the expected ones; returns the program id.
+pub fn assert_serving_program(lab: &Lab, fs: &BpfFs) -> u32 {
+    let st = lab.stats();
+    let prog = st["xdp"][0]["program"]["program_id"].as_u64().expect("a program id in the stats") as u32;
+    let sif = &lab.link.server_if;
+    assert_eq!(attached_id(&lab.server, sif), Some(prog), "{sif} does not hold the running kdns's program");
+    assert_eq!(fs.pins(sif), PINS);
+    prog
+}
+
+/// SIGTERM to the lab's kdns (exit 0 within 15 s), then `--uninstall-xdp`:
+/// no program on the interface, no pin left.
+pub fn stop_and_uninstall(lab: &mut Lab, fs: &BpfFs) {
+    let st = lab.kdns.stop_with(libc::SIGTERM, std::time::Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "kdns's exit after SIGTERM: {st:?}\n{}", lab.kdns.log());
+    let r = uninstall(lab, &fs.pin_dir());
+    assert!(r.ok(), "{}", r.both());
+    assert!(attached_id(&lab.server, &lab.link.server_if).is_none(), "a program is left on {}", lab.link.server_if);
+    assert!(!fs.pin_dir().exists(), "pins left under {}", fs.pin_dir().display());
+}
