@@ -17,7 +17,7 @@
 //! |---|---|
 //! | SIGTERM, SIGINT | passes it to the server, waits for it, exits with its status |
 //! | SIGUSR2, SIGHUP | starts a new server with `--takeover` next to the running one (make-before-break: the configuration and the binary at the same path are read again); the old one hands over and exits |
-//! | the server dies | starts a new one on the same sockets: at once, then after 0.1 s, doubling to 5 s while servers die within 30 s of their start |
+//! | the server dies | starts a new one on the same sockets at once; while servers keep dying within 30 s of their start, the next after 0.1 s, doubling to 5 s |
 //! | the server exits 0 by itself | a newer kdns took over (another pod's, `kdns --takeover` run by hand): no new server; the supervisor waits for SIGTERM |
 //!
 //! The server gets SIGTERM when the supervisor dies (`PR_SET_PDEATHSIG`),
@@ -36,7 +36,8 @@ use crate::config::{IoMode, Settings};
 use crate::handover;
 use crate::listeners::Listeners;
 
-/// The first restart after a quick death waits this long...
+/// The second restart in a row after a quick death waits this long (the
+/// first is at once)...
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 /// ... doubling up to this.
 const MOST_DELAY: Duration = Duration::from_secs(5);
@@ -66,7 +67,7 @@ pub fn run(s: &Settings, passed: Option<Listeners>, takeover: bool) -> Result<u8
         handover_socket: s.handover_socket.clone(),
         current: None,
         next: None,
-        delay: Duration::ZERO,
+        delay: None,
         restart_at: None,
         exited_quietly: None,
         stopping: false,
@@ -130,8 +131,9 @@ struct Supervisor {
     current: Option<Server>,
     /// A server taking over from `current` (an upgrade).
     next: Option<Server>,
-    /// The wait before the next restart.
-    delay: Duration,
+    /// The wait before the next restart: none after a server that ran
+    /// long, zero after the first quick death, then growing.
+    delay: Option<Duration>,
     restart_at: Option<Instant>,
     /// A server exited 0 by itself: (its pid, how long it ran, until when
     /// to look for the kdns it handed over to).
@@ -201,6 +203,8 @@ impl Supervisor {
             Err(e) => {
                 tracing::error!("cannot start {}: {e}", self.exe.display());
                 self.schedule(Duration::ZERO);
+                let wait = self.delay.unwrap_or_default();
+                tracing::info!("trying again in {} ms", wait.as_millis());
             }
         }
     }
@@ -219,7 +223,7 @@ impl Supervisor {
     /// Restarts after the back-off, given how long the dead one ran.
     fn schedule(&mut self, ran: Duration) {
         self.delay = next_delay(self.delay, ran);
-        self.restart_at = Some(Instant::now() + self.delay);
+        self.restart_at = Some(Instant::now() + self.delay.unwrap_or_default());
     }
 
     /// Collects exited servers and decides what follows.
@@ -280,9 +284,12 @@ impl Supervisor {
             "kdns pid {pid} {} after {:.1} s; starting a new one on the held sockets{}",
             describe(st),
             ran.as_secs_f64(),
-            if self.delay.is_zero() { " now".to_string() } else { format!(" in {} ms", self.delay.as_millis()) }
+            match self.delay.unwrap_or_default() {
+                d if d.is_zero() => " now".to_string(),
+                d => format!(" in {} ms", d.as_millis()),
+            }
         );
-        if self.delay.is_zero() {
+        if self.delay.unwrap_or_default().is_zero() {
             self.restart_at = None;
             self.start(false);
         }
@@ -290,15 +297,17 @@ impl Supervisor {
 }
 
 /// The wait before the next restart, after `prev`, for a server that ran
-/// `ran`.
-fn next_delay(prev: Duration, ran: Duration) -> Duration {
+/// `ran`: at once after a long run and after the first quick death, then
+/// [`FIRST_DELAY`] doubling to [`MOST_DELAY`] while servers die young.
+fn next_delay(prev: Option<Duration>, ran: Duration) -> Option<Duration> {
     if ran >= STABLE {
-        Duration::ZERO
-    } else if prev.is_zero() {
-        FIRST_DELAY
-    } else {
-        (prev * 2).min(MOST_DELAY)
+        return None;
     }
+    Some(match prev {
+        None => Duration::ZERO,
+        Some(d) if d.is_zero() => FIRST_DELAY,
+        Some(d) => (d * 2).min(MOST_DELAY),
+    })
 }
 
 /// The pid, status and run time of `slot`'s server if it has exited (the
@@ -344,12 +353,12 @@ mod tests {
     #[test]
     fn restarts_back_off_while_servers_die_young() {
         let mut delays = Vec::new();
-        let mut d = Duration::ZERO;
-        for ran in [1, 1, 1, 1, 1, 1, 1, 1, 40, 1] {
+        let mut d = None;
+        for ran in [1, 1, 1, 1, 1, 1, 1, 1, 1, 40, 1, 1] {
             d = next_delay(d, Duration::from_secs(ran));
-            delays.push(d.as_millis());
+            delays.push(d.unwrap_or_default().as_millis());
         }
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 0, 100]);
+        assert_eq!(delays, [0, 100, 200, 400, 800, 1600, 3200, 5000, 5000, 0, 0, 100]);
     }
 
     #[test]

@@ -126,8 +126,9 @@ RESTARTS AND UPGRADES:
     finishes its queries in flight and exits.
     kdns --supervise runs the server as the child of a small process that
     holds the sockets (for containers and pods, where nothing else does):
-    a server that dies is started again at once on them (a server dying
-    within 30 s of its start waits 0.1 s, doubling to 5 s, first);
+    a server that dies is started again at once on them (when servers
+    keep dying within 30 s of their start, the next waits 0.1 s, then
+    doubling to 5 s);
     SIGUSR2 or SIGHUP starts a new server with --takeover (the
     configuration and the program at the same path are read again);
     SIGTERM and SIGINT are passed to the server. With --takeover too, the

@@ -52,10 +52,12 @@ impl Gun {
 
     /// The same from and to `t`.
     pub fn start_at(t: &Target, qps: u64, seconds: u64, names: &[String]) -> Gun {
-        let queries = t.dir.join("gun-queries.txt");
+        // Files of their own: a test may run several loads from one dir.
+        let n = super::next_id();
+        let queries = t.dir.join(format!("gun-queries-{n}.txt"));
         let text: String = names.iter().map(|n| format!("{n} A\n")).collect();
         std::fs::write(&queries, text).expect("write the query file");
-        let log = t.dir.join("kxdpgun.log");
+        let log = t.dir.join(format!("kxdpgun-{n}.log"));
         let (secs, q, qf) = (seconds.to_string(), qps.to_string(), queries.display().to_string());
         let argv =
             ["kxdpgun", "-t", &secs, "-Q", &q, "-i", &qf, "-I", &t.iface, "-L", &t.src_mac, "-R", &t.dst_mac, "-l", &t.src_v4, &t.dst_v4];
