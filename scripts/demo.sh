@@ -133,7 +133,9 @@ section "kdns"
 ip netns exec "$HOSTNS" "$KDNS" --listen "$KDNS_V4:53" --listen "[$KDNS_V6]:53" \
     --backend 127.0.0.1:5301 --backend 127.0.0.1:5302 \
     --allow "10.53.$X.0/24" --allow "fd53:$X::/64" \
-    --control-socket "$SOCK" >"$TMP/kdns.log" 2>&1 &
+    --control-socket "$SOCK" --handover-socket "$TMP/handover.sock" \
+    --cache-dump "$TMP/cache.dump" --state-file "$TMP/records.json" \
+    --pin-dir "" >"$TMP/kdns.log" 2>&1 &
 KDNS_PID=$!
 PIDS+=("$KDNS_PID")
 for i in $(seq 50); do
