@@ -45,7 +45,7 @@ fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-async fn connect(cfg: &ClusterSettings) -> Result<Client, End> {
+async fn connect(cfg: &ClusterSettings, endpoint: &str) -> Result<Client, End> {
     let mut o = ConnectOptions::new()
         .with_connect_timeout(cfg.timeout)
         .with_timeout(cfg.timeout)
@@ -64,7 +64,7 @@ async fn connect(cfg: &ClusterSettings) -> Result<Client, End> {
         }
         o = o.with_tls(tls);
     }
-    Client::connect(&cfg.endpoints, Some(o)).await.map_err(down("connect"))
+    Client::connect([endpoint], Some(o)).await.map_err(down("connect"))
 }
 
 /// Runs sessions until `stop`; `entries` holds the snapshot file's values.
@@ -73,8 +73,16 @@ pub async fn run(cfg: ClusterSettings, store: Arc<Store>, link: Arc<Link>, mut e
     let mut backoff = MIN_BACKOFF;
     let mut down_since: Option<Instant> = None;
     let mut revision = link.status().revision;
+    // One member at a time, the next one after a failure; hosts start on
+    // different members.
+    let n = cfg.endpoints.len().max(1);
+    let mut next = cfg.host.bytes().map(usize::from).sum::<usize>() % n;
+    let mut failures = 0usize;
     loop {
+        let endpoint = cfg.endpoints[next % n].clone();
         let mut s = Session {
+            endpoint: &endpoint,
+            joined: false,
             cfg: &cfg,
             keys: &keys,
             store: &store,
@@ -97,6 +105,10 @@ pub async fn run(cfg: ClusterSettings, store: Arc<Store>, link: Arc<Link>, mut e
         };
         revision = s.revision;
         down_since = s.down_since;
+        if s.joined {
+            failures = 0;
+            backoff = MIN_BACKOFF;
+        }
         if s.dirty {
             s.persist();
         }
@@ -108,10 +120,18 @@ pub async fn run(cfg: ClusterSettings, store: Arc<Store>, link: Arc<Link>, mut e
                 backoff = MIN_BACKOFF;
             }
             End::Down(e) => {
+                let e = format!("{endpoint}: {e}");
                 link.update(|st| st.last_error = Some(e.clone()));
+                failures += 1;
+                next += 1;
+                if failures < n {
+                    // Another member may answer: no back-off, no warning yet.
+                    tracing::info!("cluster: etcd member failed ({e}); trying {}", cfg.endpoints[next % n]);
+                    continue;
+                }
                 if down_since.is_none() {
                     tracing::warn!(
-                        "cluster: etcd unreachable ({e}); serving the last known records and this host's, refusing API changes, retrying"
+                        "cluster: etcd unreachable (no member answers; last: {e}); serving the last known records and this host's, refusing API changes, retrying"
                     );
                     down_since = Some(Instant::now());
                 } else {
@@ -131,6 +151,10 @@ pub async fn run(cfg: ClusterSettings, store: Arc<Store>, link: Arc<Link>, mut e
 }
 
 struct Session<'a> {
+    /// The member this session talks to.
+    endpoint: &'a str,
+    /// It got as far as the watch.
+    joined: bool,
     cfg: &'a ClusterSettings,
     keys: &'a Keys,
     store: &'a Store,
@@ -208,7 +232,7 @@ impl Session<'_> {
     async fn session(&mut self) -> Result<std::convert::Infallible, End> {
         let cfg = self.cfg;
         let me = cfg.host.as_str();
-        let mut client = connect(cfg).await?;
+        let mut client = connect(cfg, self.endpoint).await?;
         let ttl_s = i64::try_from(cfg.lease_ttl.as_secs()).unwrap_or(i64::MAX);
         let grant = client.lease_grant(ttl_s, None).await.map_err(down("lease grant"))?;
         let lease = Lease::granted(grant.id(), grant.ttl());
@@ -248,6 +272,7 @@ impl Session<'_> {
         self.push(&mut client, &lease, &pushed, &want).await?;
         pushed = want;
         self.link.set_connected(true);
+        self.joined = true;
         self.link.update(|s| {
             s.lease = Some(lease);
             s.last_error = None;
@@ -256,7 +281,8 @@ impl Session<'_> {
             tracing::info!("cluster: etcd answers again after {:.1} s", t.elapsed().as_secs_f64());
         }
         tracing::info!(
-            "cluster: joined as host {me}: {} keys read at revision {}, lease {} of {} s",
+            "cluster: joined as host {me} through {}: {} keys read at revision {}, lease {} of {} s",
+            self.endpoint,
             self.entries.len(),
             self.revision,
             lease.id_hex(),
