@@ -50,12 +50,13 @@ fn has(h: &Host, name: &str, addr: &str) -> bool {
 /// The instance of the records file and one added with kdns-ctl on host a
 /// are answered on b and c; so is a's static record; `kdns-ctl cluster`
 /// on b shows a with its instances and a live lease. etcd has
-/// authentication on, and no kdns log line holds the password.
+/// authentication on, and no kdns log line holds the password; a bad
+/// value is skipped and counted.
 #[test]
 fn an_instance_on_one_host_is_answered_on_the_others() {
     let _slot = exclusive_slot();
     let password = format!("pw-{}-secret", std::process::id());
-    let (_etcd, hosts) = three_hosts(Some(&password));
+    let (etcd, hosts) = three_hosts(Some(&password));
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
     let r = a.ctl(&["instance", "add", "web", "a2", "10.61.0.2"]);
     assert!(r.ok(), "kdns-ctl instance add on a:\n{}", r.both());
@@ -80,6 +81,14 @@ fn an_instance_on_one_host_is_answered_on_the_others() {
     let r = a.ctl(&["instance", "rm", "web", "a2"]);
     assert!(r.ok(), "kdns-ctl instance rm on a:\n{}", r.both());
     until_all(&[a, b, c], Duration::from_secs(15), "a2 gone", |h| !has(h, "web.kdns", "10.61.0.2"));
+    // A bad value written by someone else: a log line and a counted skip,
+    // the answers unchanged.
+    etcd.ctl_ok(&["put", "/kdns/v1/instances/x/web/bad", "{not json"]);
+    until_all(&[b, c], Duration::from_secs(10), "the bad value counted", |h| h.cluster()["skipped"].as_u64() >= Some(1));
+    for h in [b, c] {
+        assert!(h.kdns.plain_log().contains("etcd key /kdns/v1/instances/x/web/bad skipped: not a valid value"), "{}", h.kdns.plain_log());
+        assert_eq!(h.addrs("web.kdns"), set_of(&["10.61.0.1", "10.61.0.11"]));
+    }
     for h in &hosts {
         let log = h.kdns.plain_log();
         assert!(log.contains("cluster: joined as host"), "host {} did not join:\n{log}", h.name);

@@ -23,6 +23,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Most operations in one transaction (etcd's default `--max-txn-ops` is 128).
 const TXN_OPS: usize = 128;
+/// Keys per page of the resync's read.
+const READ_PAGE: i64 = 2000;
 /// The snapshot file is written at most this often.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
@@ -214,6 +216,44 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// The resync: every key under the prefix, at one revision, in pages
+    /// (a gRPC message stays far below the client's 4 MiB limit).
+    async fn read_all(&mut self, client: &mut Client) -> Result<(), End> {
+        let all = self.keys.all();
+        let mut end = all.clone().into_bytes();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut from = all.into_bytes();
+        let mut rev = 0;
+        self.entries.clear();
+        loop {
+            let mut o = GetOptions::new().with_range(end.clone()).with_limit(READ_PAGE);
+            if rev > 0 {
+                o = o.with_revision(rev);
+            }
+            let resp = client.get(from.clone(), Some(o)).await.map_err(down("read"))?;
+            if rev == 0 {
+                rev = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                match std::str::from_utf8(kv.key()) {
+                    Ok(k) => self.entries.put(self.keys, k, kv.value()),
+                    Err(_) => self.entries.skipped += 1,
+                }
+            }
+            match resp.kvs().last() {
+                Some(kv) if resp.more() => {
+                    from = kv.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        self.revision = rev;
+        Ok(())
+    }
+
     /// Writes what changed between `pushed` and `want`.
     async fn push(&self, client: &mut Client, lease: &Lease, pushed: &Desired, want: &Desired) -> Result<(), End> {
         let (pl, dl) = diff(&pushed.leased, &want.leased);
@@ -247,15 +287,7 @@ impl Session<'_> {
         client.put(self.keys.host(me), host_json, Some(PutOptions::new().with_lease(lease.id))).await.map_err(down("put"))?;
 
         // The resync: every key, then this host's own brought in line.
-        let resp = client.get(self.keys.all(), Some(GetOptions::new().with_prefix())).await.map_err(down("read"))?;
-        self.revision = resp.header().map_or(0, |h| h.revision());
-        self.entries.clear();
-        for kv in resp.kvs() {
-            match std::str::from_utf8(kv.key()) {
-                Ok(k) => self.entries.put(self.keys, k, kv.value()),
-                Err(_) => self.entries.skipped += 1,
-            }
-        }
+        self.read_all(&mut client).await?;
         self.link.update(|s| s.resyncs += 1);
         self.publish();
         self.persist();

@@ -124,3 +124,48 @@ pub fn settle(c: &ClusterSection) -> Result<Option<ClusterSettings>, ConfigError
         timeout: Duration::from_millis(c.connect_timeout_ms),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(toml: &str) -> ClusterSection {
+        crate::config::parse(toml).expect("config").cluster
+    }
+
+    #[test]
+    fn off_without_endpoints_and_checked_with() {
+        assert!(settle(&section("")).unwrap().is_none());
+        let c = settle(&section("[cluster]\netcd_endpoints = [\"http://10.0.0.1:2379\"]\nhost_id = \"h1\"\n")).unwrap().unwrap();
+        assert_eq!((c.host.as_str(), c.prefix.as_str(), c.lease_ttl), ("h1", "/kdns/v1", Duration::from_secs(5)));
+        for (toml, key) in [
+            ("etcd_endpoints = [\"10.0.0.1:2379\"]", "cluster.etcd_endpoints[0]"),
+            ("etcd_endpoints = [\"http://a:1\"]\nhost_id = \"a/b\"", "cluster.host_id"),
+            ("etcd_endpoints = [\"http://a:1\"]\nprefix = \"kdns\"", "cluster.prefix"),
+            ("etcd_endpoints = [\"http://a:1\"]\nusername = \"u\"", "cluster.username"),
+            ("etcd_endpoints = [\"http://a:1\"]\nca_file = \"/dev/null\"", "cluster.ca_file"),
+        ] {
+            let e = settle(&section(&format!("[cluster]\n{toml}\n"))).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{toml}: {e}");
+        }
+    }
+
+    /// The password is read from its file and shown nowhere: not in the
+    /// settings' Debug (what --check-config and the logs would print).
+    #[test]
+    fn the_password_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cr3t-pw\n").unwrap();
+        let toml = format!(
+            "[cluster]\netcd_endpoints = [\"http://a:1\"]\nhost_id = \"h\"\nusername = \"root\"\npassword_file = \"{}\"\n",
+            f.display()
+        );
+        let c = settle(&section(&toml)).unwrap().unwrap();
+        let (user, pw) = c.auth.as_ref().unwrap();
+        assert_eq!((user.as_str(), pw.expose()), ("root", "s3cr3t-pw"));
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("<secret>"), "{shown}");
+    }
+}
