@@ -256,9 +256,8 @@ settings! {
     }
 
     [cluster] ClusterSection "several hosts sharing records through etcd v3 (docs/cluster.md); off while etcd_endpoints is empty" {
-        etcd_endpoints: Vec<String> = Vec::new(),
-            example("[\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\", \"http://10.0.0.3:2379\"]")
-            => "the etcd members, `http://` or `https://` host:port (empty: no cluster)";
+        etcd_endpoints: Vec<String> = Vec::new()
+            => "the etcd members, e.g. `[\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]`; `https://` for TLS (empty: no cluster)";
         host_id: String = String::new()
             => "this host's id in etcd (`\"\"`: the hostname); unique in the cluster";
         lease_ttl_s: u64 = 5, range(2, 3600)
