@@ -107,9 +107,7 @@ fn a_killed_host_leaves_the_answers_within_its_lease() {
     hosts[0].kdns.kill();
     let t = Instant::now();
     let (b, c) = (&hosts[1], &hosts[2]);
-    let took = until_all(&[b, c], Duration::from_secs(u64::from(TTL) + 10), "a1 gone after kill -9", |h| {
-        !has(h, "web.kdns", "10.61.0.1")
-    });
+    let took = until_all(&[b, c], Duration::from_secs(u64::from(TTL) + 10), "a1 gone after kill -9", |h| !has(h, "web.kdns", "10.61.0.1"));
     let took = took.max(t.elapsed());
     eprintln!("cluster: a's instance left b's and c's answers {:.2} s after kill -9 (lease TTL {TTL} s)", took.as_secs_f64());
     assert!(
@@ -136,7 +134,11 @@ fn etcd_members_lost_and_back() {
     let added = poll_until(Duration::from_secs(20), Duration::from_millis(500), || {
         a.ctl(&["instance", "add", "web", "a3", "10.61.0.3"]).ok().then_some(())
     });
-    assert!(added.is_some(), "instance add with one member down kept failing:\n{}", a.ctl(&["instance", "add", "web", "a3", "10.61.0.3"]).both());
+    assert!(
+        added.is_some(),
+        "instance add with one member down kept failing:\n{}",
+        a.ctl(&["instance", "add", "web", "a3", "10.61.0.3"]).both()
+    );
     until_all(&[b, c], Duration::from_secs(20), "a3 answered with one member down", |h| has(h, "web.kdns", "10.61.0.3"));
 
     let before: Vec<usize> = hosts.iter().map(|h| h.kdns.plain_log().matches("etcd unreachable").count()).collect();
@@ -161,9 +163,7 @@ fn etcd_members_lost_and_back() {
     until_all(&[a, b, c], Duration::from_secs(30), "every host connected again", |h| h.cluster()["connected"] == true);
     let r = a.ctl(&["instance", "add", "web", "a4", "10.61.0.4"]);
     assert!(r.ok(), "instance add after quorum came back:\n{}", r.both());
-    until_all(&[b, c], Duration::from_secs(15), "a4 answered", |h| {
-        h.addrs("web.kdns") == set_of(&["10.61.0.1", "10.61.0.3", "10.61.0.4"])
-    });
+    until_all(&[b, c], Duration::from_secs(15), "a4 answered", |h| h.addrs("web.kdns") == set_of(&["10.61.0.1", "10.61.0.3", "10.61.0.4"]));
     for h in &hosts {
         assert!(h.kdns.plain_log().contains("cluster: etcd answers again"), "host {}: recovery not logged", h.name);
     }

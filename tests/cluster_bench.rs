@@ -77,7 +77,13 @@ const RECORDS: &str = "[[service]]\nname = \"web\"\ninstances = [{ id = \"a1\", 
 fn hosts(etcd: &Etcd, n: usize) -> Vec<Host> {
     let names = ["a", "b", "c"];
     (0..n)
-        .map(|i| Host::start(etcd, names[i], &HostOpts { records: if i == 0 { RECORDS.into() } else { String::new() }, lease_ttl_s: 5, password: None }))
+        .map(|i| {
+            Host::start(
+                etcd,
+                names[i],
+                &HostOpts { records: if i == 0 { RECORDS.into() } else { String::new() }, lease_ttl_s: 5, password: None },
+            )
+        })
         .collect()
 }
 
@@ -103,7 +109,7 @@ fn propagation_latency() {
     let mut ms = Vec::with_capacity(n);
     let mut lost = 0;
     for i in 0..n {
-        let add = i % 2 == 0;
+        let add = i.is_multiple_of(2);
         let want = if add { 2 } else { 1 };
         let t = Instant::now();
         let (st, out) = if add {
@@ -250,7 +256,7 @@ fn writes_at_100_changes_per_second() {
         let k = (changes % 3) as usize;
         let h = &hs[k];
         // Add until 20 run on the host, then stop the oldest each other time.
-        let (st, _) = if live[k].len() >= 20 && changes % 2 == 0 {
+        let (st, _) = if live[k].len() >= 20 && changes.is_multiple_of(2) {
             let id = live[k].remove(0);
             http(&h.kdns.socket, "DELETE", &format!("/v1/services/svc-{}/instances/c{id}", h.name), "")
         } else {

@@ -135,6 +135,9 @@ mod tests {
         let s = serde_json::to_string(&v).unwrap();
         assert_eq!(s, r#"{"host":"a","service":"web","instance":{"id":"c1","addrs":["10.0.0.1"]},"healthy":true}"#);
         assert_eq!(serde_json::from_str::<InstanceValue>(&s).unwrap(), v);
-        assert!(serde_json::from_str::<InstanceValue>(r#"{"host":"a","service":"web","instance":{"id":"c1","addrs":[]},"healthy":true,"x":1}"#).is_err());
+        assert!(serde_json::from_str::<InstanceValue>(
+            r#"{"host":"a","service":"web","instance":{"id":"c1","addrs":[]},"healthy":true,"x":1}"#
+        )
+        .is_err());
     }
 }

@@ -130,7 +130,10 @@ impl Link {
             deletes: s.deletes,
             hosts: {
                 let since = s.hosts_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
-                s.hosts.into_iter().map(|h| HostView { lease_age_s: h.lease_age_s.map(|a| ((a + since) * 10.0).round() / 10.0), ..h }).collect()
+                s.hosts
+                    .into_iter()
+                    .map(|h| HostView { lease_age_s: h.lease_age_s.map(|a| ((a + since) * 10.0).round() / 10.0), ..h })
+                    .collect()
             },
         }
     }
@@ -147,12 +150,7 @@ struct SnapshotFile {
 
 /// Writes the snapshot file atomically.
 pub fn save_snapshot(path: &Path, prefix: &str, revision: i64, entries: &Entries) -> std::io::Result<()> {
-    let f = SnapshotFile {
-        version: 1,
-        prefix: prefix.into(),
-        revision,
-        kvs: entries.raw().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    };
+    let f = SnapshotFile { version: 1, prefix: prefix.into(), revision, kvs: entries.raw().map(|(k, v)| (k.clone(), v.clone())).collect() };
     let body = serde_json::to_vec(&f).map_err(std::io::Error::other)?;
     crate::records::state::write_atomic(path, &body, 0o600)
 }
@@ -197,7 +195,10 @@ pub fn start(cfg: &ClusterSettings, store: Arc<Store>) -> std::io::Result<Cluste
                 if let Err(e) = store.set_cluster(layer) {
                     tracing::error!("cluster: the snapshot {} is not served: {e}", path.display());
                 } else {
-                    tracing::info!("cluster: serving {n} instances of other hosts from {} (revision {rev}) until etcd answers", path.display());
+                    tracing::info!(
+                        "cluster: serving {n} instances of other hosts from {} (revision {rev}) until etcd answers",
+                        path.display()
+                    );
                 }
                 link.update(|s| s.revision = rev);
             }

@@ -8,9 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
-};
+use etcd_client::{Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions};
 use kdns_api::cluster::HostValue;
 use tokio::sync::watch;
 

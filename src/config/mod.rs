@@ -28,7 +28,9 @@ use crate::upstream_sockets::PortsConfig;
 
 pub use cli::{command, load, reference_table};
 pub use settle::settle;
-pub use table::{CacheSection, ClusterSection, DockerSection, FileConfig, LimitsSection, RecordsSection, TcpSection, UpstreamSection, XdpSection};
+pub use table::{
+    CacheSection, ClusterSection, DockerSection, FileConfig, LimitsSection, RecordsSection, TcpSection, UpstreamSection, XdpSection,
+};
 
 /// A configuration error: the key at fault and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
