@@ -229,3 +229,38 @@ fn a_restarted_host_serves_its_snapshot_while_etcd_is_down() {
     assert!(b.kdns.plain_log().contains("until etcd answers"), "{}", b.kdns.plain_log());
     assert_eq!(b.cluster()["connected"], false);
 }
+
+/// Host d's watch falls behind a compaction: d is stopped (SIGSTOP, its
+/// lease TTL long enough to outlive the pause) while 400 writes of 32 kB pile up
+/// beyond what its stream buffers, so etcd takes its watch off the live
+/// path; etcd is compacted past d's position; d continued: its watch is
+/// cancelled with a compact revision (ErrCompacted), d logs that it fell
+/// behind a compaction, reads everything again and answers exactly the
+/// current records.
+#[test]
+fn a_watch_behind_a_compaction_resyncs() {
+    let _slot = exclusive_slot();
+    require_root_and_tools();
+    let etcd = Etcd::start();
+    let a = Host::start(&etcd, "a", &opts(RECORDS_A));
+    let d = Host::start(&etcd, "d", &HostOpts { lease_ttl_s: 60, ..opts("") });
+    until_all(&[&d], Duration::from_secs(15), "a1 on d", |h| has(h, "web.kdns", "10.61.0.1"));
+    signal(d.kdns.pid(), libc::SIGSTOP);
+    let fill = "x".repeat(32_000);
+    let script = format!(
+        "for i in $(seq 400); do ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:23791 put /kdns/v1/junk/k$i '{fill}' >/dev/null || exit 1; done"
+    );
+    let r = etcd.ns.exec(&["sh", "-c", &script], Duration::from_secs(120));
+    let r2 = a.ctl(&["instance", "add", "web", "a9", "10.61.0.9"]);
+    let rev = etcd.revision();
+    let r3 = etcd.ctl(&["compact", &rev.to_string()]);
+    signal(d.kdns.pid(), libc::SIGCONT);
+    assert!(r.ok() && r2.ok() && r3.ok(), "{}\n{}\n{}", r.both(), r2.both(), r3.both());
+    until_all(&[&d], Duration::from_secs(30), "d answers a1 and a9", |h| {
+        h.addrs("web.kdns") == set_of(&["10.61.0.1", "10.61.0.9"])
+    });
+    let ok = poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        d.kdns.plain_log().contains("the watch fell behind a compaction").then_some(())
+    });
+    assert!(ok.is_some(), "d did not see its watch compacted:\n{}", d.kdns.plain_log().lines().filter(|l| l.contains("cluster:") && !l.contains("skipped")).collect::<Vec<_>>().join("\n"));
+}

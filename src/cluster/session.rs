@@ -21,6 +21,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Most operations in one transaction (etcd's default `--max-txn-ops` is 128).
 const TXN_OPS: usize = 128;
+/// HTTP/2 keep-alive ping interval (etcd refuses more than one per 5 s).
+const KEEPALIVE_PING: Duration = Duration::from_secs(10);
 /// Keys per page of the resync's read.
 const READ_PAGE: i64 = 2000;
 /// The snapshot file is written at most this often.
@@ -49,7 +51,10 @@ async fn connect(cfg: &ClusterSettings, endpoint: &str) -> Result<Client, End> {
     let mut o = ConnectOptions::new()
         .with_connect_timeout(cfg.timeout)
         .with_timeout(cfg.timeout)
-        .with_keep_alive(Duration::from_secs(1), cfg.timeout)
+        // HTTP/2 pings find a dead connection; etcd's servers send GOAWAY
+        // (too many pings) to a client that pings more often than every
+        // 5 s without data (--grpc-keepalive-min-time).
+        .with_keep_alive(KEEPALIVE_PING, cfg.timeout)
         .with_require_leader(true);
     if let Some((user, pw)) = &cfg.auth {
         o = o.with_user(user.clone(), pw.expose().to_string());
@@ -215,7 +220,8 @@ impl Session<'_> {
     }
 
     /// The resync: every key under the prefix, at one revision, in pages
-    /// (a gRPC message stays far below the client's 4 MiB limit).
+    /// of at most [`READ_PAGE`] keys (fewer when values are large: a gRPC
+    /// message must stay below the client's 4 MiB limit).
     async fn read_all(&mut self, client: &mut Client) -> Result<(), End> {
         let all = self.keys.all();
         let mut end = all.clone().into_bytes();
@@ -224,13 +230,24 @@ impl Session<'_> {
         }
         let mut from = all.into_bytes();
         let mut rev = 0;
+        let mut page = READ_PAGE;
         self.entries.clear();
         loop {
-            let mut o = GetOptions::new().with_range(end.clone()).with_limit(READ_PAGE);
+            let mut o = GetOptions::new().with_range(end.clone()).with_limit(page);
             if rev > 0 {
                 o = o.with_revision(rev);
             }
-            let resp = client.get(from.clone(), Some(o)).await.map_err(down("read"))?;
+            let resp = match client.get(from.clone(), Some(o)).await {
+                Ok(r) => r,
+                // Large values: a page over the client's 4 MiB message
+                // limit is asked again in halves (one value always fits:
+                // etcd takes at most 1.5 MiB per request).
+                Err(e) if page > 1 && e.to_string().contains("message length too large") => {
+                    page = (page / 2).max(1);
+                    continue;
+                }
+                Err(e) => return Err(End::Down(format!("read: {e}"))),
+            };
             if rev == 0 {
                 rev = resp.header().map_or(0, |h| h.revision());
             }
