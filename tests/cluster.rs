@@ -264,3 +264,20 @@ fn a_watch_behind_a_compaction_resyncs() {
     });
     assert!(ok.is_some(), "d did not see its watch compacted:\n{}", d.kdns.plain_log().lines().filter(|l| l.contains("cluster:") && !l.contains("skipped")).collect::<Vec<_>>().join("\n"));
 }
+
+/// etcd serving clients over TLS only, client certificates required:
+/// hosts with `https://` endpoints, `ca_file`, `cert_file` and `key_file`
+/// share records as over plain HTTP.
+#[test]
+fn tls_with_client_certificates() {
+    let _slot = exclusive_slot();
+    require_root_and_tools();
+    let etcd = Etcd::start_tls();
+    let a = Host::start(&etcd, "a", &opts(RECORDS_A));
+    let b = Host::start(&etcd, "b", &opts(""));
+    until_all(&[&b], Duration::from_secs(15), "a1 on b over TLS", |h| has(h, "web.kdns", "10.61.0.1"));
+    let r = b.ctl(&["instance", "add", "web", "b1", "10.61.0.11"]);
+    assert!(r.ok(), "{}", r.both());
+    until_all(&[&a, &b], Duration::from_secs(15), "b1 on a", |h| has(h, "web.kdns", "10.61.0.11"));
+    assert!(a.kdns.plain_log().contains("joined as host a through https://etcd.test:"), "{}", a.kdns.plain_log());
+}

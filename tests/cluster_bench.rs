@@ -159,7 +159,7 @@ fn load(etcd: &Etcd, services: usize, per: usize) -> Duration {
             return;
         }
         let f = etcd.dir.path().join("txn");
-        std::fs::write(&f, format!("\n{batch}\n")).expect("write txn");
+        std::fs::write(&f, format!("\n{batch}\n\n")).expect("write txn");
         let r = etcd.ns.exec(
             &["sh", "-c", &format!("ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:23791 txn < {}", f.display())],
             Duration::from_secs(60),

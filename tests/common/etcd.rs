@@ -45,6 +45,8 @@ pub struct Etcd {
     members: Vec<Option<Proc>>,
     /// `root`'s password when authentication is on.
     pub root_password: Option<String>,
+    /// Clients over TLS with client certificates (see [`Etcd::start_tls`]).
+    pub tls: Option<Pki>,
     token: String,
     pub ns: Netns,
     pub dir: TempDir,
@@ -53,11 +55,23 @@ pub struct Etcd {
 impl Etcd {
     /// Starts the members and waits until the cluster answers.
     pub fn start() -> Etcd {
+        Self::start_with(false)
+    }
+
+    /// The members serve clients over TLS only (certificates of a CA made
+    /// for the run, client certificates required); hosts reach them as
+    /// `etcd.test` ([`TLS_NAME`]).
+    pub fn start_tls() -> Etcd {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Etcd {
         let id = next_id();
         let ns = Netns::new(id, "e");
         let dir = temp_dir("etcd");
         let token = format!("kdt{}n{id}", std::process::id());
-        let mut e = Etcd { members: (0..MEMBERS).map(|_| None).collect(), root_password: None, token, ns, dir };
+        let tls = tls.then(|| Pki::make(&dir.path().join("pki")));
+        let mut e = Etcd { members: (0..MEMBERS).map(|_| None).collect(), root_password: None, tls, token, ns, dir };
         for i in 0..MEMBERS {
             e.start_member(i);
         }
@@ -70,16 +84,17 @@ impl Etcd {
         assert!(self.members[i].is_none(), "etcd member {i} is running");
         let cluster: Vec<String> = (0..MEMBERS).map(|k| format!("m{k}=http://127.0.0.1:{}", peer_port(k))).collect();
         let data = self.dir.path().join(format!("m{i}"));
-        let argv: Vec<String> = vec![
+        let scheme = self.scheme();
+        let mut argv: Vec<String> = vec![
             tool("etcd"),
             "--name".into(),
             format!("m{i}"),
             "--data-dir".into(),
             data.display().to_string(),
             "--listen-client-urls".into(),
-            format!("http://0.0.0.0:{}", client_port(i)),
+            format!("{scheme}://0.0.0.0:{}", client_port(i)),
             "--advertise-client-urls".into(),
-            format!("http://127.0.0.1:{}", client_port(i)),
+            format!("{scheme}://127.0.0.1:{}", client_port(i)),
             "--listen-peer-urls".into(),
             format!("http://127.0.0.1:{}", peer_port(i)),
             "--initial-advertise-peer-urls".into(),
@@ -99,6 +114,12 @@ impl Etcd {
             "--logger".into(),
             "zap".into(),
         ];
+        if let Some(p) = &self.tls {
+            for (flag, f) in [("--cert-file", &p.server_cert), ("--key-file", &p.server_key), ("--trusted-ca-file", &p.ca)] {
+                argv.extend([flag.to_string(), f.display().to_string()]);
+            }
+            argv.push("--client-cert-auth".into());
+        }
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let cmd = self.ns.command(&argv);
         self.members[i] = Some(Proc::spawn(cmd, &self.dir.path().join(format!("m{i}.log"))));
@@ -110,21 +131,42 @@ impl Etcd {
         p.kill();
     }
 
-    /// The client URLs of the members, as a host reaches them over `link`.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The client URLs of the members, as a host reaches them over `link`
+    /// (with TLS: by the certificates' name, which the host's
+    /// /etc/netns/<ns>/hosts maps to the link's address).
     pub fn endpoints(&self, link: &Link) -> Vec<String> {
-        (0..MEMBERS).map(|i| format!("http://{}:{}", link.client_v4(), client_port(i))).collect()
+        let host = if self.tls.is_some() { TLS_NAME.to_string() } else { link.client_v4() };
+        (0..MEMBERS).map(|i| format!("{}://{host}:{}", self.scheme(), client_port(i))).collect()
     }
 
     /// Runs etcdctl against the running members (10 s at most).
     pub fn ctl(&self, args: &[&str]) -> Run {
-        let eps: Vec<String> =
-            (0..MEMBERS).filter(|i| self.members[*i].is_some()).map(|i| format!("127.0.0.1:{}", client_port(i))).collect();
+        let eps: Vec<String> = (0..MEMBERS)
+            .filter(|i| self.members[*i].is_some())
+            .map(|i| format!("{}://127.0.0.1:{}", self.scheme(), client_port(i)))
+            .collect();
         let eps = format!("--endpoints={}", eps.join(","));
         let user = self.root_password.as_ref().map(|p| format!("--user=root:{p}"));
         let mut argv = vec!["env", "ETCDCTL_API=3", "etcdctl", &eps, "--command-timeout=5s", "--dial-timeout=2s"];
         if let Some(u) = &user {
             argv.push(u);
         }
+        let tls: Vec<String> = self.tls.as_ref().map_or_else(Vec::new, |p| {
+            vec![
+                format!("--cacert={}", p.ca.display()),
+                format!("--cert={}", p.client_cert.display()),
+                format!("--key={}", p.client_key.display()),
+            ]
+        });
+        argv.extend(tls.iter().map(String::as_str));
         argv.extend_from_slice(args);
         self.ns.exec(&argv, Duration::from_secs(10))
     }
@@ -225,6 +267,17 @@ impl Host {
             o.lease_ttl_s,
             dir.path().join("cluster.json").display()
         );
+        if let Some(p) = &etcd.tls {
+            fs::create_dir_all(server.etc_dir()).expect("/etc/netns/<ns>");
+            fs::write(server.etc_dir().join("hosts"), format!("127.0.0.1 localhost\n{} {TLS_NAME}\n", etcd_link.client_v4()))
+                .expect("write /etc/netns/<ns>/hosts");
+            toml.push_str(&format!(
+                "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                p.ca.display(),
+                p.client_cert.display(),
+                p.client_key.display()
+            ));
+        }
         if let Some(pw) = &o.password {
             let f = dir.path().join("etcd-password");
             fs::write(&f, format!("{pw}\n")).expect("write the password file");
@@ -306,4 +359,48 @@ pub fn until_all(hosts: &[&Host], limit: Duration, what: &str, f: impl Fn(&Host)
         panic!("{what}: not seen on every host within {limit:?}");
     }
     t.elapsed()
+}
+
+/// The name the members' certificate holds (besides 127.0.0.1).
+pub const TLS_NAME: &str = "etcd.test";
+
+/// A CA made for one run, a server certificate for the members
+/// ([`TLS_NAME`], 127.0.0.1) and a client certificate (openssl, P-256).
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    pub fn make(dir: &std::path::Path) -> Pki {
+        fs::create_dir_all(dir).expect("pki dir");
+        let f = |n: &str| dir.join(n).display().to_string();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let run = |args: &[&str]| {
+            let r = run_limited(&[&["openssl"][..], args].concat(), Duration::from_secs(30));
+            assert!(r.ok(), "openssl {args:?}:\n{}", r.both());
+        };
+        let (ca, cak) = (f("ca.pem"), f("ca.key"));
+        run(&[&["req", "-x509"][..], &ec, &["-keyout", &cak, "-out", &ca, "-days", "2", "-subj", "/CN=kdns test CA"]].concat());
+        for (name, cn, san, usage) in [
+            ("server", TLS_NAME, format!("DNS:{TLS_NAME},IP:127.0.0.1"), "serverAuth,clientAuth"),
+            ("client", "root", "DNS:kdns".to_string(), "clientAuth"),
+        ] {
+            let (key, csr, crt, ext) = (f(&format!("{name}.key")), f(&format!("{name}.csr")), f(&format!("{name}.pem")), f(&format!("{name}.ext")));
+            fs::write(&ext, format!("subjectAltName={san}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n")).expect("ext");
+            run(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]].concat());
+            run(&["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &cak, "-CAcreateserial", "-out", &crt, "-days", "2", "-extfile", &ext]);
+        }
+        Pki {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
 }
