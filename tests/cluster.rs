@@ -256,13 +256,15 @@ fn a_watch_behind_a_compaction_resyncs() {
     let r3 = etcd.ctl(&["compact", &rev.to_string()]);
     signal(d.kdns.pid(), libc::SIGCONT);
     assert!(r.ok() && r2.ok() && r3.ok(), "{}\n{}\n{}", r.both(), r2.both(), r3.both());
-    until_all(&[&d], Duration::from_secs(30), "d answers a1 and a9", |h| {
-        h.addrs("web.kdns") == set_of(&["10.61.0.1", "10.61.0.9"])
-    });
+    until_all(&[&d], Duration::from_secs(30), "d answers a1 and a9", |h| h.addrs("web.kdns") == set_of(&["10.61.0.1", "10.61.0.9"]));
     let ok = poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
         d.kdns.plain_log().contains("the watch fell behind a compaction").then_some(())
     });
-    assert!(ok.is_some(), "d did not see its watch compacted:\n{}", d.kdns.plain_log().lines().filter(|l| l.contains("cluster:") && !l.contains("skipped")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        ok.is_some(),
+        "d did not see its watch compacted:\n{}",
+        d.kdns.plain_log().lines().filter(|l| l.contains("cluster:") && !l.contains("skipped")).collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// etcd serving clients over TLS only, client certificates required:

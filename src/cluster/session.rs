@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchResponse,
+};
+use futures_util::FutureExt;
 use kdns_api::cluster::HostValue;
 use tokio::sync::watch;
 
@@ -269,6 +272,37 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// One watch response applied to the entries; whether it changed any.
+    fn apply(&mut self, m: Result<Option<WatchResponse>, etcd_client::Error>) -> Result<bool, End> {
+        let r = match m {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(End::Down("the watch stream ended".into())),
+            Err(e) => return Err(End::Down(format!("watch: {e}"))),
+        };
+        if r.canceled() {
+            if r.compact_revision() > 0 {
+                return Err(End::Resync(format!("the watch fell behind a compaction (revision {})", r.compact_revision())));
+            }
+            return Err(End::Resync(format!("the watch was cancelled ({})", r.cancel_reason())));
+        }
+        if r.events().is_empty() {
+            return Ok(false);
+        }
+        for ev in r.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let Ok(k) = std::str::from_utf8(kv.key()) else {
+                self.entries.skipped += 1;
+                continue;
+            };
+            match ev.event_type() {
+                EventType::Put => self.entries.put(self.keys, k, kv.value()),
+                EventType::Delete => self.entries.delete(k),
+            }
+        }
+        self.revision = r.header().map_or(self.revision, |h| h.revision());
+        Ok(true)
+    }
+
     /// Writes what changed between `pushed` and `want`.
     async fn push(&self, client: &mut Client, lease: &Lease, pushed: &Desired, want: &Desired) -> Result<(), End> {
         let (pl, dl) = diff(&pushed.leased, &want.leased);
@@ -363,33 +397,15 @@ impl Session<'_> {
                     Err(e) => return Err(End::Down(format!("lease keep-alive: {e}"))),
                 },
                 m = watch.message() => {
-                    let r = match m {
-                        Ok(Some(r)) => r,
-                        Ok(None) => return Err(End::Down("the watch stream ended".into())),
-                        Err(e) => return Err(End::Down(format!("watch: {e}"))),
-                    };
-                    if r.canceled() {
-                        if r.compact_revision() > 0 {
-                            return Err(End::Resync(format!("the watch fell behind a compaction (revision {})", r.compact_revision())));
-                        }
-                        return Err(End::Resync(format!("the watch was cancelled ({})", r.cancel_reason())));
+                    // Everything the stream already holds, then one
+                    // rebuild: a burst of changes costs one snapshot.
+                    let mut changed = self.apply(m)?;
+                    while let Some(m) = watch.message().now_or_never() {
+                        changed |= self.apply(m)?;
                     }
-                    if r.events().is_empty() {
-                        continue;
+                    if changed {
+                        self.publish();
                     }
-                    for ev in r.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        let Ok(k) = std::str::from_utf8(kv.key()) else {
-                            self.entries.skipped += 1;
-                            continue;
-                        };
-                        match ev.event_type() {
-                            EventType::Put => self.entries.put(self.keys, k, kv.value()),
-                            EventType::Delete => self.entries.delete(k),
-                        }
-                    }
-                    self.revision = r.header().map_or(self.revision, |h| h.revision());
-                    self.publish();
                 }
                 r = exports.changed() => {
                     if r.is_err() {

@@ -390,10 +390,27 @@ impl Pki {
             ("server", TLS_NAME, format!("DNS:{TLS_NAME},IP:127.0.0.1"), "serverAuth,clientAuth"),
             ("client", "root", "DNS:kdns".to_string(), "clientAuth"),
         ] {
-            let (key, csr, crt, ext) = (f(&format!("{name}.key")), f(&format!("{name}.csr")), f(&format!("{name}.pem")), f(&format!("{name}.ext")));
+            let (key, csr, crt, ext) =
+                (f(&format!("{name}.key")), f(&format!("{name}.csr")), f(&format!("{name}.pem")), f(&format!("{name}.ext")));
             fs::write(&ext, format!("subjectAltName={san}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n")).expect("ext");
             run(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]].concat());
-            run(&["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &cak, "-CAcreateserial", "-out", &crt, "-days", "2", "-extfile", &ext]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &cak,
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
         }
         Pki {
             ca: dir.join("ca.pem"),
