@@ -442,3 +442,6 @@ impl Store {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod cluster_tests;
