@@ -283,3 +283,33 @@ fn tls_with_client_certificates() {
     until_all(&[&a, &b], Duration::from_secs(15), "b1 on a", |h| has(h, "web.kdns", "10.61.0.11"));
     assert!(a.kdns.plain_log().contains("joined as host a through https://etcd.test:"), "{}", a.kdns.plain_log());
 }
+
+/// Each host's checks decide its own instances: host a checks service
+/// `hc` (tcp, port 8089) on two addresses of its own; only the one with a
+/// listener is answered on b, and b's `kdns-ctl cluster` counts a's
+/// instances healthy and not. A listener on the second: b answers it too.
+/// b never checks a's instances itself (they are not reachable from b).
+#[test]
+fn each_hosts_checks_decide_its_instances() {
+    let _slot = exclusive_slot();
+    require_root_and_tools();
+    let etcd = Etcd::start();
+    let records = r#"
+[[service]]
+name = "hc"
+check = { kind = "tcp", port = 8089, interval_ms = 200, timeout_ms = 200, rise = 2, fall = 2 }
+instances = [{ id = "h1", addrs = ["10.63.0.1"] }, { id = "h2", addrs = ["10.63.0.2"] }]
+"#;
+    let a = Host::start(&etcd, "a", &opts(records));
+    for ip in ["10.63.0.1", "10.63.0.2"] {
+        a.server.exec_ok(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+    }
+    let _l1 = tcp_listener(&a.server, "10.63.0.1:8089".parse().expect("addr"));
+    let b = Host::start(&etcd, "b", &opts(""));
+    until_all(&[&a, &b], Duration::from_secs(15), "only h1 answered", |h| h.addrs("hc.kdns") == set_of(&["10.63.0.1"]));
+    let v = b.cluster();
+    let ha = v["hosts"].as_array().and_then(|hs| hs.iter().find(|h| h["host"] == "a").cloned()).expect("host a");
+    assert_eq!((ha["instances"].as_u64(), ha["healthy"].as_u64()), (Some(2), Some(1)), "{v:#}");
+    let _l2 = tcp_listener(&a.server, "10.63.0.2:8089".parse().expect("addr"));
+    until_all(&[&a, &b], Duration::from_secs(15), "h1 and h2 answered", |h| h.addrs("hc.kdns") == set_of(&["10.63.0.1", "10.63.0.2"]));
+}
