@@ -236,7 +236,8 @@ fn a_restarted_host_serves_its_snapshot_while_etcd_is_down() {
 /// path; etcd is compacted past d's position; d continued: its watch is
 /// cancelled with a compact revision (ErrCompacted), d logs that it fell
 /// behind a compaction, reads everything again and answers exactly the
-/// current records.
+/// current records. Then d stops cleanly: its lease is revoked, so its
+/// instance leaves a's answers at once rather than after the 60 s TTL.
 #[test]
 fn a_watch_behind_a_compaction_resyncs() {
     let _slot = exclusive_slot();
@@ -265,6 +266,14 @@ fn a_watch_behind_a_compaction_resyncs() {
         "d did not see its watch compacted:\n{}",
         d.kdns.plain_log().lines().filter(|l| l.contains("cluster:") && !l.contains("skipped")).collect::<Vec<_>>().join("\n")
     );
+    // A clean stop revokes d's lease: its instance leaves a's answers at
+    // once, long before the 60 s TTL would end it.
+    let r = d.ctl(&["instance", "add", "web", "d1", "10.61.0.21"]);
+    assert!(r.ok(), "{}", r.both());
+    until_all(&[&a], Duration::from_secs(15), "d1 on a", |h| has(h, "web.kdns", "10.61.0.21"));
+    let mut d = d;
+    assert!(d.kdns.stop_with(libc::SIGTERM, Duration::from_secs(10)).is_some(), "d did not stop");
+    until_all(&[&a], Duration::from_secs(10), "d1 gone from a after d's clean stop", |h| !has(h, "web.kdns", "10.61.0.21"));
 }
 
 /// etcd serving clients over TLS only, client certificates required:
