@@ -322,6 +322,13 @@ impl Session<'_> {
         let cfg = self.cfg;
         let me = cfg.host.as_str();
         let mut client = connect(cfg, self.endpoint).await?;
+        // The resync: every key, then this host's own brought in line.
+        self.read_all(&mut client).await?;
+        self.link.update(|s| s.resyncs += 1);
+        self.publish();
+        self.persist();
+        // The lease after the read and the rebuild, which can take longer
+        // than its TTL with a large cluster.
         let ttl_s = i64::try_from(cfg.lease_ttl.as_secs()).unwrap_or(i64::MAX);
         let grant = client.lease_grant(ttl_s, None).await.map_err(down("lease grant"))?;
         let lease = Lease::granted(grant.id(), grant.ttl());
@@ -334,12 +341,6 @@ impl Session<'_> {
         };
         let host_json = serde_json::to_string(&host).unwrap_or_default();
         client.put(self.keys.host(me), host_json, Some(PutOptions::new().with_lease(lease.id))).await.map_err(down("put"))?;
-
-        // The resync: every key, then this host's own brought in line.
-        self.read_all(&mut client).await?;
-        self.link.update(|s| s.resyncs += 1);
-        self.publish();
-        self.persist();
         let mut exports = self.link.subscribe();
         let export: Arc<Export> = exports.borrow_and_update().clone();
         let mut pushed = self.entries.own(me);
