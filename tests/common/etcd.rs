@@ -247,7 +247,8 @@ pub struct Host {
 }
 
 impl Host {
-    /// Starts host `name` joined to `etcd` and waits until kdns answers.
+    /// Starts host `name` joined to `etcd` and waits until kdns answers
+    /// and is connected to etcd.
     pub fn start(etcd: &Etcd, name: &str, o: &HostOpts) -> Host {
         let id = next_id();
         let x = |id: usize| (((std::process::id() as usize) * 7 + id) % 250 + 1) as u8;
@@ -310,7 +311,11 @@ impl Host {
         .collect();
         let mut kdns = Kdns::spawn(&server, &args);
         kdns.wait_ready(&client, &link.server_v4());
-        Host { kdns, args, unbound, name: name.into(), link, etcd_link, client, server, dir }
+        let h = Host { kdns, args, unbound, name: name.into(), link, etcd_link, client, server, dir };
+        // Until then the API's changes are refused (etcd not reached yet).
+        let ok = poll_until(Duration::from_secs(15), Duration::from_millis(50), || (h.cluster()["connected"] == true).then_some(()));
+        assert!(ok.is_some(), "host {name} did not connect to etcd within 15 s:\n{}", h.kdns.log());
+        h
     }
 
     /// A path in the host's temp dir.
