@@ -20,6 +20,11 @@ set -euo pipefail
 #   zlib1g-dev      zlib, linked by the vendored libbpf of xsk-rs
 #   m4              libxdp's build runs m4
 #   pkg-config      (above) also finds libelf/zlib for the libxdp build
+# The cluster layer (src/cluster, etcd-client's gRPC code is generated at build time):
+#   protobuf-compiler  protoc
+# Several hosts through etcd (tests/cluster.rs, bench/cluster/):
+#   etcd-server     etcd 3.4, three members in a namespace
+#   etcd-client     etcdctl: health, compaction, bulk loads
 # AF_XDP integration tests (tests/xdp.rs):
 #   ethtool         checksum offload off on the veth ends (`ethtool -K`), queue counts
 #   iputils-ping    ping -4/-6 through the interface while the XDP program is attached
@@ -39,7 +44,7 @@ set -euo pipefail
 #                   namespace (tests/deploy.rs)
 PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist python3-matplotlib
     clang libbpf-dev libelf-dev zlib1g-dev m4 ethtool iputils-ping prometheus
-    docker.io docker-compose debootstrap systemd python3-venv iptables)
+    docker.io docker-compose debootstrap systemd python3-venv iptables protobuf-compiler etcd-server etcd-client)
 
 # kubernetes-validate (PyPI), pinned, in its own venv: tests/deploy.rs
 # validates deploy/k8s/ with it.

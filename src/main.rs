@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod config;
 mod control;
 mod daemon;

@@ -49,6 +49,9 @@ pub enum ErrorKind {
     Conflict,
     /// The daemon could not do it (the state file cannot be written; HTTP 500).
     Internal,
+    /// A store it depends on cannot be reached now (etcd, for a host of a
+    /// cluster); the same request may succeed later (HTTP 503).
+    Unavailable,
 }
 
 /// A refused request: its kind and a message naming the field, service,
@@ -85,6 +88,11 @@ impl Error {
     /// [`ErrorKind::Internal`].
     pub fn internal(msg: impl Into<String>) -> Error {
         Error::new(ErrorKind::Internal, msg)
+    }
+
+    /// [`ErrorKind::Unavailable`].
+    pub fn unavailable(msg: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Unavailable, msg)
     }
 }
 

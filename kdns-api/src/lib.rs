@@ -9,11 +9,14 @@
 //!   records as written, and every rule they must follow.
 //! * [`view`]: `GET /v1/records` and the answer to a change.
 //! * [`stats`]: `GET /v1/stats` and `GET /v1/backends`.
+//! * [`cluster`]: `GET /v1/cluster`, the hosts sharing records through
+//!   etcd, and the values kdns writes there.
 //! * [`error`]: a field at fault, a refused request and its kind (which
 //!   the HTTP layer maps to a status), the error body.
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod error;
 pub mod records;
 pub mod stats;

@@ -312,6 +312,10 @@ pub struct Stats {
     /// The handover that started this process, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handover: Option<Handover>,
+    /// The hosts sharing records through etcd (also `/v1/cluster`), when
+    /// `[cluster]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterView>,
 }
 
 /// A completed handover into this process.

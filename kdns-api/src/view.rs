@@ -17,6 +17,8 @@ pub enum Source {
     Runtime,
     /// The Docker engine: running containers.
     Docker,
+    /// Another host, through etcd (`[cluster]`, docs/cluster.md).
+    Cluster,
 }
 
 impl Source {
@@ -26,6 +28,7 @@ impl Source {
             Source::File => "file",
             Source::Runtime => "runtime",
             Source::Docker => "docker",
+            Source::Cluster => "cluster",
         }
     }
 }
@@ -215,7 +218,7 @@ mod tests {
         for h in [Health::Up, Health::Down, Health::ForcedUp, Health::ForcedDown, Health::Unhealthy, Health::Starting] {
             assert_eq!(serde_json::to_value(h).unwrap(), h.name());
         }
-        for s in [Source::File, Source::Runtime, Source::Docker] {
+        for s in [Source::File, Source::Runtime, Source::Docker, Source::Cluster] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.name());
         }
         for f in [ForcedHealth::Healthy, ForcedHealth::Unhealthy, ForcedHealth::Auto] {

@@ -174,6 +174,21 @@ UP ON says on how many workers it is up. RTT percentiles are in milliseconds, \
     )]
     Backends,
 
+    /// Show the hosts sharing records through etcd
+    #[command(
+        long_about = "\
+Show the hosts that share records through etcd ([cluster] in the \
+configuration, docs/cluster.md): whether this kdns is connected, the etcd \
+revision of the records it serves, and one row per host: whether its lease \
+is alive, the age of its lease, its instances (healthy of all), and the \
+services and static records it wrote.
+
+While etcd is unreachable kdns keeps answering with the last known records \
+and refuses changes (records, service, instance) with a message that says so.",
+        after_help = "Examples:\n  kdns-ctl cluster\n  kdns-ctl cluster --json"
+    )]
+    Cluster,
+
     /// Manage the cache
     #[command(subcommand)]
     Cache(CacheCommand),

@@ -285,6 +285,10 @@ fn run(cli: Cli, env: Env, out: &mut String) -> Result<(), Failure> {
             let v = client.call("GET", "/v1/stats", None)?;
             out.push_str(&if json_out { pretty(&v) } else { render::stats(&parse(v, "statistics")?) });
         }
+        Command::Cluster => {
+            let v = client.call("GET", "/v1/cluster", None)?;
+            out.push_str(&if json_out { pretty(&v) } else { render::cluster(&parse(v, "cluster view")?) });
+        }
         Command::Backends => {
             let v = client.call("GET", "/v1/backends", None)?;
             if json_out {

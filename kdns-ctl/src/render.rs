@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use kdns_api::cluster::ClusterView;
 use kdns_api::records::{CheckKind, CheckSpec, RecordData};
 use kdns_api::stats::{Backend, Counters, Limits, Stats, WorkerStats, XdpInterface};
 use kdns_api::view::{RecordView, RecordsView, ServiceView};
@@ -419,6 +420,47 @@ pub fn backends_table(bs: &[Backend]) -> String {
         row
     });
     table(&headers, rows)
+}
+
+/// `kdns-ctl cluster`: the connection, then one row per host.
+pub fn cluster(c: &ClusterView) -> String {
+    use Align::*;
+    let mut out = format!(
+        "host {} under {}: {}, revision {}, lease {}\n",
+        c.host,
+        c.prefix,
+        if c.connected { "connected to etcd" } else { "etcd UNREACHABLE" },
+        c.revision,
+        c.lease_id.as_deref().unwrap_or("-")
+    );
+    if let Some(e) = &c.last_error {
+        let _ = writeln!(out, "last error: {e}");
+    }
+    let _ = writeln!(out, "resyncs {}, skipped values {}, keys put {}, deleted {}\n", c.resyncs, c.skipped, c.puts, c.deletes);
+    let headers = [
+        ("HOST", Left),
+        ("LEASE", Left),
+        ("AGE s", Right),
+        ("TTL s", Right),
+        ("INSTANCES", Right),
+        ("HEALTHY", Right),
+        ("SERVICES", Right),
+        ("RECORDS", Right),
+    ];
+    let rows = c.hosts.iter().map(|h| {
+        vec![
+            format!("{}{}", h.host, if h.local { " (this)" } else { "" }),
+            if h.alive { "alive" } else { "gone" }.into(),
+            h.lease_age_s.map_or("-".into(), |a| format!("{a:.1}")),
+            h.lease_ttl_s.map_or("-".into(), |t| t.to_string()),
+            h.instances.to_string(),
+            h.healthy.to_string(),
+            h.services.to_string(),
+            h.records.to_string(),
+        ]
+    });
+    out.push_str(&table(&headers, rows));
+    out
 }
 
 /// The whole `kdns-ctl stats` output.

@@ -28,7 +28,9 @@ use crate::upstream_sockets::PortsConfig;
 
 pub use cli::{command, load, reference_table};
 pub use settle::settle;
-pub use table::{CacheSection, DockerSection, FileConfig, LimitsSection, RecordsSection, TcpSection, UpstreamSection, XdpSection};
+pub use table::{
+    CacheSection, ClusterSection, DockerSection, FileConfig, LimitsSection, RecordsSection, TcpSection, UpstreamSection, XdpSection,
+};
 
 /// A configuration error: the key at fault and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +43,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    pub(crate) fn new(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
         ConfigError { key: key.into(), msg: msg.into() }
     }
 }
@@ -132,6 +134,11 @@ pub struct DockerSettings {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `s`.
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
     /// The secret itself.
     pub fn expose(&self) -> &str {
         &self.0
@@ -206,6 +213,8 @@ pub struct Settings {
     pub records: RecordsSettings,
     /// The Docker provider (none: off).
     pub docker: Option<DockerSettings>,
+    /// Several hosts sharing records through etcd (none: off).
+    pub cluster: Option<crate::cluster::ClusterSettings>,
     /// Where the cache is dumped at a clean stop and loaded at start
     /// (none: off).
     pub cache_dump: Option<PathBuf>,

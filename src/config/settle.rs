@@ -64,11 +64,13 @@ pub fn settle(file: FileConfig, names: &Origins, resolv_conf: Option<&str>, core
     check_xdp(&file.xdp)?;
     let records = settle_records(&file.records, names)?;
     let docker = settle_docker(&file.docker, names, &records, &listen)?;
+    let cluster = crate::cluster::settings::settle(&file.cluster)?;
     let l = &file.limits;
     Ok(Settings {
         xdp_client_rate: XdpClientRate { qps: l.xdp_client_qps, burst: l.xdp_client_burst, entries: l.xdp_clients },
         records,
         docker,
+        cluster,
         listen,
         udp_receive_buffer: s.udp_receive_buffer,
         workers,

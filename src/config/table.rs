@@ -40,6 +40,11 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/kdns";
 /// overload is shed before the copy. (The UDP socket workers stay at normal
 /// priority: measured, real time did not help them.)
 pub const DEFAULT_REALTIME_PRIORITY: u32 = 10;
+/// Where the records learnt from etcd are kept for a start while etcd is
+/// down, when nothing says otherwise.
+pub const DEFAULT_CLUSTER_SNAPSHOT: &str = "/var/lib/kdns/cluster.json";
+/// The etcd key prefix unless configured (docs/cluster.md).
+pub const DEFAULT_CLUSTER_PREFIX: &str = "/kdns/v1";
 
 /// `server.log_level`.
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -248,5 +253,30 @@ settings! {
             => "served networks, by name or compose name (label com.docker.compose.network; empty: those whose subnet holds a listen address)";
         starting: String = "serve".into(), words(STARTING)
             => "a container whose healthcheck has not passed yet";
+    }
+
+    [cluster] ClusterSection "several hosts sharing records through etcd v3 (docs/cluster.md); off while etcd_endpoints is empty" {
+        etcd_endpoints: Vec<String> = Vec::new()
+            => "the etcd members, e.g. `[\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]`; `https://` for TLS (empty: no cluster)";
+        host_id: String = String::new()
+            => "this host's id in etcd (`\"\"`: the hostname); unique in the cluster";
+        lease_ttl_s: u64 = 5, range(2, 3600)
+            => "TTL of this host's lease, seconds: a host that stops keeping it alive leaves every host's answers this long after";
+        prefix: String = DEFAULT_CLUSTER_PREFIX.into()
+            => "the key prefix; every host of a cluster uses the same";
+        snapshot_file: String = DEFAULT_CLUSTER_SNAPSHOT.into()
+            => "the records learnt from etcd are kept here (atomic replace) and served at start until etcd answers (`\"\"`: nowhere)";
+        ca_file: String = String::new()
+            => "PEM CA certificate to verify the etcd members (with `https://` endpoints)";
+        cert_file: String = String::new()
+            => "PEM client certificate for etcd (with key_file)";
+        key_file: String = String::new()
+            => "PEM private key of cert_file";
+        username: String = String::new()
+            => "etcd user (with password_file; `\"\"`: no authentication)";
+        password_file: String = String::new()
+            => "the file holding the etcd user's password (never logged)";
+        connect_timeout_ms: u64 = 2000, range(100, 60_000)
+            => "how long a connection or a request to etcd may take";
     }
 }

@@ -70,6 +70,15 @@ fn endpoint(path: &str) -> Option<Result<Endpoint, Reply>> {
 /// runs); `None` otherwise.
 pub(super) fn route(store: Option<&Store>, rq: &mut Request, path: &str) -> Option<Reply> {
     let store = store?;
+    if path == "/v1/cluster" {
+        if rq.method().as_str() != "GET" {
+            return Some(Reply::not_allowed("GET", rq.method(), path));
+        }
+        return Some(match store.cluster_view() {
+            Some(v) => Reply::json(200, &v),
+            None => Reply::error(404, "no cluster: [cluster] etcd_endpoints is empty (see docs/cluster.md)"),
+        });
+    }
     let ep = match endpoint(path)? {
         Ok(e) => e,
         Err(r) => return Some(r),
@@ -127,6 +136,7 @@ fn status(kind: ErrorKind) -> u16 {
         ErrorKind::NotFound => 404,
         ErrorKind::Conflict => 409,
         ErrorKind::Internal => 500,
+        ErrorKind::Unavailable => 503,
     }
 }
 

@@ -341,5 +341,6 @@ pub(super) fn collect(shared: &Shared) -> Stats {
             cache_bytes: h.cache_bytes,
             queues: h.queues,
         }),
+        cluster: shared.records.as_ref().and_then(|s| s.cluster_view()),
     }
 }

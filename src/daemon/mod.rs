@@ -129,6 +129,7 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
         Some(d) => Some(docker::start(d, plane.store()).map_err(|e| format!("Docker provider: {e}"))?),
         None => None,
     };
+    let cluster = s.cluster.as_ref().map(|c| crate::cluster::start(c, plane.store())).transpose().map_err(|e| format!("cluster: {e}"))?;
     let (generation, record) = match taking {
         Some(t) => {
             let generation = t.generation + 1;
@@ -196,6 +197,9 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
     }
     if let Some(p) = provider {
         p.shutdown();
+    }
+    if let Some(c) = cluster {
+        c.shutdown();
     }
     plane.shutdown();
     let handed_over = matches!(end, End::HandedOver(_));

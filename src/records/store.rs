@@ -30,9 +30,11 @@ use kdns_core::records::Snapshot;
 use super::file::FileRecords;
 use super::health::{Checker, Key, Machine, Target};
 use super::state::{self, Runtime, State};
+use crate::cluster::model::Layer as ClusterLayer;
+use crate::cluster::Link;
 use crate::docker::model::Layer as DockerLayer;
 use crate::handle::{Control, WorkerHandle};
-use merge::{merge, records_config, targets, Merged};
+use merge::{export, merge, merge_cluster, records_config, targets, Merged};
 
 /// Longest wait for every worker to use a new snapshot.
 pub const PROPAGATION_WAIT: Duration = Duration::from_secs(1);
@@ -80,6 +82,8 @@ struct Inner {
     file: FileRecords,
     runtime: Runtime,
     docker: DockerLayer,
+    /// Other hosts' records, through etcd.
+    cluster: ClusterLayer,
     merged: Merged,
     machines: HashMap<Key, Machine>,
     serial: u32,
@@ -96,6 +100,8 @@ pub struct Store {
     workers: std::sync::RwLock<Vec<WorkerHandle>>,
     inner: Mutex<Inner>,
     checker: Mutex<Option<Checker>>,
+    /// The cluster thread, when `[cluster]` is on.
+    cluster: std::sync::OnceLock<Arc<Link>>,
 }
 
 impl Store {
@@ -147,6 +153,7 @@ impl Store {
                 file,
                 runtime,
                 docker: DockerLayer::default(),
+                cluster: ClusterLayer::default(),
                 merged,
                 machines: HashMap::new(),
                 serial,
@@ -154,7 +161,42 @@ impl Store {
                 targets,
             }),
             checker: Mutex::new(None),
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Joins the cluster thread: this host's records go to it after every
+    /// change (the current ones at once), and the API's changes need etcd.
+    pub fn attach_cluster(&self, link: Arc<Link>) {
+        let g = self.lock();
+        link.set_export(export(&g.merged, &g.machines, &g.runtime.health));
+        let _ = self.cluster.set(link);
+    }
+
+    /// Other hosts' records changed: serve them (refused, old ones kept,
+    /// if the result would not build). `None` when nothing changed.
+    pub fn set_cluster(&self, layer: ClusterLayer) -> Result<Option<Change>, String> {
+        let mut g = self.lock();
+        if g.cluster == layer {
+            return Ok(None);
+        }
+        let old = std::mem::replace(&mut g.cluster, layer);
+        let rt = g.runtime.clone();
+        match self.commit(&mut g, None, rt, false) {
+            Ok(p) => {
+                drop(g);
+                Ok(Some(self.finish(p, "records of other hosts changed")))
+            }
+            Err(e) => {
+                g.cluster = old;
+                Err(e.msg)
+            }
+        }
+    }
+
+    /// `GET /v1/cluster` (`None`: no cluster).
+    pub fn cluster_view(&self) -> Option<kdns_api::cluster::ClusterView> {
+        self.cluster.get().map(|l| l.view())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -269,7 +311,8 @@ impl Store {
         docker: Option<DockerLayer>,
         persist: bool,
     ) -> Result<Published, Error> {
-        let merged = merge(&self.cfg, file.as_ref().unwrap_or(&g.file), &rt, docker.as_ref().unwrap_or(&g.docker))?;
+        let mut merged = merge(&self.cfg, file.as_ref().unwrap_or(&g.file), &rt, docker.as_ref().unwrap_or(&g.docker))?;
+        merge_cluster(&mut merged, &rt, &g.cluster);
         if merged.docker_skipped != g.merged.docker_skipped && !merged.docker_skipped.is_empty() {
             tracing::warn!("Docker names not served, the records file or the API already use them: {}", merged.docker_skipped.join(", "));
         }
@@ -301,12 +344,18 @@ impl Store {
         g.runtime = rt;
         g.merged = merged;
         g.serial = serial;
+        if let Some(l) = self.cluster.get() {
+            l.set_export(export(&g.merged, &g.machines, &g.runtime.health));
+        }
         Ok(self.publish(g, Arc::new(snap)))
     }
 
     /// A runtime change: `f` edits a copy of the runtime state (seeing the
     /// merged records before the change) and returns a value.
     fn change<T>(&self, what: &str, f: impl FnOnce(&mut Runtime, &Merged) -> Result<T, Error>) -> Result<(Change, T), Error> {
+        if let Some(l) = self.cluster.get() {
+            l.writable()?;
+        }
         let mut g = self.lock();
         let mut rt = g.runtime.clone();
         let out = f(&mut rt, &g.merged)?;
@@ -404,3 +453,6 @@ impl Store {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod cluster_tests;

@@ -15,6 +15,7 @@
 //! | [`dnsperf`] | [`Dnsperf`] in the background and its [`PerfReport`] |
 //! | [`failover`], [`records`] | scenarios shared by several test files |
 //! | [`docker`], [`compose`] | the Docker engine, containers, and compose stacks on it |
+//! | [`etcd`] | a 3-member etcd cluster and kdns hosts joined to it (`tests/cluster.rs`) |
 //! | [`xdp`] | the XDP program on an interface, [`BpfFs`] (a private bpffs for pinning tests) |
 //!
 //! Every resource is owned by a guard whose `Drop` removes it (processes
@@ -45,6 +46,7 @@ pub mod compose;
 pub mod dns;
 pub mod dnsperf;
 pub mod docker;
+pub mod etcd;
 pub mod failover;
 pub mod kdns;
 pub mod kxdpgun;
@@ -119,6 +121,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("dnsperf", "dnsperf"),
     ("getent", "libc-bin"),
     ("timeout", "coreutils"),
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
 ];
 
 pub use kdns_sys::process::{find_tool, is_root};

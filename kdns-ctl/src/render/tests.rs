@@ -175,3 +175,21 @@ fn the_generation_and_the_last_handover_are_shown() {
         "{text}"
     );
 }
+
+#[test]
+fn cluster_shows_each_host_and_the_connection() {
+    let v: kdns_api::cluster::ClusterView = serde_json::from_str(
+        r#"{"enabled":true,"host":"a","prefix":"/kdns/v1","connected":false,"last_error":"connect: timed out",
+            "revision":42,"lease_id":"694d7a1b3c2d9e01","resyncs":2,"skipped":1,"puts":5,"deletes":0,
+            "hosts":[{"host":"a","local":true,"alive":true,"lease_age_s":12.5,"lease_ttl_s":5,"instances":2,"healthy":2,"services":1,"records":0},
+                     {"host":"b","local":false,"alive":false,"lease_age_s":null,"lease_ttl_s":null,"instances":0,"healthy":0,"services":0,"records":1}]}"#,
+    )
+    .unwrap();
+    let t = cluster(&v);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "host a under /kdns/v1: etcd UNREACHABLE, revision 42, lease 694d7a1b3c2d9e01");
+    assert_eq!(lines[1], "last error: connect: timed out");
+    assert!(lines[4].starts_with("HOST"), "{t}");
+    assert!(lines[5].starts_with("a (this)  alive") && lines[5].contains("12.5"), "{t}");
+    assert!(lines[6].starts_with("b         gone") && lines[6].contains(" - "), "{t}");
+}

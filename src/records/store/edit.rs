@@ -44,6 +44,9 @@ impl Store {
                 if m.records.iter().any(|r| r.source == Source::File && matches(&r.def)) {
                     return Err(Error::conflict(format!("record {label} is defined in {in_file}; remove it there")));
                 }
+                if m.records.iter().any(|r| r.source == Source::Cluster && matches(&r.def)) {
+                    return Err(Error::conflict(format!("record {label} comes from another host through etcd; remove it there")));
+                }
                 if m.records.iter().any(|r| r.source == Source::Docker && matches(&r.def)) {
                     return Err(Error::conflict(format!(
                         "record {label} comes from a running Docker container; it goes when the container stops"
@@ -89,6 +92,9 @@ impl Store {
         self.change(&format!("service deleted: {name}"), |rt, m| {
             let Some(i) = rt.services.iter().position(|s| s.name == name) else {
                 match m.service(&name).map(|s| s.source) {
+                    Some(Source::Cluster) => {
+                        return Err(Error::conflict(format!("service '{name}' comes from another host through etcd; remove it there")))
+                    }
                     Some(Source::Docker) => {
                         return Err(Error::conflict(format!(
                             "service '{name}' comes from running Docker containers; it goes when they stop"
@@ -121,7 +127,7 @@ impl Store {
                     let r = rt.services.iter_mut().find(|r| r.name == svc).ok_or_else(|| merge::no_service(&svc))?;
                     r.instances.push(inst.clone());
                 }
-                Source::File => rt.instances.push(ExtraInstance { service: svc.clone(), instance: inst.clone() }),
+                Source::File | Source::Cluster => rt.instances.push(ExtraInstance { service: svc.clone(), instance: inst.clone() }),
                 Source::Docker => {
                     return Err(Error::conflict(format!(
                         "service '{svc}' comes from Docker: start a container for it (or give the instance another service)"
@@ -140,6 +146,9 @@ impl Store {
             let i = m.instance(&svc, id)?;
             if i.source == Source::File {
                 return Err(Error::conflict(format!("instance '{id}' of service '{svc}' is defined in {in_file}; remove it there")));
+            }
+            if i.source == Source::Cluster {
+                return Err(Error::conflict(format!("instance '{id}' of service '{svc}' runs on another host (etcd); remove it there")));
             }
             if i.source == Source::Docker {
                 return Err(Error::conflict(format!("instance '{id}' of service '{svc}' is a running Docker container; stop it instead")));

@@ -11,6 +11,7 @@ use kdns_api::Error;
 use kdns_core::records::{instance_number, Instance, RecordsConfig, Service, SrvPort, StaticData, StaticRecord};
 
 use super::StoreConfig;
+use crate::cluster::model::{Export, Layer as ClusterLayer};
 use crate::docker::model::Layer as DockerLayer;
 use crate::records::file::FileRecords;
 use crate::records::health::{Key, Machine, Target};
@@ -24,7 +25,8 @@ pub(super) struct EffInstance {
     pub source: Source,
     /// Its own number (Docker: the compose replica number); none: its place.
     pub number: Option<u32>,
-    /// Health as the Docker engine reports it: (in the answers, label).
+    /// Health decided elsewhere (the Docker engine, or another host's
+    /// checks through etcd): (in the answers, label).
     pub docker: Option<(bool, Health)>,
 }
 
@@ -293,11 +295,74 @@ pub(super) fn targets(m: &Merged) -> Vec<Target> {
     let mut out = Vec::new();
     for s in &m.services {
         let Some(c) = &s.check else { continue };
-        for i in &s.instances {
+        // Another host's instances are checked by that host.
+        for i in s.instances.iter().filter(|i| i.source != Source::Cluster) {
             if let Some(ip) = i.addrs.first() {
                 out.push(Target { key: (s.def.name.clone(), i.def.id.clone()), addr: SocketAddr::new(*ip, c.port), check: c.clone() });
             }
         }
     }
     out
+}
+
+/// Adds other hosts' records (through etcd) to `m`: a service this host
+/// does not define (with the API's instances of it, which `merge` left as
+/// orphans), each instance of a service that exists here or there unless
+/// its id is taken, and each static record not already served. What
+/// clashes is left out: this host's own definitions win.
+pub(super) fn merge_cluster(m: &mut Merged, rt: &Runtime, layer: &ClusterLayer) {
+    if layer.services.is_empty() && layer.instances.is_empty() && layer.records.is_empty() {
+        return;
+    }
+    let mut index: HashMap<String, usize> = m.services.iter().enumerate().map(|(k, s)| (s.def.name.clone(), k)).collect();
+    for def in &layer.services {
+        if index.contains_key(&def.name) {
+            continue;
+        }
+        let Ok(mut s) = eff_service(def, Source::Cluster) else { continue };
+        for x in rt.instances.iter().filter(|x| x.service == def.name) {
+            if let Ok(i) = eff_instance(&x.instance, Source::Runtime) {
+                s.instances.push(i);
+                let orphan = format!("{}/{}", x.service, x.instance.id);
+                m.orphans.retain(|o| *o != orphan);
+            }
+        }
+        index.insert(def.name.clone(), m.services.len());
+        m.services.push(s);
+    }
+    for v in &layer.instances {
+        let Some(&k) = index.get(&v.service) else { continue };
+        let s = &mut m.services[k];
+        if s.instances.iter().any(|i| i.def.id == v.instance.id) {
+            continue;
+        }
+        let Ok(mut i) = eff_instance(&v.instance, Source::Cluster) else { continue };
+        i.docker = Some((v.healthy, if v.healthy { Health::Up } else { Health::Down }));
+        s.instances.push(i);
+    }
+    let mut have: HashSet<(String, String, String)> =
+        m.records.iter().map(|r| (r.def.name.clone(), r.def.rtype.clone(), format!("{:?}", r.def.data))).collect();
+    for r in &layer.records {
+        let Ok((def, core)) = defs::record(r) else { continue };
+        if have.insert((def.name.clone(), def.rtype.clone(), format!("{:?}", def.data))) {
+            m.records.push(EffRecord { def, core, source: Source::Cluster });
+        }
+    }
+}
+
+/// What this host puts in etcd: every service and instance not learnt
+/// from etcd (each instance with its health here), and the static records
+/// of the records file and the API (Docker's container names stay local).
+pub(super) fn export(m: &Merged, machines: &HashMap<Key, Machine>, forced: &[Forced]) -> Export {
+    let mut e = Export::default();
+    for s in &m.services {
+        if s.source != Source::Cluster {
+            e.services.push(ServiceDef { instances: Vec::new(), ..s.def.clone() });
+        }
+        for i in s.instances.iter().filter(|i| i.source != Source::Cluster) {
+            e.instances.push((s.def.name.clone(), i.def.clone(), health_of(machines, forced, s, i).0));
+        }
+    }
+    e.records = m.records.iter().filter(|r| matches!(r.source, Source::File | Source::Runtime)).map(|r| r.def.clone()).collect();
+    e
 }
