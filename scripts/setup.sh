@@ -22,6 +22,7 @@ set -euo pipefail
 #   pkg-config      (above) also finds libelf/zlib for the libxdp build
 # The cluster layer (src/cluster, etcd-client's gRPC code is generated at build time):
 #   protobuf-compiler  protoc
+#   libprotobuf-dev    the well-known .proto files protoc imports (google/protobuf/descriptor.proto)
 # Several hosts through etcd (tests/cluster.rs, bench/cluster/):
 #   etcd-server     etcd 3.4, three members in a namespace
 #   etcd-client     etcdctl: health, compaction, bulk loads
@@ -44,7 +45,7 @@ set -euo pipefail
 #                   namespace (tests/deploy.rs)
 PACKAGES=(valgrind pkg-config iproute2 unbound dnsutils knot-dnsutils dnsperf dnsdist python3-matplotlib
     clang libbpf-dev libelf-dev zlib1g-dev m4 ethtool iputils-ping prometheus
-    docker.io docker-compose debootstrap systemd python3-venv iptables protobuf-compiler etcd-server etcd-client)
+    docker.io docker-compose debootstrap systemd python3-venv iptables protobuf-compiler libprotobuf-dev etcd-server etcd-client)
 
 # kubernetes-validate (PyPI), pinned, in its own venv: tests/deploy.rs
 # validates deploy/k8s/ with it.

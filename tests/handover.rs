@@ -143,11 +143,15 @@ fn upgrade_on_af_xdp_under_load_loses_nothing_and_keeps_the_cache() {
 fn upgrade_on_udp_sockets_under_load_loses_nothing() {
     require_root_and_tools();
     let _slot = exclusive_slot();
-    let (mut lab, _sock, _dir) = lab(&["--io", "udp", "--workers", "2"]);
+    // Metrics too (on the server namespace's loopback): the new kdns binds
+    // them, and the control socket, once the old one has let go.
+    let (mut lab, _sock, _dir) = lab(&["--io", "udp", "--workers", "2", "--metrics", "127.0.0.1:9153"]);
     let names = names(20);
     warm(&lab, &names);
     let old = upgrade_under_load(&mut lab, &names);
     check_generation(&lab, old, 0);
+    let log = lab.kdns.plain_log();
+    assert!(log.contains("metrics at http://127.0.0.1:9153/metrics") && !log.contains("will not reach this instance"), "{log}");
 }
 
 #[test]

@@ -147,6 +147,7 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
         None => (1, None),
     };
     log_serving(&s, &w.handles);
+    let took_over = record.is_some();
     let info = control::DaemonInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         started,
@@ -165,13 +166,7 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
         records: Some(plane.store()),
         tcp: s.records.control_tcp.zip(s.records.control_token.as_ref().map(|t| t.expose().to_string())),
     };
-    let control = match control::spawn_with(&s.control_socket, s.metrics, w.handles.clone(), info, extras) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::warn!("{e}; kdns-ctl will not reach this instance");
-            None
-        }
-    };
+    let control = spawn_control(&s, &w.handles, info, extras, took_over);
     let server = match handover::Server::spawn(&s.handover_socket, events_tx) {
         Ok(h) => Some(h),
         Err(e) => {
@@ -230,6 +225,36 @@ pub fn run(mut s: Settings, passed: Option<Listeners>, takeover: bool) -> Result
         while !matches!(events.recv(), Ok(Event::Signal(_)) | Err(_)) {}
     }
     Ok(())
+}
+
+/// How long a kdns that took over tries again to bind the control socket
+/// and metrics: the old process has closed them when the handover ends,
+/// but the HTTP server's accept thread lets go of its listener a moment
+/// later.
+const REBIND_WITHIN: Duration = Duration::from_secs(3);
+
+/// The control server; after a takeover, binding again while the old
+/// process's listeners are still going away (address in use).
+fn spawn_control(
+    s: &Settings,
+    handles: &[WorkerHandle],
+    info: control::DaemonInfo,
+    extras: control::Extras,
+    took_over: bool,
+) -> Option<control::ControlServer> {
+    let started = Instant::now();
+    loop {
+        match control::spawn_with(&s.control_socket, s.metrics, handles.to_vec(), info.clone(), extras.clone()) {
+            Ok(c) => return Some(c),
+            Err(e) if took_over && e.kind() == std::io::ErrorKind::AddrInUse && started.elapsed() < REBIND_WITHIN => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                tracing::warn!("{e}; kdns-ctl will not reach this instance");
+                return None;
+            }
+        }
+    }
 }
 
 /// Why [`serve`] returned.
