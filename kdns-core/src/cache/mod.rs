@@ -19,6 +19,7 @@
 //! entries survive a scan of one-off names.
 
 pub mod dump;
+mod kernel;
 mod key;
 mod store;
 mod warm;
@@ -31,6 +32,7 @@ use hashbrown::HashTable;
 use crate::stats::{Counter, Gauge};
 use crate::time::Timestamp;
 use crate::wire::{Header, Message, Rcode, Rtype, HEADER_LEN};
+pub use kernel::{KernelEntry, KernelKey, KernelTierConfig, Promotion, KERNEL_BODY_MAX, KERNEL_NAME_MAX, KERNEL_TTLS_MAX};
 use key::{eq_lower, splitmix};
 pub use key::{Key, KeyFlags};
 use store::ChunkStore;
@@ -177,6 +179,12 @@ pub struct CacheStats {
 const LIVE: u8 = 1;
 const REFERENCED: u8 = 2;
 const REFRESHING: u8 = 4;
+/// A copy of the entry is in the in-kernel tier's map (see [`kernel`]).
+const IN_KERNEL: u8 = 8;
+/// Queued for the in-kernel tier.
+const PROMOTING: u8 = 16;
+/// Cannot go to the in-kernel tier (too long, too many records, SERVFAIL).
+const NO_KERNEL: u8 = 32;
 const NANOS: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +200,8 @@ struct Entry {
     qname_len: u8,
     flags: KeyFlags,
     state: u8,
+    /// Hits counted towards a promotion to the in-kernel tier.
+    hits: u8,
     kind: EntryKind,
 }
 
@@ -207,6 +217,7 @@ const EMPTY: Entry = Entry {
     qname_len: 0,
     flags: KeyFlags(0),
     state: 0,
+    hits: 0,
     kind: EntryKind::Positive,
 };
 
@@ -222,6 +233,7 @@ pub struct Cache {
     hand: usize,
     scratch: Vec<u8>,
     stats: Arc<CacheStats>,
+    tier: kernel::Tier,
 }
 
 impl Cache {
@@ -243,6 +255,7 @@ impl Cache {
             hand: 0,
             scratch,
             stats: Arc::new(CacheStats::default()),
+            tier: kernel::Tier::off(),
             cfg,
         }
     }
@@ -318,6 +331,15 @@ impl Cache {
             return Lookup::TooLong { len };
         }
         e.state |= REFERENCED;
+        if self.tier.on && e.state & (IN_KERNEL | PROMOTING | NO_KERNEL) == 0 {
+            e.hits = e.hits.saturating_add(1);
+            if e.hits >= self.tier.promote_after {
+                e.hits = 0;
+                if self.tier.queue(i, e.hash) {
+                    e.state |= PROMOTING;
+                }
+            }
+        }
         let mut refresh = false;
         if e.state & REFRESHING == 0
             && e.orig_ttl >= self.cfg.prefetch_min_ttl
@@ -437,7 +459,12 @@ impl Cache {
         if need > self.store.capacity() / 4 {
             return Err(NotCached::TooLong);
         }
+        let mut hits = 0;
         if let Some(old) = self.find(key) {
+            if self.entries[old as usize].state & IN_KERNEL != 0 {
+                // A refreshed hot answer: promoted again at its next hit.
+                hits = self.tier.promote_after.saturating_sub(1);
+            }
             self.remove_index(old);
         }
         if !self.make_room(now.as_nanos(), need) {
@@ -460,6 +487,7 @@ impl Cache {
             qname_len: key.name.len() as u8,
             flags: key.flags,
             state: LIVE,
+            hits,
             kind,
         };
         let entries = &self.entries;
@@ -511,6 +539,9 @@ impl Cache {
 
     fn remove_index(&mut self, i: u32) {
         let e = self.entries[i as usize];
+        if e.state & IN_KERNEL != 0 {
+            self.demote_removed(&e);
+        }
         if let Ok(slot) = self.index.find_entry(e.hash, |&x| x == i) {
             slot.remove();
         }
@@ -542,7 +573,9 @@ impl Cache {
             }
             if e.stale_until <= now {
                 self.stats.expired.inc();
-            } else if e.state & REFERENCED != 0 {
+            } else if e.state & (REFERENCED | IN_KERNEL) != 0 {
+                // In-kernel entries are hit where the cache cannot see it;
+                // the tier's own sweep demotes them when they go cold.
                 e.state &= !REFERENCED;
                 continue;
             } else {

@@ -58,7 +58,7 @@ pub use rng::Rng;
 pub use stats::{DropReason, EngineStats, LATENCY_BOUNDS};
 pub use tcp::TcpExchange;
 
-use crate::cache::{Cache, CacheConfig, Key, KeyFlags, Lookup};
+use crate::cache::{Cache, CacheConfig, KernelTierConfig, Key, KeyFlags, Lookup};
 use crate::records::{LocalAnswer, LocalQuery, Snapshot};
 use crate::time::Timestamp;
 use crate::upstream::pending::{Handle, InFlight, Pending};
@@ -125,6 +125,9 @@ pub struct EngineConfig {
     /// A cache dump to load before the first query (a warm start), so
     /// that no query meets the cache cold.
     pub warm: Option<WarmStart>,
+    /// The in-kernel answer tier's bookkeeping in the cache (`None`: off).
+    /// Its reply bound is lowered to `udp_size` when that is smaller.
+    pub kernel_tier: Option<KernelTierConfig>,
 }
 
 /// A cache dump (`cache::dump`) and the wall clock when it is loaded, ns
@@ -160,6 +163,7 @@ impl Default for EngineConfig {
             seed: 0x6b64_6e73_2d73_6565,
             records: None,
             warm: None,
+            kernel_tier: None,
         }
     }
 }
@@ -455,6 +459,10 @@ impl Engine {
             randomize_case: cfg.randomize_case,
             stats: Arc::new(EngineStats::default()),
         };
+        if let Some(mut t) = cfg.kernel_tier {
+            t.max_reply = t.max_reply.min(usize::from(cfg.udp_size));
+            engine.cache.enable_kernel_tier(t);
+        }
         if let Some(w) = warm {
             // A damaged or foreign dump is counted by the import and
             // leaves the cache empty: the engine starts cold.

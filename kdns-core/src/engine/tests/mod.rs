@@ -8,6 +8,7 @@ use crate::wire::Section;
 
 mod abuse;
 mod basics;
+mod kernel_tier;
 mod local_records;
 mod tcp_retry;
 
