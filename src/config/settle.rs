@@ -373,6 +373,7 @@ impl Settings {
             busy_poll: x.busy_poll,
             realtime_priority: self.realtime_priority,
             zero_copy: x.zero_copy,
+            answer_promote_hits: x.answer_promote_hits as u8,
         }
     }
 }
