@@ -94,7 +94,7 @@ fn load(ifname: &str, ips: &[IpAddr], port: u16, rate: Option<&xdp::ClientRate>,
     if pin_dir.is_empty() {
         return XdpProgram::load(ifname, ips, port, rate).map_err(|e| format!("{ifname}: {e}"));
     }
-    match XdpProgram::load_pinned(ifname, ips, port, rate, Some(Path::new(pin_dir))) {
+    match XdpProgram::load_pinned(ifname, ips, port, rate, Some(Path::new(pin_dir)), None) {
         Ok(p) => Ok(p),
         Err(e @ (XdpError::NotBpffs { .. } | XdpError::Pin { .. })) => {
             tracing::warn!("{ifname}: {e}; the XDP program is not pinned: it goes away with this kdns and is not adopted by the next");

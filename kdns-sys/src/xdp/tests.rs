@@ -169,17 +169,21 @@ pub(super) fn totals(r: &CounterReader) -> QueueCounters {
         t.passed += q.passed;
         t.malformed += q.malformed;
         t.dropped += q.dropped;
+        t.answered += q.answered;
+        t.answer_misses += q.answer_misses;
         t
     })
 }
 
-fn delta(after: QueueCounters, before: QueueCounters) -> QueueCounters {
+pub(super) fn delta(after: QueueCounters, before: QueueCounters) -> QueueCounters {
     QueueCounters {
         queue: u32::MAX,
         redirected: after.redirected - before.redirected,
         passed: after.passed - before.passed,
         malformed: after.malformed - before.malformed,
         dropped: after.dropped - before.dropped,
+        answered: after.answered - before.answered,
+        answer_misses: after.answer_misses - before.answer_misses,
     }
 }
 
@@ -718,7 +722,7 @@ fn child_attach_and_wait() {
         return;
     }
     let pin_dir = std::env::var_os("KDNS_XDP_TEST_PIN_DIR").map(std::path::PathBuf::from);
-    let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, pin_dir.as_deref()).unwrap();
+    let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, pin_dir.as_deref(), None).unwrap();
     prog.attach().unwrap();
     let xsks: Vec<OwnedFd> = (0..rx_queues(S_IF).unwrap()).map(|_| unbound_xsk()).collect();
     for (q, x) in xsks.iter().enumerate() {
