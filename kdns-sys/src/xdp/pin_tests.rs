@@ -17,10 +17,10 @@ use super::tests::{query, received, require_root, totals, Child, Logs, Rig, S_IF
 use super::*;
 
 /// A bpffs mounted on a temporary directory; unmounted and removed on drop.
-struct BpfFs(PathBuf);
+pub(super) struct BpfFs(PathBuf);
 
 impl BpfFs {
-    fn new() -> BpfFs {
+    pub(super) fn new() -> BpfFs {
         static N: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!("kdns-bpffs-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&path).unwrap();
@@ -30,7 +30,7 @@ impl BpfFs {
         fs
     }
 
-    fn pin_dir(&self) -> PathBuf {
+    pub(super) fn pin_dir(&self) -> PathBuf {
         self.0.join("kdns")
     }
 }

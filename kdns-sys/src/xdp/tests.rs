@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 pub(super) const S_IF: &str = "kx-s";
-const C_IF: &str = "kx-c";
+pub(super) const C_IF: &str = "kx-c";
 pub(super) const S_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const S_V4_OTHER: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-const C_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 100);
-const S_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6b64, 0, 0, 0, 0, 0, 1);
-const C_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6b64, 0, 0, 0, 0, 0, 0x100);
-const XDP_PASS: u32 = 2;
+pub(super) const C_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 100);
+pub(super) const S_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6b64, 0, 0, 0, 0, 0, 1);
+pub(super) const C_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6b64, 0, 0, 0, 0, 0, 0x100);
+pub(super) const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
 pub(super) fn require_root() {
@@ -50,7 +50,7 @@ fn ip(args: &[&str]) -> String {
 /// Client: 10.200.0.100/24, fd00:6b64::100/64.
 pub(super) struct Rig {
     pub(super) server: Netns,
-    client: Netns,
+    pub(super) client: Netns,
 }
 
 impl Rig {
@@ -77,7 +77,7 @@ impl Rig {
         self.server.within(f).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn in_client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    pub(super) fn in_client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         self.client.within(f).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -150,7 +150,7 @@ fn ping_with(sock: &Socket, dst: IpAddr) -> bool {
     false
 }
 
-fn inet_checksum(data: &[u8]) -> u16 {
+pub(super) fn inet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for chunk in data.chunks(2) {
         let word = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from(chunk[0]) << 8 };
@@ -282,7 +282,7 @@ fn test_run(prog: &XdpProgram, frame: &[u8]) -> u32 {
     attr.retval
 }
 
-fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
+pub(super) fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
     for vid in vlans {
         f.extend_from_slice(&0x8100u16.to_be_bytes());
@@ -292,7 +292,7 @@ fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
     f
 }
 
-fn udp(dport: u16, payload: &[u8]) -> Vec<u8> {
+pub(super) fn udp(dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut u = Vec::new();
     u.extend_from_slice(&40000u16.to_be_bytes());
     u.extend_from_slice(&dport.to_be_bytes());
@@ -302,7 +302,7 @@ fn udp(dport: u16, payload: &[u8]) -> Vec<u8> {
     u
 }
 
-fn ipv4(dst: Ipv4Addr, proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
+pub(super) fn ipv4(dst: Ipv4Addr, proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
     let hlen = 20 + options.len();
     let mut h = vec![0x40 | (hlen / 4) as u8, 0];
     h.extend_from_slice(&((hlen + l4.len()) as u16).to_be_bytes());
@@ -316,7 +316,7 @@ fn ipv4(dst: Ipv4Addr, proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
     h
 }
 
-fn ipv6(dst: Ipv6Addr, next: u8, l4: &[u8]) -> Vec<u8> {
+pub(super) fn ipv6(dst: Ipv6Addr, next: u8, l4: &[u8]) -> Vec<u8> {
     let mut h = vec![0x60, 0, 0, 0];
     h.extend_from_slice(&(l4.len() as u16).to_be_bytes());
     h.extend_from_slice(&[next, 64]);
