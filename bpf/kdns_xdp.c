@@ -222,6 +222,20 @@ struct {
 	__type(value, struct answer_val);
 } answers SEC(".maps");
 
+/* Room to move a reply's headers and question when the frame must grow
+ * at the head (see answer_write). */
+#define KDNS_SCRATCH 256
+struct scratch {
+	__u8 b[KDNS_SCRATCH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
 /* Allowed client networks of the answer tier (value unused). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -515,6 +529,7 @@ __noinline int answer_write(struct xdp_md *ctx, struct answer_val *val, __u64 me
 	__u16 rflags;
 	__u8 *p, *dns;
 	__u8 opt[12] = {};
+	int delta;
 
 	if (!val || name_len == 0 || name_len > KDNS_ANSWER_NAME_MAX)
 		return A_MISS;
@@ -530,12 +545,28 @@ __noinline int answer_write(struct xdp_md *ctx, struct answer_val *val, __u64 me
 		return A_MISS;
 	val->hits++;
 	q_end = dns_off + DNS_HEADER_LEN + name_len + 4;
+	if (q_end > KDNS_SCRATCH)
+		return A_MISS; /* can't be: dns_off <= 66 */
 	l4 = l3 + (M_V6(meta) ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
 
 	/* Committed: size the frame (it may hold padding past the UDP end). */
 	new_len = dns_off + reply_len;
-	if (bpf_xdp_adjust_tail(ctx, (int)new_len - (int)(data_end - data)))
-		return A_MISS; /* no room: the frame is unchanged */
+	delta = (int)new_len - (int)(data_end - data);
+	if (bpf_xdp_adjust_tail(ctx, delta)) {
+		/* No tailroom (veth, generic XDP: an skb's buffer has a cache
+		 * line of slack at most): grow at the head instead, and move the
+		 * headers, DNS header and question to the new start through a
+		 * per-CPU scratch buffer (the stack has no room for it). */
+		__u32 zero = 0;
+		struct scratch *mv = bpf_map_lookup_elem(&scratch, &zero);
+
+		if (!mv || delta <= 0 || delta > KDNS_ANSWER_REPLY_MAX)
+			return A_MISS; /* shrinking never fails; not expected */
+		if (bpf_xdp_adjust_head(ctx, -delta))
+			return A_MISS; /* no room either: the frame is unchanged */
+		if (bpf_xdp_load_bytes(ctx, delta, mv->b, q_end) || bpf_xdp_store_bytes(ctx, 0, mv->b, q_end))
+			return A_DROP;
+	}
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 

@@ -580,19 +580,29 @@ fn real_clients_get_the_answers() {
     require_root();
     let rig = Rig::new((2, 2), (2, 2));
     let client = rig.client.name().to_owned();
-    // The client end needs a NAPI instance to receive XDP_TX frames (GRO on gives it one).
-    let (ok, out) = in_ns(&client, &["ethtool", "-K", C_IF, "gro", "on"]);
-    assert!(ok, "{out}");
-    // A VLAN on top of the pair, tagged in the frame (no tx offload on the client).
-    let (ok, out) = in_ns(&client, &["ethtool", "-K", C_IF, "txvlan", "off"]);
-    assert!(ok, "{out}");
-    let vlan_ok = rig.server.ip(&["link", "add", "link", S_IF, "name", "kx-s.7", "type", "vlan", "id", "7"]).is_ok()
-        && rig.server.ip(&["addr", "add", "10.201.7.1/24", "dev", "kx-s.7"]).is_ok()
-        && rig.server.ip(&["link", "set", "kx-s.7", "up"]).is_ok()
-        && rig.client.ip(&["link", "add", "link", C_IF, "name", "kx-c.7", "type", "vlan", "id", "7"]).is_ok()
-        && rig.client.ip(&["addr", "add", "10.201.7.100/24", "dev", "kx-c.7"]).is_ok()
-        && rig.client.ip(&["link", "set", "kx-c.7", "up"]).is_ok();
-    assert!(vlan_ok, "cannot set up the VLAN devices");
+    // The client end of a veth receives XDP_TX frames only with an XDP
+    // program of its own (which gives it the NAPI instance and the ring
+    // they go through): ours with no listen address, which passes all.
+    let _client_prog = rig.in_client(|| {
+        let mut p = XdpProgram::load(C_IF, &[], 53, None).unwrap();
+        p.attach().unwrap();
+        p
+    });
+    // A VLAN on top of the pair, tagged in the frame (no tx offload on the
+    // client), where the kernel has VLAN devices (8021q); BPF_PROG_TEST_RUN
+    // covers tagged frames everywhere (answers_byte_for_byte).
+    let vlan = rig.server.ip(&["link", "add", "link", S_IF, "name", "kx-s.7", "type", "vlan", "id", "7"]).is_ok();
+    if vlan {
+        let (ok, out) = in_ns(&client, &["ethtool", "-K", C_IF, "txvlan", "off"]);
+        assert!(ok, "{out}");
+        rig.server.ip(&["addr", "add", "10.201.7.1/24", "dev", "kx-s.7"]).unwrap();
+        rig.server.ip(&["link", "set", "kx-s.7", "up"]).unwrap();
+        rig.client.ip(&["link", "add", "link", C_IF, "name", "kx-c.7", "type", "vlan", "id", "7"]).unwrap();
+        rig.client.ip(&["addr", "add", "10.201.7.100/24", "dev", "kx-c.7"]).unwrap();
+        rig.client.ip(&["link", "set", "kx-c.7", "up"]).unwrap();
+    } else {
+        eprintln!("no VLAN devices in this kernel (8021q): the VLAN part with real clients is skipped");
+    }
     let vlan_server: IpAddr = "10.201.7.1".parse().unwrap();
 
     let listen = [IpAddr::V4(S_V4), IpAddr::V6(S_V6), vlan_server];
@@ -605,7 +615,7 @@ fn real_clients_get_the_answers() {
     let map = prog.answers().unwrap();
     let reader = prog.counters();
     // Neighbours first, so every query is one frame and every reply finds its way.
-    assert!(rig.ping(IpAddr::V4(S_V4)) && rig.ping(IpAddr::V6(S_V6)) && rig.ping(vlan_server));
+    assert!(rig.ping(IpAddr::V4(S_V4)) && rig.ping(IpAddr::V6(S_V6)) && (!vlan || rig.ping(vlan_server)));
 
     let now = crate::monotonic_ns();
     let (body, ttls) = a_records(2);
@@ -625,7 +635,7 @@ fn real_clients_get_the_answers() {
     // dig: EDNS with a cookie option, RD and AD set; 0x20 spelling.
     let before = totals(&reader);
     let (ok, out) = in_ns(&client, &["dig", "+tries=1", "+time=3", &format!("@{S_V4}"), "WwW.eXample.COM", "A"]);
-    assert!(ok, "dig failed: {out}");
+    assert!(ok, "dig failed: {out}; counters {:?}", delta(totals(&reader), before));
     eprintln!("{out}");
     let recs = answer_section(&out);
     assert_eq!(recs.len(), 2, "{out}");
@@ -642,7 +652,7 @@ fn real_clients_get_the_answers() {
     // kdig over IPv6 with DO.
     let before = totals(&reader);
     let (ok, out) = in_ns(&client, &["kdig", "+retry=0", "+time=3", "+dnssec", &format!("@{S_V6}"), "v6.Example.com", "AAAA"]);
-    assert!(ok, "kdig failed: {out}");
+    assert!(ok, "kdig failed: {out}; counters {:?}", delta(totals(&reader), before));
     eprintln!("{out}");
     let recs = answer_section(&out);
     assert_eq!(recs.len(), 1, "{out}");
@@ -651,13 +661,14 @@ fn real_clients_get_the_answers() {
     let d = delta(totals(&reader), before);
     assert_eq!((d.answered, d.redirected, d.dropped), (1, 0, 0), "{d:?}");
 
-    // Over the VLAN.
-    let before = totals(&reader);
-    let (ok, out) = in_ns(&client, &["dig", "+tries=1", "+time=3", "@10.201.7.1", "www.example.com", "A"]);
-    assert!(ok, "dig over the VLAN failed: {out}");
-    assert_eq!(answer_section(&out).len(), 2, "{out}");
-    let d = delta(totals(&reader), before);
-    assert_eq!(d.answered, 1, "{d:?}");
+    if vlan {
+        let before = totals(&reader);
+        let (ok, out) = in_ns(&client, &["dig", "+tries=1", "+time=3", "@10.201.7.1", "www.example.com", "A"]);
+        assert!(ok, "dig over the VLAN failed: {out}");
+        assert_eq!(answer_section(&out).len(), 2, "{out}");
+        let d = delta(totals(&reader), before);
+        assert_eq!(d.answered, 1, "{d:?}");
+    }
 
     // Expired (serve_until in the past): not answered, passed to the kernel
     // (no socket; nothing listens: dig gets no answer).
@@ -676,3 +687,4 @@ fn real_clients_get_the_answers() {
     drop(prog);
     rig.wait_detached();
 }
+
