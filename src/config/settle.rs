@@ -190,6 +190,8 @@ fn engine(file: &FileConfig, acl: Acl, backends: Vec<BackendSpec>) -> Result<Eng
         seed: 0,
         records: None,
         warm: None,
+        // Set per AF_XDP worker when its program has the answer map.
+        kernel_tier: None,
     };
     // Let the engine check what only it knows (probe name, pool limits).
     kdns_core::engine::Engine::new(EngineConfig { cache: CacheConfig::for_entries(1), ..engine.clone() })

@@ -214,8 +214,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
             let core = (!cores.is_empty()).then(|| cores[q as usize % cores.len()]);
             let mut engine = s.engine_for_worker(kdns_sys::random_seed());
             let answers = answers.clone().map(|m| {
-                engine.kernel_tier =
-                    Some(KernelTierConfig { promote_after: settings.answer_promote_hits, ..KernelTierConfig::default() });
+                engine.kernel_tier = Some(KernelTierConfig { promote_after: settings.answer_promote_hits, ..KernelTierConfig::default() });
                 let quota = m.capacity() as usize / queues.len();
                 (m, quota)
             });

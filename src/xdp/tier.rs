@@ -16,11 +16,11 @@
 
 use std::time::Duration;
 
-use hashbrown::HashMap;
 use kdns_core::cache::{KernelEntry, KernelKey};
 use kdns_core::engine::Engine;
 use kdns_core::Timestamp;
 use kdns_sys::xdp::{AnswerEntry, AnswerMap};
+use std::collections::HashMap;
 
 use crate::handle::IoStats;
 
@@ -64,11 +64,6 @@ impl Tier {
             ttls: Vec::with_capacity(kdns_core::cache::KERNEL_TTLS_MAX),
             next_sweep: now + SWEEP_EVERY,
         }
-    }
-
-    /// Copies held in the kernel now.
-    pub fn len(&self) -> usize {
-        self.promoted.len()
     }
 
     fn kernel_ns(&self, t: Timestamp) -> u64 {
@@ -158,15 +153,6 @@ impl Tier {
             IoStats::add(&io.tier_cold, 1);
             false
         });
-    }
-
-    /// Takes every copy of this worker out (the worker stops, or the cache
-    /// was handed over).
-    pub fn clear(&mut self) {
-        if let Err(e) = self.map.clear_queue(self.queue) {
-            tracing::debug!(queue = self.queue, error = %e, "could not clear the queue's answer map entries");
-        }
-        self.promoted.clear();
     }
 }
 
