@@ -305,7 +305,8 @@ fn uname_r() -> String {
 #[test]
 fn map_api() {
     require_root();
-    let prog = XdpProgram::load_pinned("lo", &[IpAddr::V4(S_V4)], 53, None, None, Some(&AnswerTier { entries: 3, ..tier(vec![]) })).unwrap();
+    let prog =
+        XdpProgram::load_pinned("lo", &[IpAddr::V4(S_V4)], 53, None, None, Some(&AnswerTier { entries: 3, ..tier(vec![]) })).unwrap();
     let map = prog.answers().unwrap();
     fn send_sync<T: Send + Sync + Clone>() {}
     send_sync::<AnswerMap>();
@@ -413,7 +414,9 @@ fn answers_byte_for_byte() {
     let edns0 = Edns { size: 1232, dnssec_ok: false, version: 0, options: vec![] };
     let q3 = dns_query(0xffff, 0x0120, "NX.example.NET", 28, Some(&edns0));
 
-    let cases: Vec<(&str, Vec<u8>, &Vec<u8>, &Answer, u32)> = vec![
+    // (what, frame, DNS query in it, entry, age)
+    type Case<'a> = (&'a str, Vec<u8>, &'a Vec<u8>, &'a Answer, u32);
+    let cases: Vec<Case<'_>> = vec![
         ("v4", v4_query_frame(&[], C_V4, &q1), &q1, &a1, 5),
         ("v4 with Ethernet padding", [v4_query_frame(&[], C_V4, &q1), vec![0; 20]].concat(), &q1, &a1, 5),
         ("v4, VLAN, OPT with cookie and DO, CD", v4_query_frame(&[42], C_V4, &q2), &q2, &a2, 0),
@@ -544,8 +547,11 @@ fn a_new_program_starts_with_no_answers_and_pins_none() {
     let (body, ttls) = a_records(1);
     let a = answer("www.example.com", 1, 0, body, ttls, 1);
     insert(&first.answers().unwrap(), 0, &a, now + 60 * NS, now);
-    let pinned: Vec<String> =
-        std::fs::read_dir(pin_dir.join("lo")).unwrap().filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let pinned: Vec<String> = std::fs::read_dir(pin_dir.join("lo"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(pinned.iter().all(|n| !n.contains("answers") && !n.contains("acl")), "{pinned:?}");
     let second = XdpProgram::load_pinned("lo", &[IpAddr::V4(S_V4)], 53, None, Some(&pin_dir), Some(&t)).unwrap();
     assert_eq!(second.answers().unwrap().hits(0, &a.name, 1, 1, 0).unwrap(), None, "the new program's map is empty");
@@ -687,4 +693,3 @@ fn real_clients_get_the_answers() {
     drop(prog);
     rig.wait_detached();
 }
-

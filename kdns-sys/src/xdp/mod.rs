@@ -53,6 +53,8 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{ProgramFd, Xdp};
 use aya::{Ebpf, EbpfLoader, Pod};
 
+#[cfg(test)]
+mod answer_tests;
 pub mod answers;
 mod error;
 mod iface;
@@ -62,14 +64,12 @@ pub mod pin;
 #[cfg(test)]
 mod pin_tests;
 #[cfg(test)]
-mod answer_tests;
-#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod xsk_tests;
 
-use error::errno_of;
 pub use answers::{AnswerEntry, AnswerMap, AnswerTier};
+use error::errno_of;
 pub use error::{AnswerLimit, XdpError};
 use iface::ifindex_of;
 #[cfg(test)]
@@ -677,7 +677,10 @@ impl XdpProgram {
 /// The answer tier's ACL as LPM keys (address masked to its prefix):
 /// (IPv4, IPv6). Empty: everyone (0.0.0.0/0 and ::/0). A v4-mapped IPv6
 /// network also allows the IPv4 clients it maps.
-fn acl_networks(clients: &[(IpAddr, u8)]) -> Result<(Vec<([u8; 4], u32)>, Vec<([u8; 16], u32)>), XdpError> {
+/// LPM keys of the IPv4 and IPv6 tries: (address bytes, prefix length).
+type AclKeys = (Vec<([u8; 4], u32)>, Vec<([u8; 16], u32)>);
+
+fn acl_networks(clients: &[(IpAddr, u8)]) -> Result<AclKeys, XdpError> {
     if clients.is_empty() {
         return Ok((vec![([0; 4], 0)], vec![([0; 16], 0)]));
     }
