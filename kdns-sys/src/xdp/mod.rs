@@ -22,7 +22,8 @@
 //! Globals: `volatile const __u16 dns_port`, the port in NETWORK byte order;
 //! `client_interval_ns`, `client_burst_ns` (0: no rate) and
 //! `client_prefix_v4`, `client_prefix_v6`; `answer_tier_on` (0: the answer
-//! tier's code does not run) and `answer_udp_size`.
+//! tier's code does not run), `answer_udp_size` and `answer_acl_all` (every
+//! client allowed: the ACL tries are not looked up).
 //!
 //! The answer tier ([`AnswerTier`], [`AnswerMap`]): with it, the program
 //! answers a query itself (XDP_TX) from the `answers` map the workers fill,
@@ -331,10 +332,12 @@ impl XdpProgram {
             .map_max_entries("client_rate", entries.max(1));
         let tier_on: u32 = u32::from(tier.is_some());
         let udp_size: u16 = tier.map_or(1232, |t| t.udp_size);
+        let acl_all: u32 = u32::from(tier.is_some_and(|t| t.clients.is_empty()));
         let answer_entries = tier.map_or(1, |t| t.entries.max(1));
         loader
             .override_global("answer_tier_on", &tier_on, true)
             .override_global("answer_udp_size", &udp_size, true)
+            .override_global("answer_acl_all", &acl_all, true)
             .map_max_entries("answers", answer_entries);
         if let Some(p) = &pins {
             for (name, ..) in pin::pinned_maps(0) {
