@@ -545,7 +545,6 @@ __noinline int answer_write(struct xdp_md *ctx, struct answer_val *val, __u64 me
 	reply_len = DNS_HEADER_LEN + name_len + 4 + blen + (has_opt ? DNS_OPT_LEN : 0);
 	if (reply_len > KDNS_ANSWER_REPLY_MAX)
 		return A_MISS;
-	val->hits++;
 	q_end = dns_off + DNS_HEADER_LEN + name_len + 4;
 	if (q_end > KDNS_SCRATCH)
 		return A_MISS; /* can't be: dns_off <= 66 */
@@ -627,6 +626,7 @@ __noinline int answer_write(struct xdp_md *ctx, struct answer_val *val, __u64 me
 	if (val->serve_until_ns != until || val->inserted_ns != inserted || val->body_len != blen ||
 	    val->body_csum != bcsum)
 		return A_DROP;
+	val->hits++;
 	rflags = bpf_ntohs(*(__u16 *)(dns + 2));
 	rflags = (rflags & ~(DNS_RD | DNS_CD)) | DNS_QR | (qflags & (DNS_RD | DNS_CD));
 	*(__u16 *)(dns + 2) = bpf_htons(rflags);
