@@ -203,6 +203,7 @@ impl IoStats {
     }
 
     /// Sets a gauge owned by this worker.
+    #[cfg(feature = "xdp")]
     #[inline]
     pub fn set(c: &AtomicU64, v: u64) {
         c.store(v, Ordering::Relaxed);

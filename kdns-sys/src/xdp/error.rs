@@ -93,7 +93,13 @@ impl fmt::Display for AnswerLimit {
 impl XdpError {
     pub(super) fn load(ifname: &str, e: impl Into<Box<dyn Error + Send + Sync>>) -> XdpError {
         let source = e.into();
-        if matches!(errno_of(&*source), Some(libc::EPERM | libc::EACCES)) {
+        // EACCES for root is the verifier refusing the program: keep its log.
+        let denied = match errno_of(&*source) {
+            Some(libc::EPERM) => true,
+            Some(libc::EACCES) => !crate::process::is_root(),
+            _ => false,
+        };
+        if denied {
             return XdpError::PermissionDenied {
                 what: format!("loading the XDP program for {ifname}"),
                 source: io::Error::from_raw_os_error(errno_of(&*source).unwrap_or(libc::EPERM)),

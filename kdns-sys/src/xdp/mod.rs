@@ -22,7 +22,8 @@
 //! Globals: `volatile const __u16 dns_port`, the port in NETWORK byte order;
 //! `client_interval_ns`, `client_burst_ns` (0: no rate) and
 //! `client_prefix_v4`, `client_prefix_v6`; `answer_tier_on` (0: the answer
-//! tier's code does not run) and `answer_udp_size`.
+//! tier's code does not run), `answer_udp_size` and `answer_acl_all` (every
+//! client allowed: the ACL tries are not looked up).
 //!
 //! The answer tier ([`AnswerTier`], [`AnswerMap`]): with it, the program
 //! answers a query itself (XDP_TX) from the `answers` map the workers fill,
@@ -331,10 +332,12 @@ impl XdpProgram {
             .map_max_entries("client_rate", entries.max(1));
         let tier_on: u32 = u32::from(tier.is_some());
         let udp_size: u16 = tier.map_or(1232, |t| t.udp_size);
+        let acl_all: u32 = u32::from(tier.is_some_and(|t| t.clients.is_empty()));
         let answer_entries = tier.map_or(1, |t| t.entries.max(1));
         loader
             .override_global("answer_tier_on", &tier_on, true)
             .override_global("answer_udp_size", &udp_size, true)
+            .override_global("answer_acl_all", &acl_all, true)
             .map_max_entries("answers", answer_entries);
         if let Some(p) = &pins {
             for (name, ..) in pin::pinned_maps(0) {
@@ -677,7 +680,10 @@ impl XdpProgram {
 /// The answer tier's ACL as LPM keys (address masked to its prefix):
 /// (IPv4, IPv6). Empty: everyone (0.0.0.0/0 and ::/0). A v4-mapped IPv6
 /// network also allows the IPv4 clients it maps.
-fn acl_networks(clients: &[(IpAddr, u8)]) -> Result<(Vec<([u8; 4], u32)>, Vec<([u8; 16], u32)>), XdpError> {
+/// LPM keys of the IPv4 and IPv6 tries: (address bytes, prefix length).
+type AclKeys = (Vec<([u8; 4], u32)>, Vec<([u8; 16], u32)>);
+
+fn acl_networks(clients: &[(IpAddr, u8)]) -> Result<AclKeys, XdpError> {
     if clients.is_empty() {
         return Ok((vec![([0; 4], 0)], vec![([0; 16], 0)]));
     }
