@@ -173,6 +173,15 @@ pub struct IoStats {
     pub upstream_rotations_deferred: AtomicU64,
     /// New source-port sockets that could not be opened (the old one stays).
     pub upstream_socket_errors: AtomicU64,
+    /// Cache entries of this worker copied into the in-kernel tier now.
+    pub tier_entries: AtomicU64,
+    /// Copies made into the in-kernel tier.
+    pub tier_promoted: AtomicU64,
+    /// Copies taken out because their cache entry went (evicted, expired,
+    /// replaced, flushed, a records change).
+    pub tier_demoted: AtomicU64,
+    /// Copies taken out because the kernel no longer answered from them.
+    pub tier_cold: AtomicU64,
     /// Serial of the local records snapshot the worker answers from (0:
     /// none yet); set right after `Engine::set_records`.
     pub records_serial: Gauge,
@@ -191,6 +200,13 @@ impl IoStats {
     /// Reads a counter.
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+
+    /// Sets a gauge owned by this worker.
+    #[cfg(feature = "xdp")]
+    #[inline]
+    pub fn set(c: &AtomicU64, v: u64) {
+        c.store(v, Ordering::Relaxed);
     }
 }
 

@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -305,22 +304,6 @@ fn check_bad_checksum_is_caught(lab: &Lab, label: &str) {
             "{label}: control failed: a UDP datagram with a wrong checksum to {dst} was not counted as a checksum error by the client (v4/v6 {before:?}), so the checksum test proves nothing here"
         );
     }
-}
-
-/// kdns's own compiled XDP object, from the build of the binary under
-/// test: `target/<profile>/build/kdns-*/out/kdns_xdp.o` (the newest, if
-/// several builds are there).
-fn kdns_xdp_object() -> PathBuf {
-    let build = kdns_bin().parent().expect("target dir").join("build");
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&build)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", build.display()))
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("kdns-"))
-        .map(|e| e.path().join("out").join("kdns_xdp.o"))
-        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
-        .collect();
-    found.sort();
-    found.pop().map(|(_, p)| p).unwrap_or_else(|| panic!("no kdns_xdp.o under {}/kdns-*/out: build kdns (cargo build)", build.display()))
 }
 
 // ---------------------------------------------------------------------------

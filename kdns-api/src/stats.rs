@@ -273,6 +273,14 @@ summed! {
         pub upstream_rotations_deferred: u64,
         /// Source-port sockets that could not be opened.
         pub upstream_socket_errors: u64,
+        /// Cache entries copied into the in-kernel tier now.
+        pub tier_entries: u64,
+        /// Copies made into the in-kernel tier.
+        pub tier_promoted: u64,
+        /// Copies taken out because their cache entry went.
+        pub tier_demoted: u64,
+        /// Copies taken out because the kernel no longer answered from them.
+        pub tier_cold: u64,
         /// Datagrams longer than any query accepted.
         pub rx_oversized: u64,
         /// Frames that did not parse or could not be turned around (AF_XDP).
@@ -561,6 +569,12 @@ pub struct XdpQueue {
     pub malformed: u64,
     /// Packets the program dropped.
     pub dropped: u64,
+    /// Queries the program answered itself from the in-kernel tier (XDP_TX;
+    /// not counted in `redirected`).
+    pub answered: u64,
+    /// Queries the in-kernel tier looked up and did not answer (no entry, or
+    /// one at the end of its life): redirected or passed as counted there.
+    pub answer_misses: u64,
 }
 
 #[cfg(test)]

@@ -11,15 +11,26 @@ use kdns_api::view::{RecordView, RecordsView, ServiceView};
 /// The XDP program's counters, a row per interface and queue.
 pub fn xdp_table(xs: &[XdpInterface]) -> String {
     use Align::*;
-    let headers =
-        [("INTERFACE", Left), ("QUEUE", Right), ("REDIRECTED", Right), ("PASSED", Right), ("MALFORMED", Right), ("DROPPED", Right)];
+    let headers = [
+        ("INTERFACE", Left),
+        ("QUEUE", Right),
+        ("IN KERNEL", Right),
+        ("MAP MISSES", Right),
+        ("REDIRECTED", Right),
+        ("PASSED", Right),
+        ("MALFORMED", Right),
+        ("DROPPED", Right),
+    ];
     let mut rows = Vec::new();
     for x in xs {
         if let Some(e) = &x.error {
             rows.push(vec![x.interface.clone(), "-".into(), format!("error: {e}")]);
         }
         for q in &x.queues {
-            rows.push(cells([x.interface.clone(), q.queue.to_string()], [q.redirected, q.passed, q.malformed, q.dropped]));
+            rows.push(cells(
+                [x.interface.clone(), q.queue.to_string()],
+                [q.answered, q.answer_misses, q.redirected, q.passed, q.malformed, q.dropped],
+            ));
         }
     }
     table(&headers, rows)
@@ -321,6 +332,13 @@ pub fn summary(s: &Stats) -> String {
                 c.io.upstream_rotations,
                 c.io.upstream_rotations_deferred,
                 c.io.upstream_socket_errors
+            ),
+        ),
+        (
+            "In-kernel tier",
+            format!(
+                "{} entries; {} copied in, {} taken out with their cache entry, {} taken out cold",
+                c.io.tier_entries, c.io.tier_promoted, c.io.tier_demoted, c.io.tier_cold
             ),
         ),
         (

@@ -18,7 +18,7 @@
 //! | `xsk` (feature `xdp`) | [`xsk::XskRings`]: an AF_XDP socket, its UMEM and its four rings |
 //! | `xdp` (feature `xdp`) | the XDP program (`bpf/kdns_xdp.c`, built by `build.rs`), its loader and netlink |
 //!
-//! Plus [`random_seed`] (`getrandom`) and [`malloc_trim`].
+//! Plus [`random_seed`] (`getrandom`), [`monotonic_ns`] (`clock_gettime`) and [`malloc_trim`].
 //!
 //! For tests only (feature `test-util`, which the daemon's tests enable;
 //! always built for this crate's own tests):
@@ -63,6 +63,18 @@ pub fn random_seed() -> u64 {
     }
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the XDP program's
+/// `bpf_ktime_get_ns`, for the answer tier's `serve_until_ns` and
+/// `inserted_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the live, exclusively
+    // borrowed `ts`; CLOCK_MONOTONIC is always available on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+}
+
 /// Hands the heap's free pages back to the kernel (glibc's
 /// `malloc_trim(0)`; a no-op with other C libraries). glibc keeps freed
 /// heap resident; after a big rebuild most of it would stay in the RSS.
@@ -89,5 +101,13 @@ mod tests {
         let v = vec![0u8; 1 << 20];
         drop(v);
         super::malloc_trim();
+    }
+
+    #[test]
+    fn monotonic_ns_moves_forward() {
+        let a = super::monotonic_ns();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = super::monotonic_ns();
+        assert!(b >= a + 2_000_000, "{a} -> {b}");
     }
 }

@@ -190,6 +190,8 @@ fn engine(file: &FileConfig, acl: Acl, backends: Vec<BackendSpec>) -> Result<Eng
         seed: 0,
         records: None,
         warm: None,
+        // Set per AF_XDP worker when its program has the answer map.
+        kernel_tier: None,
     };
     // Let the engine check what only it knows (probe name, pool limits).
     kdns_core::engine::Engine::new(EngineConfig { cache: CacheConfig::for_entries(1), ..engine.clone() })
@@ -373,6 +375,7 @@ impl Settings {
             busy_poll: x.busy_poll,
             realtime_priority: self.realtime_priority,
             zero_copy: x.zero_copy,
+            answer_promote_hits: x.answer_promote_hits as u8,
         }
     }
 }

@@ -530,10 +530,27 @@ pub(super) fn render(
         for src in xdp {
             for c in src.read().unwrap_or_default() {
                 let q = c.queue.to_string();
-                for (action, n) in [("redirected", c.redirected), ("passed", c.passed), ("malformed", c.malformed), ("dropped", c.dropped)]
-                {
+                for (action, n) in [
+                    ("redirected", c.redirected),
+                    ("passed", c.passed),
+                    ("malformed", c.malformed),
+                    ("dropped", c.dropped),
+                    ("answered", c.answered),
+                ] {
                     sample(&mut out, "kdns_xdp_packets_total", &[("interface", src.ifname()), ("queue", &q), ("action", action)], n);
                 }
+            }
+        }
+        family(
+            &mut out,
+            "kdns_xdp_answer_misses_total",
+            "counter",
+            "Queries the in-kernel tier looked up and left to the workers (no entry, or one at the end of its life), by interface and queue.",
+        );
+        for src in xdp {
+            for c in src.read().unwrap_or_default() {
+                let q = c.queue.to_string();
+                sample(&mut out, "kdns_xdp_answer_misses_total", &[("interface", src.ifname()), ("queue", &q)], c.answer_misses);
             }
         }
     }

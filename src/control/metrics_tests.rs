@@ -125,8 +125,8 @@ fn daemon() -> (Vec<FakeWorker>, Vec<SocketAddr>, Vec<Arc<dyn XdpCounterSource>>
         Arc::new(FakeXdp(
             "eth0",
             Ok(vec![
-                XdpQueueCounters { queue: 0, redirected: 40, passed: 1200, malformed: 1, dropped: 0 },
-                XdpQueueCounters { queue: 1, redirected: 0, passed: 800, malformed: 0, dropped: 0 },
+                XdpQueueCounters { queue: 0, redirected: 40, passed: 1200, malformed: 1, dropped: 0, answered: 900, answer_misses: 12 },
+                XdpQueueCounters { queue: 1, redirected: 0, passed: 800, malformed: 0, dropped: 0, ..Default::default() },
             ]),
             Some(kdns_api::stats::XdpProgram {
                 program_id: 42,
@@ -252,6 +252,8 @@ fn counters_and_gauges_are_summed_over_workers() {
     assert_eq!(value(&text, "kdns_drops_total{reason=\"pending_full\"}"), 1.0);
     assert_eq!(value(&text, "kdns_xdp_packets_total{interface=\"eth0\",queue=\"0\",action=\"redirected\"}"), 40.0);
     assert_eq!(value(&text, "kdns_xdp_packets_total{interface=\"eth0\",queue=\"1\",action=\"passed\"}"), 800.0);
+    assert_eq!(value(&text, "kdns_xdp_packets_total{interface=\"eth0\",queue=\"0\",action=\"answered\"}"), 900.0);
+    assert_eq!(value(&text, "kdns_xdp_answer_misses_total{interface=\"eth0\",queue=\"0\"}"), 12.0);
     assert_eq!(value(&text, "kdns_tcp_connections_open"), 31.0);
     assert_eq!(value(&text, "kdns_tcp_connections_total{event=\"accepted\"}"), 50.0);
     assert_eq!(value(&text, "kdns_tcp_connections_total{event=\"refused_per_client\"}"), 9.0);
@@ -343,6 +345,7 @@ fn every_family_has_help_and_type_once_before_its_samples() {
             "kdns_xdp_program_info",
             "kdns_xdp_program_attached_timestamp_seconds",
             "kdns_xdp_packets_total",
+            "kdns_xdp_answer_misses_total",
         ]
     );
 }

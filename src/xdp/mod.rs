@@ -3,5 +3,6 @@
 //! and the AF_XDP rings are in `kdns-sys` (`kdns_sys::xdp`, `kdns_sys::xsk`).
 
 pub mod setup;
+pub mod tier;
 pub mod uninstall;
 pub mod worker;

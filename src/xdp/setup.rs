@@ -10,6 +10,8 @@ use std::thread::JoinHandle;
 use kdns_sys::ifaddrs::interface_of;
 use kdns_sys::xdp::{self, AttachMode, CounterReader, XdpError, XdpProgram};
 
+use kdns_core::cache::KernelTierConfig;
+
 use crate::config::Settings;
 use crate::handle::{WorkerHandle, XdpCounterSource, XdpQueueCounters};
 use crate::xdp::worker::{self, XdpWorkerSetup};
@@ -90,15 +92,22 @@ fn program_info(p: &XdpProgram) -> Option<kdns_api::stats::XdpProgram> {
 /// "". A pin directory that cannot be used (not on a bpffs, not
 /// writable) is not worth losing AF_XDP for: the program is then loaded
 /// unpinned, with a warning saying what that means.
-fn load(ifname: &str, ips: &[IpAddr], port: u16, rate: Option<&xdp::ClientRate>, pin_dir: &str) -> Result<XdpProgram, String> {
+fn load(
+    ifname: &str,
+    ips: &[IpAddr],
+    port: u16,
+    rate: Option<&xdp::ClientRate>,
+    tier: Option<&xdp::AnswerTier>,
+    pin_dir: &str,
+) -> Result<XdpProgram, String> {
     if pin_dir.is_empty() {
-        return XdpProgram::load(ifname, ips, port, rate).map_err(|e| format!("{ifname}: {e}"));
+        return XdpProgram::load_pinned(ifname, ips, port, rate, None, tier).map_err(|e| format!("{ifname}: {e}"));
     }
-    match XdpProgram::load_pinned(ifname, ips, port, rate, Some(Path::new(pin_dir))) {
+    match XdpProgram::load_pinned(ifname, ips, port, rate, Some(Path::new(pin_dir)), tier) {
         Ok(p) => Ok(p),
         Err(e @ (XdpError::NotBpffs { .. } | XdpError::Pin { .. })) => {
             tracing::warn!("{ifname}: {e}; the XDP program is not pinned: it goes away with this kdns and is not adopted by the next");
-            XdpProgram::load(ifname, ips, port, rate).map_err(|e| format!("{ifname}: {e}"))
+            XdpProgram::load_pinned(ifname, ips, port, rate, None, tier).map_err(|e| format!("{ifname}: {e}"))
         }
         Err(e) => Err(format!("{ifname}: {e}")),
     }
@@ -128,6 +137,8 @@ impl XdpCounterSource for ProgramCounters {
                 passed: c.passed,
                 malformed: c.malformed,
                 dropped: c.dropped,
+                answered: c.answered,
+                answer_misses: c.answer_misses,
             })
             .collect())
     }
@@ -168,6 +179,14 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
     }
     let ips: Vec<IpAddr> = s.listen.iter().map(SocketAddr::ip).collect();
     let settings = s.xdp_worker();
+    // The in-kernel tier answers only clients the ACL lets in (anyone else
+    // goes to the workers, which refuse them): with an empty ACL, nobody.
+    let acl = s.engine.acl.nets();
+    let tier = (s.xdp.answer_tier && !acl.is_empty()).then(|| xdp::AnswerTier {
+        entries: s.xdp.answer_entries,
+        udp_size: s.engine.udp_size,
+        clients: acl.iter().map(|n| (n.addr(), n.prefix())).collect(),
+    });
     // Built up in place, so that an error half-way logs what stays attached.
     let mut runtime = XdpRuntime { programs: Vec::new(), queues: Vec::new() };
     let mut prepared = Vec::new();
@@ -181,7 +200,8 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
             prefix_v6: s.engine.limits.prefix_v6,
             entries: r.entries,
         });
-        let mut prog = load(ifname, &ips, port, rate.as_ref(), &s.xdp.pin_dir)?;
+        let mut prog = load(ifname, &ips, port, rate.as_ref(), tier.as_ref(), &s.xdp.pin_dir)?;
+        let answers = prog.answers();
         let n = xdp::rx_queues(ifname).map_err(|e| format!("{ifname}: cannot read its queues: {e}"))?;
         let queues: Vec<u32> =
             if s.xdp.queues.is_empty() { (0..n).collect() } else { s.xdp.queues.iter().copied().filter(|&q| q < n).collect() };
@@ -192,7 +212,12 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
         let mut modes = Vec::new();
         for &q in &queues {
             let core = (!cores.is_empty()).then(|| cores[q as usize % cores.len()]);
-            let engine = s.engine_for_worker(kdns_sys::random_seed());
+            let mut engine = s.engine_for_worker(kdns_sys::random_seed());
+            let answers = answers.clone().map(|m| {
+                engine.kernel_tier = Some(KernelTierConfig { promote_after: settings.answer_promote_hits, ..KernelTierConfig::default() });
+                let quota = m.capacity() as usize / queues.len();
+                (m, quota)
+            });
             let setup = XdpWorkerSetup {
                 id,
                 core,
@@ -203,6 +228,7 @@ pub fn start(s: &Settings, stop: &Arc<AtomicBool>, first_id: usize, cores: &[cor
                 settings: settings.clone(),
                 ports: s.ports.clone(),
                 stop: Arc::clone(stop),
+                answers,
             };
             let w = worker::prepare(setup)?;
             prog.register_socket(q, w.fd()).map_err(|e| format!("{ifname} queue {q}: {e}"))?;

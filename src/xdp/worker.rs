@@ -38,9 +38,12 @@ use kdns_core::net::{self, L2Header};
 use kdns_core::Timestamp;
 use kdns_sys::xsk::{Frame, XskConfig, XskRings};
 
+use kdns_sys::xdp::AnswerMap;
+
 use crate::driver::{spawn_pinned, AnswerBatch, Core, CoreSetup, FrontEnd, Turn};
 use crate::handle::{IoStats, WorkerHandle, WorkerKind};
 use crate::upstream_sockets::PortsConfig;
+use crate::xdp::tier::Tier;
 
 const BATCH: usize = 64;
 /// Most `sendto` kicks per loop turn while the TX ring holds frames (copy
@@ -64,6 +67,8 @@ pub struct XdpSettings {
     pub realtime_priority: u32,
     /// Ask for zero-copy first (falls back to copy mode).
     pub zero_copy: bool,
+    /// Hits in the worker before a cache entry goes to the in-kernel tier.
+    pub answer_promote_hits: u8,
 }
 
 /// What a worker needs to start.
@@ -87,6 +92,9 @@ pub struct XdpWorkerSetup {
     pub ports: PortsConfig,
     /// Set to stop.
     pub stop: Arc<AtomicBool>,
+    /// The in-kernel tier's answer map and this queue's share of it
+    /// (`None`: the tier is off).
+    pub answers: Option<(AnswerMap, usize)>,
 }
 
 /// A worker whose socket exists (so its fd can go into the XSKMAP) but
@@ -150,6 +158,7 @@ impl PreparedXdpWorker {
             ports: setup.ports,
             stop: setup.stop,
         })?;
+        let tier = setup.answers.map(|(map, quota)| Tier::new(map, setup.queue, quota, core.now()));
         let front = XdpFront {
             ifname: setup.ifname.clone(),
             queue: setup.queue,
@@ -158,6 +167,7 @@ impl PreparedXdpWorker {
             rings,
             qbuf: vec![0; MAX_QUERY],
             tx_pending: false,
+            tier,
         };
         let rt = setup.settings.realtime_priority;
         let name = format!("kdns-xdp-{}-{}", setup.ifname, setup.queue);
@@ -245,6 +255,8 @@ struct XdpFront {
     qbuf: Vec<u8>,
     /// Frames still wait on the TX ring: the loop must not sleep.
     tx_pending: bool,
+    /// The in-kernel tier (when on).
+    tier: Option<Tier>,
 }
 
 /// The AF_XDP worker's loop: it spins while anything moves and sleeps in
@@ -271,6 +283,13 @@ fn run(mut core: Core, mut front: XdpFront) {
         match core.end_turn(&mut front) {
             Turn::Stop => break,
             Turn::Continue { transmits } => moved += transmits,
+        }
+        // After the turn's queries and control messages (a flush, new
+        // records): the kernel's copies follow the cache before the next
+        // batch is read.
+        if let Some(t) = front.tier.as_mut() {
+            let now = core.now();
+            moved += usize::from(t.turn(&mut core.engine, now, &core.io));
         }
         if moved > 0 || front.tx_pending || front.busy_poll {
             idle_turns = 0;

@@ -105,3 +105,30 @@ pub fn stop_and_uninstall(lab: &mut Lab, fs: &BpfFs) {
     assert!(attached_id(&lab.server, &lab.link.server_if).is_none(), "a program is left on {}", lab.link.server_if);
     assert!(!fs.pin_dir().exists(), "pins left under {}", fs.pin_dir().display());
 }
+
+/// kdns's own compiled XDP object, from the build of the binary under
+/// test: `target/<profile>/build/kdns-*/out/kdns_xdp.o` (the newest, if
+/// several builds are there).
+pub fn kdns_xdp_object() -> PathBuf {
+    let build = kdns_bin().parent().expect("target dir").join("build");
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&build)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", build.display()))
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kdns-"))
+        .map(|e| e.path().join("out").join("kdns_xdp.o"))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p).unwrap_or_else(|| panic!("no kdns_xdp.o under {}/kdns-*/out: build kdns (cargo build)", build.display()))
+}
+
+/// Attaches kdns's XDP program with no listen address (it passes every
+/// frame) to `ifname` in `ns`, in driver mode. A veth end receives the
+/// frames its peer sends with XDP_TX only when it runs NAPI, which an XDP
+/// program of its own gives it: the client end of a pair whose server end
+/// answers from the in-kernel tier needs one. Goes with the namespace.
+pub fn pass_all_xdp(ns: &Netns, ifname: &str) {
+    let obj = kdns_xdp_object();
+    let obj = obj.to_str().expect("utf-8 path");
+    ns.exec_ok(&["ip", "link", "set", "dev", ifname, "xdpdrv", "obj", obj, "sec", "xdp"]);
+}

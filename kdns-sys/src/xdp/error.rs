@@ -57,12 +57,49 @@ pub enum XdpError {
     NotBpffs { path: PathBuf, checked: PathBuf },
     /// BPF_LINK_UPDATE on the pinned link failed.
     Adopt { ifname: String, link_id: u32, prog_id: u32, source: io::Error },
+    /// An answer's name, body or TTL list is beyond the tier's limits.
+    AnswerTooLong { what: AnswerLimit, len: usize, max: usize },
+    /// An answer that can't be stored as given (a TTL field beyond the body, an empty name).
+    AnswerInvalid { why: &'static str },
+    /// The `answers` map is full (E2BIG).
+    AnswerMapFull { capacity: u32 },
+    /// A bpf(2) call on the `answers` map failed.
+    AnswerMap { what: &'static str, source: io::Error },
+    /// A client network of the answer tier's ACL is not a network (prefix too long).
+    BadClientNetwork { addr: std::net::IpAddr, prefix: u8 },
+}
+
+/// Which limit of an answer [`XdpError::AnswerTooLong`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerLimit {
+    /// The QNAME's wire length (`ANSWER_NAME_MAX`).
+    Name,
+    /// The body's length (`ANSWER_BODY_MAX`).
+    Body,
+    /// The number of TTL fields (`ANSWER_TTLS_MAX`).
+    Ttls,
+}
+
+impl fmt::Display for AnswerLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AnswerLimit::Name => "name of",
+            AnswerLimit::Body => "body of",
+            AnswerLimit::Ttls => "TTL fields in",
+        })
+    }
 }
 
 impl XdpError {
     pub(super) fn load(ifname: &str, e: impl Into<Box<dyn Error + Send + Sync>>) -> XdpError {
         let source = e.into();
-        if matches!(errno_of(&*source), Some(libc::EPERM | libc::EACCES)) {
+        // EACCES for root is the verifier refusing the program: keep its log.
+        let denied = match errno_of(&*source) {
+            Some(libc::EPERM) => true,
+            Some(libc::EACCES) => !crate::process::is_root(),
+            _ => false,
+        };
+        if denied {
             return XdpError::PermissionDenied {
                 what: format!("loading the XDP program for {ifname}"),
                 source: io::Error::from_raw_os_error(errno_of(&*source).unwrap_or(libc::EPERM)),
@@ -94,7 +131,9 @@ impl XdpError {
             | XdpError::Attach { source, .. }
             | XdpError::Netlink { source, .. }
             | XdpError::Pin { source, .. }
-            | XdpError::Adopt { source, .. } => source.raw_os_error(),
+            | XdpError::Adopt { source, .. }
+            | XdpError::AnswerMap { source, .. } => source.raw_os_error(),
+            XdpError::AnswerMapFull { .. } => Some(libc::E2BIG),
             XdpError::Load { source, .. } => errno_of(&**source),
             XdpError::Map { source, .. } => errno_of(source),
             XdpError::InterfaceNotFound { .. } => Some(libc::ENODEV),
@@ -199,6 +238,15 @@ impl fmt::Display for XdpError {
                 f,
                 "cannot put the new XDP program on the pinned link {link_id} of {ifname} (program {prog_id} stays): {source}"
             ),
+            XdpError::AnswerTooLong { what, len, max } => {
+                write!(f, "answer tier: {len} {what} an answer, at most {max}")
+            }
+            XdpError::AnswerInvalid { why } => write!(f, "answer tier: cannot store the answer: {why}"),
+            XdpError::AnswerMapFull { capacity } => write!(f, "answer tier: the answers map is full ({capacity} entries)"),
+            XdpError::AnswerMap { what, source } => write!(f, "answer tier: cannot {what} BPF map answers: {source}"),
+            XdpError::BadClientNetwork { addr, prefix } => {
+                write!(f, "answer tier: client network {addr}/{prefix}: the prefix is longer than the address")
+            }
         }
     }
 }
@@ -210,7 +258,8 @@ impl Error for XdpError {
             | XdpError::Attach { source, .. }
             | XdpError::Netlink { source, .. }
             | XdpError::Pin { source, .. }
-            | XdpError::Adopt { source, .. } => Some(source),
+            | XdpError::Adopt { source, .. }
+            | XdpError::AnswerMap { source, .. } => Some(source),
             XdpError::Load { source, .. } => Some(&**source),
             XdpError::Map { source, .. } => Some(source),
             XdpError::AttachFailed { generic, .. } => Some(&**generic),

@@ -13,12 +13,23 @@
 //! | `xsks_map`  | XSKMAP, 64     | `u32` rx queue              | AF_XDP socket fd       |
 //! | `listen_v4` | HASH, 1024     | `u32` IPv4, network order   | `u8` (1)               |
 //! | `listen_v6` | HASH, 1024     | `[u8; 16]` IPv6             | `u8` (1)               |
-//! | `counters`  | PERCPU_ARRAY 64| `u32` rx queue              | `{u64 redirected, passed, malformed, dropped}` |
+//! | `counters`  | PERCPU_ARRAY 64| `u32` rx queue              | `{u64 redirected, passed, malformed, dropped, answered, answer_misses}` |
 //! | `client_rate` | LRU_HASH, [`ClientRate::entries`] | `{u32 family, u32 addr[4]}` (source, masked) | `u64` theoretical arrival time |
+//! | `answers`   | HASH, [`AnswerTier::entries`] (1: tier off) | `struct answer_key` | `struct answer_val` (see [`answers`]) |
+//! | `acl_v4`    | LPM_TRIE, 1024 | `{u32 prefixlen, u8 addr[4]}` | `u8` (1)             |
+//! | `acl_v6`    | LPM_TRIE, 1024 | `{u32 prefixlen, u8 addr[16]}` | `u8` (1)            |
 //!
 //! Globals: `volatile const __u16 dns_port`, the port in NETWORK byte order;
 //! `client_interval_ns`, `client_burst_ns` (0: no rate) and
-//! `client_prefix_v4`, `client_prefix_v6`.
+//! `client_prefix_v4`, `client_prefix_v6`; `answer_tier_on` (0: the answer
+//! tier's code does not run), `answer_udp_size` and `answer_acl_all` (every
+//! client allowed: the ACL tries are not looked up).
+//!
+//! The answer tier ([`AnswerTier`], [`AnswerMap`]): with it, the program
+//! answers a query itself (XDP_TX) from the `answers` map the workers fill,
+//! byte for byte what the worker would send; everything it does not answer
+//! takes the redirect path as before. `answers`, `acl_v4` and `acl_v6` are
+//! never pinned.
 //! A wildcard listen address (0.0.0.0 or ::) matches every destination of
 //! its family.
 //!
@@ -38,10 +49,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{ProgramFd, Xdp};
 use aya::{Ebpf, EbpfLoader, Pod};
 
+#[cfg(test)]
+mod answer_tests;
+pub mod answers;
 mod error;
 mod iface;
 mod kernel;
@@ -54,8 +69,9 @@ mod tests;
 #[cfg(test)]
 mod xsk_tests;
 
+pub use answers::{AnswerEntry, AnswerMap, AnswerTier};
 use error::errno_of;
-pub use error::XdpError;
+pub use error::{AnswerLimit, XdpError};
 use iface::ifindex_of;
 #[cfg(test)]
 use iface::parse_mac;
@@ -113,8 +129,15 @@ pub struct QueueCounters {
     /// A truncated/inconsistent IP frame, or UDP to a listen address and port
     /// with bad lengths; given to the kernel as well.
     pub malformed: u64,
-    /// Dropped by the program (XDP_DROP): a client over `limits.xdp_client_qps`.
+    /// Dropped by the program (XDP_DROP): a client over `limits.xdp_client_qps`
+    /// (or, rarely, an answer whose entry was replaced while the program wrote it).
     pub dropped: u64,
+    /// Answered by the program from the answer tier (XDP_TX); not in `redirected`.
+    pub answered: u64,
+    /// Not one of the partition above: queries the answer tier (when on)
+    /// did not answer (no entry, expired, not eligible); each also counts
+    /// in `redirected` or `passed`.
+    pub answer_misses: u64,
 }
 
 /// The optional per-client query rate the XDP program enforces (hits
@@ -141,9 +164,11 @@ struct RawCounters {
     passed: u64,
     malformed: u64,
     dropped: u64,
+    answered: u64,
+    answer_misses: u64,
 }
 
-// SAFETY: repr(C), four u64 without padding; every bit pattern is valid.
+// SAFETY: repr(C), six u64 without padding; every bit pattern is valid.
 unsafe impl Pod for RawCounters {}
 
 /// Reads the per-queue counters of one [`XdpProgram`] from any thread.
@@ -178,8 +203,10 @@ impl CounterReader {
                 c.passed += v.passed;
                 c.malformed += v.malformed;
                 c.dropped += v.dropped;
+                c.answered += v.answered;
+                c.answer_misses += v.answer_misses;
             }
-            if queue < self.inner.queues || c.redirected | c.passed | c.malformed | c.dropped != 0 {
+            if queue < self.inner.queues || c.redirected | c.passed | c.malformed | c.dropped | c.answered | c.answer_misses != 0 {
                 out.push(c);
             }
         }
@@ -196,6 +223,8 @@ pub struct XdpProgram {
     mode: Option<AttachMode>,
     xsks: XskMap<MapData>,
     counters: CounterReader,
+    answers: Option<AnswerMap>,
+    verified_insns: Option<u32>,
     prog_fd: ProgramFd,
     prog_id: u32,
     _ebpf: Ebpf,
@@ -229,7 +258,7 @@ impl XdpProgram {
     /// per-client query rate. Does not attach. Nothing is pinned: the
     /// program goes away with this process.
     pub fn load(ifname: &str, listen: &[IpAddr], port: u16, rate: Option<&ClientRate>) -> Result<XdpProgram, XdpError> {
-        XdpProgram::load_pinned(ifname, listen, port, rate, None)
+        XdpProgram::load_pinned(ifname, listen, port, rate, None, None)
     }
 
     /// [`load`](XdpProgram::load), with the link and the maps pinned under
@@ -237,14 +266,26 @@ impl XdpProgram {
     /// maps pinned there are reused, a pinned kdns link of this interface is
     /// adopted by [`attach`](XdpProgram::attach); anything stale or foreign
     /// there is removed with a warning (see [`pin`]).
+    ///
+    /// `tier`: the answer tier ([`XdpProgram::answers`]); `None`: off, the
+    /// program only steers. Its maps are never pinned (a new program
+    /// starts with no answers).
     pub fn load_pinned(
         ifname: &str,
         listen: &[IpAddr],
         port: u16,
         rate: Option<&ClientRate>,
         pin_dir: Option<&Path>,
+        tier: Option<&AnswerTier>,
     ) -> Result<XdpProgram, XdpError> {
         let ifindex = ifindex_of(ifname)?;
+        let acl = match tier {
+            Some(t) => acl_networks(&t.clients)?,
+            None => (Vec::new(), Vec::new()),
+        };
+        if acl.0.len() > answers::MAX_ACL || acl.1.len() > answers::MAX_ACL {
+            return Err(XdpError::TooManyAddresses { v4: acl.0.len(), v6: acl.1.len(), max: answers::MAX_ACL });
+        }
 
         let mut v4: Vec<u32> = Vec::new();
         let mut v6: Vec<[u8; 16]> = Vec::new();
@@ -289,6 +330,15 @@ impl XdpProgram {
             .override_global("client_prefix_v4", &p4, true)
             .override_global("client_prefix_v6", &p6, true)
             .map_max_entries("client_rate", entries.max(1));
+        let tier_on: u32 = u32::from(tier.is_some());
+        let udp_size: u16 = tier.map_or(1232, |t| t.udp_size);
+        let acl_all: u32 = u32::from(tier.is_some_and(|t| t.clients.is_empty()));
+        let answer_entries = tier.map_or(1, |t| t.entries.max(1));
+        loader
+            .override_global("answer_tier_on", &tier_on, true)
+            .override_global("answer_udp_size", &udp_size, true)
+            .override_global("answer_acl_all", &acl_all, true)
+            .map_max_entries("answers", answer_entries);
         if let Some(p) = &pins {
             for (name, ..) in pin::pinned_maps(0) {
                 loader.map_pin_path(name, p.dir.join(name));
@@ -302,7 +352,9 @@ impl XdpProgram {
             .map_err(|e: aya::programs::ProgramError| XdpError::load(ifname, e))?;
         prog.load().map_err(|e| XdpError::load(ifname, e))?;
         let prog_fd = prog.fd().and_then(|fd| fd.try_clone().map_err(Into::into)).map_err(|e| XdpError::load(ifname, e))?;
-        let prog_id = prog.info().map_err(|e| XdpError::load(ifname, e))?.id();
+        let info = prog.info().map_err(|e| XdpError::load(ifname, e))?;
+        let prog_id = info.id();
+        let verified_insns = info.verified_instruction_count();
 
         {
             let map = ebpf.map_mut("listen_v4").ok_or(XdpError::Object("listen_v4"))?;
@@ -327,6 +379,29 @@ impl XdpProgram {
                 map.remove(key).map_err(|e| XdpError::map("prune", "listen_v6", e))?;
             }
         }
+        {
+            let map = ebpf.map_mut("acl_v4").ok_or(XdpError::Object("acl_v4"))?;
+            let mut map: LpmTrie<&mut MapData, [u8; 4], u8> = map.try_into().map_err(|e| XdpError::map("open", "acl_v4", e))?;
+            for (addr, prefix) in &acl.0 {
+                map.insert(&LpmKey::new(*prefix, *addr), 1, 0).map_err(|e| XdpError::map("fill", "acl_v4", e))?;
+            }
+        }
+        {
+            let map = ebpf.map_mut("acl_v6").ok_or(XdpError::Object("acl_v6"))?;
+            let mut map: LpmTrie<&mut MapData, [u8; 16], u8> = map.try_into().map_err(|e| XdpError::map("open", "acl_v6", e))?;
+            for (addr, prefix) in &acl.1 {
+                map.insert(&LpmKey::new(*prefix, *addr), 1, 0).map_err(|e| XdpError::map("fill", "acl_v6", e))?;
+            }
+        }
+        let answers = match tier {
+            Some(_) => {
+                let map = ebpf.take_map("answers").ok_or(XdpError::Object("answers"))?;
+                let aya::maps::Map::HashMap(data) = map else { return Err(XdpError::Object("answers")) };
+                let fd = data.fd().as_fd().try_clone_to_owned().map_err(|e| XdpError::AnswerMap { what: "open", source: e })?;
+                Some(AnswerMap::new(fd, answer_entries))
+            }
+            None => None,
+        };
         let xsks: XskMap<MapData> =
             ebpf.take_map("xsks_map").ok_or(XdpError::Object("xsks_map"))?.try_into().map_err(|e| XdpError::map("open", "xsks_map", e))?;
         let map: PerCpuArray<MapData, RawCounters> =
@@ -338,6 +413,8 @@ impl XdpProgram {
             mode: None,
             xsks,
             counters: CounterReader { inner: Arc::new(CounterInner { map, queues }) },
+            answers,
+            verified_insns,
             prog_fd,
             prog_id,
             _ebpf: ebpf,
@@ -542,6 +619,17 @@ impl XdpProgram {
         }
     }
 
+    /// The answer tier's map, when the program was loaded with one.
+    pub fn answers(&self) -> Option<AnswerMap> {
+        self.answers.clone()
+    }
+
+    /// How many instructions the kernel's verifier processed to accept the
+    /// program (`verified_insns`, Linux >= 5.16), if it says.
+    pub fn verified_insns(&self) -> Option<u32> {
+        self.verified_insns
+    }
+
     /// A handle another thread can use to read the counters.
     pub fn counters(&self) -> CounterReader {
         self.counters.clone()
@@ -587,4 +675,48 @@ impl XdpProgram {
     pub fn link_info(&self) -> Option<pin::LinkInfo> {
         self.link.as_ref().and_then(|l| pin::link_info(l.as_fd()).ok())
     }
+}
+
+/// The answer tier's ACL as LPM keys (address masked to its prefix):
+/// (IPv4, IPv6). Empty: everyone (0.0.0.0/0 and ::/0). A v4-mapped IPv6
+/// network also allows the IPv4 clients it maps.
+/// LPM keys of the IPv4 and IPv6 tries: (address bytes, prefix length).
+type AclKeys = (Vec<([u8; 4], u32)>, Vec<([u8; 16], u32)>);
+
+fn acl_networks(clients: &[(IpAddr, u8)]) -> Result<AclKeys, XdpError> {
+    if clients.is_empty() {
+        return Ok((vec![([0; 4], 0)], vec![([0; 16], 0)]));
+    }
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for &(addr, prefix) in clients {
+        match addr {
+            IpAddr::V4(a) => {
+                if prefix > 32 {
+                    return Err(XdpError::BadClientNetwork { addr, prefix });
+                }
+                let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+                v4.push(((u32::from(a) & mask).to_be_bytes(), u32::from(prefix)));
+            }
+            IpAddr::V6(a) => {
+                if prefix > 128 {
+                    return Err(XdpError::BadClientNetwork { addr, prefix });
+                }
+                let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+                v6.push(((u128::from(a) & mask).to_be_bytes(), u32::from(prefix)));
+                if prefix >= 96 {
+                    if let Some(m) = a.to_ipv4_mapped() {
+                        let p4 = prefix - 96;
+                        let mask = if p4 == 0 { 0 } else { u32::MAX << (32 - p4) };
+                        v4.push(((u32::from(m) & mask).to_be_bytes(), u32::from(p4)));
+                    }
+                }
+            }
+        }
+    }
+    v4.sort_unstable();
+    v4.dedup();
+    v6.sort_unstable();
+    v6.dedup();
+    Ok((v4, v6))
 }

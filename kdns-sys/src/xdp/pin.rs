@@ -12,6 +12,10 @@
 //! Whatever is found there is checked before use: a link that is not an
 //! XDP link of this interface running `kdns_xdp`, or a map whose type or
 //! sizes differ from the object's, is reported and replaced.
+//!
+//! The answer tier's maps (`answers`, `acl_v4`, `acl_v6`) are never
+//! pinned nor taken from pins: each program starts with an empty
+//! `answers`, so the entries of a dead process are never served.
 
 use std::ffi::CString;
 use std::io;
@@ -35,7 +39,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub(super) fn pinned_maps(client_entries: u32) -> [(&'static str, MapType, u32, u32, u32); 5] {
     [
         ("xsks_map", MapType::XskMap, 4, 4, MAX_QUEUES),
-        ("counters", MapType::PerCpuArray, 4, 32, MAX_QUEUES),
+        ("counters", MapType::PerCpuArray, 4, 48, MAX_QUEUES),
         ("listen_v4", MapType::Hash, 4, 1, MAX_LISTEN as u32),
         ("listen_v6", MapType::Hash, 16, 1, MAX_LISTEN as u32),
         ("client_rate", MapType::LruHash, 20, 8, client_entries),

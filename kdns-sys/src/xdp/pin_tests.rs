@@ -17,10 +17,10 @@ use super::tests::{query, received, require_root, totals, Child, Logs, Rig, S_IF
 use super::*;
 
 /// A bpffs mounted on a temporary directory; unmounted and removed on drop.
-struct BpfFs(PathBuf);
+pub(super) struct BpfFs(PathBuf);
 
 impl BpfFs {
-    fn new() -> BpfFs {
+    pub(super) fn new() -> BpfFs {
         static N: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!("kdns-bpffs-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&path).unwrap();
@@ -30,7 +30,7 @@ impl BpfFs {
         fs
     }
 
-    fn pin_dir(&self) -> PathBuf {
+    pub(super) fn pin_dir(&self) -> PathBuf {
         self.0.join("kdns")
     }
 }
@@ -101,7 +101,7 @@ fn a_pinned_program_outlives_sigkill_fails_open_and_is_adopted() {
     // A new loader adopts the link: same link, new program, reused maps.
     let (mut prog, logs) = rig.in_server(|| {
         let (logs, _guard) = Logs::capture();
-        let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, Some(&pin_dir)).unwrap();
+        let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, Some(&pin_dir), None).unwrap();
         assert_eq!(prog.attach().unwrap(), AttachMode::Driver);
         (prog, logs.text())
     });
@@ -151,7 +151,7 @@ fn stale_or_foreign_pins_are_reported_and_replaced() {
     let load = || {
         rig.in_server(|| {
             let (logs, _guard) = Logs::capture();
-            let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, Some(&pin_dir)).unwrap();
+            let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, Some(&pin_dir), None).unwrap();
             prog.attach().unwrap();
             (prog, logs.text())
         })
@@ -162,7 +162,7 @@ fn stale_or_foreign_pins_are_reported_and_replaced() {
     rig.server.ip(&["link", "add", "kx-d", "type", "veth", "peer", "name", "kx-e"]).unwrap();
     rig.server.ip(&["link", "set", "kx-d", "up"]).unwrap();
     let other = rig.in_server(|| {
-        let mut p = XdpProgram::load_pinned("kx-d", &[IpAddr::V4(S_V4)], 53, None, Some(&pin_dir)).unwrap();
+        let mut p = XdpProgram::load_pinned("kx-d", &[IpAddr::V4(S_V4)], 53, None, Some(&pin_dir), None).unwrap();
         p.attach().unwrap();
         p.ifindex()
     });
@@ -211,7 +211,7 @@ fn stale_or_foreign_pins_are_reported_and_replaced() {
 fn a_pin_dir_off_bpffs_is_an_error_naming_it() {
     require_root();
     let dir = std::env::temp_dir().join(format!("kdns-not-bpffs-{}", std::process::id()));
-    let err = XdpProgram::load_pinned("lo", &[IpAddr::V4(S_V4)], 53, None, Some(&dir)).unwrap_err();
+    let err = XdpProgram::load_pinned("lo", &[IpAddr::V4(S_V4)], 53, None, Some(&dir), None).unwrap_err();
     assert!(matches!(err, XdpError::NotBpffs { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("xdp.pin_dir") && text.contains(&dir.display().to_string()) && text.contains("mount -t bpf"), "{text}");
@@ -224,7 +224,7 @@ fn the_pinned_map_table_matches_the_object() {
     let fs = BpfFs::new();
     let pin_dir = fs.pin_dir();
     let rate = ClientRate { qps: 10, burst: 5, prefix_v4: 24, prefix_v6: 56, entries: 777 };
-    let prog = XdpProgram::load_pinned("lo", &[IpAddr::V4(S_V4)], 53, Some(&rate), Some(&pin_dir)).unwrap();
+    let prog = XdpProgram::load_pinned("lo", &[IpAddr::V4(S_V4)], 53, Some(&rate), Some(&pin_dir), None).unwrap();
     for (name, ty, key, value, max) in pin::pinned_maps(rate.entries) {
         let info = aya::maps::MapInfo::from_pin(pin_dir.join("lo").join(name)).unwrap();
         let got = (info.map_type().ok(), info.key_size(), info.value_size(), info.max_entries());

@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 pub(super) const S_IF: &str = "kx-s";
-const C_IF: &str = "kx-c";
+pub(super) const C_IF: &str = "kx-c";
 pub(super) const S_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const S_V4_OTHER: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-const C_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 100);
-const S_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6b64, 0, 0, 0, 0, 0, 1);
-const C_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6b64, 0, 0, 0, 0, 0, 0x100);
-const XDP_PASS: u32 = 2;
+pub(super) const C_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 100);
+pub(super) const S_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6b64, 0, 0, 0, 0, 0, 1);
+pub(super) const C_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6b64, 0, 0, 0, 0, 0, 0x100);
+pub(super) const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
 pub(super) fn require_root() {
@@ -50,7 +50,7 @@ fn ip(args: &[&str]) -> String {
 /// Client: 10.200.0.100/24, fd00:6b64::100/64.
 pub(super) struct Rig {
     pub(super) server: Netns,
-    client: Netns,
+    pub(super) client: Netns,
 }
 
 impl Rig {
@@ -77,7 +77,7 @@ impl Rig {
         self.server.within(f).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn in_client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    pub(super) fn in_client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         self.client.within(f).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -150,7 +150,7 @@ fn ping_with(sock: &Socket, dst: IpAddr) -> bool {
     false
 }
 
-fn inet_checksum(data: &[u8]) -> u16 {
+pub(super) fn inet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for chunk in data.chunks(2) {
         let word = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from(chunk[0]) << 8 };
@@ -169,17 +169,21 @@ pub(super) fn totals(r: &CounterReader) -> QueueCounters {
         t.passed += q.passed;
         t.malformed += q.malformed;
         t.dropped += q.dropped;
+        t.answered += q.answered;
+        t.answer_misses += q.answer_misses;
         t
     })
 }
 
-fn delta(after: QueueCounters, before: QueueCounters) -> QueueCounters {
+pub(super) fn delta(after: QueueCounters, before: QueueCounters) -> QueueCounters {
     QueueCounters {
         queue: u32::MAX,
         redirected: after.redirected - before.redirected,
         passed: after.passed - before.passed,
         malformed: after.malformed - before.malformed,
         dropped: after.dropped - before.dropped,
+        answered: after.answered - before.answered,
+        answer_misses: after.answer_misses - before.answer_misses,
     }
 }
 
@@ -278,7 +282,7 @@ fn test_run(prog: &XdpProgram, frame: &[u8]) -> u32 {
     attr.retval
 }
 
-fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
+pub(super) fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
     for vid in vlans {
         f.extend_from_slice(&0x8100u16.to_be_bytes());
@@ -288,7 +292,7 @@ fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
     f
 }
 
-fn udp(dport: u16, payload: &[u8]) -> Vec<u8> {
+pub(super) fn udp(dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut u = Vec::new();
     u.extend_from_slice(&40000u16.to_be_bytes());
     u.extend_from_slice(&dport.to_be_bytes());
@@ -298,7 +302,7 @@ fn udp(dport: u16, payload: &[u8]) -> Vec<u8> {
     u
 }
 
-fn ipv4(dst: Ipv4Addr, proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
+pub(super) fn ipv4(dst: Ipv4Addr, proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
     let hlen = 20 + options.len();
     let mut h = vec![0x40 | (hlen / 4) as u8, 0];
     h.extend_from_slice(&((hlen + l4.len()) as u16).to_be_bytes());
@@ -312,7 +316,7 @@ fn ipv4(dst: Ipv4Addr, proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
     h
 }
 
-fn ipv6(dst: Ipv6Addr, next: u8, l4: &[u8]) -> Vec<u8> {
+pub(super) fn ipv6(dst: Ipv6Addr, next: u8, l4: &[u8]) -> Vec<u8> {
     let mut h = vec![0x60, 0, 0, 0];
     h.extend_from_slice(&(l4.len() as u16).to_be_bytes());
     h.extend_from_slice(&[next, 64]);
@@ -718,7 +722,7 @@ fn child_attach_and_wait() {
         return;
     }
     let pin_dir = std::env::var_os("KDNS_XDP_TEST_PIN_DIR").map(std::path::PathBuf::from);
-    let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, pin_dir.as_deref()).unwrap();
+    let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, pin_dir.as_deref(), None).unwrap();
     prog.attach().unwrap();
     let xsks: Vec<OwnedFd> = (0..rx_queues(S_IF).unwrap()).map(|_| unbound_xsk()).collect();
     for (q, x) in xsks.iter().enumerate() {

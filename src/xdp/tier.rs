@@ -1,0 +1,163 @@
+//! A worker's side of the in-kernel answer tier: it copies its hottest
+//! cache entries into the XDP program's answer map and takes them out
+//! again (ARCHITECTURE.md, "The in-kernel tier").
+//!
+//! Every loop turn the worker first deletes the copies whose cache entry
+//! went (the cache queues them: evicted, expired, replaced, flushed,
+//! invalidated by a records change), then inserts the entries the cache
+//! queued for promotion, a bounded number per turn, up to the queue's
+//! share of the map. Once a second it reads the kernel's hit count of each
+//! copy and takes out those that were not hit since the last look, which
+//! makes room for names that became hot and lets the cache's CLOCK see the
+//! entry again.
+//!
+//! The map's keys carry the queue: each worker owns its keys and answers
+//! for them exactly as its engine would (each worker has its own cache).
+
+use std::time::Duration;
+
+use kdns_core::cache::{KernelEntry, KernelKey};
+use kdns_core::engine::Engine;
+use kdns_core::Timestamp;
+use kdns_sys::xdp::{AnswerEntry, AnswerMap};
+use std::collections::HashMap;
+
+use crate::handle::IoStats;
+
+/// How often the copies' kernel hit counts are looked at.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Most promotions per loop turn (a map insert is a system call).
+const PROMOTIONS_PER_TURN: usize = 16;
+
+/// A worker's link to the answer map.
+pub struct Tier {
+    map: AnswerMap,
+    queue: u32,
+    /// Copies this worker may hold (its share of the map).
+    quota: usize,
+    /// The kernel clock (CLOCK_MONOTONIC) minus the worker's clock.
+    offset_ns: i128,
+    /// Copies in the map, with the kernel hit count seen at the last sweep.
+    promoted: HashMap<KernelKey, u64>,
+    demoted: Vec<KernelKey>,
+    entry: Box<KernelEntry>,
+    ttls: Vec<(u16, u32)>,
+    next_sweep: Timestamp,
+}
+
+impl Tier {
+    /// The tier of the worker of `queue`, holding at most `quota` copies.
+    /// `now` is the worker's clock, read just now.
+    pub fn new(map: AnswerMap, queue: u32, quota: usize, now: Timestamp) -> Tier {
+        let offset_ns = i128::from(kdns_sys::monotonic_ns()) - i128::from(now.as_nanos());
+        if let Err(e) = map.clear_queue(queue) {
+            tracing::debug!(queue, error = %e, "could not clear the queue's answer map entries");
+        }
+        Tier {
+            map,
+            queue,
+            quota: quota.max(1),
+            offset_ns,
+            promoted: HashMap::with_capacity(quota),
+            demoted: Vec::new(),
+            entry: Box::default(),
+            ttls: Vec::with_capacity(kdns_core::cache::KERNEL_TTLS_MAX),
+            next_sweep: now + SWEEP_EVERY,
+        }
+    }
+
+    fn kernel_ns(&self, t: Timestamp) -> u64 {
+        u64::try_from(i128::from(t.as_nanos()) + self.offset_ns).unwrap_or(0)
+    }
+
+    /// One loop turn's work: demotions first, then promotions, and the
+    /// sweep when it is due. Returns whether anything changed.
+    pub fn turn(&mut self, engine: &mut Engine, now: Timestamp, io: &IoStats) -> bool {
+        let cache = engine.cache_mut();
+        cache.take_demotions(&mut self.demoted);
+        let mut moved = !self.demoted.is_empty();
+        for k in self.demoted.drain(..) {
+            if self.promoted.remove(&k).is_some() {
+                remove(&self.map, self.queue, &k);
+                IoStats::add(&io.tier_demoted, 1);
+            }
+        }
+        for _ in 0..PROMOTIONS_PER_TURN {
+            let Some(p) = cache.next_promotion(now, &mut self.entry) else { break };
+            moved = true;
+            let ok = self.promoted.len() < self.quota && self.insert();
+            if !cache.promoted(p, ok) && ok {
+                // Gone between its export and now: take the copy out again.
+                remove(&self.map, self.queue, &self.entry.key);
+                continue;
+            }
+            if ok {
+                self.promoted.insert(self.entry.key, u64::MAX);
+                IoStats::add(&io.tier_promoted, 1);
+            }
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_EVERY;
+            self.sweep(engine, io);
+        }
+        IoStats::set(&io.tier_entries, self.promoted.len() as u64);
+        moved
+    }
+
+    /// Inserts the exported entry; false when the map refused it.
+    fn insert(&mut self) -> bool {
+        let e = &*self.entry;
+        self.ttls.clear();
+        self.ttls.extend_from_slice(e.ttls());
+        let a = AnswerEntry {
+            queue: self.queue,
+            name: e.key.name(),
+            qtype: e.key.qtype.0,
+            qclass: e.key.qclass.0,
+            flags: e.key.flags.0,
+            serve_until_ns: self.kernel_ns(e.serve_until),
+            inserted_ns: self.kernel_ns(e.inserted),
+            header: e.header,
+            body: e.body(),
+            ttls: &self.ttls,
+        };
+        match self.map.insert(&a) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::debug!(queue = self.queue, error = %err, "answer map insert failed");
+                false
+            }
+        }
+    }
+
+    /// Takes out the copies the kernel did not answer from since the last
+    /// sweep.
+    fn sweep(&mut self, engine: &mut Engine, io: &IoStats) {
+        let cache = engine.cache_mut();
+        let (map, queue) = (&self.map, self.queue);
+        self.promoted.retain(|k, last| {
+            let hits = match map.hits(queue, k.name(), k.qtype.0, k.qclass.0, k.flags.0) {
+                Ok(Some(h)) => h,
+                // Not in the map (it should be): the cache counts hits again.
+                _ => {
+                    cache.demote(k);
+                    return false;
+                }
+            };
+            if hits != *last {
+                *last = hits;
+                return true;
+            }
+            remove(map, queue, k);
+            cache.demote(k);
+            IoStats::add(&io.tier_cold, 1);
+            false
+        });
+    }
+}
+
+fn remove(map: &AnswerMap, queue: u32, k: &KernelKey) {
+    if let Err(e) = map.remove(queue, k.name(), k.qtype.0, k.qclass.0, k.flags.0) {
+        tracing::debug!(queue, error = %e, "answer map delete failed");
+    }
+}
