@@ -159,6 +159,50 @@ fn the_kernel_tier_answers_hot_names_with_the_workers_bytes() {
         ("NXDOMAIN", query(0x1008, "nope.static.test", Rtype::A, Some((1232, false))), false),
         ("IPv6", query(0x1009, "v6.t1.test", Rtype::A, Some((1232, false))), true),
     ];
+    // And generated ones: random labels in random case, IDs, EDNS sizes
+    // (or none), DO, CD and family, from a seed the output names.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    println!("generated cases from seed {seed:#x}");
+    let mut rng = seed | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut cases = cases;
+    let generated: Vec<(String, Vec<u8>, bool)> = (0..12)
+        .map(|i| {
+            let labels = 1 + next() % 3;
+            let name: String = (0..labels)
+                .map(|_| {
+                    let len = 1 + next() % 20;
+                    (0..len)
+                        .map(|_| {
+                            let c = b"abcdefghijklmnopqrstuvwxyz0123456789"[(next() % 36) as usize] as char;
+                            if next() % 2 == 0 {
+                                c.to_ascii_uppercase()
+                            } else {
+                                c
+                            }
+                        })
+                        .collect::<String>()
+                })
+                .collect::<Vec<_>>()
+                .join(".");
+            let edns = match next() % 3 {
+                0 => None,
+                1 => Some(((next() % 5000) as u16, false)),
+                _ => Some(((next() % 5000) as u16, true)),
+            };
+            let mut q = query(next() as u16, &format!("{name}.g{i}.test"), Rtype::A, edns);
+            if next() % 2 == 0 {
+                q = with_cd(q);
+            }
+            (format!("generated {name}.g{i}.test {edns:?}"), q, next() % 2 == 0)
+        })
+        .collect();
+    cases.extend(generated.iter().map(|(l, q, v6)| (l.as_str(), q.clone(), *v6)));
     let mut report = Vec::new();
     for (label, q, v6) in &cases {
         let (sock, to) = if *v6 { (&s6, to6) } else { (&s4, to4) };
@@ -175,7 +219,7 @@ fn the_kernel_tier_answers_hot_names_with_the_workers_bytes() {
     }
     let st = lab.stats();
     let promoted: u64 = st["workers"].as_array().unwrap().iter().map(|w| w["io"]["tier_promoted"].as_u64().unwrap_or(0)).sum();
-    assert!(promoted >= cases.len() as u64, "stats count {promoted} copies made: {:#}", st["workers"]);
+    assert!(promoted >= cases.len() as u64, "stats count {promoted} copies made for {} cases: {:#}", cases.len(), st["workers"]);
     // The question name that crossed the limit of the kernel's key (over
     // 128 bytes) is answered by the worker, every time.
     let long = format!("{}.t1.test", ["abcdefghijklmnopqrstuvwxyz0123456789"; 4].join("."));
