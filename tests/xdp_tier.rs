@@ -26,15 +26,20 @@ use serde_json::Value;
 const SHORT: &str = "short.static.test.";
 
 fn tier_lab(tier: bool) -> Lab {
+    let lab = tier_lab_bare(tier);
+    pass_all_xdp(&lab.client, &lab.link.client_if);
+    lab
+}
+
+/// [`tier_lab`] without the client end's XDP program.
+fn tier_lab_bare(tier: bool) -> Lab {
     let mut opts = LabOpts::with_args(&["--io", "xdp"]);
     opts.config = Some(format!("[xdp]\nanswer_tier = {tier}\n"));
     // The SOA makes Unbound's NXDOMAIN for static.test cacheable (RFC 2308).
     opts.unbound_extra = format!(
         "    local-data: \"{SHORT} 2 IN A 192.0.2.77\"\n    local-data: \"static.test. 3600 IN SOA ns.static.test. h.static.test. 1 3600 600 86400 60\"\n"
     );
-    let lab = Lab::start(opts);
-    pass_all_xdp(&lab.client, &lab.link.client_if);
-    lab
+    Lab::start(opts)
 }
 
 /// A query for `name` with RD set and an OPT when `edns` gives (size, DO).
@@ -286,4 +291,47 @@ fn with_the_tier_off_nothing_is_answered_in_the_kernel() {
     }
     let st = lab.stats();
     assert_eq!(xdp_sum(&st, "answer_misses"), 0, "the tier looked queries up while off: {:#}", st["xdp"]);
+}
+
+#[test]
+fn a_veth_peer_without_napi_turns_the_tier_off() {
+    require_root_and_tools();
+    let _slot = shared_slot();
+    // The client end runs no XDP program: the kernel's answers are dropped
+    // by veth (and counted as XDP_TX errors by the server end's driver).
+    let lab = tier_lab_bare(true);
+    let to: SocketAddr = format!("{}:53", lab.link.server_v4()).parse().unwrap();
+    let sock = lab.client.udp_socket("0.0.0.0:0".parse().unwrap());
+    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let q = query(0x5001, "nonapi.t1.test", Rtype::A, None);
+    let mut buf = [0u8; 1024];
+    let (mut answered, mut lost) = (0, 0);
+    let start = std::time::Instant::now();
+    // Asked every 100 ms for 6 s: a few go into the void once the entry is
+    // copied, then the worker answers again for good.
+    let mut last_lost = None;
+    while start.elapsed() < Duration::from_secs(6) {
+        sock.send_to(&q, to).unwrap();
+        match sock.recv_from(&mut buf) {
+            Ok(_) => answered += 1,
+            Err(_) => {
+                lost += 1;
+                last_lost = Some(start.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = lab.kdns.plain_log();
+    assert!(log.contains("the tier is off on this queue"), "no warning in the log:\n{log}");
+    let last = last_lost.expect("no answer was lost: the kernel never answered (the test checks nothing)");
+    assert!(last < Duration::from_secs(4), "answers were still lost {last:?} after the start ({lost} lost, {answered} answered)");
+    // From now on the worker answers.
+    let st = lab.stats();
+    let before = xdp_sum(&st, "answered");
+    for _ in 0..10 {
+        let r = exchange(&sock, to, &q).expect("the worker answers once the tier is off");
+        assert_eq!(r[3] & 0x0f, 0);
+    }
+    assert_eq!(xdp_sum(&lab.stats(), "answered"), before, "the kernel still answers");
+    println!("no NAPI on the peer: {lost} lost, {answered} answered; last loss at {last:?}");
 }

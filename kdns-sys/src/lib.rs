@@ -15,6 +15,7 @@
 //! | [`poll`] | `ppoll` on a few descriptors |
 //! | [`fdpass`] | framed messages with descriptors attached (`SCM_RIGHTS`) over a unix socket |
 //! | [`alloc`] | a counting global allocator for tests and benchmarks |
+//! | [`ethtool`] | a driver's own statistics (`ethtool -S`: `SIOCETHTOOL`) |
 //! | `xsk` (feature `xdp`) | [`xsk::XskRings`]: an AF_XDP socket, its UMEM and its four rings |
 //! | `xdp` (feature `xdp`) | the XDP program (`bpf/kdns_xdp.c`, built by `build.rs`), its loader and netlink |
 //!
@@ -30,6 +31,7 @@
 //! | `packet` | a raw Ethernet frame out of an interface (`AF_PACKET`) |
 
 pub mod alloc;
+pub mod ethtool;
 pub mod fdpass;
 pub mod ifaddrs;
 pub mod listen_fds;

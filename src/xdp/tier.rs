@@ -43,12 +43,35 @@ pub struct Tier {
     entry: Box<KernelEntry>,
     ttls: Vec<(u16, u32)>,
     next_sweep: Timestamp,
+    /// The interface, whose driver counts failed XDP_TX sends.
+    ifname: String,
+    /// Those failures when the tier started (`None`: the driver has no
+    /// such counter).
+    tx_errors: Option<u64>,
+    /// The interface cannot send what the tier answers: off for good.
+    off: bool,
+}
+
+/// The driver's count of XDP_TX frames it could not send (veth:
+/// `rx_queue_N_xdp_tx_errors`; other drivers name theirs `..._xdp_tx_err...`
+/// too), summed over queues; `None` if it has none.
+fn xdp_tx_errors(ifname: &str) -> Option<u64> {
+    let stats = kdns_sys::ethtool::driver_stats(ifname).ok()?;
+    let mut found = false;
+    let mut sum = 0u64;
+    for (name, v) in stats {
+        if name.contains("xdp_tx_err") {
+            found = true;
+            sum = sum.wrapping_add(v);
+        }
+    }
+    found.then_some(sum)
 }
 
 impl Tier {
     /// The tier of the worker of `queue`, holding at most `quota` copies.
     /// `now` is the worker's clock, read just now.
-    pub fn new(map: AnswerMap, queue: u32, quota: usize, now: Timestamp) -> Tier {
+    pub fn new(map: AnswerMap, ifname: &str, queue: u32, quota: usize, now: Timestamp) -> Tier {
         let offset_ns = i128::from(kdns_sys::monotonic_ns()) - i128::from(now.as_nanos());
         if let Err(e) = map.clear_queue(queue) {
             tracing::debug!(queue, error = %e, "could not clear the queue's answer map entries");
@@ -63,6 +86,9 @@ impl Tier {
             entry: Box::default(),
             ttls: Vec::with_capacity(kdns_core::cache::KERNEL_TTLS_MAX),
             next_sweep: now + SWEEP_EVERY,
+            ifname: ifname.to_string(),
+            tx_errors: xdp_tx_errors(ifname),
+            off: false,
         }
     }
 
@@ -73,6 +99,9 @@ impl Tier {
     /// One loop turn's work: demotions first, then promotions, and the
     /// sweep when it is due. Returns whether anything changed.
     pub fn turn(&mut self, engine: &mut Engine, now: Timestamp, io: &IoStats) -> bool {
+        if self.off {
+            return false;
+        }
         let cache = engine.cache_mut();
         cache.take_demotions(&mut self.demoted);
         let mut moved = !self.demoted.is_empty();
@@ -98,6 +127,11 @@ impl Tier {
         }
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
+            if self.sends_fail() {
+                self.turn_off(engine);
+                IoStats::set(&io.tier_entries, 0);
+                return true;
+            }
             self.sweep(engine, io);
         }
         IoStats::set(&io.tier_entries, self.promoted.len() as u64);
@@ -128,6 +162,32 @@ impl Tier {
                 false
             }
         }
+    }
+
+    /// Whether the driver counted XDP_TX failures since the tier started:
+    /// then clients do not get what the kernel answers (a veth whose peer
+    /// runs no NAPI drops every such frame).
+    fn sends_fail(&self) -> bool {
+        match (self.tx_errors, xdp_tx_errors(&self.ifname)) {
+            (Some(before), Some(now)) => now > before,
+            _ => false,
+        }
+    }
+
+    /// Empties this queue's part of the map for good and gives the
+    /// entries back to the cache: every query goes to the worker again.
+    fn turn_off(&mut self, engine: &mut Engine) {
+        self.off = true;
+        if let Err(e) = self.map.clear_queue(self.queue) {
+            tracing::warn!(queue = self.queue, error = %e, "could not clear the queue's answer map entries");
+        }
+        self.promoted.clear();
+        engine.cache_mut().disable_kernel_tier();
+        tracing::warn!(
+            "{} queue {}: the driver counts XDP_TX sends that failed, so clients do not get the in-kernel tier's answers (a veth whose peer runs no XDP program drops them): the tier is off on this queue, the worker answers every query",
+            self.ifname,
+            self.queue
+        );
     }
 
     /// Takes out the copies the kernel did not answer from since the last

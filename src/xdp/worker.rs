@@ -158,7 +158,7 @@ impl PreparedXdpWorker {
             ports: setup.ports,
             stop: setup.stop,
         })?;
-        let tier = setup.answers.map(|(map, quota)| Tier::new(map, setup.queue, quota, core.now()));
+        let tier = setup.answers.map(|(map, quota)| Tier::new(map, &setup.ifname, setup.queue, quota, core.now()));
         let front = XdpFront {
             ifname: setup.ifname.clone(),
             queue: setup.queue,

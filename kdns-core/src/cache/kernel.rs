@@ -288,6 +288,17 @@ impl Cache {
         };
     }
 
+    /// Turns the tier's bookkeeping off for good (the kernel cannot send
+    /// its answers): nothing is queued any more, and entries thought to be
+    /// in the kernel are ordinary entries again.
+    pub fn disable_kernel_tier(&mut self) {
+        self.tier = Tier::off();
+        for e in &mut self.entries {
+            e.state &= !(IN_KERNEL | PROMOTING);
+            e.hits = 0;
+        }
+    }
+
     /// Whether the tier is on.
     pub fn kernel_tier_on(&self) -> bool {
         self.tier.on
