@@ -420,6 +420,15 @@ fn answers_byte_for_byte() {
     let edns0 = Edns { size: 1232, dnssec_ok: false, version: 0, options: vec![] };
     let q3 = dns_query(0xffff, 0x0120, "NX.example.NET", 28, Some(&edns0));
 
+    // 4. A body shorter than 8 bytes, and the largest body (488 bytes, the reply 507).
+    let a4 = answer("tiny.example", 1, 0, vec![1, 2, 3, 4, 5], vec![], 0);
+    insert(&map, 0, &a4, now + 60 * NS, now);
+    let q4 = dns_query(4, 0, "tiny.example", 1, None);
+    let big: Vec<u8> = (0..ANSWER_BODY_MAX).map(|i| (i * 7) as u8).collect();
+    let a5 = answer("X", 1, 0, big, vec![(0, 100), (ANSWER_BODY_MAX as u16 - 4, 7)], 0);
+    insert(&map, 0, &a5, now + 60 * NS, now - 3 * NS);
+    let q5 = dns_query(5, 0x0100, "x", 1, None);
+
     // (what, frame, DNS query in it, entry, age)
     type Case<'a> = (&'a str, Vec<u8>, &'a Vec<u8>, &'a Answer, u32);
     let cases: Vec<Case<'_>> = vec![
@@ -428,6 +437,8 @@ fn answers_byte_for_byte() {
         ("v4, VLAN, OPT with cookie and DO, CD", v4_query_frame(&[42], C_V4, &q2), &q2, &a2, 0),
         ("v6, OPT", v6_query_frame(&[], &q3), &q3, &a3, 0),
         ("v6, VLAN", v6_query_frame(&[7], &q3), &q3, &a3, 0),
+        ("a 5-byte body", v4_query_frame(&[], C_V4, &q4), &q4, &a4, 0),
+        ("a 488-byte body", v6_query_frame(&[], &q5), &q5, &a5, 3),
     ];
     for (what, frame, q, a, age) in &cases {
         let before = totals(&reader);
