@@ -749,3 +749,105 @@ fn answer_path_cost() {
     eprintln!("tier on, answered, IPv4:     {:6.1} ns", mean(&on, &hit, XDP_TX));
     eprintln!("tier on, answered, IPv6:     {:6.1} ns", mean(&on, &hit6, XDP_TX));
 }
+
+/// A rough throughput comparison on a veth pair (not a pass/fail test):
+/// kxdpgun in the client namespace against (1) the program answering
+/// from the tier, (2) a trivial XDP_TX reflector (swap MACs, addresses,
+/// ports, set QR; no checksum), each for a few seconds, interleaved.
+/// `cargo test -p kdns-sys --lib tier_throughput -- --ignored --nocapture`
+/// (needs kxdpgun, from knot-dnsutils).
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn tier_throughput() {
+    require_root();
+    const REFLECTOR: &str = r#"
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+SEC("xdp") int reflect(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data; struct iphdr *ip = (void *)(eth + 1); struct udphdr *udp = (void *)(ip + 1);
+    __u8 *dns = (void *)(udp + 1);
+    if ((void *)(dns + 12) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != 17 || udp->dest != bpf_htons(53))
+        return XDP_PASS;
+    __u8 m[6]; __builtin_memcpy(m, eth->h_dest, 6); __builtin_memcpy(eth->h_dest, eth->h_source, 6); __builtin_memcpy(eth->h_source, m, 6);
+    __u32 a = ip->saddr; ip->saddr = ip->daddr; ip->daddr = a;
+    __u16 p = udp->source; udp->source = udp->dest; udp->dest = p; udp->check = 0;
+    dns[2] |= 0x80;
+    return XDP_TX;
+}
+char LICENSE[] SEC("license") = "GPL";
+"#;
+    let dir = std::env::temp_dir().join(format!("kdns-tier-tput-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, obj, queries) = (dir.join("r.c"), dir.join("r.o"), dir.join("q.txt"));
+    std::fs::write(&src, REFLECTOR).unwrap();
+    std::fs::write(&queries, "www.example.com A\n").unwrap();
+    let ok = Command::new("clang")
+        .args(["-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "clang");
+
+    let rig = Rig::new((1, 1), (1, 1));
+    let client = rig.client.name().to_owned();
+    assert!(rig.ping(IpAddr::V4(S_V4)));
+    let t = AnswerTier { entries: 64, udp_size: 1232, clients: vec![] };
+    let gun = |what: &str| {
+        let (ok, out) = in_ns(
+            &client,
+            &["timeout", "20", "kxdpgun", "-t", "4", "-Q", "3000000", "-F", "1", "-I", C_IF, "-i", queries.to_str().unwrap(), &S_V4.to_string()],
+        );
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains("total") || l.contains("replies") || l.contains("queries")).collect();
+        eprintln!("{what} (ok {ok}):\n{}", lines.join("\n"));
+    };
+    // Per-program run time and count while this fd is open (BPF_ENABLE_STATS).
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).unwrap();
+    let cost = |pick: &dyn Fn(&aya::programs::ProgramInfo) -> bool| {
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter(|i| pick(i))
+            .map(|i| (i.run_time().as_nanos() as u64, i.run_count()))
+            .max_by_key(|&(_, n)| n)
+            .unwrap_or((0, 0))
+    };
+    let per_run = |a: (u64, u64), b: (u64, u64)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64;
+    for round in 0..2 {
+        {
+            let prog = rig.in_server(|| {
+                let mut p = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, None, Some(&t)).unwrap();
+                p.attach().unwrap();
+                p
+            });
+            let map = prog.answers().unwrap();
+            let now = crate::monotonic_ns();
+            let (body, ttls) = a_records(1);
+            for flags in 0..4 {
+                let a = answer("www.example.com", 1, flags, body.clone(), ttls.clone(), 1);
+                insert(&map, 0, &a, now + 600 * NS, now);
+            }
+            let before = totals(&prog.counters());
+            let id = prog.program_id();
+            let c0 = cost(&|i| i.id() == id);
+            gun(&format!("round {round}: kdns answer tier"));
+            let c1 = cost(&|i| i.id() == id);
+            let d = delta(totals(&prog.counters()), before);
+            eprintln!("  counters: answered {} misses {} passed {}; {:.0} ns per run", d.answered, d.answer_misses, d.passed, per_run(c0, c1));
+        }
+        rig.wait_detached();
+        rig.server.ip(&["link", "set", "dev", S_IF, "xdpdrv", "obj", obj.to_str().unwrap(), "sec", "xdp"]).unwrap();
+        let is_reflector = |i: &aya::programs::ProgramInfo| i.name_as_str() == Some("reflect");
+        let c0 = cost(&is_reflector);
+        gun(&format!("round {round}: trivial XDP_TX reflector"));
+        eprintln!("  {:.0} ns per run", per_run(c0, cost(&is_reflector)));
+        rig.server.ip(&["link", "set", "dev", S_IF, "xdpdrv", "off"]).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
