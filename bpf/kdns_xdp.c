@@ -116,15 +116,19 @@ struct kdns_counters {
 #define KDNS_MAX_ACL 1024
 #define DNS_OPT_LEN 11
 
-/* Key of `answers`: zero-initialised, padding included. */
+/* Key of `answers`: zero-initialised, padding included. The name is in
+ * the key as a seeded 64-bit hash (the map then hashes and compares 24
+ * bytes, not 140); the value holds the name itself, which the program
+ * compares before answering, so a collision can cost an answer from the
+ * tier, never a wrong one. */
 struct answer_key {
 	__u32 queue;   /* rx queue index: each queue's worker owns its keys */
 	__u16 qtype;   /* network byte order, as on the wire */
 	__u16 qclass;  /* network byte order */
 	__u8 flags;    /* 1 = DO bit set in the query's OPT, 2 = CD bit set in the header */
 	__u8 name_len; /* wire length incl. the final 0 */
-	__u8 pad[2];
-	__u8 name[KDNS_ANSWER_NAME_MAX]; /* wire form, ASCII lower-cased, zero padded */
+	__u8 pad[6];
+	__u64 name_hash; /* name_hash() of the lower-cased wire name */
 };
 
 struct answer_val {
@@ -134,14 +138,26 @@ struct answer_val {
 	__u8 header[10];      /* DNS header bytes 2..12: flags, QD/AN/NS/ARCOUNT (no OPT) */
 	__u16 body_len;       /* <= KDNS_ANSWER_BODY_MAX */
 	__u8 n_ttl;           /* <= KDNS_ANSWER_TTLS_MAX */
-	__u8 pad[3];
+	__u8 name_len;        /* of name[] */
+	__u8 pad[2];
 	__u32 body_csum; /* 32-bit sum of the body's 16-bit words in host order, as at
 			  * an even offset, TTL fields zeroed, an odd last byte padded with 0 */
 	__u16 ttl_off[KDNS_ANSWER_TTLS_MAX]; /* offset of each TTL field within body */
 	__u32 ttl[KDNS_ANSWER_TTLS_MAX];     /* stored TTL of each, seconds */
 	__u8 body[KDNS_ANSWER_BODY_MAX];     /* answer, authority, additional (no OPT) */
+	__u8 name[KDNS_ANSWER_NAME_MAX];     /* wire form, ASCII lower-cased, zero padded */
 	__u8 pad2[4];                        /* explicit tail padding (8-byte alignment) */
 };
+
+/* The name's hash in the key: over the lower-cased wire name as 32-bit
+ * words in host order (the last one zero padded), seeded per program
+ * (answer_hash_seed); kdns-sys computes the same (answers.rs name_hash). */
+#define NAME_HASH_MUL 0x9e3779b97f4a7c15ULL
+static __always_inline __u64 name_hash_step(__u64 h, __u32 w)
+{
+	h = (h ^ w) * NAME_HASH_MUL;
+	return h ^ (h >> 32);
+}
 
 struct acl_v4_key {
 	__u32 prefixlen;
@@ -259,6 +275,8 @@ volatile const __u32 answer_tier_on = 0;
 volatile const __u16 answer_udp_size = 1232;
 /* Every client is allowed (the tries hold only /0): skip their lookups. */
 volatile const __u32 answer_acl_all = 0;
+/* Seed of the names' hash in the answers key (random per load). */
+volatile const __u64 answer_hash_seed = 0;
 
 /* The per-client rate: 0 = off. Set by the loader. */
 volatile const __u64 client_interval_ns = 0;
@@ -743,7 +761,8 @@ static __always_inline int try_answer(struct xdp_md *ctx, struct pkt *pk)
 	__u32 dns_off, payload, qname_off, pos, name_len, q_end, i, nwords;
 	__u16 qflags, ar;
 	__u8 *p, *dns;
-	__u64 has_opt = 0, do_bit = 0, sum, qtq, meta;
+	__u64 has_opt = 0, do_bit = 0, sum, qtq, meta, h;
+	__u32 lname[KDNS_ANSWER_NAME_MAX / 4] = {};
 
 	if (!pk->v6) {
 		struct iphdr *iph = data + l3;
@@ -804,6 +823,7 @@ static __always_inline int try_answer(struct xdp_md *ctx, struct pkt *pk)
 	if ((void *)(p + 4) > data_end)
 		return A_MISS;
 	__builtin_memset(&akey, 0, sizeof(akey));
+	h = answer_hash_seed ^ name_len;
 	akey.qtype = *(__u16 *)p;
 	akey.qclass = *(__u16 *)(p + 2);
 	qtq = csum_fold((__u64)akey.qtype + akey.qclass);
@@ -825,8 +845,8 @@ static __always_inline int try_answer(struct xdp_md *ctx, struct pkt *pk)
 		do_bit = p[7] >> 7;
 	}
 
-	/* The key: the name lower-cased (and summed as received), read a word
-	 * at a time; the last word's bytes past the name are masked off (the
+	/* The key: the hash of the name lower-cased (the name also summed as
+	 * received for the checksum), read a word at a time; the last word's bytes past the name are masked off (the
 	 * 4 bytes of QTYPE and QCLASS follow, so every word is in the frame).
 	 * The loop has a count of its own: a break on name_len would narrow
 	 * name_len's range differently per exit, and the verifier would walk
@@ -851,15 +871,26 @@ static __always_inline int try_answer(struct xdp_md *ctx, struct pkt *pk)
 #endif
 		w &= mask;
 		sum += w;
-		*(__u32 *)&akey.name[i * 4] = lower4(w);
+		lname[i] = lower4(w);
+		h = name_hash_step(h, lname[i]);
 	}
 	akey.queue = ctx->rx_queue_index;
 	akey.flags = do_bit | ((qflags & DNS_CD) ? 2 : 0);
 	akey.name_len = name_len;
+	akey.name_hash = h;
 
 	val = bpf_map_lookup_elem(&answers, &akey);
 	if (!val)
 		return A_MISS;
+	/* The name itself (see struct answer_key). */
+	if (val->name_len != name_len)
+		return A_MISS;
+	for (i = 0; i < KDNS_ANSWER_NAME_MAX / 4; i++) {
+		if (i >= nwords)
+			break;
+		if (lname[i] != *(__u32 *)&val->name[i * 4])
+			return A_MISS;
+	}
 	meta = dns_off | (l3 << 8) | ((__u64)(pk->v6 & 1) << 13) | (has_opt << 14) | (do_bit << 15) |
 	       ((__u64)name_len << 16) | ((__u64)qflags << 24);
 	return answer_write(ctx, val, meta, bpf_ktime_get_ns(), csum_fold(sum) | (qtq << 16));

@@ -271,22 +271,24 @@ fn assert_reply(got: &[u8], query: &[u8], a: &Answer, age: u32) {
 fn layout_matches_the_program() {
     require_root();
     use std::mem::{offset_of, size_of};
-    assert_eq!(size_of::<AnswerKey>(), 140);
+    assert_eq!(size_of::<AnswerKey>(), 24);
     assert_eq!(offset_of!(AnswerKey, qtype), 4);
     assert_eq!(offset_of!(AnswerKey, qclass), 6);
     assert_eq!(offset_of!(AnswerKey, flags), 8);
     assert_eq!(offset_of!(AnswerKey, name_len), 9);
-    assert_eq!(offset_of!(AnswerKey, name), 12);
-    assert_eq!(size_of::<AnswerVal>(), 632);
+    assert_eq!(offset_of!(AnswerKey, name_hash), 16);
+    assert_eq!(size_of::<AnswerVal>(), 760);
     assert_eq!(offset_of!(AnswerVal, inserted_ns), 8);
     assert_eq!(offset_of!(AnswerVal, hits), 16);
     assert_eq!(offset_of!(AnswerVal, header), 24);
     assert_eq!(offset_of!(AnswerVal, body_len), 34);
     assert_eq!(offset_of!(AnswerVal, n_ttl), 36);
+    assert_eq!(offset_of!(AnswerVal, name_len), 37);
     assert_eq!(offset_of!(AnswerVal, body_csum), 40);
     assert_eq!(offset_of!(AnswerVal, ttl_off), 44);
     assert_eq!(offset_of!(AnswerVal, ttl), 76);
     assert_eq!(offset_of!(AnswerVal, body), 140);
+    assert_eq!(offset_of!(AnswerVal, name), 628);
     assert_eq!(size_of::<RawCounters>(), 48);
 
     // The kernel's view of the maps of a loaded object agrees.
@@ -297,7 +299,7 @@ fn layout_matches_the_program() {
         .filter_map(|m| Some((m.name_as_str()?.to_owned(), m.key_size(), m.value_size(), m.max_entries())))
         .filter(|(n, ..)| n == "answers")
         .collect();
-    assert!(found.iter().any(|&(_, k, v, max)| (k, v, max) == (140, 632, 64)), "{found:?}");
+    assert!(found.iter().any(|&(_, k, v, max)| (k, v, max) == (24, 760, 64)), "{found:?}");
     eprintln!("kernel {}: verified insns of kdns_xdp with the tier: {:?}", uname_r(), prog.verified_insns());
     let off = XdpProgram::load("lo", &[IpAddr::V4(S_V4)], 53, None).unwrap();
     eprintln!("kernel {}: verified insns of kdns_xdp, tier off: {:?}", uname_r(), off.verified_insns());
@@ -538,6 +540,41 @@ fn what_is_not_answered_goes_on_as_before() {
     assert_eq!(run(&prog, &v4_query_frame(&[], C_V4, &good)).0, 4 /* XDP_REDIRECT */);
     let d = delta(totals(&reader), before);
     assert_eq!((d.redirected, d.answer_misses, d.answered), (1, 1, 0), "{d:?}");
+}
+
+#[test]
+fn a_key_whose_name_differs_is_not_answered() {
+    require_root();
+    // An entry under the key (hash) of www.example.com holding another name,
+    // as a hash collision would: the program compares the name and passes.
+    let (prog, map) = load(vec![]);
+    let now = crate::monotonic_ns();
+    let (body, ttls) = a_records(1);
+    let a = answer("www.example.com", 1, 0, body, ttls, 1);
+    insert(&map, 0, &a, now + 60 * NS, now);
+    let q = v4_query_frame(&[], C_V4, &dns_query(1, 0, "www.example.com", 1, None));
+    assert_eq!(run(&prog, &q).0, XDP_TX);
+    for other in [&b"\x03wwx\x07example\x03com\x00"[..], b"\x03www\x07example\x03co\x00"] {
+        let key = map.key(0, &a.name, 1, 1, 0);
+        let mut val = AnswerVal::zeroed();
+        val.serve_until_ns = now + 60 * NS;
+        val.inserted_ns = now;
+        val.header = a.header;
+        val.body_len = a.body.len() as u16;
+        val.body[..a.body.len()].copy_from_slice(&a.body);
+        val.body_csum = body_csum(&a.body, &[]);
+        val.name_len = other.len() as u8;
+        val.name[..other.len()].copy_from_slice(other);
+        map.elem(BPF_MAP_UPDATE_ELEM, Some(&key), (&raw mut val).cast(), 0).unwrap();
+        let reader = prog.counters();
+        let before = totals(&reader);
+        assert_eq!(run(&prog, &q).0, XDP_PASS, "answered from an entry of {other:?}");
+        assert_eq!(delta(totals(&reader), before).answer_misses, 1);
+    }
+    // The hash mirrors the program's: any case, same hash; another name, another hash.
+    assert_eq!(name_hash(7, b"\x03WwW\x00"), name_hash(7, b"\x03www\x00"));
+    assert_ne!(name_hash(7, b"\x03www\x00"), name_hash(7, b"\x03wwx\x00"));
+    assert_ne!(name_hash(7, b"\x03www\x00"), name_hash(8, b"\x03www\x00"));
 }
 
 #[test]
@@ -803,7 +840,22 @@ char LICENSE[] SEC("license") = "GPL";
     let gun = |what: &str| {
         let (ok, out) = in_ns(
             &client,
-            &["timeout", "20", "kxdpgun", "-t", "4", "-Q", "3000000", "-F", "1", "-I", C_IF, "-i", queries.to_str().unwrap(), &S_V4.to_string()],
+            &[
+                "timeout",
+                "20",
+                "kxdpgun",
+                "-t",
+                "4",
+                "-Q",
+                "3000000",
+                "-F",
+                "1",
+                "-I",
+                C_IF,
+                "-i",
+                queries.to_str().unwrap(),
+                &S_V4.to_string(),
+            ],
         );
         let lines: Vec<&str> = out.lines().filter(|l| l.contains("total") || l.contains("replies") || l.contains("queries")).collect();
         eprintln!("{what} (ok {ok}):\n{}", lines.join("\n"));
@@ -839,7 +891,13 @@ char LICENSE[] SEC("license") = "GPL";
             gun(&format!("round {round}: kdns answer tier"));
             let c1 = cost(&|i| i.id() == id);
             let d = delta(totals(&prog.counters()), before);
-            eprintln!("  counters: answered {} misses {} passed {}; {:.0} ns per run", d.answered, d.answer_misses, d.passed, per_run(c0, c1));
+            eprintln!(
+                "  counters: answered {} misses {} passed {}; {:.0} ns per run",
+                d.answered,
+                d.answer_misses,
+                d.passed,
+                per_run(c0, c1)
+            );
         }
         rig.wait_detached();
         rig.server.ip(&["link", "set", "dev", S_IF, "xdpdrv", "obj", obj.to_str().unwrap(), "sec", "xdp"]).unwrap();
