@@ -774,7 +774,7 @@ fn answer_path_cost() {
             let mut total = 0u64;
             for _ in 0..N / 20 {
                 let (action, _, ns) = run_timed(prog, frame);
-                assert_eq!(action, want);
+                assert!(action == want || std::env::var_os("KDNS_COST_ANY_ACTION").is_some(), "action {action}, not {want}");
                 total += u64::from(ns);
             }
             best = best.min(total as f64 / f64::from(N / 20));
@@ -789,8 +789,10 @@ fn answer_path_cost() {
 
 /// A rough throughput comparison on a veth pair (not a pass/fail test):
 /// kxdpgun in the client namespace against (1) the program answering
-/// from the tier, (2) a trivial XDP_TX reflector (swap MACs, addresses,
-/// ports, set QR; no checksum), each for a few seconds, interleaved.
+/// from the tier, (2) the program with the tier off, (3) a trivial XDP_TX
+/// reflector (swap MACs, addresses, ports, set QR; no checksum), each for
+/// a few seconds, interleaved; the programs' own time per run from
+/// BPF_ENABLE_STATS.
 /// `cargo test -p kdns-sys --lib tier_throughput -- --ignored --nocapture`
 /// (needs kxdpgun, from knot-dnsutils).
 #[test]
@@ -898,6 +900,19 @@ char LICENSE[] SEC("license") = "GPL";
                 d.passed,
                 per_run(c0, c1)
             );
+        }
+        rig.wait_detached();
+        {
+            // The program without the tier (queries go to the kernel; its cost only).
+            let prog = rig.in_server(|| {
+                let mut p = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53, None).unwrap();
+                p.attach().unwrap();
+                p
+            });
+            let id = prog.program_id();
+            let c0 = cost(&|i| i.id() == id);
+            gun(&format!("round {round}: kdns, tier off (no replies expected)"));
+            eprintln!("  {:.0} ns per run", per_run(c0, cost(&|i| i.id() == id)));
         }
         rig.wait_detached();
         rig.server.ip(&["link", "set", "dev", S_IF, "xdpdrv", "obj", obj.to_str().unwrap(), "sec", "xdp"]).unwrap();
