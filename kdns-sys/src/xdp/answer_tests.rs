@@ -787,6 +787,41 @@ fn answer_path_cost() {
     eprintln!("tier on, answered, IPv6:     {:6.1} ns", mean(&on, &hit6, XDP_TX));
 }
 
+#[test]
+fn real_clients_get_the_answers_in_generic_mode() {
+    require_root();
+    // One rx queue on the server end against two tx queues on the client's:
+    // native XDP refuses, the program runs in generic (SKB) mode, where
+    // XDP_TX goes out through the device's own transmit path.
+    let rig = Rig::new((1, 1), (2, 2));
+    let client = rig.client.name().to_owned();
+    let t = AnswerTier { entries: 16, udp_size: 1232, clients: vec![] };
+    let prog = rig.in_server(|| {
+        let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4), IpAddr::V6(S_V6)], 53, None, None, Some(&t)).unwrap();
+        assert_eq!(prog.attach().unwrap(), AttachMode::Generic);
+        prog
+    });
+    let map = prog.answers().unwrap();
+    let reader = prog.counters();
+    assert!(rig.ping(IpAddr::V4(S_V4)) && rig.ping(IpAddr::V6(S_V6)));
+    let now = crate::monotonic_ns();
+    let (body, ttls) = a_records(1);
+    let a = answer("generic.example", 1, 0, body, ttls, 1);
+    insert(&map, 0, &a, now + 60 * NS, now);
+    for server in [S_V4.to_string(), S_V6.to_string()] {
+        let before = totals(&reader);
+        let (ok, out) = in_ns(&client, &["dig", "+tries=1", "+time=3", &format!("@{server}"), "Generic.Example", "A"]);
+        assert!(ok, "dig @{server} failed: {out}; counters {:?}", delta(totals(&reader), before));
+        let recs = answer_section(&out);
+        assert_eq!(recs.len(), 1, "{out}");
+        assert_eq!((recs[0].0.as_str(), recs[0].3.as_str()), ("Generic.Example.", "10.1.2.3"), "{out}");
+        let d = delta(totals(&reader), before);
+        assert_eq!((d.answered, d.redirected), (1, 0), "{d:?}");
+    }
+    drop(prog);
+    rig.wait_detached();
+}
+
 /// A rough throughput comparison on a veth pair (not a pass/fail test):
 /// kxdpgun in the client namespace against (1) the program answering
 /// from the tier, (2) the program with the tier off, (3) a trivial XDP_TX
