@@ -238,19 +238,9 @@ struct {
 	__type(value, struct answer_val);
 } answers SEC(".maps");
 
-/* Room to move a reply's headers and question when the frame must grow
- * at the head (see answer_write). */
+/* Most bytes before the body that a reply's headers and question take
+ * (moved when the frame must grow at the head, see answer_write). */
 #define KDNS_SCRATCH 256
-struct scratch {
-	__u8 b[KDNS_SCRATCH];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scratch);
-} scratch SEC(".maps");
 
 /* Allowed client networks of the answer tier (value unused). */
 struct {
@@ -574,17 +564,39 @@ __noinline int answer_write(struct xdp_md *ctx, struct answer_val *val, __u64 me
 	if (bpf_xdp_adjust_tail(ctx, delta)) {
 		/* No tailroom (veth, generic XDP: an skb's buffer has a cache
 		 * line of slack at most): grow at the head instead, and move the
-		 * headers, DNS header and question to the new start through a
-		 * per-CPU scratch buffer (the stack has no room for it). */
-		__u32 zero = 0;
-		struct scratch *mv = bpf_map_lookup_elem(&scratch, &zero);
+		 * headers, DNS header and question (q_end <= 256 bytes) to the
+		 * new start, 8 bytes at a time; the last 8 bytes are read first
+		 * and written last (the copy overlaps itself). */
+		__u32 n8, k;
+		__u64 last;
 
-		if (!mv || delta <= 0 || delta > KDNS_ANSWER_REPLY_MAX)
+		if (delta <= 0 || delta > KDNS_ANSWER_REPLY_MAX)
 			return A_MISS; /* shrinking never fails; not expected */
 		if (bpf_xdp_adjust_head(ctx, -delta))
 			return A_MISS; /* no room either: the frame is unchanged */
-		if (bpf_xdp_load_bytes(ctx, delta, mv->b, q_end) || bpf_xdp_store_bytes(ctx, 0, mv->b, q_end))
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		p = data + ((delta + q_end - 8) & 0x3ff);
+		if ((void *)(p + 8) > data_end)
 			return A_DROP;
+		last = *(__u64 *)p;
+		n8 = q_end >> 3;
+		asm volatile("" : "+r"(n8));
+		for (k = 0; k < KDNS_SCRATCH / 8; k++) {
+			__u8 *from, *to;
+
+			if (k >= n8)
+				break;
+			from = data + ((delta + k * 8) & 0x3ff);
+			to = data + k * 8;
+			if ((void *)(from + 8) > data_end || (void *)(to + 8) > data_end)
+				return A_DROP;
+			*(__u64 *)to = *(__u64 *)from;
+		}
+		p = data + ((q_end - 8) & 0x1ff);
+		if ((void *)(p + 8) > data_end)
+			return A_DROP;
+		*(__u64 *)p = last;
 	}
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
@@ -610,8 +622,14 @@ __noinline int answer_write(struct xdp_md *ctx, struct answer_val *val, __u64 me
 			__u64 at = blen - 8;
 
 			if (blen < 8) {
-				if (bpf_xdp_store_bytes(ctx, q_end, val->body, blen & 7))
-					return A_DROP;
+				for (k = 0; k < 8; k++) {
+					if (k >= n1)
+						break;
+					p = data + ((q_end + k) & 0x7ff);
+					if ((void *)(p + 1) > data_end)
+						return A_DROP;
+					*p = val->body[k];
+				}
 			} else {
 				asm volatile("" : "+r"(at));
 				if (at > KDNS_ANSWER_BODY_MAX - 8)
