@@ -59,7 +59,8 @@
  *     an OPT (root owner, type 41, version 0) that ends exactly at the end
  *     of the UDP payload, with ARCOUNT 0 the question does;
  *   - `answers` holds the key {rx queue, QTYPE, QCLASS, DO | CD << 1,
- *     the QNAME with A-Z lower-cased} with now < serve_until_ns;
+ *     QNAME length, hash of the QNAME with A-Z lower-cased}, the entry's
+ *     name equals that QNAME, and now < serve_until_ns;
  *   - the reply (header, question, body, our OPT if the query had one)
  *     is at most 512 bytes.
  * The reply is what kdns' userspace engine would send: the query's ID,
@@ -70,7 +71,9 @@
  * `answer_udp_size`, DO echoed, no options). MACs, addresses and ports
  * swapped; IPv4 ID 0, DF only, TTL 64; IPv6 hop limit 64; lengths and
  * checksums (UDP always) recomputed, the UDP one from the body's sum the
- * loader stored (`body_csum`) and the parts that change.
+ * loader stored (`body_csum`) and the parts that change. The frame is
+ * resized at its tail, or, without tailroom (veth, generic XDP), at its
+ * head with the headers and question moved forward.
  *
  * Entries are replaced by the workers while the program may be reading
  * one (a hash map element can be reused by another update at once): the
