@@ -59,7 +59,8 @@
  *     an OPT (root owner, type 41, version 0) that ends exactly at the end
  *     of the UDP payload, with ARCOUNT 0 the question does;
  *   - `answers` holds the key {rx queue, QTYPE, QCLASS, DO | CD << 1,
- *     the QNAME with A-Z lower-cased} with now < serve_until_ns;
+ *     QNAME length, hash of the QNAME with A-Z lower-cased}, the entry's
+ *     name equals that QNAME, and now < serve_until_ns;
  *   - the reply (header, question, body, our OPT if the query had one)
  *     is at most 512 bytes.
  * The reply is what kdns' userspace engine would send: the query's ID,
@@ -70,7 +71,9 @@
  * `answer_udp_size`, DO echoed, no options). MACs, addresses and ports
  * swapped; IPv4 ID 0, DF only, TTL 64; IPv6 hop limit 64; lengths and
  * checksums (UDP always) recomputed, the UDP one from the body's sum the
- * loader stored (`body_csum`) and the parts that change.
+ * loader stored (`body_csum`) and the parts that change. The frame is
+ * resized at its tail, or, without tailroom (veth, generic XDP), at its
+ * head with the headers and question moved forward.
  *
  * Entries are replaced by the workers while the program may be reading
  * one (a hash map element can be reused by another update at once): the
@@ -116,15 +119,19 @@ struct kdns_counters {
 #define KDNS_MAX_ACL 1024
 #define DNS_OPT_LEN 11
 
-/* Key of `answers`: zero-initialised, padding included. */
+/* Key of `answers`: zero-initialised, padding included. The name is in
+ * the key as a seeded 64-bit hash (the map then hashes and compares 24
+ * bytes, not 140); the value holds the name itself, which the program
+ * compares before answering, so a collision can cost an answer from the
+ * tier, never a wrong one. */
 struct answer_key {
 	__u32 queue;   /* rx queue index: each queue's worker owns its keys */
 	__u16 qtype;   /* network byte order, as on the wire */
 	__u16 qclass;  /* network byte order */
 	__u8 flags;    /* 1 = DO bit set in the query's OPT, 2 = CD bit set in the header */
 	__u8 name_len; /* wire length incl. the final 0 */
-	__u8 pad[2];
-	__u8 name[KDNS_ANSWER_NAME_MAX]; /* wire form, ASCII lower-cased, zero padded */
+	__u8 pad[6];
+	__u64 name_hash; /* name_hash() of the lower-cased wire name */
 };
 
 struct answer_val {
@@ -134,14 +141,26 @@ struct answer_val {
 	__u8 header[10];      /* DNS header bytes 2..12: flags, QD/AN/NS/ARCOUNT (no OPT) */
 	__u16 body_len;       /* <= KDNS_ANSWER_BODY_MAX */
 	__u8 n_ttl;           /* <= KDNS_ANSWER_TTLS_MAX */
-	__u8 pad[3];
+	__u8 name_len;        /* of name[] */
+	__u8 pad[2];
 	__u32 body_csum; /* 32-bit sum of the body's 16-bit words in host order, as at
 			  * an even offset, TTL fields zeroed, an odd last byte padded with 0 */
 	__u16 ttl_off[KDNS_ANSWER_TTLS_MAX]; /* offset of each TTL field within body */
 	__u32 ttl[KDNS_ANSWER_TTLS_MAX];     /* stored TTL of each, seconds */
 	__u8 body[KDNS_ANSWER_BODY_MAX];     /* answer, authority, additional (no OPT) */
+	__u8 name[KDNS_ANSWER_NAME_MAX];     /* wire form, ASCII lower-cased, zero padded */
 	__u8 pad2[4];                        /* explicit tail padding (8-byte alignment) */
 };
+
+/* The name's hash in the key: over the lower-cased wire name as 32-bit
+ * words in host order (the last one zero padded), seeded per program
+ * (answer_hash_seed); kdns-sys computes the same (answers.rs name_hash). */
+#define NAME_HASH_MUL 0x9e3779b97f4a7c15ULL
+static __always_inline __u64 name_hash_step(__u64 h, __u32 w)
+{
+	h = (h ^ w) * NAME_HASH_MUL;
+	return h ^ (h >> 32);
+}
 
 struct acl_v4_key {
 	__u32 prefixlen;
@@ -222,19 +241,9 @@ struct {
 	__type(value, struct answer_val);
 } answers SEC(".maps");
 
-/* Room to move a reply's headers and question when the frame must grow
- * at the head (see answer_write). */
+/* Most bytes before the body that a reply's headers and question take
+ * (moved when the frame must grow at the head, see answer_write). */
 #define KDNS_SCRATCH 256
-struct scratch {
-	__u8 b[KDNS_SCRATCH];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scratch);
-} scratch SEC(".maps");
 
 /* Allowed client networks of the answer tier (value unused). */
 struct {
@@ -259,6 +268,8 @@ volatile const __u32 answer_tier_on = 0;
 volatile const __u16 answer_udp_size = 1232;
 /* Every client is allowed (the tries hold only /0): skip their lookups. */
 volatile const __u32 answer_acl_all = 0;
+/* Seed of the names' hash in the answers key (random per load). */
+volatile const __u64 answer_hash_seed = 0;
 
 /* The per-client rate: 0 = off. Set by the loader. */
 volatile const __u64 client_interval_ns = 0;
@@ -556,24 +567,83 @@ __noinline int answer_write(struct xdp_md *ctx, struct answer_val *val, __u64 me
 	if (bpf_xdp_adjust_tail(ctx, delta)) {
 		/* No tailroom (veth, generic XDP: an skb's buffer has a cache
 		 * line of slack at most): grow at the head instead, and move the
-		 * headers, DNS header and question to the new start through a
-		 * per-CPU scratch buffer (the stack has no room for it). */
-		__u32 zero = 0;
-		struct scratch *mv = bpf_map_lookup_elem(&scratch, &zero);
+		 * headers, DNS header and question (q_end <= 256 bytes) to the
+		 * new start, 8 bytes at a time; the last 8 bytes are read first
+		 * and written last (the copy overlaps itself). */
+		__u32 n8, k;
+		__u64 last;
 
-		if (!mv || delta <= 0 || delta > KDNS_ANSWER_REPLY_MAX)
+		if (delta <= 0 || delta > KDNS_ANSWER_REPLY_MAX)
 			return A_MISS; /* shrinking never fails; not expected */
 		if (bpf_xdp_adjust_head(ctx, -delta))
 			return A_MISS; /* no room either: the frame is unchanged */
-		if (bpf_xdp_load_bytes(ctx, delta, mv->b, q_end) || bpf_xdp_store_bytes(ctx, 0, mv->b, q_end))
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		p = data + ((delta + q_end - 8) & 0x3ff);
+		if ((void *)(p + 8) > data_end)
 			return A_DROP;
+		last = *(__u64 *)p;
+		n8 = q_end >> 3;
+		asm volatile("" : "+r"(n8));
+		for (k = 0; k < KDNS_SCRATCH / 8; k++) {
+			__u8 *from, *to;
+
+			if (k >= n8)
+				break;
+			from = data + ((delta + k * 8) & 0x3ff);
+			to = data + k * 8;
+			if ((void *)(from + 8) > data_end || (void *)(to + 8) > data_end)
+				return A_DROP;
+			*(__u64 *)to = *(__u64 *)from;
+		}
+		p = data + ((q_end - 8) & 0x1ff);
+		if ((void *)(p + 8) > data_end)
+			return A_DROP;
+		*(__u64 *)p = last;
 	}
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 
-	/* Body, then its TTL fields. */
-	if (blen > 0 && bpf_xdp_store_bytes(ctx, q_end, val->body, blen))
-		return A_DROP;
+	/* Body, 8 bytes at a time (a count of its own, see the QNAME loop),
+	 * then its TTL fields. */
+	{
+		__u32 n8 = blen >> 3, n1 = blen & 7, k;
+
+		asm volatile("" : "+r"(n8));
+		for (k = 0; k < KDNS_ANSWER_BODY_MAX / 8; k++) {
+			if (k >= n8)
+				break;
+			p = data + ((q_end + k * 8) & 0x7ff);
+			if ((void *)(p + 8) > data_end)
+				return A_DROP;
+			*(__u64 *)p = *(__u64 *)&val->body[k * 8];
+		}
+		if (n1) {
+			/* The last 0..7 bytes: the body's last 8 bytes again
+			 * (overlapping what is there), or a helper for a body
+			 * shorter than 8. */
+			__u64 at = blen - 8;
+
+			if (blen < 8) {
+				for (k = 0; k < 8; k++) {
+					if (k >= n1)
+						break;
+					p = data + ((q_end + k) & 0x7ff);
+					if ((void *)(p + 1) > data_end)
+						return A_DROP;
+					*p = val->body[k];
+				}
+			} else {
+				asm volatile("" : "+r"(at));
+				if (at > KDNS_ANSWER_BODY_MAX - 8)
+					return A_DROP;
+				p = data + ((q_end + at) & 0x7ff);
+				if ((void *)(p + 8) > data_end)
+					return A_DROP;
+				*(__u64 *)p = *(__u64 *)&val->body[at];
+			}
+		}
+	}
 	age = inserted < now ? (now - inserted) / 1000000000ULL : 0; /* < 2^35 */
 	sum_b = sums >> 16;
 	for (i = 0; i < KDNS_ANSWER_TTLS_MAX; i++) {
@@ -712,7 +782,8 @@ static __always_inline int try_answer(struct xdp_md *ctx, struct pkt *pk)
 	__u32 dns_off, payload, qname_off, pos, name_len, q_end, i, nwords;
 	__u16 qflags, ar;
 	__u8 *p, *dns;
-	__u64 has_opt = 0, do_bit = 0, sum, qtq, meta;
+	__u64 has_opt = 0, do_bit = 0, sum, qtq, meta, h;
+	__u32 lname[KDNS_ANSWER_NAME_MAX / 4] = {};
 
 	if (!pk->v6) {
 		struct iphdr *iph = data + l3;
@@ -773,6 +844,7 @@ static __always_inline int try_answer(struct xdp_md *ctx, struct pkt *pk)
 	if ((void *)(p + 4) > data_end)
 		return A_MISS;
 	__builtin_memset(&akey, 0, sizeof(akey));
+	h = answer_hash_seed ^ name_len;
 	akey.qtype = *(__u16 *)p;
 	akey.qclass = *(__u16 *)(p + 2);
 	qtq = csum_fold((__u64)akey.qtype + akey.qclass);
@@ -794,8 +866,8 @@ static __always_inline int try_answer(struct xdp_md *ctx, struct pkt *pk)
 		do_bit = p[7] >> 7;
 	}
 
-	/* The key: the name lower-cased (and summed as received), read a word
-	 * at a time; the last word's bytes past the name are masked off (the
+	/* The key: the hash of the name lower-cased (the name also summed as
+	 * received for the checksum), read a word at a time; the last word's bytes past the name are masked off (the
 	 * 4 bytes of QTYPE and QCLASS follow, so every word is in the frame).
 	 * The loop has a count of its own: a break on name_len would narrow
 	 * name_len's range differently per exit, and the verifier would walk
@@ -820,15 +892,26 @@ static __always_inline int try_answer(struct xdp_md *ctx, struct pkt *pk)
 #endif
 		w &= mask;
 		sum += w;
-		*(__u32 *)&akey.name[i * 4] = lower4(w);
+		lname[i] = lower4(w);
+		h = name_hash_step(h, lname[i]);
 	}
 	akey.queue = ctx->rx_queue_index;
 	akey.flags = do_bit | ((qflags & DNS_CD) ? 2 : 0);
 	akey.name_len = name_len;
+	akey.name_hash = h;
 
 	val = bpf_map_lookup_elem(&answers, &akey);
 	if (!val)
 		return A_MISS;
+	/* The name itself (see struct answer_key). */
+	if (val->name_len != name_len)
+		return A_MISS;
+	for (i = 0; i < KDNS_ANSWER_NAME_MAX / 4; i++) {
+		if (i >= nwords)
+			break;
+		if (lname[i] != *(__u32 *)&val->name[i * 4])
+			return A_MISS;
+	}
 	meta = dns_off | (l3 << 8) | ((__u64)(pk->v6 & 1) << 13) | (has_opt << 14) | (do_bit << 15) |
 	       ((__u64)name_len << 16) | ((__u64)qflags << 24);
 	return answer_write(ctx, val, meta, bpf_ktime_get_ns(), csum_fold(sum) | (qtq << 16));

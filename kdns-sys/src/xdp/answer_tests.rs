@@ -271,22 +271,24 @@ fn assert_reply(got: &[u8], query: &[u8], a: &Answer, age: u32) {
 fn layout_matches_the_program() {
     require_root();
     use std::mem::{offset_of, size_of};
-    assert_eq!(size_of::<AnswerKey>(), 140);
+    assert_eq!(size_of::<AnswerKey>(), 24);
     assert_eq!(offset_of!(AnswerKey, qtype), 4);
     assert_eq!(offset_of!(AnswerKey, qclass), 6);
     assert_eq!(offset_of!(AnswerKey, flags), 8);
     assert_eq!(offset_of!(AnswerKey, name_len), 9);
-    assert_eq!(offset_of!(AnswerKey, name), 12);
-    assert_eq!(size_of::<AnswerVal>(), 632);
+    assert_eq!(offset_of!(AnswerKey, name_hash), 16);
+    assert_eq!(size_of::<AnswerVal>(), 760);
     assert_eq!(offset_of!(AnswerVal, inserted_ns), 8);
     assert_eq!(offset_of!(AnswerVal, hits), 16);
     assert_eq!(offset_of!(AnswerVal, header), 24);
     assert_eq!(offset_of!(AnswerVal, body_len), 34);
     assert_eq!(offset_of!(AnswerVal, n_ttl), 36);
+    assert_eq!(offset_of!(AnswerVal, name_len), 37);
     assert_eq!(offset_of!(AnswerVal, body_csum), 40);
     assert_eq!(offset_of!(AnswerVal, ttl_off), 44);
     assert_eq!(offset_of!(AnswerVal, ttl), 76);
     assert_eq!(offset_of!(AnswerVal, body), 140);
+    assert_eq!(offset_of!(AnswerVal, name), 628);
     assert_eq!(size_of::<RawCounters>(), 48);
 
     // The kernel's view of the maps of a loaded object agrees.
@@ -297,7 +299,7 @@ fn layout_matches_the_program() {
         .filter_map(|m| Some((m.name_as_str()?.to_owned(), m.key_size(), m.value_size(), m.max_entries())))
         .filter(|(n, ..)| n == "answers")
         .collect();
-    assert!(found.iter().any(|&(_, k, v, max)| (k, v, max) == (140, 632, 64)), "{found:?}");
+    assert!(found.iter().any(|&(_, k, v, max)| (k, v, max) == (24, 760, 64)), "{found:?}");
     eprintln!("kernel {}: verified insns of kdns_xdp with the tier: {:?}", uname_r(), prog.verified_insns());
     let off = XdpProgram::load("lo", &[IpAddr::V4(S_V4)], 53, None).unwrap();
     eprintln!("kernel {}: verified insns of kdns_xdp, tier off: {:?}", uname_r(), off.verified_insns());
@@ -420,6 +422,15 @@ fn answers_byte_for_byte() {
     let edns0 = Edns { size: 1232, dnssec_ok: false, version: 0, options: vec![] };
     let q3 = dns_query(0xffff, 0x0120, "NX.example.NET", 28, Some(&edns0));
 
+    // 4. A body shorter than 8 bytes, and the largest body (488 bytes, the reply 507).
+    let a4 = answer("tiny.example", 1, 0, vec![1, 2, 3, 4, 5], vec![], 0);
+    insert(&map, 0, &a4, now + 60 * NS, now);
+    let q4 = dns_query(4, 0, "tiny.example", 1, None);
+    let big: Vec<u8> = (0..ANSWER_BODY_MAX).map(|i| (i * 7) as u8).collect();
+    let a5 = answer("X", 1, 0, big, vec![(0, 100), (ANSWER_BODY_MAX as u16 - 4, 7)], 0);
+    insert(&map, 0, &a5, now + 60 * NS, now - 3 * NS);
+    let q5 = dns_query(5, 0x0100, "x", 1, None);
+
     // (what, frame, DNS query in it, entry, age)
     type Case<'a> = (&'a str, Vec<u8>, &'a Vec<u8>, &'a Answer, u32);
     let cases: Vec<Case<'_>> = vec![
@@ -428,6 +439,8 @@ fn answers_byte_for_byte() {
         ("v4, VLAN, OPT with cookie and DO, CD", v4_query_frame(&[42], C_V4, &q2), &q2, &a2, 0),
         ("v6, OPT", v6_query_frame(&[], &q3), &q3, &a3, 0),
         ("v6, VLAN", v6_query_frame(&[7], &q3), &q3, &a3, 0),
+        ("a 5-byte body", v4_query_frame(&[], C_V4, &q4), &q4, &a4, 0),
+        ("a 488-byte body", v6_query_frame(&[], &q5), &q5, &a5, 3),
     ];
     for (what, frame, q, a, age) in &cases {
         let before = totals(&reader);
@@ -527,6 +540,41 @@ fn what_is_not_answered_goes_on_as_before() {
     assert_eq!(run(&prog, &v4_query_frame(&[], C_V4, &good)).0, 4 /* XDP_REDIRECT */);
     let d = delta(totals(&reader), before);
     assert_eq!((d.redirected, d.answer_misses, d.answered), (1, 1, 0), "{d:?}");
+}
+
+#[test]
+fn a_key_whose_name_differs_is_not_answered() {
+    require_root();
+    // An entry under the key (hash) of www.example.com holding another name,
+    // as a hash collision would: the program compares the name and passes.
+    let (prog, map) = load(vec![]);
+    let now = crate::monotonic_ns();
+    let (body, ttls) = a_records(1);
+    let a = answer("www.example.com", 1, 0, body, ttls, 1);
+    insert(&map, 0, &a, now + 60 * NS, now);
+    let q = v4_query_frame(&[], C_V4, &dns_query(1, 0, "www.example.com", 1, None));
+    assert_eq!(run(&prog, &q).0, XDP_TX);
+    for other in [&b"\x03wwx\x07example\x03com\x00"[..], b"\x03www\x07example\x03co\x00"] {
+        let key = map.key(0, &a.name, 1, 1, 0);
+        let mut val = AnswerVal::zeroed();
+        val.serve_until_ns = now + 60 * NS;
+        val.inserted_ns = now;
+        val.header = a.header;
+        val.body_len = a.body.len() as u16;
+        val.body[..a.body.len()].copy_from_slice(&a.body);
+        val.body_csum = body_csum(&a.body, &[]);
+        val.name_len = other.len() as u8;
+        val.name[..other.len()].copy_from_slice(other);
+        map.elem(BPF_MAP_UPDATE_ELEM, Some(&key), (&raw mut val).cast(), 0).unwrap();
+        let reader = prog.counters();
+        let before = totals(&reader);
+        assert_eq!(run(&prog, &q).0, XDP_PASS, "answered from an entry of {other:?}");
+        assert_eq!(delta(totals(&reader), before).answer_misses, 1);
+    }
+    // The hash mirrors the program's: any case, same hash; another name, another hash.
+    assert_eq!(name_hash(7, b"\x03WwW\x00"), name_hash(7, b"\x03www\x00"));
+    assert_ne!(name_hash(7, b"\x03www\x00"), name_hash(7, b"\x03wwx\x00"));
+    assert_ne!(name_hash(7, b"\x03www\x00"), name_hash(8, b"\x03www\x00"));
 }
 
 #[test]
@@ -726,7 +774,7 @@ fn answer_path_cost() {
             let mut total = 0u64;
             for _ in 0..N / 20 {
                 let (action, _, ns) = run_timed(prog, frame);
-                assert_eq!(action, want);
+                assert!(action == want || std::env::var_os("KDNS_COST_ANY_ACTION").is_some(), "action {action}, not {want}");
                 total += u64::from(ns);
             }
             best = best.min(total as f64 / f64::from(N / 20));
@@ -737,4 +785,177 @@ fn answer_path_cost() {
     eprintln!("tier on, miss (passed):      {:6.1} ns", mean(&on, &miss, XDP_PASS));
     eprintln!("tier on, answered, IPv4:     {:6.1} ns", mean(&on, &hit, XDP_TX));
     eprintln!("tier on, answered, IPv6:     {:6.1} ns", mean(&on, &hit6, XDP_TX));
+}
+
+#[test]
+fn real_clients_get_the_answers_in_generic_mode() {
+    require_root();
+    // One rx queue on the server end against two tx queues on the client's:
+    // native XDP refuses, the program runs in generic (SKB) mode, where
+    // XDP_TX goes out through the device's own transmit path.
+    let rig = Rig::new((1, 1), (2, 2));
+    let client = rig.client.name().to_owned();
+    let t = AnswerTier { entries: 16, udp_size: 1232, clients: vec![] };
+    let prog = rig.in_server(|| {
+        let mut prog = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4), IpAddr::V6(S_V6)], 53, None, None, Some(&t)).unwrap();
+        assert_eq!(prog.attach().unwrap(), AttachMode::Generic);
+        prog
+    });
+    let map = prog.answers().unwrap();
+    let reader = prog.counters();
+    assert!(rig.ping(IpAddr::V4(S_V4)) && rig.ping(IpAddr::V6(S_V6)));
+    let now = crate::monotonic_ns();
+    let (body, ttls) = a_records(1);
+    let a = answer("generic.example", 1, 0, body, ttls, 1);
+    insert(&map, 0, &a, now + 60 * NS, now);
+    for server in [S_V4.to_string(), S_V6.to_string()] {
+        let before = totals(&reader);
+        let (ok, out) = in_ns(&client, &["dig", "+tries=1", "+time=3", &format!("@{server}"), "Generic.Example", "A"]);
+        assert!(ok, "dig @{server} failed: {out}; counters {:?}", delta(totals(&reader), before));
+        let recs = answer_section(&out);
+        assert_eq!(recs.len(), 1, "{out}");
+        assert_eq!((recs[0].0.as_str(), recs[0].3.as_str()), ("Generic.Example.", "10.1.2.3"), "{out}");
+        let d = delta(totals(&reader), before);
+        assert_eq!((d.answered, d.redirected), (1, 0), "{d:?}");
+    }
+    drop(prog);
+    rig.wait_detached();
+}
+
+/// A rough throughput comparison on a veth pair (not a pass/fail test):
+/// kxdpgun in the client namespace against (1) the program answering
+/// from the tier, (2) the program with the tier off, (3) a trivial XDP_TX
+/// reflector (swap MACs, addresses, ports, set QR; no checksum), each for
+/// a few seconds, interleaved; the programs' own time per run from
+/// BPF_ENABLE_STATS.
+/// `cargo test -p kdns-sys --lib tier_throughput -- --ignored --nocapture`
+/// (needs kxdpgun, from knot-dnsutils).
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn tier_throughput() {
+    require_root();
+    const REFLECTOR: &str = r#"
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+SEC("xdp") int reflect(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data; struct iphdr *ip = (void *)(eth + 1); struct udphdr *udp = (void *)(ip + 1);
+    __u8 *dns = (void *)(udp + 1);
+    if ((void *)(dns + 12) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != 17 || udp->dest != bpf_htons(53))
+        return XDP_PASS;
+    __u8 m[6]; __builtin_memcpy(m, eth->h_dest, 6); __builtin_memcpy(eth->h_dest, eth->h_source, 6); __builtin_memcpy(eth->h_source, m, 6);
+    __u32 a = ip->saddr; ip->saddr = ip->daddr; ip->daddr = a;
+    __u16 p = udp->source; udp->source = udp->dest; udp->dest = p; udp->check = 0;
+    dns[2] |= 0x80;
+    return XDP_TX;
+}
+char LICENSE[] SEC("license") = "GPL";
+"#;
+    let dir = std::env::temp_dir().join(format!("kdns-tier-tput-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, obj, queries) = (dir.join("r.c"), dir.join("r.o"), dir.join("q.txt"));
+    std::fs::write(&src, REFLECTOR).unwrap();
+    std::fs::write(&queries, "www.example.com A\n").unwrap();
+    let ok = Command::new("clang")
+        .args(["-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "clang");
+
+    let rig = Rig::new((1, 1), (1, 1));
+    let client = rig.client.name().to_owned();
+    assert!(rig.ping(IpAddr::V4(S_V4)));
+    let t = AnswerTier { entries: 64, udp_size: 1232, clients: vec![] };
+    let gun = |what: &str| {
+        let (ok, out) = in_ns(
+            &client,
+            &[
+                "timeout",
+                "20",
+                "kxdpgun",
+                "-t",
+                "4",
+                "-Q",
+                "3000000",
+                "-F",
+                "1",
+                "-I",
+                C_IF,
+                "-i",
+                queries.to_str().unwrap(),
+                &S_V4.to_string(),
+            ],
+        );
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains("total") || l.contains("replies") || l.contains("queries")).collect();
+        eprintln!("{what} (ok {ok}):\n{}", lines.join("\n"));
+    };
+    // Per-program run time and count while this fd is open (BPF_ENABLE_STATS).
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).unwrap();
+    let cost = |pick: &dyn Fn(&aya::programs::ProgramInfo) -> bool| {
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter(|i| pick(i))
+            .map(|i| (i.run_time().as_nanos() as u64, i.run_count()))
+            .max_by_key(|&(_, n)| n)
+            .unwrap_or((0, 0))
+    };
+    let per_run = |a: (u64, u64), b: (u64, u64)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64;
+    for round in 0..2 {
+        {
+            let prog = rig.in_server(|| {
+                let mut p = XdpProgram::load_pinned(S_IF, &[IpAddr::V4(S_V4)], 53, None, None, Some(&t)).unwrap();
+                p.attach().unwrap();
+                p
+            });
+            let map = prog.answers().unwrap();
+            let now = crate::monotonic_ns();
+            let (body, ttls) = a_records(1);
+            for flags in 0..4 {
+                let a = answer("www.example.com", 1, flags, body.clone(), ttls.clone(), 1);
+                insert(&map, 0, &a, now + 600 * NS, now);
+            }
+            let before = totals(&prog.counters());
+            let id = prog.program_id();
+            let c0 = cost(&|i| i.id() == id);
+            gun(&format!("round {round}: kdns answer tier"));
+            let c1 = cost(&|i| i.id() == id);
+            let d = delta(totals(&prog.counters()), before);
+            eprintln!(
+                "  counters: answered {} misses {} passed {}; {:.0} ns per run",
+                d.answered,
+                d.answer_misses,
+                d.passed,
+                per_run(c0, c1)
+            );
+        }
+        rig.wait_detached();
+        {
+            // The program without the tier (queries go to the kernel; its cost only).
+            let prog = rig.in_server(|| {
+                let mut p = XdpProgram::load(S_IF, &[IpAddr::V4(S_V4)], 53, None).unwrap();
+                p.attach().unwrap();
+                p
+            });
+            let id = prog.program_id();
+            let c0 = cost(&|i| i.id() == id);
+            gun(&format!("round {round}: kdns, tier off (no replies expected)"));
+            eprintln!("  {:.0} ns per run", per_run(c0, cost(&|i| i.id() == id)));
+        }
+        rig.wait_detached();
+        rig.server.ip(&["link", "set", "dev", S_IF, "xdpdrv", "obj", obj.to_str().unwrap(), "sec", "xdp"]).unwrap();
+        let is_reflector = |i: &aya::programs::ProgramInfo| i.name_as_str() == Some("reflect");
+        let c0 = cost(&is_reflector);
+        gun(&format!("round {round}: trivial XDP_TX reflector"));
+        eprintln!("  {:.0} ns per run", per_run(c0, cost(&is_reflector)));
+        rig.server.ip(&["link", "set", "dev", S_IF, "xdpdrv", "off"]).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

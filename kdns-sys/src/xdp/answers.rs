@@ -54,7 +54,9 @@ pub struct AnswerTier {
     pub clients: Vec<(IpAddr, u8)>,
 }
 
-/// `struct answer_key` of `bpf/kdns_xdp.c`.
+/// `struct answer_key` of `bpf/kdns_xdp.c`: the name is in it as its
+/// seeded hash ([`name_hash`]); the value holds the name, which the
+/// program compares before answering.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct AnswerKey {
@@ -63,8 +65,8 @@ pub(super) struct AnswerKey {
     pub(super) qclass: u16,
     pub(super) flags: u8,
     pub(super) name_len: u8,
-    pub(super) pad: [u8; 2],
-    pub(super) name: [u8; ANSWER_NAME_MAX],
+    pub(super) pad: [u8; 6],
+    pub(super) name_hash: u64,
 }
 
 /// `struct answer_val` of `bpf/kdns_xdp.c`.
@@ -77,16 +79,18 @@ pub(super) struct AnswerVal {
     pub(super) header: [u8; 10],
     pub(super) body_len: u16,
     pub(super) n_ttl: u8,
-    pub(super) pad: [u8; 3],
+    pub(super) name_len: u8,
+    pub(super) pad: [u8; 2],
     pub(super) body_csum: u32,
     pub(super) ttl_off: [u16; ANSWER_TTLS_MAX],
     pub(super) ttl: [u32; ANSWER_TTLS_MAX],
     pub(super) body: [u8; ANSWER_BODY_MAX],
+    pub(super) name: [u8; ANSWER_NAME_MAX],
     pub(super) pad2: [u8; 4],
 }
 
 impl AnswerVal {
-    fn zeroed() -> AnswerVal {
+    pub(super) fn zeroed() -> AnswerVal {
         AnswerVal {
             serve_until_ns: 0,
             inserted_ns: 0,
@@ -94,11 +98,13 @@ impl AnswerVal {
             header: [0; 10],
             body_len: 0,
             n_ttl: 0,
-            pad: [0; 3],
+            name_len: 0,
+            pad: [0; 2],
             body_csum: 0,
             ttl_off: [0; ANSWER_TTLS_MAX],
             ttl: [0; ANSWER_TTLS_MAX],
             body: [0; ANSWER_BODY_MAX],
+            name: [0; ANSWER_NAME_MAX],
             pad2: [0; 4],
         }
     }
@@ -137,6 +143,8 @@ pub struct AnswerEntry<'a> {
 pub struct AnswerMap {
     fd: Arc<OwnedFd>,
     capacity: u32,
+    /// `answer_hash_seed` of the program.
+    seed: u64,
 }
 
 impl std::fmt::Debug for AnswerMap {
@@ -146,7 +154,7 @@ impl std::fmt::Debug for AnswerMap {
 }
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+pub(super) const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_ANY: u64 = 0;
@@ -163,12 +171,16 @@ struct ElemAttr {
 }
 
 impl AnswerMap {
-    pub(super) fn new(fd: OwnedFd, capacity: u32) -> AnswerMap {
-        AnswerMap { fd: Arc::new(fd), capacity }
+    pub(super) fn new(fd: OwnedFd, capacity: u32, seed: u64) -> AnswerMap {
+        AnswerMap { fd: Arc::new(fd), capacity, seed }
+    }
+
+    pub(super) fn key(&self, queue: u32, name: &[u8], qtype: u16, qclass: u16, flags: u8) -> AnswerKey {
+        key_of(self.seed, queue, name, qtype, qclass, flags)
     }
 
     /// bpf(2) on an element; `value` is written (lookup, next key) or read (update).
-    fn elem(&self, cmd: libc::c_long, key: Option<&AnswerKey>, value: *mut u8, flags: u64) -> io::Result<()> {
+    pub(super) fn elem(&self, cmd: libc::c_long, key: Option<&AnswerKey>, value: *mut u8, flags: u64) -> io::Result<()> {
         let mut attr = ElemAttr {
             map_fd: self.fd.as_raw_fd() as u32,
             _pad: 0,
@@ -210,7 +222,7 @@ impl AnswerMap {
         let mut out = Vec::new();
         let mut cur: Option<AnswerKey> = None;
         loop {
-            let mut next = key_of(0, &[], 0, 0, 0);
+            let mut next = key_of(0, 0, &[], 0, 0, 0);
             match self.elem(BPF_MAP_GET_NEXT_KEY, cur.as_ref(), (&raw mut next).cast(), 0) {
                 Ok(()) => {
                     out.push(next);
@@ -247,8 +259,12 @@ impl AnswerMap {
         if e.ttls.iter().any(|&(off, _)| usize::from(off) + 4 > e.body.len()) {
             return Err(XdpError::AnswerInvalid { why: "a TTL field lies beyond the body" });
         }
-        let key = key_of(e.queue, e.name, e.qtype, e.qclass, e.flags);
+        let key = self.key(e.queue, e.name, e.qtype, e.qclass, e.flags);
         let mut val = AnswerVal::zeroed();
+        val.name_len = e.name.len() as u8;
+        for (d, s) in val.name.iter_mut().zip(e.name) {
+            *d = s.to_ascii_lowercase();
+        }
         val.serve_until_ns = e.serve_until_ns;
         val.inserted_ns = e.inserted_ns;
         val.header = e.header;
@@ -272,7 +288,7 @@ impl AnswerMap {
         if name.len() > ANSWER_NAME_MAX {
             return Ok(false);
         }
-        self.delete(&key_of(queue, name, qtype, qclass, flags)).map_err(|e| XdpError::AnswerMap { what: "remove from", source: e })
+        self.delete(&self.key(queue, name, qtype, qclass, flags)).map_err(|e| XdpError::AnswerMap { what: "remove from", source: e })
     }
 
     /// How many times the program answered from an entry (None: no such entry).
@@ -280,7 +296,7 @@ impl AnswerMap {
         if name.len() > ANSWER_NAME_MAX {
             return Ok(None);
         }
-        let v = self.lookup(&key_of(queue, name, qtype, qclass, flags)).map_err(|e| XdpError::AnswerMap { what: "read", source: e })?;
+        let v = self.lookup(&self.key(queue, name, qtype, qclass, flags)).map_err(|e| XdpError::AnswerMap { what: "read", source: e })?;
         Ok(v.map(|v| v.hits))
     }
 
@@ -302,22 +318,36 @@ impl AnswerMap {
     }
 }
 
-/// The map key: zeroed, the name lower-cased (A-Z only), QTYPE and QCLASS
-/// in network order. `name` must be at most [`ANSWER_NAME_MAX`] bytes.
-pub(super) fn key_of(queue: u32, name: &[u8], qtype: u16, qclass: u16, flags: u8) -> AnswerKey {
-    let mut key = AnswerKey {
+/// The map key: zeroed, the hash of the name lower-cased (A-Z only),
+/// QTYPE and QCLASS in network order. `name` must be at most
+/// [`ANSWER_NAME_MAX`] bytes.
+pub(super) fn key_of(seed: u64, queue: u32, name: &[u8], qtype: u16, qclass: u16, flags: u8) -> AnswerKey {
+    AnswerKey {
         queue,
         qtype: qtype.to_be(),
         qclass: qclass.to_be(),
         flags,
         name_len: name.len() as u8,
-        pad: [0; 2],
-        name: [0; ANSWER_NAME_MAX],
-    };
-    for (d, s) in key.name.iter_mut().zip(name) {
-        *d = s.to_ascii_lowercase();
+        pad: [0; 6],
+        name_hash: name_hash(seed, name),
     }
-    key
+}
+
+/// The program's hash of a name (`name_hash_step` in `bpf/kdns_xdp.c`):
+/// seed ^ length, then for each 32-bit word of the lower-cased name in
+/// host order (the last one zero padded): h = (h ^ w) * K; h ^= h >> 32.
+pub(super) fn name_hash(seed: u64, name: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = seed ^ name.len() as u64;
+    for chunk in name.chunks(4) {
+        let mut b = [0u8; 4];
+        for (d, s) in b.iter_mut().zip(chunk) {
+            *d = s.to_ascii_lowercase();
+        }
+        h = (h ^ u64::from(u32::from_ne_bytes(b))).wrapping_mul(K);
+        h ^= h >> 32;
+    }
+    h
 }
 
 /// The body's ones' complement sum as the program wants it: 16-bit words

@@ -23,7 +23,8 @@
 //! `client_interval_ns`, `client_burst_ns` (0: no rate) and
 //! `client_prefix_v4`, `client_prefix_v6`; `answer_tier_on` (0: the answer
 //! tier's code does not run), `answer_udp_size` and `answer_acl_all` (every
-//! client allowed: the ACL tries are not looked up).
+//! client allowed: the ACL tries are not looked up), `answer_hash_seed`
+//! (random per load: the seed of the names' hash in the `answers` key).
 //!
 //! The answer tier ([`AnswerTier`], [`AnswerMap`]): with it, the program
 //! answers a query itself (XDP_TX) from the `answers` map the workers fill,
@@ -333,11 +334,13 @@ impl XdpProgram {
         let tier_on: u32 = u32::from(tier.is_some());
         let udp_size: u16 = tier.map_or(1232, |t| t.udp_size);
         let acl_all: u32 = u32::from(tier.is_some_and(|t| t.clients.is_empty()));
+        let hash_seed: u64 = crate::random_seed();
         let answer_entries = tier.map_or(1, |t| t.entries.max(1));
         loader
             .override_global("answer_tier_on", &tier_on, true)
             .override_global("answer_udp_size", &udp_size, true)
             .override_global("answer_acl_all", &acl_all, true)
+            .override_global("answer_hash_seed", &hash_seed, true)
             .map_max_entries("answers", answer_entries);
         if let Some(p) = &pins {
             for (name, ..) in pin::pinned_maps(0) {
@@ -398,7 +401,7 @@ impl XdpProgram {
                 let map = ebpf.take_map("answers").ok_or(XdpError::Object("answers"))?;
                 let aya::maps::Map::HashMap(data) = map else { return Err(XdpError::Object("answers")) };
                 let fd = data.fd().as_fd().try_clone_to_owned().map_err(|e| XdpError::AnswerMap { what: "open", source: e })?;
-                Some(AnswerMap::new(fd, answer_entries))
+                Some(AnswerMap::new(fd, answer_entries, hash_seed))
             }
             None => None,
         };
