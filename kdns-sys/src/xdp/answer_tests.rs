@@ -12,7 +12,9 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 
 use super::answers::*;
-use super::tests::{delta, eth, inet_checksum, ipv4, ipv6, require_root, totals, udp, Rig, C_IF, C_V4, S_IF, S_V4, S_V6, XDP_PASS};
+use super::tests::{
+    delta, eth, inet_checksum, ipv4, ipv6, require_root, run_timed, totals, udp, Rig, C_IF, C_V4, S_IF, S_V4, S_V6, XDP_PASS,
+};
 use super::*;
 
 const XDP_TX: u32 = 3;
@@ -32,47 +34,6 @@ fn load(clients: Vec<(IpAddr, u8)>) -> (XdpProgram, AnswerMap) {
 fn run(prog: &XdpProgram, frame: &[u8]) -> (u32, Vec<u8>) {
     let (action, out, _) = run_timed(prog, frame);
     (action, out)
-}
-
-/// [`run`], plus the kernel's time for the run in ns.
-fn run_timed(prog: &XdpProgram, frame: &[u8]) -> (u32, Vec<u8>, u32) {
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestAttr {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        _pad: u32,
-    }
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-    let mut out = vec![0u8; 4096];
-    let mut attr = TestAttr {
-        prog_fd: prog.prog_fd.as_fd().as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        data_size_out: out.len() as u32,
-        data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
-        ..Default::default()
-    };
-    // SAFETY: bpf(2) reads the attr and the frame and writes at most
-    // data_size_out bytes into `out`; all outlive the call.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, std::mem::size_of::<TestAttr>()) };
-    assert_eq!(ret, 0, "BPF_PROG_TEST_RUN: {}", io::Error::last_os_error());
-    out.truncate(attr.data_size_out as usize);
-    (attr.retval, out, attr.duration)
 }
 
 /// `name` ("www.Example.com") in wire form, spelling kept.

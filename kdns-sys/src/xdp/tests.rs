@@ -248,6 +248,12 @@ impl Logs {
 
 /// Runs the program once on `frame` (rx queue 0) with BPF_PROG_TEST_RUN.
 fn test_run(prog: &XdpProgram, frame: &[u8]) -> u32 {
+    run_timed(prog, frame).0
+}
+
+/// Runs the program once on `frame` (rx queue 0) with BPF_PROG_TEST_RUN:
+/// its action, the frame after it, and the kernel's time for the run in ns.
+pub(super) fn run_timed(prog: &XdpProgram, frame: &[u8]) -> (u32, Vec<u8>, u32) {
     #[repr(C)]
     #[derive(Default)]
     struct TestAttr {
@@ -269,17 +275,22 @@ fn test_run(prog: &XdpProgram, frame: &[u8]) -> u32 {
         _pad: u32,
     }
     const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut out = vec![0u8; 4096];
     let mut attr = TestAttr {
         prog_fd: prog.prog_fd.as_fd().as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
+        data_size_out: out.len() as u32,
+        data_out: out.as_mut_ptr() as u64,
         repeat: 1,
         ..Default::default()
     };
-    // SAFETY: bpf(2) reads the attr and the frame, which outlive the call.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestAttr, std::mem::size_of::<TestAttr>()) };
+    // SAFETY: bpf(2) reads the attr and the frame and writes at most
+    // data_size_out bytes into `out`; all outlive the call.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, std::mem::size_of::<TestAttr>()) };
     assert_eq!(ret, 0, "BPF_PROG_TEST_RUN: {}", io::Error::last_os_error());
-    attr.retval
+    out.truncate(attr.data_size_out as usize);
+    (attr.retval, out, attr.duration)
 }
 
 pub(super) fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
