@@ -334,13 +334,7 @@ pub fn summary(s: &Stats) -> String {
                 c.io.upstream_socket_errors
             ),
         ),
-        (
-            "In-kernel tier",
-            format!(
-                "{} entries; {} copied in, {} taken out with their cache entry, {} taken out cold",
-                c.io.tier_entries, c.io.tier_promoted, c.io.tier_demoted, c.io.tier_cold
-            ),
-        ),
+        ("Kernel tier", kernel_tier(s)),
         (
             "TCP",
             format!(
@@ -357,6 +351,21 @@ pub fn summary(s: &Stats) -> String {
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     // An empty value: a field this daemon does not report.
     rows.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:"))).collect()
+}
+
+/// The in-kernel answer tier's line (empty, so not shown, while it never
+/// held an entry).
+fn kernel_tier(s: &Stats) -> String {
+    let io = &s.totals.counters.io;
+    if io.tier_entries + io.tier_promoted == 0 {
+        return String::new();
+    }
+    let queues = s.xdp.iter().flat_map(|x| &x.queues);
+    let (answered, misses) = queues.fold((0, 0), |(a, m), q| (a + q.answered, m + q.answer_misses));
+    format!(
+        "{answered} answered in the XDP program, {misses} looked up there and passed on; {} entries, {} copied in, {} taken out with their cache entry, {} taken out cold",
+        io.tier_entries, io.tier_promoted, io.tier_demoted, io.tier_cold
+    )
 }
 
 fn limits(l: &Limits, c: &Counters) -> String {

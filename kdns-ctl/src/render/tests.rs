@@ -114,7 +114,29 @@ fn xdp_table_lists_queues() {
     let out = stats(&s);
     assert!(out.contains("XDP program"), "{out}");
     let line = out.lines().find(|l| l.starts_with("eth0")).unwrap();
-    assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["eth0", "0", "7", "2", "0", "0"]);
+    assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["eth0", "0", "0", "0", "7", "2", "0", "0"]);
+}
+
+#[test]
+fn the_kernel_tier_line_shows_once_it_held_entries() {
+    let mut st = example();
+    assert!(!summary(&st).contains("Kernel tier"), "{}", summary(&st));
+    st.totals.counters.io.tier_entries = 12;
+    st.totals.counters.io.tier_promoted = 15;
+    st.totals.counters.io.tier_demoted = 2;
+    st.totals.counters.io.tier_cold = 1;
+    st.xdp = vec![kdns_api::stats::XdpInterface {
+        interface: "eth0".into(),
+        queues: vec![kdns_api::stats::XdpQueue { queue: 0, answered: 900, answer_misses: 40, ..Default::default() }],
+        ..Default::default()
+    }];
+    assert!(
+        summary(&st).contains(
+            "Kernel tier:  900 answered in the XDP program, 40 looked up there and passed on; 12 entries, 15 copied in, 2 taken out with their cache entry, 1 taken out cold\n"
+        ),
+        "{}",
+        summary(&st)
+    );
 }
 
 #[test]
