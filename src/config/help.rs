@@ -51,6 +51,14 @@ AF_XDP:
     shed before it costs the core anything. This needs CAP_SYS_NICE (kdns
     logs a warning and runs at normal priority without it); set 0 if other
     real-time work shares those cores.
+    With xdp.answer_tier = true (off by default) the program also answers
+    the hottest cached names itself (XDP_TX): the workers copy entries hit
+    xdp.answer_promote_hits times into its map and take them out when the
+    cache drops them, before the next batch; the reply is the worker's,
+    TTLs counted down by the kernel clock, never past the entry's expiry.
+    XDP_TX frames reach a veth's peer only when the peer runs an XDP
+    program; a worker that sees the driver count failed XDP_TX sends turns
+    the tier off for its queue and logs it.
 
 ONE CLIENT CANNOT TAKE DNS DOWN:
     A try waits for its backend's own retransmission timeout (smoothed RTT
