@@ -47,6 +47,9 @@ const BATCH: usize = 64;
 /// mode sends at most 32 frames per kick): enough for four full RX batches.
 const MAX_KICKS: u32 = 8;
 const MAX_QUERY: usize = 1500;
+/// How often the socket's kernel statistics are copied into the worker's
+/// stats (checked every 1024 turns and before sleeping).
+const XSK_STATS_EVERY: Duration = Duration::from_millis(100);
 
 /// Ring and frame sizes, and how the worker waits: built from `[xdp]` by
 /// `Settings::xdp_worker` (the defaults live in the settings table).
@@ -158,6 +161,8 @@ impl PreparedXdpWorker {
             rings,
             qbuf: vec![0; MAX_QUERY],
             tx_pending: false,
+            turns: 0,
+            stats_at: std::time::Instant::now(),
         };
         let rt = setup.settings.realtime_priority;
         let name = format!("kdns-xdp-{}-{}", setup.ifname, setup.queue);
@@ -245,6 +250,9 @@ struct XdpFront {
     qbuf: Vec<u8>,
     /// Frames still wait on the TX ring: the loop must not sleep.
     tx_pending: bool,
+    /// Turns so far (wraps), and when the socket's statistics were last read.
+    turns: u32,
+    stats_at: std::time::Instant,
 }
 
 /// The AF_XDP worker's loop: it spins while anything moves and sleeps in
@@ -300,6 +308,7 @@ impl XdpFront {
     /// Sleeps until the AF_XDP socket has frames, a backend socket or the
     /// control waker is ready (the epoll set, itself pollable), or `timeout`.
     fn sleep(&mut self, core: &mut Core, timeout: Duration) -> io::Result<()> {
+        self.copy_statistics(&core.io);
         let [_, ports_ready] = kdns_sys::poll::wait_readable([self.rings.fd(), core.poll_fd()], timeout)?;
         if ports_ready {
             // Consume the epoll set's ready list, or it stays readable, and
@@ -309,6 +318,22 @@ impl XdpFront {
             poll_backends(core)?;
         }
         Ok(())
+    }
+
+    /// Copies the socket's kernel statistics (XDP_STATISTICS) into the
+    /// worker's stats when the last copy is older than `XSK_STATS_EVERY`.
+    fn copy_statistics(&mut self, io: &IoStats) {
+        if self.stats_at.elapsed() < XSK_STATS_EVERY {
+            return;
+        }
+        self.stats_at = std::time::Instant::now();
+        if let Ok(s) = self.rings.statistics() {
+            io.xsk_rx_dropped.set(s.rx_dropped);
+            io.xsk_rx_ring_full.set(s.rx_ring_full);
+            io.xsk_fill_ring_empty.set(s.fill_ring_empty);
+            io.xsk_tx_ring_empty.set(s.tx_ring_empty);
+            io.xsk_invalid.set(s.rx_invalid + s.tx_invalid);
+        }
     }
 
     /// Answers a batch of queries from the RX ring.
@@ -417,6 +442,10 @@ impl FrontEnd for XdpFront {
         }
         self.tx_pending = f.pending;
         self.rings.refill(BATCH * 2);
+        self.turns = self.turns.wrapping_add(1);
+        if self.turns % 1024 == 0 {
+            self.copy_statistics(io);
+        }
     }
 }
 
