@@ -457,7 +457,7 @@ impl FrontEnd for XdpFront {
         self.tx_pending = f.pending;
         self.rings.refill(BATCH * 2);
         self.turns = self.turns.wrapping_add(1);
-        if self.turns % 1024 == 0 {
+        if self.turns.is_multiple_of(1024) {
             self.copy_statistics(io);
         }
     }
