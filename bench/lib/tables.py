@@ -246,7 +246,7 @@ def xdp_tier(rows, cost_q=None):
             out.append(f"| {k(q)} | " + " | ".join(rate_cell(by[(s, q)], q) if by.get((s, q)) else "-" for s in systems) + " |")
         out.append("")
         sat, keep, pr_sat = {}, {}, {}
-        out.append(f"| system | saturation replies/s | at offered | kept at 2x load (replies/s at offered) | per-round saturation | core us/reply at {k(cost_q)} |")
+        out.append(f"| system | saturation replies/s | at offered | kept at 2x load (replies/s at offered) | per-round saturation | CPU us/reply at {k(cost_q)}: process+NAPI; whole core |")
         out.append("|---|---:|---:|---:|---:|---:|")
         for s in systems:
             best = max(points(by, (s,), rates))
@@ -259,7 +259,8 @@ def xdp_tier(rows, cost_q=None):
             pr = [max(v) for v in (round_best(by, (s,), rates, rd) for rd in rounds) if v]
             pr_sat[s] = pr
             cr = by.get((s, cost_q), [])
-            cost = f"{med([float(r['us_per_reply_core']) for r in cr]):.2f}" if cr else "-"
+            cost = (f"{med([float(r['us_per_reply_proc_napi']) for r in cr]):.2f}; {med([float(r['us_per_reply_core']) for r in cr]):.2f}"
+                    if cr else "-")
             out.append(f"| {s} | {k(best[0])} | {k(best[1])} | **{100 * keep[s]:.0f}%** ({k(rep2)} at {k(q2)}{mark}) | "
                        f"{k(min(pr))}-{k(max(pr))} | {cost} |")
         out.append("")

@@ -30,6 +30,12 @@
 #      KDNS_XDP_TOML (extra config for every kdns system), REFLECTOR_ARGS,
 #      plus rig.sh's knobs. Needs what sweep.sh needs, and clang for xdptx.
 #
+# CPU: process (all threads) + the server end's NAPI thread per reply is
+# the server's own work (xdptx has no process: its NAPI thread is all of
+# it); the whole server core's busy time per reply also counts whatever
+# else ran there, over the generator's whole run (window_s: its start-up
+# and end included), so it reads high on a busy machine.
+#
 # Writes DIR/tier-TAG.csv (one line per run), DIR/tier-TAG.io.txt (per
 # run: the server and generator interface counters and, for kdns, the
 # kdns-ctl stats delta with the AF_XDP socket's ring statistics),
@@ -76,7 +82,7 @@ IO="$OUT/tier-$TAG.io.txt"
     echo "# knotd: $(knotd -V 2>&1 | head -1); kxdpgun: $(kxdpgun -V 2>&1 | head -1); livegen args: $LIVEGEN_ARGS"
     echo "# kernel $(uname -r); $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'); $(nproc) cores; server core $SRV_CORE, generator core $GEN_CORE; cost rate $COST"
     echo "# kdns-tier: '$TIER_TOML'; kdns-notier: '$NOTIER_TOML'; kdns-xdp-b: '$B_TOML' ${KDNS_B_BIN:+($KDNS_B_BIN)}; KDNS_XDP_TOML='${KDNS_XDP_TOML:-}' REFLECTOR_ARGS='${REFLECTOR_ARGS:-}'"
-    echo "round,generator,system,offered_qps,duration_s,sent,received,sent_qps,reply_qps,answered_pct,proc_cpu_s,napi_cpu_s,core_busy_s,us_per_reply_proc_napi,us_per_reply_core,srv_rx_dropped,gen_tx_dropped,srv_xdp_drops"
+    echo "round,generator,system,offered_qps,duration_s,sent,received,sent_qps,reply_qps,answered_pct,proc_cpu_s,napi_cpu_s,core_busy_s,us_per_reply_proc_napi,us_per_reply_core,srv_rx_dropped,gen_tx_dropped,srv_xdp_drops,window_s"
 } >"$CSV"
 
 # ifc SYSTEM -> "srv_rx_dropped gen_tx_dropped srv_xdp_drops" so far on the system's pair
@@ -114,7 +120,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 k0=$(core_busy_ticks "$SRV_CORE")
                 read -r i0a i0b i0c < <(ifc "$s")
                 is_kdns "$s" && "$KCTL" --socket "$RIG_DIR/$s.sock" stats --json >"$RIG_DIR/s0.json" 2>/dev/null
+                w0=$(date +%s%N)
                 read -r sent recv < <("gen_$g" "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt")
+                w1=$(date +%s%N)
                 c1=0
                 [[ -n $pid ]] && c1=$(cpu_ns "$pid")
                 n1=$(tid_cpu_ns "$np")
@@ -123,10 +131,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 n=$((n + 1))
                 line=$(awk -v round="$round" -v g="$g" -v s="$s" -v q="$q" -v d="$DUR" -v sent="$sent" -v recv="$recv" \
                     -v c=$((c1 - c0)) -v nn=$((n1 - n0)) -v k=$((k1 - k0)) -v tck="$TCK" \
-                    -v da=$((i1a - i0a)) -v db=$((i1b - i0b)) -v dc=$((i1c - i0c)) 'BEGIN {
-                        printf "%d,%s,%s,%d,%.3f,%d,%d,%.0f,%.0f,%.2f,%.3f,%.3f,%.3f,%.3f,%.3f,%d,%d,%d\n", round, g, s, q, d, sent, recv,
+                    -v da=$((i1a - i0a)) -v db=$((i1b - i0b)) -v dc=$((i1c - i0c)) -v w=$((w1 - w0)) 'BEGIN {
+                        printf "%d,%s,%s,%d,%.3f,%d,%d,%.0f,%.0f,%.2f,%.3f,%.3f,%.3f,%.3f,%.3f,%d,%d,%d,%.3f\n", round, g, s, q, d, sent, recv,
                             sent / d, recv / d, sent ? 100 * recv / sent : 0, c / 1e9, nn / 1e9, k / tck,
-                            recv ? (c + nn) / 1e3 / recv : 0, recv ? k / tck * 1e6 / recv : 0, da, db, dc
+                            recv ? (c + nn) / 1e3 / recv : 0, recv ? k / tck * 1e6 / recv : 0, da, db, dc, w / 1e9
                     }')
                 echo "$line" >>"$CSV"
                 awk -F, -v n="$n" -v t="$total_runs" '{printf "[%d/%d] round %s %-7s %-11s offered %7d: sent %7.0f/s replies %7.0f/s (%6.2f%%) core %.2f us/reply; srv rx_dropped %d gen tx_dropped %d xdp drops %d\n", n, t, $1, $2, $3, $4, $8, $9, $10, $15, $16, $17, $18}' <<<"$line" >&2
