@@ -16,6 +16,8 @@ KIND (the script that writes the files):
     xdp-cost CSV...        bench/xdp/cost.sh
     xdp-latency CSV...     bench/xdp/latency.sh
     xdp-lookup CSV...      bench/xdp/lookup.sh
+    xdp-tier CSV...        bench/xdp/tier.sh (cost rate: the CSV header's)
+    xdp-tier-plot CSV PNG  its figure
     records-rig CSV...     bench/records/rig.sh
     docker-dnsperf CSV     bench/docker/dnsperf.sh
     docker-churn CSV       bench/docker/churn.sh
@@ -45,6 +47,8 @@ KINDS = {
     "xdp-cost": lambda p: tables.xdp_cost(load(p)),
     "xdp-latency": lambda p: tables.xdp_latency(load(p)),
     "xdp-lookup": lambda p: tables.plain(load(p)),
+    "xdp-tier": lambda p: tables.xdp_tier(load(p), tier_cost(p[0])),
+    "xdp-tier-plot": lambda p: plots.tier_figure(load(p[:1]), p[1]) or f"wrote {p[1]}",
     "records-rig": lambda p: tables.records_rig(load(p)),
     "docker-dnsperf": lambda p: tables.docker_dnsperf(load(p[:1]), p[0]),
     "docker-churn": lambda p: tables.docker_churn(load(p[:1]), p[0]),
@@ -56,10 +60,19 @@ KINDS = {
 BY_RUN = {
     ("peers", "sweep-"): "peers-sweep", ("peers", "miss-"): "peers-miss", ("peers", "profile-"): "peers-profile",
     ("xdp", "sweep-"): "xdp-sweep", ("xdp", "cost-"): "xdp-cost", ("xdp", "latency-"): "xdp-latency",
-    ("xdp", "lookup-"): "xdp-lookup", ("records", "rig-"): "records-rig",
+    ("xdp", "lookup-"): "xdp-lookup", ("xdp", "tier-"): "xdp-tier", ("records", "rig-"): "records-rig",
     ("docker", "dnsperf-"): "docker-dnsperf", ("docker", "churn-"): "docker-churn",
     ("restarts", "restarts-"): "restarts",
 }
+
+
+def tier_cost(path):
+    """The cost rate written in a tier.sh CSV's header ('cost rate N')."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#") and "cost rate " in line:
+                return int(line.rsplit("cost rate ", 1)[1].split()[0])
+    return None
 
 
 def run_kind(bench, run):

@@ -188,6 +188,19 @@ pub struct IoStats {
     /// Scheduling the worker got: 0 not known yet, 1 normal (not asked, or
     /// refused), 1 + p SCHED_FIFO at priority p.
     pub sched: Gauge,
+    /// AF_XDP only: the kernel's statistics of the worker's socket
+    /// (getsockopt XDP_STATISTICS), copied by the worker about once a
+    /// second and when it goes to sleep. Frames the kernel dropped for
+    /// reasons other than a full RX ring or an empty fill ring.
+    pub xsk_rx_dropped: Gauge,
+    /// Frames dropped because the socket's RX ring was full.
+    pub xsk_rx_ring_full: Gauge,
+    /// Times a frame arrived and the fill ring had no frame for it.
+    pub xsk_fill_ring_empty: Gauge,
+    /// Times the kernel found the TX ring empty when asked to send.
+    pub xsk_tx_ring_empty: Gauge,
+    /// Invalid descriptors (RX and TX).
+    pub xsk_invalid: Gauge,
 }
 
 impl IoStats {

@@ -24,7 +24,7 @@ except ImportError:  # named in the error, not at import time of the tables
     plt = None
 
 COLORS = {"kdns": "C0", "kdns-xdp": "C0", "reflector": "C7", "knot-xdp": "C2", "unbound": "C1", "dnsdist": "C3",
-          "kdns-udp": "C4", "kdns-n": "C9"}
+          "kdns-udp": "C4", "kdns-n": "C9", "kdns-tier": "C0", "kdns-notier": "C9", "kdns-xdp-b": "C4", "xdptx": "C5"}
 PERCENTILES = [("p50_ms", 0.5), ("p90_ms", 0.9), ("p99_ms", 0.99), ("p999_ms", 0.999)]
 
 
@@ -68,6 +68,13 @@ def rate_figure(panels, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def tier_figure(rows, path):
+    """bench/xdp/tier.sh: one rate panel per generator."""
+    gens = sorted({r["generator"] for r in rows}, key=lambda x: (x != "kxdpgun", x))
+    systems = ["kdns-tier", "kdns-notier", "kdns-xdp", "kdns-xdp-b", "knot-xdp", "xdptx", "reflector"]
+    rate_figure([([r for r in rows if r["generator"] == g], systems, f"Cache hits, {g}") for g in gens], path)
 
 
 def latency_figure(panels, path):

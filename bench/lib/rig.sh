@@ -494,10 +494,18 @@ sys_start() {
 # kdns_start NAME BINARY ARGS...: kdns in the server ns (core, nice) with
 # the control socket $RIG_DIR/NAME.sock
 kdns_start() {
-    local name=$1
+    local name=$1 bin=$2 own=()
     shift
     rm -f "$RIG_DIR/$name.sock"
-    _spawn "$name" "$@" --control-socket "$RIG_DIR/$name.sock"
+    # builds with a handover socket, cache dump and state file get their
+    # own in $RIG_DIR: two kdns in one run must not see each other as a
+    # running instance (nor share /var/lib/kdns with the host)
+    local h
+    h=$("$bin" --help 2>/dev/null)
+    [[ $h == *--handover-socket* ]] && own+=(--handover-socket "$RIG_DIR/$name.handover")
+    [[ $h == *--cache-dump* ]] && own+=(--cache-dump "$RIG_DIR/$name.dump")
+    [[ $h == *--state-file* ]] && own+=(--state-file "$RIG_DIR/$name.state")
+    _spawn "$name" "$@" "${own[@]}" --control-socket "$RIG_DIR/$name.sock"
 }
 
 # sys_stop NAME: stop one process started by _spawn (a system or a backend)

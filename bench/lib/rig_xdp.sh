@@ -8,6 +8,12 @@
 #   x1g<pid>   10.78.1.2   <-- pair 1 ---->  x1s<pid>   10.78.1.1        kdns --io xdp
 #   x2g<pid>   10.78.2.2   <-- pair 2 ---->  x2s<pid>   10.78.2.1        knotd (xdp: listen x2s<pid>)
 #   x3g<pid>   10.78.3.2   <-- pair 3 ---->  x3s<pid>   10.78.3.1        kdns-reflector
+#   x4g<pid>   10.78.4.2   <-- pair 4 ---->  x4s<pid>   10.78.4.1        xdptx (XDP_TX reflector, no process)
+#   x5g<pid>   10.78.5.2   <-- pair 5 ---->  x5s<pid>   10.78.5.1        kdns-xdp-b (a second kdns build)
+#   x6g<pid>   10.78.6.2   <-- pair 6 ---->  x6s<pid>   10.78.6.1        kdns-notier (kdns, another config)
+#
+# kdns-tier is kdns-xdp (pair 1) under another name. A script creates only
+# the pairs of the systems it runs (xpairs_for).
 #
 # Packet steering on the extra pairs, as a NIC's interrupt steering would put
 # it: both ends get GRO on (which gives veth a NAPI instance even without
@@ -55,12 +61,37 @@ xpair_add() {
 }
 
 # The pair of each AF_XDP system. kdns-xdp-b is a second kdns build
-# (KDNS_B_BIN) for an interleaved A/B of two builds; it takes Knot's pair, so
-# the two do not run together.
-declare -A XSYS_PAIR=([kdns-xdp]=1 [knot-xdp]=2 [kdns-xdp-b]=2 [reflector]=3)
+# (KDNS_B_BIN) for an interleaved A/B of two builds. kdns-tier and
+# kdns-notier are kdns with two configurations (KDNS_TOML_OF[system], e.g.
+# `[xdp] answer_tier = true|false`; bench/xdp/tier.sh); kdns-tier shares
+# kdns-xdp's pair, so those two do not run together. xdptx is the XDP_TX
+# reflector (bench/xdp/xdptx.bpf.c): no process, the answer is written in
+# the XDP program.
+declare -A XSYS_PAIR=([kdns-xdp]=1 [kdns-tier]=1 [knot-xdp]=2 [reflector]=3 [xdptx]=4 [kdns-xdp-b]=5 [kdns-notier]=6)
 # Every system's address (AF_XDP ones on their pair, socket ones on the main pair).
-declare -A ADDR_OF=([kdns-xdp]=10.78.1.1 [knot-xdp]=10.78.2.1 [kdns-xdp-b]=10.78.2.1 [reflector]=10.78.3.1
+declare -A ADDR_OF=([kdns-xdp]=10.78.1.1 [kdns-tier]=10.78.1.1 [knot-xdp]=10.78.2.1 [reflector]=10.78.3.1
+    [xdptx]=10.78.4.1 [kdns-xdp-b]=10.78.5.1 [kdns-notier]=10.78.6.1
     [kdns-udp]=10.77.0.1 [unbound]=10.77.0.3 [dnsdist]=10.77.0.4)
+# Extra kdns config per kdns system (TOML, \n for newlines); KDNS_XDP_TOML
+# is the default for all of them.
+declare -A KDNS_TOML_OF=()
+
+# xpairs_for SYSTEM...: create the veth pairs those systems need (once each)
+xpairs_for() {
+    local s i
+    for s in "$@"; do
+        i=${XSYS_PAIR[$s]:-}
+        [[ -n $i && " ${XP_IDX[*]} " != *" $i "* ]] && xpair_add "$i"
+    done
+    return 0
+}
+
+# xdptx_obj: build the XDP_TX reflector into $RIG_DIR/xdptx.o (once)
+xdptx_obj() {
+    [[ -s $RIG_DIR/xdptx.o ]] && return 0
+    clang -O2 -g -Wall -target bpf -I/usr/include/x86_64-linux-gnu -c "$BENCH_DIR/xdp/xdptx.bpf.c" -o "$RIG_DIR/xdptx.o" ||
+        die "cannot build bench/xdp/xdptx.bpf.c (Debian clang libbpf-dev)"
+}
 
 # xdp_off IFNAME: remove any XDP program attached by netlink (Knot's,
 # kxdpgun's, a crashed run's) from IFNAME in the server namespace.
@@ -122,7 +153,7 @@ xsys_start() {
     local ifs=${XP_IF_S[$i]}
     xdp_off "$ifs"
     case $s in
-    kdns-xdp | kdns-xdp-b)
+    kdns-xdp | kdns-xdp-b | kdns-tier | kdns-notier)
         backend_start be5301 5301
         local bin=$KDNS
         if [[ $s == kdns-xdp-b ]]; then
@@ -131,11 +162,11 @@ xsys_start() {
             cp "$KDNS_B_BIN" "$bin"
             log "kdns-xdp-b: $("$bin" --version 2>/dev/null | head -1), sha256 $(sha256sum "$bin" | cut -c1-12)"
         fi
-        local conf=()
-        if [[ -n ${KDNS_XDP_TOML:-} ]]; then
-            printf '%b\n' "$KDNS_XDP_TOML" >"$RIG_DIR/kdns-xdp.toml"
-            conf=(--config "$RIG_DIR/kdns-xdp.toml")
-            log "kdns-xdp config: $(tr '\n' ' ' <"$RIG_DIR/kdns-xdp.toml")"
+        local conf=() toml=${KDNS_TOML_OF[$s]:-${KDNS_XDP_TOML:-}}
+        if [[ -n $toml ]]; then
+            printf '%b\n' "$toml" >"$RIG_DIR/$s.toml"
+            conf=(--config "$RIG_DIR/$s.toml")
+            log "$s config: $(tr '\n' ' ' <"$RIG_DIR/$s.toml")"
         fi
         kdns_start "$s" "$bin" "${conf[@]}" --io xdp --listen "$a:53" --backend 127.0.0.1:5301 --workers 1 \
             --allow 10.78.0.0/16 --allow 10.77.0.0/24 --log-level info
@@ -148,8 +179,27 @@ xsys_start() {
         [[ -x $REFLECTOR ]] || die "reflector not built: cargo build --release -p kdns-bench --bin reflector"
         _spawn reflector "$REFLECTOR" --iface "$ifs" --addr "$a" ${REFLECTOR_ARGS:-}
         ;;
+    xdptx)
+        # veth flushes XDP_TX frames to the peer only when the peer has an
+        # XDP program (kxdpgun's and livegen's have one; dig has none), so
+        # the check is that the program is attached, not a dig
+        xdptx_obj
+        in_srv ip link set dev "$ifs" xdpdrv obj "$RIG_DIR/xdptx.o" sec xdp 2>>"$RIG_DIR/xdptx.log" ||
+            die "cannot attach the XDP_TX reflector to $ifs (see $RIG_DIR/xdptx.log)"
+        in_srv ip -d link show dev "$ifs" | grep -o 'prog/xdp id [0-9]* name [a-z]*' >>"$RIG_DIR/xdptx.log"
+        return 0
+        ;;
     esac
     wait_answer "$a" 53 n0.bench.test || die "$s does not answer on $a:53 (see $RIG_DIR/$s.log)"
+}
+
+# xsys_alive SYSTEM: exit unless the system still runs (xdptx: its program is attached)
+xsys_alive() {
+    if [[ $1 == xdptx ]]; then
+        in_srv ip -d link show dev "${XP_IF_S[${XSYS_PAIR[xdptx]}]}" | grep -q 'prog/xdp' || die "the XDP_TX reflector is no longer attached"
+        return 0
+    fi
+    sys_alive "$1"
 }
 
 # xsys_stop SYSTEM

@@ -9,7 +9,7 @@ from collections import defaultdict
 from results import fnum, k, med
 
 PEERS = ["kdns", "unbound", "dnsdist"]
-XDP = ["kdns-xdp", "kdns-xdp-b", "reflector", "knot-xdp", "unbound", "dnsdist", "kdns-udp"]
+XDP = ["kdns-xdp", "kdns-xdp-b", "reflector", "xdptx", "knot-xdp", "unbound", "dnsdist", "kdns-udp"]
 
 
 def by_key(rows, *cols):
@@ -216,6 +216,64 @@ def xdp_sweep(rows):
             f"{k(rep2)} replies/s = **{100 * share:.0f}%** of its capacity; target >= 90%: {'met' if share >= 0.9 else 'MISSED'}"
         )
     out.append("")
+    return "\n".join(out)
+
+
+TIER = ["kdns-tier", "kdns-notier", "kdns-xdp", "kdns-xdp-b", "knot-xdp", "xdptx", "reflector"]
+
+
+def xdp_tier(rows, cost_q=None):
+    """bench/xdp/tier.sh: per generator, the reply rate per offered rate,
+    each system's saturation (the highest median reply rate), the share of
+    it kept at twice the offered load that reached it (the lowest measured
+    rate >= 2x; the highest one, marked, if none is), the server core's
+    busy time per reply at the cost rate, and the ratios of the kdns
+    systems to the peers, on the medians and per round."""
+    out = []
+    if cost_q is None:
+        cost_q = min(int(r["offered_qps"]) for r in rows)
+    for g in sorted({r["generator"] for r in rows}, key=lambda x: (x != "kxdpgun", x)):
+        gr = [r for r in rows if r["generator"] == g]
+        by, failed = by_key(gr, "system", "offered_qps")
+        systems = [s for s in TIER if any(s == ss for ss, _ in by)]
+        rates = sorted({q for _, q in by})
+        rounds = sorted({int(r["round"]) for r in gr if int(r["sent"]) > 0})
+        out.append(f"### {g}: {len(rounds)} rounds, {len(rates)} rates; medians over rounds, [min-max] over rounds"
+                   + (f"; {len(failed)} run(s) where the generator did not start left out" if failed else "") + "\n")
+        out.append("| offered | " + " | ".join(systems) + " |")
+        out.append("|---:|" + "---:|" * len(systems))
+        for q in rates:
+            out.append(f"| {k(q)} | " + " | ".join(rate_cell(by[(s, q)], q) if by.get((s, q)) else "-" for s in systems) + " |")
+        out.append("")
+        sat, keep, pr_sat = {}, {}, {}
+        out.append(f"| system | saturation replies/s | at offered | kept at 2x load (replies/s at offered) | per-round saturation | CPU us/reply at {k(cost_q)}: process+NAPI; whole core |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        for s in systems:
+            best = max(points(by, (s,), rates))
+            sat[s] = best[0]
+            over = [q for q in rates if q >= 2 * best[1]]
+            q2 = over[0] if over else rates[-1]
+            rep2 = med([float(r["reply_qps"]) for r in by.get((s, q2), [])] or [0])
+            keep[s] = rep2 / best[0] if best[0] else 0
+            mark = "" if over else " (below 2x)"
+            pr = [max(v) for v in (round_best(by, (s,), rates, rd) for rd in rounds) if v]
+            pr_sat[s] = pr
+            cr = by.get((s, cost_q), [])
+            cost = (f"{med([float(r['us_per_reply_proc_napi']) for r in cr]):.2f}; {med([float(r['us_per_reply_core']) for r in cr]):.2f}"
+                    if cr else "-")
+            out.append(f"| {s} | {k(best[0])} | {k(best[1])} | **{100 * keep[s]:.0f}%** ({k(rep2)} at {k(q2)}{mark}) | "
+                       f"{k(min(pr))}-{k(max(pr))} | {cost} |")
+        out.append("")
+        for a in [s for s in systems if s.startswith("kdns")]:
+            parts = []
+            for b in ("knot-xdp", "xdptx", "reflector", "kdns-xdp-b", "kdns-notier"):
+                if b == a or b not in sat or not sat[b]:
+                    continue
+                rr = [x / y for x, y in zip(pr_sat[a], pr_sat[b]) if y]
+                parts.append(f"/ {b} **{sat[a] / sat[b]:.2f}x**" + (f" (per round {min(rr):.2f}-{max(rr):.2f})" if rr else ""))
+            if parts:
+                out.append(f"- {a} saturation " + "; ".join(parts))
+        out.append("")
     return "\n".join(out)
 
 

@@ -23,7 +23,7 @@ try:
 except Exception as e:  # a missing snapshot: say so, do not fail the run
     print(f"{sys.argv[3] if len(sys.argv) > 3 else ''} (no stats: {e})")
     sys.exit(0)
-keep = ("rx", "tx", "error", "drop", "redirect", "passed", "malformed", "hit", "miss", "oversized")
+keep = ("rx", "tx", "error", "drop", "redirect", "passed", "malformed", "hit", "miss", "oversized", "xsk_")
 out = []
 for k, v in b.items():
     d = v - a.get(k, 0)

@@ -14,8 +14,9 @@
 #                   "50000 100000 150000 200000 250000 300000 400000 500000
 #                    600000 700000 800000 1000000 1200000 1400000")
 #     -s "SYSTEMS"  subset of "kdns-xdp knot-xdp unbound dnsdist reflector";
-#                   kdns-xdp-b (instead of knot-xdp) is a second kdns build,
-#                   KDNS_B_BIN, for an interleaved A/B of two builds
+#                   also xdptx (the XDP_TX reflector, bench/xdp/xdptx.bpf.c)
+#                   and kdns-xdp-b, a second kdns build (KDNS_B_BIN) on its
+#                   own pair, for an interleaved A/B of two builds
 #     -o DIR        results directory (default bench/results/xdp/sweep-TAG)
 #     -t TAG        file name tag (default: date-time)
 #     -g GEN        generator: kxdpgun (default) or livegen (LIVEGEN=binary,
@@ -43,11 +44,10 @@ rig_opts "r=ROUNDS d=DUR k=RATES s=SYSTEMS g=GEN o=OUT t=TAG W:RIG_NO_WAIT=1" "$
 [[ $GEN == kxdpgun || $GEN == livegen ]] || die "-g: kxdpgun or livegen, not $GEN"
 rig_out xdp sweep
 read -r -a SYS <<<"$SYSTEMS"
-[[ " $SYSTEMS " == *" knot-xdp "* && " $SYSTEMS " == *" kdns-xdp-b "* ]] && die "knot-xdp and kdns-xdp-b share a veth pair: choose one"
 [[ " $SYSTEMS " == *" knot-xdp "* ]] && knotd_path
 rig_up
 [[ " $SYSTEMS " == *" reflector "* ]] && rig_reflector MUST=1
-for i in 1 2 3; do xpair_add "$i"; done
+xpairs_for "${SYS[@]}"
 rig_queries "$RIG_DIR/hit.txt" 1000 n
 for s in "${SYS[@]}"; do xsys_start "$s"; done
 log "systems up: $(for s in "${SYS[@]}"; do printf '%s=%s ' "$s" "${ADDR_OF[$s]}"; done)"
@@ -64,18 +64,20 @@ TCK=$(getconf CLK_TCK)
 n=0
 for ((round = 1; round <= ROUNDS; round++)); do
     rig_rotation "$round"
-    for s in "${ORDER[@]}"; do warm "${ADDR_OF[$s]}" "$RIG_DIR/hit.txt"; done
+    for s in "${ORDER[@]}"; do [[ $s == xdptx ]] || warm "${ADDR_OF[$s]}" "$RIG_DIR/hit.txt"; done
     for q in $RATES; do
         for s in "${ORDER[@]}"; do
-            sys_alive "$s"
-            pid=${SYS_PIDS[$s]}
+            xsys_alive "$s"
+            pid=${SYS_PIDS[$s]:-}
             np=$(napi_srv_pid "$s")
-            c0=$(cpu_ns "$pid")
+            c0=0
+            [[ -n $pid ]] && c0=$(cpu_ns "$pid")
             n0=0
             [[ -n $np ]] && n0=$(tid_cpu_ns "$np")
             k0=$(core_busy_ticks "$SRV_CORE")
             read -r sent recv < <("gen_$GEN" "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt")
-            c1=$(cpu_ns "$pid")
+            c1=0
+            [[ -n $pid ]] && c1=$(cpu_ns "$pid")
             n1=0
             [[ -n $np ]] && n1=$(tid_cpu_ns "$np")
             k1=$(core_busy_ticks "$SRV_CORE")

@@ -285,6 +285,17 @@ summed! {
         pub rx_oversized: u64,
         /// Frames that did not parse or could not be turned around (AF_XDP).
         pub frame_errors: u64,
+        /// AF_XDP socket (kernel statistics): frames dropped for other
+        /// reasons than a full RX ring or an empty fill ring.
+        pub xsk_rx_dropped: u64,
+        /// AF_XDP socket: frames dropped because the RX ring was full.
+        pub xsk_rx_ring_full: u64,
+        /// AF_XDP socket: frames that found the fill ring empty.
+        pub xsk_fill_ring_empty: u64,
+        /// AF_XDP socket: times the kernel found the TX ring empty.
+        pub xsk_tx_ring_empty: u64,
+        /// AF_XDP socket: invalid RX and TX descriptors.
+        pub xsk_invalid: u64,
     }
 }
 

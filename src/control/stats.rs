@@ -123,6 +123,11 @@ fn read(w: &WorkerHandle, in_flight: Option<usize>) -> Counters {
             tier_cold: g(&io.tier_cold),
             rx_oversized: g(&io.rx_oversized),
             frame_errors: g(&io.frame_errors),
+            xsk_rx_dropped: io.xsk_rx_dropped.get(),
+            xsk_rx_ring_full: io.xsk_rx_ring_full.get(),
+            xsk_fill_ring_empty: io.xsk_fill_ring_empty.get(),
+            xsk_tx_ring_empty: io.xsk_tx_ring_empty.get(),
+            xsk_invalid: io.xsk_invalid.get(),
         },
     }
 }

@@ -50,6 +50,20 @@ const BATCH: usize = 64;
 /// mode sends at most 32 frames per kick): enough for four full RX batches.
 const MAX_KICKS: u32 = 8;
 const MAX_QUERY: usize = 1500;
+/// Empty turns before sleeping in poll(), at normal priority: they catch
+/// frames that arrive meanwhile without a wake-up.
+const IDLE_TURNS: u32 = 16;
+/// The same for a real-time (SCHED_FIFO) worker: none. Its queue's receive
+/// path (NAPI: the XDP program and, in copy mode, the copy into the UMEM)
+/// runs on the same core at normal priority, so while the worker spins
+/// nothing new can arrive: every empty turn only keeps the receive path
+/// off the core while frames wait in the device ring (with bursty
+/// arrivals, until that ring overflows). A real-time worker's wake-up is
+/// immediate, so sleeping at once costs it no latency.
+const IDLE_TURNS_REALTIME: u32 = 0;
+/// How often the socket's kernel statistics are copied into the worker's
+/// stats (checked every 1024 turns and before sleeping).
+const XSK_STATS_EVERY: Duration = Duration::from_millis(100);
 
 /// Ring and frame sizes, and how the worker waits: built from `[xdp]` by
 /// `Settings::xdp_worker` (the defaults live in the settings table).
@@ -168,6 +182,8 @@ impl PreparedXdpWorker {
             qbuf: vec![0; MAX_QUERY],
             tx_pending: false,
             tier,
+            turns: 0,
+            stats_at: std::time::Instant::now(),
         };
         let rt = setup.settings.realtime_priority;
         let name = format!("kdns-xdp-{}-{}", setup.ifname, setup.queue);
@@ -257,6 +273,9 @@ struct XdpFront {
     tx_pending: bool,
     /// The in-kernel tier (when on).
     tier: Option<Tier>,
+    /// Turns so far (wraps), and when the socket's statistics were last read.
+    turns: u32,
+    stats_at: std::time::Instant,
 }
 
 /// The AF_XDP worker's loop: it spins while anything moves and sleeps in
@@ -264,6 +283,8 @@ struct XdpFront {
 fn run(mut core: Core, mut front: XdpFront) {
     tracing::debug!(worker = core.id, ifname = %front.ifname, queue = front.queue, "AF_XDP worker running");
     let mut idle_turns = 0u32;
+    // `sched` is 1 + the SCHED_FIFO priority once set (1: normal).
+    let idle_max = if core.io.sched.get() > 1 { IDLE_TURNS_REALTIME } else { IDLE_TURNS };
     loop {
         let mut moved = front.rings.reap_completions();
         if !core.stopping() {
@@ -295,9 +316,10 @@ fn run(mut core: Core, mut front: XdpFront) {
             idle_turns = 0;
             continue;
         }
-        // A few empty turns before sleeping keep latency low under load.
+        // A few empty turns before sleeping keep latency low under load
+        // (none for a real-time worker: see IDLE_TURNS_REALTIME).
         idle_turns += 1;
-        if idle_turns < 16 {
+        if idle_turns < idle_max {
             continue;
         }
         let timeout = core.timeout(Duration::from_millis(500));
@@ -319,6 +341,7 @@ impl XdpFront {
     /// Sleeps until the AF_XDP socket has frames, a backend socket or the
     /// control waker is ready (the epoll set, itself pollable), or `timeout`.
     fn sleep(&mut self, core: &mut Core, timeout: Duration) -> io::Result<()> {
+        self.copy_statistics(&core.io);
         let [_, ports_ready] = kdns_sys::poll::wait_readable([self.rings.fd(), core.poll_fd()], timeout)?;
         if ports_ready {
             // Consume the epoll set's ready list, or it stays readable, and
@@ -328,6 +351,22 @@ impl XdpFront {
             poll_backends(core)?;
         }
         Ok(())
+    }
+
+    /// Copies the socket's kernel statistics (XDP_STATISTICS) into the
+    /// worker's stats when the last copy is older than `XSK_STATS_EVERY`.
+    fn copy_statistics(&mut self, io: &IoStats) {
+        if self.stats_at.elapsed() < XSK_STATS_EVERY {
+            return;
+        }
+        self.stats_at = std::time::Instant::now();
+        if let Ok(s) = self.rings.statistics() {
+            io.xsk_rx_dropped.set(s.rx_dropped);
+            io.xsk_rx_ring_full.set(s.rx_ring_full);
+            io.xsk_fill_ring_empty.set(s.fill_ring_empty);
+            io.xsk_tx_ring_empty.set(s.tx_ring_empty);
+            io.xsk_invalid.set(s.rx_invalid + s.tx_invalid);
+        }
     }
 
     /// Answers a batch of queries from the RX ring.
@@ -436,6 +475,10 @@ impl FrontEnd for XdpFront {
         }
         self.tx_pending = f.pending;
         self.rings.refill(BATCH * 2);
+        self.turns = self.turns.wrapping_add(1);
+        if self.turns.is_multiple_of(1024) {
+            self.copy_statistics(io);
+        }
     }
 }
 

@@ -39,7 +39,9 @@
 //!   (`XskRings::flush_tx`, as kdns); used and free frames -> fill ring,
 //!   with its wakeup when the kernel asks for it; after 16 empty turns it
 //!   sleeps in `poll()` (`--spin N` to change that, `--busy-poll`: never).
-//!   kdns' worker has the same batch, ring sizes, TX kicks and 16-turn spin.
+//!   kdns' worker has the same batch, ring sizes, TX kicks and 16-turn spin
+//!   (at normal priority; a real-time kdns worker sleeps at its first empty
+//!   turn, which is `--realtime N --spin 0` here).
 //!
 //! It answers any query on the address with the same A record; it is a
 //! benchmark tool, not a server.
