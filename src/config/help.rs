@@ -57,8 +57,8 @@ AF_XDP:
     cache drops them, before the next batch; the reply is the worker's,
     TTLs counted down by the kernel clock, never past the entry's expiry.
     XDP_TX frames reach a veth's peer only when the peer runs an XDP
-    program; a worker that sees the driver count failed XDP_TX sends turns
-    the tier off for its queue and logs it.
+    program; a worker whose driver failed every XDP_TX send for a second
+    turns the tier off for its queue and logs it.
 
 ONE CLIENT CANNOT TAKE DNS DOWN:
     A try waits for its backend's own retransmission timeout (smoothed RTT

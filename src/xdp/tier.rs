@@ -43,29 +43,29 @@ pub struct Tier {
     entry: Box<KernelEntry>,
     ttls: Vec<(u16, u32)>,
     next_sweep: Timestamp,
-    /// The interface, whose driver counts failed XDP_TX sends.
+    /// The interface, whose driver counts XDP_TX sends.
     ifname: String,
-    /// Those failures when the tier started (`None`: the driver has no
-    /// such counter).
-    tx_errors: Option<u64>,
+    /// Its XDP_TX sends (sent, failed) at the last sweep (`None`: the
+    /// driver does not count both).
+    tx_counts: Option<(u64, u64)>,
     /// The interface cannot send what the tier answers: off for good.
     off: bool,
 }
 
-/// The driver's count of XDP_TX frames it could not send (veth:
-/// `rx_queue_N_xdp_tx_errors`; other drivers name theirs `..._xdp_tx_err...`
-/// too), summed over queues; `None` if it has none.
-fn xdp_tx_errors(ifname: &str) -> Option<u64> {
+/// The driver's counts of XDP_TX frames sent and not sent (veth:
+/// `rx_queue_N_xdp_tx` and `rx_queue_N_xdp_tx_errors`, summed over
+/// queues); `None` unless it has both.
+fn xdp_tx_counts(ifname: &str) -> Option<(u64, u64)> {
     let stats = kdns_sys::ethtool::driver_stats(ifname).ok()?;
-    let mut found = false;
-    let mut sum = 0u64;
+    let (mut sent, mut failed) = (None::<u64>, None::<u64>);
     for (name, v) in stats {
-        if name.contains("xdp_tx_err") {
-            found = true;
-            sum = sum.wrapping_add(v);
+        if name.ends_with("xdp_tx") {
+            sent = Some(sent.unwrap_or(0).wrapping_add(v));
+        } else if name.ends_with("xdp_tx_errors") {
+            failed = Some(failed.unwrap_or(0).wrapping_add(v));
         }
     }
-    found.then_some(sum)
+    sent.zip(failed)
 }
 
 impl Tier {
@@ -87,7 +87,7 @@ impl Tier {
             ttls: Vec::with_capacity(kdns_core::cache::KERNEL_TTLS_MAX),
             next_sweep: now + SWEEP_EVERY,
             ifname: ifname.to_string(),
-            tx_errors: xdp_tx_errors(ifname),
+            tx_counts: xdp_tx_counts(ifname),
             off: false,
         }
     }
@@ -127,7 +127,7 @@ impl Tier {
         }
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
-            if self.sends_fail() {
+            if self.nothing_sent() {
                 self.turn_off(engine);
                 IoStats::set(&io.tier_entries, 0);
                 return true;
@@ -164,14 +164,18 @@ impl Tier {
         }
     }
 
-    /// Whether the driver counted XDP_TX failures since the tier started:
-    /// then clients do not get what the kernel answers (a veth whose peer
-    /// runs no NAPI drops every such frame).
-    fn sends_fail(&self) -> bool {
-        match (self.tx_errors, xdp_tx_errors(&self.ifname)) {
-            (Some(before), Some(now)) => now > before,
+    /// Whether, since the last sweep, the driver failed XDP_TX sends and
+    /// sent none: then clients get nothing the kernel answers (a veth whose
+    /// peer runs no NAPI fails every one). Some failures among sends are
+    /// an overloaded peer (its ring full), not a reason to stop.
+    fn nothing_sent(&mut self) -> bool {
+        let now = xdp_tx_counts(&self.ifname);
+        let verdict = match (self.tx_counts, now) {
+            (Some((sent0, failed0)), Some((sent1, failed1))) => failed1 > failed0 && sent1 == sent0,
             _ => false,
-        }
+        };
+        self.tx_counts = now;
+        verdict
     }
 
     /// Empties this queue's part of the map for good and gives the
@@ -184,7 +188,7 @@ impl Tier {
         self.promoted.clear();
         engine.cache_mut().disable_kernel_tier();
         tracing::warn!(
-            "{} queue {}: the driver counts XDP_TX sends that failed, so clients do not get the in-kernel tier's answers (a veth whose peer runs no XDP program drops them): the tier is off on this queue, the worker answers every query",
+            "{} queue {}: the driver failed every XDP_TX send for a second, so clients do not get the in-kernel tier's answers (a veth whose peer runs no XDP program drops them): the tier is off on this queue, the worker answers every query",
             self.ifname,
             self.queue
         );
