@@ -68,22 +68,6 @@ fn check_attached(lab: &Lab) {
     assert_eq!(mode, "xdp", "kdns's program on {ifname} is attached in mode {mode}, not native: {prog}");
 }
 
-/// Sum of counter `key` of the XDP program over every interface and queue.
-fn xdp_total(st: &Value, key: &str) -> u64 {
-    xdp_queues(st).iter().map(|(_, q)| q[key].as_u64().unwrap_or(0)).sum()
-}
-
-/// `(queue, counters)` of every queue of every interface in `stats.xdp`.
-fn xdp_queues(st: &Value) -> Vec<(u64, Value)> {
-    st["xdp"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|i| i["queues"].as_array().cloned().unwrap_or_default())
-        .map(|q| (q["queue"].as_u64().unwrap_or(u64::MAX), q))
-        .collect()
-}
-
 /// Counter `key` of queue `queue` (summed over interfaces).
 fn xdp_queue(st: &Value, queue: u64, key: &str) -> u64 {
     xdp_queues(st).iter().filter(|(n, _)| *n == queue).map(|(_, q)| q[key].as_u64().unwrap_or(0)).sum()

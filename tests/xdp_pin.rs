@@ -37,11 +37,6 @@ fn num(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v:#}"))
 }
 
-/// Sum of counter `key` of the XDP program over every queue.
-fn xdp_total(st: &Value, key: &str) -> u64 {
-    st["xdp"].as_array().into_iter().flatten().flat_map(|i| i["queues"].as_array().cloned().unwrap_or_default()).map(|q| num(&q, key)).sum()
-}
-
 /// A UDP socket of the test's on `addr` in the server namespace answers
 /// one query with REFUSED (kdns never answers REFUSED to the lab's
 /// client): a REFUSED dig shows the query went to the kernel's socket.

@@ -52,15 +52,15 @@ fn query(id: u16, name: &str, qtype: Rtype, edns: Option<(u16, bool)>) -> Vec<u8
     out[..len].to_vec()
 }
 
-/// The XDP program's `key` summed over queues.
-fn xdp_sum(st: &Value, key: &str) -> u64 {
-    st["xdp"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|i| i["queues"].as_array().cloned().unwrap_or_default())
-        .map(|q| q[key].as_u64().unwrap_or(0))
-        .sum()
+/// A UDP socket in the client namespace and kdns's IPv4 address.
+fn client_v4(lab: &Lab) -> (UdpSocket, SocketAddr) {
+    let to = format!("{}:53", lab.link.server_v4()).parse().unwrap();
+    (lab.client.udp_socket("0.0.0.0:0".parse().unwrap()), to)
+}
+
+/// `totals.io.<key>` of a stats document (summed over workers).
+fn io_total(st: &Value, key: &str) -> u64 {
+    st["totals"]["io"][key].as_u64().unwrap_or_else(|| panic!("totals.io.{key} missing in {:#}", st["totals"]))
 }
 
 /// Sends `q` from `sock` to `to` and returns the reply (5 s at most).
@@ -78,10 +78,10 @@ fn exchange(sock: &UdpSocket, to: SocketAddr, q: &[u8]) -> Result<Vec<u8>, std::
 
 /// Asks `q` and says whether the kernel answered (its `answered` moved).
 fn ask(lab: &Lab, sock: &UdpSocket, to: SocketAddr, q: &[u8]) -> (Vec<u8>, bool) {
-    let before = xdp_sum(&lab.stats(), "answered");
+    let before = xdp_total(&lab.stats(), "answered");
     let r = exchange(sock, to, q);
     let st = lab.stats();
-    let after = xdp_sum(&st, "answered");
+    let after = xdp_total(&st, "answered");
     match r {
         Ok(r) => (r, after > before),
         Err(e) => panic!(
@@ -149,9 +149,8 @@ fn the_kernel_tier_answers_hot_names_with_the_workers_bytes() {
     require_root_and_tools();
     let _slot = shared_slot();
     let lab = tier_lab(true);
-    let to4: SocketAddr = format!("{}:53", lab.link.server_v4()).parse().unwrap();
+    let (s4, to4) = client_v4(&lab);
     let to6: SocketAddr = format!("[{}]:53", lab.link.server_v6()).parse().unwrap();
-    let s4 = lab.client.udp_socket("0.0.0.0:0".parse().unwrap());
     let s6 = lab.client.udp_socket("[::]:0".parse().unwrap());
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![
         ("plain", query(0x1001, "plain.t1.test", Rtype::A, None), false),
@@ -223,7 +222,7 @@ fn the_kernel_tier_answers_hot_names_with_the_workers_bytes() {
         report.push(format!("{label}: {} bytes, worker == kernel", kernel.len()));
     }
     let st = lab.stats();
-    let promoted: u64 = st["workers"].as_array().unwrap().iter().map(|w| w["io"]["tier_promoted"].as_u64().unwrap_or(0)).sum();
+    let promoted = io_total(&st, "tier_promoted");
     assert!(promoted >= cases.len() as u64, "stats count {promoted} copies made for {} cases: {:#}", cases.len(), st["workers"]);
     // The question name that crossed the limit of the kernel's key (over
     // 128 bytes) is answered by the worker, every time.
@@ -241,8 +240,7 @@ fn the_kernel_never_answers_past_the_ttl_or_after_a_flush() {
     require_root_and_tools();
     let _slot = shared_slot();
     let lab = tier_lab(true);
-    let to: SocketAddr = format!("{}:53", lab.link.server_v4()).parse().unwrap();
-    let sock = lab.client.udp_socket("0.0.0.0:0".parse().unwrap());
+    let (sock, to) = client_v4(&lab);
     // A 2-second record, asked every 50 ms for 3 s once it is copied: the
     // kernel answers while the entry lives (TTL 1 or more), never past its
     // expiry (it would write TTL 0), and the worker answers again after it.
@@ -272,7 +270,7 @@ fn the_kernel_never_answers_past_the_ttl_or_after_a_flush() {
     let (_, in_kernel) = ask(&lab, &sock, to, &q);
     assert!(!in_kernel, "the kernel answered from a copy after the cache was flushed");
     let st = lab.stats();
-    let demoted: u64 = st["workers"].as_array().unwrap().iter().map(|w| w["io"]["tier_demoted"].as_u64().unwrap_or(0)).sum();
+    let demoted = io_total(&st, "tier_demoted");
     assert!(demoted >= 1, "no copy counted as taken out: {:#}", st["workers"]);
 }
 
@@ -281,8 +279,7 @@ fn with_the_tier_off_nothing_is_answered_in_the_kernel() {
     require_root_and_tools();
     let _slot = shared_slot();
     let lab = tier_lab(false);
-    let to: SocketAddr = format!("{}:53", lab.link.server_v4()).parse().unwrap();
-    let sock = lab.client.udp_socket("0.0.0.0:0".parse().unwrap());
+    let (sock, to) = client_v4(&lab);
     let q = query(0x4001, "off.t1.test", Rtype::A, None);
     for _ in 0..20 {
         let (r, in_kernel) = ask(&lab, &sock, to, &q);
@@ -290,7 +287,7 @@ fn with_the_tier_off_nothing_is_answered_in_the_kernel() {
         assert_eq!(r[3] & 0x0f, 0);
     }
     let st = lab.stats();
-    assert_eq!(xdp_sum(&st, "answer_misses"), 0, "the tier looked queries up while off: {:#}", st["xdp"]);
+    assert_eq!(xdp_total(&st, "answer_misses"), 0, "the tier looked queries up while off: {:#}", st["xdp"]);
 }
 
 #[test]
@@ -300,8 +297,7 @@ fn a_veth_peer_without_napi_turns_the_tier_off() {
     // The client end runs no XDP program: the kernel's answers are dropped
     // by veth (and counted as XDP_TX errors by the server end's driver).
     let lab = tier_lab_bare(true);
-    let to: SocketAddr = format!("{}:53", lab.link.server_v4()).parse().unwrap();
-    let sock = lab.client.udp_socket("0.0.0.0:0".parse().unwrap());
+    let (sock, to) = client_v4(&lab);
     sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let q = query(0x5001, "nonapi.t1.test", Rtype::A, None);
     let mut buf = [0u8; 1024];
@@ -327,11 +323,11 @@ fn a_veth_peer_without_napi_turns_the_tier_off() {
     assert!(last < Duration::from_secs(4), "answers were still lost {last:?} after the start ({lost} lost, {answered} answered)");
     // From now on the worker answers.
     let st = lab.stats();
-    let before = xdp_sum(&st, "answered");
+    let before = xdp_total(&st, "answered");
     for _ in 0..10 {
         let r = exchange(&sock, to, &q).expect("the worker answers once the tier is off");
         assert_eq!(r[3] & 0x0f, 0);
     }
-    assert_eq!(xdp_sum(&lab.stats(), "answered"), before, "the kernel still answers");
+    assert_eq!(xdp_total(&lab.stats(), "answered"), before, "the kernel still answers");
     println!("no NAPI on the peer: {lost} lost, {answered} answered; last loss at {last:?}");
 }

@@ -132,3 +132,21 @@ pub fn pass_all_xdp(ns: &Netns, ifname: &str) {
     let obj = obj.to_str().expect("utf-8 path");
     ns.exec_ok(&["ip", "link", "set", "dev", ifname, "xdpdrv", "obj", obj, "sec", "xdp"]);
 }
+
+/// `(queue, counters)` of every queue of every interface in a stats
+/// document's `xdp` list.
+pub fn xdp_queues(st: &serde_json::Value) -> Vec<(u64, serde_json::Value)> {
+    st["xdp"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i["queues"].as_array().cloned().unwrap_or_default())
+        .map(|q| (q["queue"].as_u64().unwrap_or(u64::MAX), q))
+        .collect()
+}
+
+/// Counter `key` of the XDP program summed over every interface and queue
+/// (panics if a queue lacks it).
+pub fn xdp_total(st: &serde_json::Value, key: &str) -> u64 {
+    xdp_queues(st).iter().map(|(_, q)| q[key].as_u64().unwrap_or_else(|| panic!("xdp queue counter {key} missing in {q:#}"))).sum()
+}
