@@ -41,7 +41,6 @@ pub struct Tier {
     promoted: HashMap<KernelKey, u64>,
     demoted: Vec<KernelKey>,
     entry: Box<KernelEntry>,
-    ttls: Vec<(u16, u32)>,
     next_sweep: Timestamp,
     /// The interface, whose driver counts XDP_TX sends.
     ifname: String,
@@ -84,7 +83,6 @@ impl Tier {
             promoted: HashMap::with_capacity(quota),
             demoted: Vec::new(),
             entry: Box::default(),
-            ttls: Vec::with_capacity(kdns_core::cache::KERNEL_TTLS_MAX),
             next_sweep: now + SWEEP_EVERY,
             ifname: ifname.to_string(),
             tx_counts: xdp_tx_counts(ifname),
@@ -141,8 +139,6 @@ impl Tier {
     /// Inserts the exported entry; false when the map refused it.
     fn insert(&mut self) -> bool {
         let e = &*self.entry;
-        self.ttls.clear();
-        self.ttls.extend_from_slice(e.ttls());
         let a = AnswerEntry {
             queue: self.queue,
             name: e.key.name(),
@@ -153,7 +149,7 @@ impl Tier {
             inserted_ns: self.kernel_ns(e.inserted),
             header: e.header,
             body: e.body(),
-            ttls: &self.ttls,
+            ttls: e.ttls(),
         };
         match self.map.insert(&a) {
             Ok(()) => true,

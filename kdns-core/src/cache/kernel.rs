@@ -26,7 +26,7 @@
 //!   treats an in-kernel entry as referenced; the worker's sweep demotes
 //!   copies whose kernel hit count stopped moving ([`Cache::demote`]).
 
-use super::{Cache, Entry, EntryKind, Key, KeyFlags, IN_KERNEL, LIVE, NANOS, NO_KERNEL, PROMOTING};
+use super::{Cache, Entry, EntryKind, KeyFlags, IN_KERNEL, LIVE, NANOS, NO_KERNEL, PROMOTING};
 use crate::time::Timestamp;
 use crate::wire::{Class, Rtype, HEADER_LEN};
 
@@ -299,11 +299,6 @@ impl Cache {
         }
     }
 
-    /// Whether the tier is on.
-    pub fn kernel_tier_on(&self) -> bool {
-        self.tier.on
-    }
-
     /// Entries whose copy is in the kernel.
     pub fn in_kernel(&self) -> usize {
         self.entries.iter().filter(|e| e.state & IN_KERNEL != 0).count()
@@ -364,22 +359,30 @@ impl Cache {
 
     /// Queues the demotion of a removed in-kernel entry.
     pub(super) fn demote_removed(&mut self, e: &Entry) {
-        let mut name = [0u8; KERNEL_NAME_MAX];
+        // An entry with a longer name was never promoted.
+        if let Some(key) = self.stored_key(e) {
+            self.tier.demoted.push(key);
+        }
+    }
+
+    /// The kernel key of entry `e`, read from its stored question (the
+    /// name is stored lower case); `None` for a name over [`KERNEL_NAME_MAX`].
+    fn stored_key(&self, e: &Entry) -> Option<KernelKey> {
         let qlen = usize::from(e.qname_len);
         if qlen > KERNEL_NAME_MAX {
-            return; // never promoted
+            return None;
         }
+        let mut name = [0u8; KERNEL_NAME_MAX];
         let mut tail = [0u8; 4];
         self.store.read_at(e.first_chunk, HEADER_LEN, &mut name[..qlen]);
         self.store.read_at(e.first_chunk, HEADER_LEN + qlen, &mut tail);
-        let key = KernelKey {
+        Some(KernelKey {
             name,
             name_len: qlen as u8,
             qtype: Rtype(u16::from_be_bytes([tail[0], tail[1]])),
             qclass: Class(u16::from_be_bytes([tail[2], tail[3]])),
             flags: e.flags,
-        };
-        self.tier.demoted.push(key);
+        })
     }
 
     /// Fills `out` from entry `e`; false if the kernel cannot answer it.
@@ -388,27 +391,17 @@ impl Cache {
         let len = usize::from(e.len);
         let q_end = HEADER_LEN + qlen + 4;
         let n_ttl = usize::from(e.n_ttl);
-        if e.kind == EntryKind::ServFail || qlen > KERNEL_NAME_MAX || n_ttl > KERNEL_TTLS_MAX || len < q_end {
+        if e.kind == EntryKind::ServFail || n_ttl > KERNEL_TTLS_MAX || len < q_end {
             return false;
         }
         let body_len = len - q_end;
         if body_len > KERNEL_BODY_MAX || len + OPT_LEN > self.tier.max_reply {
             return false;
         }
-        let mut head = [0u8; HEADER_LEN + KERNEL_NAME_MAX + 4];
-        self.store.read_at(e.first_chunk, 0, &mut head[..q_end]);
+        let Some(key) = self.stored_key(e) else { return false };
+        out.key = key;
+        self.store.read_at(e.first_chunk, 2, &mut out.header);
         self.store.read_at(e.first_chunk, q_end, &mut out.body[..body_len]);
-        let mut name = [0u8; KERNEL_NAME_MAX];
-        name[..qlen].copy_from_slice(&head[HEADER_LEN..HEADER_LEN + qlen]);
-        let t = &head[HEADER_LEN + qlen..q_end];
-        out.key = KernelKey {
-            name,
-            name_len: qlen as u8,
-            qtype: Rtype(u16::from_be_bytes([t[0], t[1]])),
-            qclass: Class(u16::from_be_bytes([t[2], t[3]])),
-            flags: e.flags,
-        };
-        out.header.copy_from_slice(&head[2..HEADER_LEN]);
         out.body_len = body_len as u16;
         for i in 0..n_ttl {
             let mut o = [0u8; 2];
@@ -435,11 +428,6 @@ impl Cache {
         }
         out.serve_until = Timestamp::from_nanos(until);
         true
-    }
-
-    /// The kernel key of a cache key (for tests and the worker).
-    pub fn kernel_key(key: &Key<'_>) -> Option<KernelKey> {
-        KernelKey::new(key.name, key.qtype, key.qclass, key.flags)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The in-kernel tier's bookkeeping on a virtual clock.
 
 use super::*;
-use crate::cache::{CacheConfig, Lookup, CHUNK};
+use crate::cache::{CacheConfig, Key, Lookup, CHUNK};
 use crate::testutil::{a, answer, query, soa};
 use crate::wire::{Message, Rcode};
 
