@@ -299,8 +299,10 @@ impl Cache {
         }
     }
 
-    /// Entries whose copy is in the kernel.
-    pub fn in_kernel(&self) -> usize {
+    /// Entries whose copy is in the kernel (a scan of every entry: the
+    /// worker keeps its own count).
+    #[cfg(test)]
+    pub(crate) fn in_kernel(&self) -> usize {
         self.entries.iter().filter(|e| e.state & IN_KERNEL != 0).count()
     }
 
