@@ -55,6 +55,10 @@ fn take_over(lab: &mut Lab) -> u32 {
     assert_eq!(st.code(), Some(0), "the old kdns:\n{}", lab.kdns.log());
     let old_log = lab.kdns.plain_log();
     assert!(old_log.contains(&format!("handed over to kdns pid {}", new.pid())), "old kdns's log:\n{old_log}");
+    // What the old one answered and lost, for the report of a failure.
+    if let Some(end) = old_log.lines().rev().find(|l| l.contains("stopped after")) {
+        eprintln!("old kdns pid {old_pid}: {}", end.trim());
+    }
     new.wait_ready(&lab.client, &lab.link.server_v4());
     let new_log = new.plain_log();
     assert!(new_log.contains(&format!("took over from kdns pid {old_pid}")), "new kdns's log:\n{new_log}");
@@ -78,7 +82,10 @@ fn upgrade_under_load(lab: &mut Lab, names: &[String]) -> u32 {
     std::thread::sleep(TAKEOVER_AT);
     let old = take_over(lab);
     let (sent, replies) = gun.finish_reported(&format!("takeover under {QPS} qps"));
-    assert_eq!(replies, sent, "queries went unanswered across the takeover");
+    if replies != sent {
+        let st = lab.stats();
+        panic!("{} of {sent} queries went unanswered across the takeover; the new kdns's totals:\n{:#}", sent - replies, st["totals"]);
+    }
     old
 }
 
