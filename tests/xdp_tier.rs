@@ -331,3 +331,73 @@ fn a_veth_peer_without_napi_turns_the_tier_off() {
     assert_eq!(xdp_total(&lab.stats(), "answered"), before, "the kernel still answers");
     println!("no NAPI on the peer: {lost} lost, {answered} answered; last loss at {last:?}");
 }
+
+/// The addresses in the answer section of `r`, in order.
+fn answer_addrs(r: &[u8]) -> Vec<String> {
+    let m = Message::parse(r).unwrap_or_else(|e| panic!("reply does not parse ({e:?}): {r:02x?}"));
+    m.sections
+        .records(r)
+        .filter(|x| x.ttl_offset < m.sections.authority && x.rtype == Rtype::A)
+        .map(|x| {
+            let d = x.rdata(r);
+            format!("{}.{}.{}.{}", d[0], d[1], d[2], d[3])
+        })
+        .collect()
+}
+
+#[test]
+fn local_answers_in_the_kernel_follow_every_records_change() {
+    require_root_and_tools();
+    let _slot = shared_slot();
+    let mut opts = LabOpts::with_args(&["--io", "xdp", "--domain", "kdns"]);
+    opts.config = Some("[xdp]\nanswer_tier = true\n".into());
+    let lab = Lab::start(opts);
+    pass_all_xdp(&lab.client, &lab.link.client_if);
+    let (sock, to) = client_v4(&lab);
+    let run = |args: &[&str]| {
+        let r = ctl(&lab.kdns.socket, args);
+        assert!(r.ok(), "kdns-ctl {args:?}: {}", r.both());
+    };
+    run(&["service", "add", "web"]);
+    run(&["instance", "add", "web", "c1", "10.7.0.1"]);
+    run(&["records", "add", "db.kdns", "A", "10.5.0.1"]);
+
+    // One instance: the same answer for everyone, so the kernel holds it
+    // (the worker's bytes, AA set, the records' TTL).
+    let q = query(0x6001, "WeB.kdns", Rtype::A, Some((1232, false)));
+    let (worker, kernel) = until_kernel(&lab, &sock, to, &q, "web, one instance");
+    same_reply("web, one instance", &worker, &kernel);
+    assert_eq!(answer_addrs(&kernel), ["10.7.0.1"]);
+    assert!(kernel[2] & 0x04 != 0, "no AA in the kernel's local answer");
+    let db = query(0x6002, "db.kdns", Rtype::A, None);
+    let (w, k) = until_kernel(&lab, &sock, to, &db, "static record");
+    same_reply("static record", &w, &k);
+    let nx = query(0x6003, "nothing.kdns", Rtype::A, Some((1232, true)));
+    let (w, k) = until_kernel(&lab, &sock, to, &nx, "NXDOMAIN");
+    same_reply("NXDOMAIN", &w, &k);
+    assert_eq!(k[3] & 0x0f, 3);
+
+    // A second instance: the answer rotates, which only the worker does,
+    // from the first query after kdns-ctl returned.
+    run(&["instance", "add", "web", "c2", "10.7.0.2"]);
+    for i in 0..12 {
+        let (r, in_kernel) = ask(&lab, &sock, to, &q);
+        assert!(!in_kernel, "query {i} after the instance was added was answered in the kernel");
+        let mut got = answer_addrs(&r);
+        got.sort();
+        assert_eq!(got, ["10.7.0.1", "10.7.0.2"], "query {i}");
+    }
+    // c1 unhealthy: c2 alone, at once, and then from the kernel again.
+    run(&["instance", "health", "web", "c1", "unhealthy"]);
+    let (r, in_kernel) = ask(&lab, &sock, to, &q);
+    assert!(!in_kernel && answer_addrs(&r) == ["10.7.0.2"], "first answer after c1 went down: {:?}", answer_addrs(&r));
+    let (_, k) = until_kernel(&lab, &sock, to, &q, "web, c1 down");
+    assert_eq!(answer_addrs(&k), ["10.7.0.2"]);
+    // The static record removed: NXDOMAIN from the first query on.
+    run(&["records", "rm", "db.kdns", "A"]);
+    let (r, in_kernel) = ask(&lab, &sock, to, &db);
+    assert!(!in_kernel, "a removed record was answered in the kernel");
+    assert_eq!(r[3] & 0x0f, 3, "db.kdns after its removal: rcode {}", r[3] & 0x0f);
+    let st = lab.stats();
+    assert!(io_total(&st, "tier_demoted") >= 3, "the copies were not counted as taken out: {:#}", st["workers"]);
+}

@@ -91,6 +91,15 @@ pub trait FrontEnd {
     fn finish(&mut self, io: &IoStats) {
         let _ = io;
     }
+
+    /// After the turn's control messages and before new records are
+    /// acknowledged: bring what the front end keeps outside the engine in
+    /// line with it (the AF_XDP worker's in-kernel answer tier). Returns
+    /// whether anything changed.
+    fn sync(&mut self, engine: &mut Engine, now: Timestamp, io: &IoStats) -> bool {
+        let _ = (engine, now, io);
+        false
+    }
 }
 
 /// What a worker needs besides its front end.
@@ -266,9 +275,15 @@ impl Core {
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
         }
-        let transmits = self.drain_transmits(now, front);
+        let mut transmits = self.drain_transmits(now, front);
         front.flush(&self.io);
-        self.drain_control(front.in_flight());
+        let serial = self.drain_control(front.in_flight());
+        let now = self.now();
+        transmits += usize::from(front.sync(&mut self.engine, now, &self.io));
+        // Acknowledged once nothing answers from the older records.
+        if let Some(serial) = serial {
+            self.io.records_serial.set(u64::from(serial));
+        }
         if self.stopping.is_none() && self.stop.load(Ordering::Acquire) {
             tracing::debug!(worker = self.id, in_flight = self.engine.in_flight(), "stopping: no new queries");
             self.stopping = Some(Instant::now());
@@ -308,9 +323,9 @@ impl Core {
         n
     }
 
-    fn drain_control(&mut self, extra_in_flight: usize) {
+    fn drain_control(&mut self, extra_in_flight: usize) -> Option<u32> {
         let now = self.now();
-        apply_control(self.id, &self.ctl, &mut self.engine, &self.io, self.backends.rtt(), extra_in_flight, now);
+        apply_control(self.id, &self.ctl, &mut self.engine, self.backends.rtt(), extra_in_flight, now)
     }
 
     /// Leaves the cache's export for the dump at a clean stop, if asked.
@@ -331,16 +346,18 @@ impl Core {
 
 /// Applies every waiting control message to a worker's engine.
 /// `extra_in_flight` is what the worker holds outside the engine (reported
-/// in the snapshot).
+/// in the snapshot). Returns the serial of the last records applied, for
+/// the caller to acknowledge (`IoStats::records_serial`) once the worker
+/// is in line with them.
 pub fn apply_control(
     id: usize,
     ctl: &Receiver<Control>,
     engine: &mut Engine,
-    io: &IoStats,
     rtt: &[Histogram<u64>],
     extra_in_flight: usize,
     now: Timestamp,
-) {
+) -> Option<u32> {
+    let mut serial = None;
     loop {
         match ctl.try_recv() {
             Ok(Control::FlushCache) => {
@@ -352,9 +369,8 @@ pub fn apply_control(
                     reply.try_send(WorkerSnapshot { worker: id, rtt_us: rtt.to_vec(), in_flight: engine.in_flight() + extra_in_flight });
             }
             Ok(Control::Records(snap)) => {
-                let serial = snap.serial();
+                serial = Some(snap.serial());
                 engine.set_records(snap);
-                io.records_serial.set(u64::from(serial));
             }
             Ok(Control::ExportCache { written, reply }) => {
                 let _ = reply.try_send((id, crate::warm::export(engine.cache(), now, written)));
@@ -362,7 +378,7 @@ pub fn apply_control(
             Ok(Control::ImportCache { dump, reply }) => {
                 let _ = reply.try_send((id, engine.cache_mut().import(now, crate::warm::wall_now(), &dump)));
             }
-            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return serial,
         }
     }
 }

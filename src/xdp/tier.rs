@@ -1,12 +1,13 @@
 //! A worker's side of the in-kernel answer tier: it copies its hottest
-//! cache entries into the XDP program's answer map and takes them out
-//! again (ARCHITECTURE.md, "The in-kernel tier").
+//! cache entries and fixed local answers into the XDP program's answer map
+//! and takes them out again (ARCHITECTURE.md, "The in-kernel tier").
 //!
-//! Every loop turn the worker first deletes the copies whose cache entry
-//! went (the cache queues them: evicted, expired, replaced, flushed,
-//! invalidated by a records change), then inserts the entries the cache
-//! queued for promotion, a bounded number per turn, up to the queue's
-//! share of the map. Once a second it reads the kernel's hit count of each
+//! Every loop turn the worker first deletes the copies whose source went
+//! (the engine queues them: a cache entry evicted, expired, replaced,
+//! flushed or invalidated by a records change; every local answer when
+//! the records change), then inserts what the engine queued for
+//! promotion, a bounded number per turn, up to the queue's share of the
+//! map. Once a second it reads the kernel's hit count of each
 //! copy and takes out those that were not hit since the last look, which
 //! makes room for names that became hot and lets the cache's CLOCK see the
 //! entry again.
@@ -90,8 +91,9 @@ impl Tier {
         }
     }
 
+    /// `t` on the kernel's clock (a local answer's "forever" stays so).
     fn kernel_ns(&self, t: Timestamp) -> u64 {
-        u64::try_from(i128::from(t.as_nanos()) + self.offset_ns).unwrap_or(0)
+        (i128::from(t.as_nanos()) + self.offset_ns).clamp(0, i128::from(u64::MAX)) as u64
     }
 
     /// One loop turn's work: demotions first, then promotions, and the
@@ -100,8 +102,7 @@ impl Tier {
         if self.off {
             return false;
         }
-        let cache = engine.cache_mut();
-        cache.take_demotions(&mut self.demoted);
+        engine.kernel_demotions(&mut self.demoted);
         let mut moved = !self.demoted.is_empty();
         for k in self.demoted.drain(..) {
             if self.promoted.remove(&k).is_some() {
@@ -110,10 +111,10 @@ impl Tier {
             }
         }
         for _ in 0..PROMOTIONS_PER_TURN {
-            let Some(p) = cache.next_promotion(now, &mut self.entry) else { break };
+            let Some(p) = engine.next_kernel_promotion(now, &mut self.entry) else { break };
             moved = true;
             let ok = self.promoted.len() < self.quota && self.insert();
-            if !cache.promoted(p, ok) && ok {
+            if !engine.kernel_promoted(p, &self.entry.key, ok) && ok {
                 // Gone between its export and now: take the copy out again.
                 remove(&self.map, self.queue, &self.entry.key);
                 continue;
@@ -182,7 +183,7 @@ impl Tier {
             tracing::warn!(queue = self.queue, error = %e, "could not clear the queue's answer map entries");
         }
         self.promoted.clear();
-        engine.cache_mut().disable_kernel_tier();
+        engine.disable_kernel_tier();
         tracing::warn!(
             "{} queue {}: the driver failed every XDP_TX send for a second, so clients do not get the in-kernel tier's answers (a veth whose peer runs no XDP program drops them): the tier is off on this queue, the worker answers every query",
             self.ifname,
@@ -193,14 +194,13 @@ impl Tier {
     /// Takes out the copies the kernel did not answer from since the last
     /// sweep.
     fn sweep(&mut self, engine: &mut Engine, io: &IoStats) {
-        let cache = engine.cache_mut();
         let (map, queue) = (&self.map, self.queue);
         self.promoted.retain(|k, last| {
             let hits = match map.hits(queue, k.name(), k.qtype.0, k.qclass.0, k.flags.0) {
                 Ok(Some(h)) => h,
                 // Not in the map (it should be): the cache counts hits again.
                 _ => {
-                    cache.demote(k);
+                    engine.kernel_demote(k);
                     return false;
                 }
             };
@@ -209,7 +209,7 @@ impl Tier {
                 return true;
             }
             remove(map, queue, k);
-            cache.demote(k);
+            engine.kernel_demote(k);
             IoStats::add(&io.tier_cold, 1);
             false
         });

@@ -301,16 +301,10 @@ fn run(mut core: Core, mut front: XdpFront) {
             }
             moved += core.backend_answers(&mut front);
         }
+        // The in-kernel tier's turn is in it (`FrontEnd::sync`).
         match core.end_turn(&mut front) {
             Turn::Stop => break,
             Turn::Continue { transmits } => moved += transmits,
-        }
-        // After the turn's queries and control messages (a flush, new
-        // records): the kernel's copies follow the cache before the next
-        // batch is read.
-        if let Some(t) = front.tier.as_mut() {
-            let now = core.now();
-            moved += usize::from(t.turn(&mut core.engine, now, &core.io));
         }
         if moved > 0 || front.tx_pending || front.busy_poll {
             idle_turns = 0;
@@ -479,6 +473,13 @@ impl FrontEnd for XdpFront {
         if self.turns.is_multiple_of(1024) {
             self.copy_statistics(io);
         }
+    }
+
+    /// After the turn's queries and control messages (a flush, new
+    /// records): the kernel's copies follow the engine before new records
+    /// are acknowledged and before the next batch is read.
+    fn sync(&mut self, engine: &mut kdns_core::engine::Engine, now: Timestamp, io: &IoStats) -> bool {
+        self.tier.as_mut().is_some_and(|t| t.turn(engine, now, io))
     }
 }
 

@@ -28,7 +28,7 @@
 
 use super::{Cache, Entry, EntryKind, KeyFlags, IN_KERNEL, LIVE, NANOS, NO_KERNEL, PROMOTING};
 use crate::time::Timestamp;
-use crate::wire::{Class, Rtype, HEADER_LEN};
+use crate::wire::{Class, Rtype, HEADER_LEN, OPT_LEN};
 
 /// Longest question name (wire form, root label included) the kernel tier holds.
 pub const KERNEL_NAME_MAX: usize = 128;
@@ -57,7 +57,7 @@ impl Default for KernelTierConfig {
 
 /// The key of an entry in the kernel's map: the question name lower-cased,
 /// type, class, DO and CD.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelKey {
     name: [u8; KERNEL_NAME_MAX],
     name_len: u8,
@@ -67,6 +67,17 @@ pub struct KernelKey {
     pub qclass: Class,
     /// DO and CD.
     pub flags: KeyFlags,
+}
+
+/// Hashes the name's bytes only (the rest of the array is zero in every
+/// key, so equal keys still hash alike).
+impl core::hash::Hash for KernelKey {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        h.write(self.name());
+        h.write_u16(self.qtype.0);
+        h.write_u16(self.qclass.0);
+        h.write_u8(self.flags.0);
+    }
 }
 
 impl KernelKey {
@@ -128,6 +139,32 @@ impl KernelEntry {
     /// stored TTL (as of [`inserted`](KernelEntry::inserted)).
     pub fn ttls(&self) -> &[(u16, u32)] {
         &self.ttls[..usize::from(self.n_ttl)]
+    }
+
+    /// Fills this entry from `reply`, a local answer that is the same for
+    /// every client until the records change (its TTLs do not count down:
+    /// no TTL field is rewritten, and it is served until it is taken out).
+    /// `q_end` is where its question ends; `opt`, whether it ends with our
+    /// OPT record. False, leaving the entry unusable, if the reply is
+    /// truncated or its records are over [`KERNEL_BODY_MAX`].
+    pub fn load_fixed(&mut self, key: KernelKey, reply: &[u8], q_end: usize, opt: bool, now: Timestamp) -> bool {
+        let end = reply.len().saturating_sub(if opt { OPT_LEN } else { 0 });
+        let Some(body) = reply.get(q_end..end) else { return false };
+        if body.len() > KERNEL_BODY_MAX || reply[2] & 0x02 != 0 {
+            return false;
+        }
+        self.key = key;
+        self.header.copy_from_slice(&reply[2..HEADER_LEN]);
+        if opt {
+            let ar = u16::from_be_bytes([self.header[8], self.header[9]]).wrapping_sub(1);
+            self.header[8..10].copy_from_slice(&ar.to_be_bytes());
+        }
+        self.body[..body.len()].copy_from_slice(body);
+        self.body_len = body.len() as u16;
+        self.n_ttl = 0;
+        self.inserted = now;
+        self.serve_until = Timestamp::from_nanos(u64::MAX);
+        true
     }
 
     /// What the XDP program answers from this entry to the DNS message
@@ -270,9 +307,6 @@ impl Tier {
         true
     }
 }
-
-/// Bytes of an OPT record with no options.
-const OPT_LEN: usize = 11;
 
 impl Cache {
     /// Turns the in-kernel tier's bookkeeping on (allocates its queues).

@@ -39,6 +39,7 @@
 
 mod acl;
 mod answer;
+mod kernel;
 mod limits;
 mod query;
 mod reply;
@@ -53,6 +54,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use acl::{Acl, IpNet, IpNetError};
+pub use kernel::KernelPromotion;
 pub use limits::{ClientLimits, OverLimit};
 pub use rng::Rng;
 pub use stats::{DropReason, EngineStats, LATENCY_BOUNDS};
@@ -420,6 +422,7 @@ pub struct Engine {
     source_ports: u16,
     randomize_case: bool,
     stats: Arc<EngineStats>,
+    local_tier: kernel::LocalTier,
 }
 
 impl Engine {
@@ -458,10 +461,12 @@ impl Engine {
             source_ports: cfg.source_ports.max(1),
             randomize_case: cfg.randomize_case,
             stats: Arc::new(EngineStats::default()),
+            local_tier: kernel::LocalTier::off(),
         };
         if let Some(mut t) = cfg.kernel_tier {
             t.max_reply = t.max_reply.min(usize::from(cfg.udp_size));
             engine.cache.enable_kernel_tier(t);
+            engine.local_tier = kernel::LocalTier::new(t);
         }
         if let Some(w) = warm {
             // A damaged or foreign dump is counted by the import and
@@ -504,11 +509,13 @@ impl Engine {
     /// Swaps in a new snapshot of the local records (between two packets:
     /// the next query sees it). Local answers never enter the cache; when
     /// the set of local domains changes the cache is emptied, since it may
-    /// hold answers from the backends for names that are now local.
+    /// hold answers from the backends for names that are now local. Local
+    /// answers in the in-kernel tier are queued for demotion.
     pub fn set_records(&mut self, snapshot: Arc<Snapshot>) {
         if snapshot.domains != self.records.domains {
             self.cache.clear();
         }
+        self.local_tier.records_changed();
         self.records = snapshot;
     }
 

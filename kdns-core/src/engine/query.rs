@@ -57,7 +57,10 @@ impl Engine {
                 rotate: self.rotate,
                 random: self.rng.peek(),
             };
-            if let LocalAnswer::Reply(len, _) = self.records.answer(&lq, out) {
+            if let LocalAnswer::Reply(len, _, fixed) = self.records.answer(&lq, out) {
+                if fixed && self.local_tier.on() && client.transport == Transport::Udp {
+                    self.local_tier.hit(now, qname, q.qtype, q.qclass, key_flags, &out[..len], edns.is_some());
+                }
                 self.rotate = self.rotate.wrapping_add(1);
                 self.rng.stir();
                 st.local_answers.inc();

@@ -1,5 +1,6 @@
 //! Answering a query from a [`Snapshot`].
 
+use core::cell::Cell;
 use core::net::IpAddr;
 
 use super::build::is_under;
@@ -36,8 +37,12 @@ pub struct LocalQuery<'a> {
 pub enum LocalAnswer {
     /// Not a local name: go on (cache, backends).
     NotLocal,
-    /// An answer of this length is in the output buffer, with this rcode.
-    Reply(usize, Rcode),
+    /// An answer of this length is in the output buffer, with this rcode;
+    /// the flag says whether it is fixed: the same bytes for any client
+    /// and any later query until the records change (no rotation, random
+    /// or sticky choice among several instances was made), which the
+    /// in-kernel tier can then hold.
+    Reply(usize, Rcode, bool),
 }
 
 /// Most CNAME hops followed inside our domains.
@@ -99,14 +104,15 @@ impl Snapshot {
             None => return LocalAnswer::NotLocal,
         };
         let full = &buf[..full_len];
+        let varies = Cell::new(false);
         if q.qclass != Class::IN && q.qclass != Class::ANY {
-            return self.write(q, out, Rcode::REFUSED, dom, |_| Ok(0));
+            return self.write(q, out, Rcode::REFUSED, dom, &varies, |_| Ok(0));
         }
         let Some(entry) = self.names.get(full) else {
             if self.ents.contains(full) {
                 // The apex (its SOA when asked) or an empty non-terminal: NODATA.
                 let apex = dom.filter(|&d| *self.domains[d] == *full);
-                return self.write(q, out, Rcode::NOERROR, dom, |b| match apex {
+                return self.write(q, out, Rcode::NOERROR, dom, &varies, |b| match apex {
                     Some(d) if q.qtype == Rtype::SOA || q.qtype == Rtype::ANY => {
                         let _ = b.record_at(Section::Answer, 12, Rtype::SOA, Class::IN, self.soa_ttl, &self.soas[d]);
                         Ok(1)
@@ -114,19 +120,22 @@ impl Snapshot {
                     _ => Ok(0),
                 });
             }
-            return self.write(q, out, Rcode::NXDOMAIN, dom, |_| Ok(0));
+            return self.write(q, out, Rcode::NXDOMAIN, dom, &varies, |_| Ok(0));
         };
-        self.write(q, out, Rcode::NOERROR, dom, |b| self.fill(q, entry, b))
+        self.write(q, out, Rcode::NOERROR, dom, &varies, |b| self.fill(q, entry, b, &varies))
     }
 
     /// Writes header, question, the records `fill` adds (it returns how
-    /// many), the SOA when there are none, and the OPT.
+    /// many and sets `varies` when it chose among instances), the SOA when
+    /// there are none, and the OPT.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         q: &LocalQuery<'_>,
         out: &mut [u8],
         rcode: Rcode,
         dom: Option<usize>,
+        varies: &Cell<bool>,
         fill: impl Fn(&mut MessageBuilder<'_>) -> Result<usize, ()>,
     ) -> LocalAnswer {
         let build = |out: &mut [u8], with_records: bool| -> Option<(usize, bool)> {
@@ -162,12 +171,12 @@ impl Snapshot {
             Some((b.finish(), truncated))
         };
         match build(out, true) {
-            Some((len, false)) => LocalAnswer::Reply(len, rcode),
+            Some((len, false)) => LocalAnswer::Reply(len, rcode, !varies.get()),
             // Did not fit: an empty reply with TC, so the client asks over TCP.
             _ => match build(out, false) {
                 Some((len, _)) => {
                     out[2] |= (flags::TC >> 8) as u8;
-                    LocalAnswer::Reply(len, rcode)
+                    LocalAnswer::Reply(len, rcode, false)
                 }
                 None => LocalAnswer::NotLocal,
             },
@@ -189,10 +198,10 @@ impl Snapshot {
     }
 
     /// Adds the answer records for `entry`; returns how many.
-    fn fill(&self, q: &LocalQuery<'_>, entry: &Entry, b: &mut MessageBuilder<'_>) -> Result<usize, ()> {
+    fn fill(&self, q: &LocalQuery<'_>, entry: &Entry, b: &mut MessageBuilder<'_>, varies: &Cell<bool>) -> Result<usize, ()> {
         match entry {
-            Entry::Service(si) => Ok(self.addresses(q, *si, None, 12, &[], b)),
-            Entry::Instance(si, k) => Ok(self.addresses(q, *si, Some(*k), 12, &[], b)),
+            Entry::Service(si) => Ok(self.addresses(q, *si, None, 12, &[], b, varies)),
+            Entry::Instance(si, k) => Ok(self.addresses(q, *si, Some(*k), 12, &[], b, varies)),
             Entry::Fixed(rrs) => {
                 let mut n = 0;
                 for rr in rrs.iter().filter(|r| q.qtype == Rtype::ANY || r.rtype == q.qtype.0) {
@@ -202,7 +211,7 @@ impl Snapshot {
                 if n == 0 {
                     if let Some(c) = rrs.iter().find(|r| r.rtype == Rtype::CNAME.0) {
                         let _ = b.record_at(Section::Answer, 12, Rtype::CNAME, Class::IN, c.ttl, &c.rdata);
-                        n += 1 + self.follow(q, &c.rdata, b);
+                        n += 1 + self.follow(q, &c.rdata, b, varies);
                     }
                 }
                 Ok(n)
@@ -211,7 +220,7 @@ impl Snapshot {
     }
 
     /// Follows a CNAME chain inside our domains, adding the target's records.
-    fn follow(&self, q: &LocalQuery<'_>, first: &[u8], b: &mut MessageBuilder<'_>) -> usize {
+    fn follow(&self, q: &LocalQuery<'_>, first: &[u8], b: &mut MessageBuilder<'_>, varies: &Cell<bool>) -> usize {
         let mut target: &[u8] = first;
         let mut n = 0;
         for _ in 0..MAX_CHAIN {
@@ -219,8 +228,8 @@ impl Snapshot {
                 break;
             }
             match self.names.get(target) {
-                Some(Entry::Service(si)) => return n + self.addresses(q, *si, None, 0, target, b),
-                Some(Entry::Instance(si, k)) => return n + self.addresses(q, *si, Some(*k), 0, target, b),
+                Some(Entry::Service(si)) => return n + self.addresses(q, *si, None, 0, target, b, varies),
+                Some(Entry::Instance(si, k)) => return n + self.addresses(q, *si, Some(*k), 0, target, b, varies),
                 Some(Entry::Fixed(rrs)) => {
                     let mut found = 0;
                     for rr in rrs.iter().filter(|r| q.qtype == Rtype::ANY || r.rtype == q.qtype.0) {
@@ -246,8 +255,20 @@ impl Snapshot {
     }
 
     /// A/AAAA of service `si` (or of its instance `k`), in the service's
-    /// mode. The owner is a pointer to `ptr` when `owner` is empty.
-    fn addresses(&self, q: &LocalQuery<'_>, si: usize, k: Option<usize>, ptr: u16, owner: &[u8], b: &mut MessageBuilder<'_>) -> usize {
+    /// mode. The owner is a pointer to `ptr` when `owner` is empty. Sets
+    /// `varies` when the answer depends on the query (a choice or an order
+    /// among several instances).
+    #[allow(clippy::too_many_arguments)]
+    fn addresses(
+        &self,
+        q: &LocalQuery<'_>,
+        si: usize,
+        k: Option<usize>,
+        ptr: u16,
+        owner: &[u8],
+        b: &mut MessageBuilder<'_>,
+        varies: &Cell<bool>,
+    ) -> usize {
         let s = &self.services[si];
         let want = |ip: &IpAddr| match q.qtype {
             Rtype::A => ip.is_ipv4(),
@@ -286,6 +307,9 @@ impl Snapshot {
         let count = healthy.clone().count();
         if count == 0 {
             return 0;
+        }
+        if count > 1 {
+            varies.set(true);
         }
         let chosen: Option<usize> = match s.mode {
             Mode::All => None,

@@ -36,6 +36,8 @@ struct Seen {
     tc: bool,
     answers: Vec<(String, Rtype, u32, Vec<u8>)>,
     authority: Vec<Rtype>,
+    /// The same bytes for any client and later query (the in-kernel tier may hold it).
+    fixed: bool,
 }
 
 impl Seen {
@@ -69,7 +71,7 @@ fn ask_from(s: &Snapshot, name: &str, qtype: Rtype, client: &str, rotate: u32, r
     let mut out = [0u8; 4096];
     match s.answer(&lq, &mut out) {
         LocalAnswer::NotLocal => None,
-        LocalAnswer::Reply(len, rcode) => {
+        LocalAnswer::Reply(len, rcode, fixed) => {
             let r = &out[..len];
             let h = Header::new_checked(r).unwrap();
             assert_eq!(h.id(), 0x4242);
@@ -85,7 +87,7 @@ fn ask_from(s: &Snapshot, name: &str, qtype: Rtype, client: &str, rotate: u32, r
                     authority.push(rec.rtype);
                 }
             }
-            Some(Seen { rcode, aa: h.aa(), tc: h.tc(), answers, authority })
+            Some(Seen { rcode, aa: h.aa(), tc: h.tc(), answers, authority, fixed })
         }
     }
 }
@@ -313,7 +315,7 @@ fn an_answer_too_big_for_the_client_is_truncated() {
         random: 0,
     };
     let mut out = [0u8; 512];
-    let LocalAnswer::Reply(len, _) = s.answer(&lq, &mut out) else { panic!() };
+    let LocalAnswer::Reply(len, _, _) = s.answer(&lq, &mut out) else { panic!() };
     let h = Header::new_checked(&out[..len]).unwrap();
     assert!(h.tc() && h.ancount() == 0 && len <= 512);
     assert!(!ask(&s, "big.kdns", Rtype::A).tc);
@@ -348,4 +350,38 @@ fn the_apex_and_names_between_it_and_ours_exist() {
     let ent = ask(&s, "_tcp.web.kdns", Rtype::SRV);
     assert_eq!((ent.rcode, ent.answers.len()), (Rcode::NOERROR, 0), "an empty non-terminal is NODATA");
     assert_eq!(ask(&s, "x._tcp.web.kdns", Rtype::SRV).rcode, Rcode::NXDOMAIN);
+}
+
+#[test]
+fn an_answer_is_fixed_unless_it_chose_among_several_instances() {
+    let mut one = web(Mode::Sticky);
+    one.name = "one".into();
+    one.instances.truncate(1);
+    let mut pick = web(Mode::RandomOne);
+    pick.name = "pick".into();
+    let records = vec![
+        StaticRecord { name: "db.kdns".into(), ttl: Some(60), data: StaticData::A(Ipv4Addr::new(10, 5, 0, 1)) },
+        StaticRecord { name: "www.kdns".into(), ttl: None, data: StaticData::Cname("web.kdns".into()) },
+        StaticRecord { name: "alias.kdns".into(), ttl: None, data: StaticData::Cname("one.kdns".into()) },
+    ];
+    let s = Snapshot::build(&config(vec![web(Mode::All), one, pick], records)).unwrap();
+    let fixed = |name: &str, t: Rtype| ask(&s, name, t).fixed;
+    // Three healthy instances: rotated, or one picked.
+    assert!(!fixed("web.kdns", Rtype::A));
+    assert!(!fixed("pick.kdns", Rtype::A));
+    assert!(!fixed("www.kdns", Rtype::A), "a CNAME to a rotated service");
+    // One instance of the family asked, one instance, static data, no data.
+    assert!(fixed("web.kdns", Rtype::AAAA), "only c1 has an IPv6 address");
+    assert!(fixed("web-2.kdns", Rtype::A));
+    assert!(fixed("one.kdns", Rtype::A), "sticky with one instance");
+    assert!(fixed("alias.kdns", Rtype::A));
+    assert!(fixed("db.kdns", Rtype::A));
+    assert!(fixed("nothing.kdns", Rtype::A), "NXDOMAIN");
+    assert!(fixed("db.kdns", Rtype::MX), "NODATA");
+    // And it is: the same bytes from another client, rotation and random.
+    for (name, t) in [("web.kdns", Rtype::AAAA), ("one.kdns", Rtype::A), ("alias.kdns", Rtype::A)] {
+        let a = ask_from(&s, name, t, "10.9.9.9", 0, 0).unwrap();
+        let b = ask_from(&s, name, t, "10.1.2.3", 7, 99).unwrap();
+        assert_eq!(a.answers, b.answers, "{name}");
+    }
 }

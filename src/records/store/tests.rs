@@ -69,7 +69,7 @@ pub(crate) fn lookup(snap: &Snapshot, name: &str, qtype: Rtype) -> (u8, Vec<Stri
     let mut out = [0u8; 4096];
     match snap.answer(&lq, &mut out) {
         kdns_core::records::LocalAnswer::NotLocal => (255, vec![]),
-        kdns_core::records::LocalAnswer::Reply(len, rc) => {
+        kdns_core::records::LocalAnswer::Reply(len, rc, _) => {
             let r = &out[..len];
             let m = kdns_core::wire::Message::parse(r).unwrap();
             let mut addrs = Vec::new();
