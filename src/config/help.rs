@@ -56,6 +56,10 @@ AF_XDP:
     xdp.answer_promote_hits times into its map and take them out when the
     cache drops them, before the next batch; the reply is the worker's,
     TTLs counted down by the kernel clock, never past the entry's expiry.
+    Local answers that are the same for every client (one instance, static
+    data, NXDOMAIN) are copied the same way and taken out at every records
+    change before the change is acknowledged; rotated, random and sticky
+    answers among several instances stay with the workers.
     XDP_TX frames reach a veth's peer only when the peer runs an XDP
     program; a worker whose driver failed every XDP_TX send for a second
     turns the tier off for its queue and logs it.

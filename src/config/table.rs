@@ -223,11 +223,11 @@ settings! {
             flag(17, "pin-dir", None, "DIR", "bpffs directory where the XDP program's link and maps are pinned, so the program outlives kdns and the next kdns adopts it (\"\" for no pinning; replaces xdp.pin_dir)")
             => "where the XDP link and maps are pinned (bpffs), one directory per interface: the program stays attached after kdns exits, passing queries to the kernel, and the next kdns adopts it (`\"\"`: no pinning, the program goes with kdns; `kdns --uninstall-xdp` removes it)";
         answer_tier: bool = false
-            => "answer the hottest cached names in the XDP program itself (XDP_TX from a map the workers keep, TTLs counted down by the kernel clock; ARCHITECTURE.md, \"The in-kernel tier\"). Turn it on where XDP_TX frames reach the clients: a NIC with native XDP, or a veth whose peer runs NAPI (an XDP program of its own; a veth peer without one drops them)";
+            => "answer the hottest cached names and local answers in the XDP program itself (XDP_TX from a map the workers keep, cached TTLs counted down by the kernel clock; ARCHITECTURE.md, \"The in-kernel tier\"). Turn it on where XDP_TX frames reach the clients: a NIC with native XDP, or a veth whose peer runs NAPI (an XDP program of its own; a veth peer without one drops them)";
         answer_entries: u32 = 16_384, range(64, 1_048_576)
             => "entries of the in-kernel tier's map, shared out equally between the queues";
         answer_promote_hits: u32 = 4, range(1, 255)
-            => "hits in a worker before a cache entry is copied to the in-kernel tier";
+            => "hits in a worker before a cache entry or a local answer is copied to the in-kernel tier";
     }
 
     [records] RecordsSection "local service discovery (docs/control-api.md)" {
