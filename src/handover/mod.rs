@@ -19,7 +19,7 @@ pub mod protocol;
 mod tests;
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -123,8 +123,7 @@ impl Server {
     /// has bound its own there since).
     pub fn shutdown(mut self, handed_over: bool) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wakes the accept.
-        let _ = UnixStream::connect(&self.path);
+        // The thread sees the flag within STOP_POLL.
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -135,19 +134,44 @@ impl Server {
     }
 }
 
+/// How often the handover thread looks at its stop flag while nobody
+/// connects.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
 fn serve(listener: UnixListener, events: Sender<Event>, stop: Arc<AtomicBool>, done: Arc<std::sync::Mutex<Option<UnixStream>>>) {
-    for conn in listener.incoming() {
+    // Waiting in poll(2) rather than accept(2): a connection to the path
+    // cannot be relied on to wake this thread at shutdown (the file may be
+    // gone with its directory, or be a newer kdns's socket by then).
+    if let Err(e) = listener.set_nonblocking(true) {
+        tracing::warn!("handover socket: {e}");
+    }
+    let fd = listener.as_raw_fd();
+    loop {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let s = match conn {
-            Ok(s) => s,
+        match kdns_sys::poll::wait_readable([fd], STOP_POLL) {
+            Ok([true]) => {}
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!("handover socket: {e}");
+                std::thread::sleep(STOP_POLL);
+                continue;
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let s = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 tracing::warn!("handover socket: {e}");
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
+        let _ = s.set_nonblocking(false);
         let _ = s.set_read_timeout(Some(STEP_TIMEOUT));
         let _ = s.set_write_timeout(Some(STEP_TIMEOUT));
         match exchange(&s, &events) {

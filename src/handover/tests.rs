@@ -165,3 +165,23 @@ fn copying_the_sockets_changes_nothing() {
     let mut old = old;
     old.server.take().unwrap().shutdown(true);
 }
+
+#[test]
+fn shutdown_returns_when_the_socket_file_is_gone_or_taken() {
+    // Gone with its directory (a test's temp dir, a cleaned /run), or
+    // replaced by a newer kdns's socket: nothing can wake the thread by
+    // connecting to the path, and the stop must not hang on it.
+    for replace in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut o, path) = old(&dir);
+        std::fs::remove_file(&path).unwrap();
+        let _newer = replace.then(|| UnixListener::bind(&path).unwrap());
+        let server = o.server.take().unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            server.shutdown(false);
+            let _ = tx.send(());
+        });
+        assert!(rx.recv_timeout(Duration::from_secs(20)).is_ok(), "shutdown hung (socket file replaced: {replace})");
+    }
+}
