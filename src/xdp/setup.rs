@@ -100,16 +100,38 @@ fn load(
     tier: Option<&xdp::AnswerTier>,
     pin_dir: &str,
 ) -> Result<XdpProgram, String> {
+    match load_pinned_or_not(ifname, ips, port, rate, tier, pin_dir) {
+        // The tier needs what the rest of the program does not (bounded
+        // loops, global functions with BTF): a kernel that refuses it still
+        // gets the AF_XDP path.
+        Err(e @ XdpError::Load { .. }) if tier.is_some() => {
+            tracing::warn!(
+                "{ifname}: this kernel refused the XDP program with the in-kernel answer tier ({e}); loading it without the tier (xdp.answer_tier = false), the workers answer every query"
+            );
+            load_pinned_or_not(ifname, ips, port, rate, None, pin_dir)
+        }
+        r => r,
+    }
+    .map_err(|e| format!("{ifname}: {e}"))
+}
+
+fn load_pinned_or_not(
+    ifname: &str,
+    ips: &[IpAddr],
+    port: u16,
+    rate: Option<&xdp::ClientRate>,
+    tier: Option<&xdp::AnswerTier>,
+    pin_dir: &str,
+) -> Result<XdpProgram, XdpError> {
     if pin_dir.is_empty() {
-        return XdpProgram::load_pinned(ifname, ips, port, rate, None, tier).map_err(|e| format!("{ifname}: {e}"));
+        return XdpProgram::load_pinned(ifname, ips, port, rate, None, tier);
     }
     match XdpProgram::load_pinned(ifname, ips, port, rate, Some(Path::new(pin_dir)), tier) {
-        Ok(p) => Ok(p),
         Err(e @ (XdpError::NotBpffs { .. } | XdpError::Pin { .. })) => {
             tracing::warn!("{ifname}: {e}; the XDP program is not pinned: it goes away with this kdns and is not adopted by the next");
-            XdpProgram::load_pinned(ifname, ips, port, rate, None, tier).map_err(|e| format!("{ifname}: {e}"))
+            XdpProgram::load_pinned(ifname, ips, port, rate, None, tier)
         }
-        Err(e) => Err(format!("{ifname}: {e}")),
+        r => r,
     }
 }
 
