@@ -68,11 +68,6 @@ fn check_attached(lab: &Lab) {
     assert_eq!(mode, "xdp", "kdns's program on {ifname} is attached in mode {mode}, not native: {prog}");
 }
 
-/// Counter `key` of queue `queue` (summed over interfaces).
-fn xdp_queue(st: &Value, queue: u64, key: &str) -> u64 {
-    xdp_queues(st).iter().filter(|(n, _)| *n == queue).map(|(_, q)| q[key].as_u64().unwrap_or(0)).sum()
-}
-
 /// Polls the stats (every 20 ms, 2 s at most) until `pred` holds; panics
 /// with `what` and the last stats otherwise. A worker counts a query while
 /// it answers it, so the counters may trail the client's answer by a hair.

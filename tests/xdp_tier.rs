@@ -401,3 +401,50 @@ fn local_answers_in_the_kernel_follow_every_records_change() {
     let st = lab.stats();
     assert!(io_total(&st, "tier_demoted") >= 3, "the copies were not counted as taken out: {:#}", st["workers"]);
 }
+
+#[test]
+fn each_queue_answers_from_its_own_workers_copies() {
+    require_root_and_tools();
+    let _slot = shared_slot();
+    let mut opts = LabOpts::with_args(&["--io", "xdp"]);
+    opts.config = Some("[xdp]\nanswer_tier = true\n".into());
+    opts.queues = Some(2);
+    let lab = Lab::start(opts);
+    pass_all_xdp(&lab.client, &lab.link.client_if);
+    let to: SocketAddr = format!("{}:53", lab.link.server_v4()).parse().unwrap();
+    // Flows from many source ports spread over both queues (veth picks the
+    // receive queue from the sender's flow hash); each queue's worker has
+    // its own cache and copies, keyed by the queue.
+    let socks: Vec<UdpSocket> = (0..24).map(|_| lab.client.udp_socket("0.0.0.0:0".parse().unwrap())).collect();
+    let q = query(0x7001, "both.t1.test", Rtype::A, Some((1232, false)));
+    let mut replies = Vec::new();
+    for round in 0..20 {
+        for s in &socks {
+            let r = exchange(s, to, &q).unwrap_or_else(|e| panic!("round {round}: no reply: {e}"));
+            assert_eq!(r[3] & 0x0f, 0);
+            replies.push(r);
+        }
+        let st = lab.stats();
+        if xdp_queue(&st, 0, "answered") > 0 && xdp_queue(&st, 1, "answered") > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = lab.stats();
+    let answered = [xdp_queue(&st, 0, "answered"), xdp_queue(&st, 1, "answered")];
+    let redirected = [xdp_queue(&st, 0, "redirected"), xdp_queue(&st, 1, "redirected")];
+    assert!(
+        answered.iter().all(|&n| n > 0),
+        "kernel answers per queue {answered:?} (queries passed to the workers {redirected:?}): a queue's copies are missing: {:#}",
+        st["xdp"]
+    );
+    // Both workers and both queues' copies answer the same bytes (TTLs
+    // counting down from the earlier reply to the last).
+    let last = replies.last().expect("replies").clone();
+    for r in &replies {
+        same_reply("two queues", r, &last);
+    }
+    let promoted = io_total(&st, "tier_promoted");
+    assert!(promoted >= 2, "one copy per queue expected, stats count {promoted}: {:#}", st["workers"]);
+    println!("two queues: kernel answers {answered:?}, passed to the workers {redirected:?}");
+}

@@ -145,6 +145,11 @@ pub fn xdp_queues(st: &serde_json::Value) -> Vec<(u64, serde_json::Value)> {
         .collect()
 }
 
+/// Counter `key` of queue `queue` (summed over interfaces; 0 if missing).
+pub fn xdp_queue(st: &serde_json::Value, queue: u64, key: &str) -> u64 {
+    xdp_queues(st).iter().filter(|(n, _)| *n == queue).map(|(_, q)| q[key].as_u64().unwrap_or(0)).sum()
+}
+
 /// Counter `key` of the XDP program summed over every interface and queue
 /// (panics if a queue lacks it).
 pub fn xdp_total(st: &serde_json::Value, key: &str) -> u64 {
