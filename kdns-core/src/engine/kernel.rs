@@ -171,11 +171,6 @@ impl LocalTier {
 }
 
 impl Engine {
-    /// Whether the in-kernel tier's bookkeeping is on.
-    pub fn kernel_tier_on(&self) -> bool {
-        self.local_tier.on()
-    }
-
     /// Keys whose kernel copy must be deleted, since the last call (cache
     /// entries that went, local answers of older records): the worker
     /// deletes them from the map before it answers again.
