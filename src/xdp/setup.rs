@@ -91,7 +91,10 @@ fn program_info(p: &XdpProgram) -> Option<kdns_api::stats::XdpProgram> {
 /// Loads the program of `ifname`, pinned under `pin_dir` unless it is
 /// "". A pin directory that cannot be used (not on a bpffs, not
 /// writable) is not worth losing AF_XDP for: the program is then loaded
-/// unpinned, with a warning saying what that means.
+/// unpinned, with a warning saying what that means. Nor is the in-kernel
+/// tier: it needs what the rest of the program does not (bounded loops,
+/// global functions with BTF), and a kernel that refuses it gets the
+/// program without it.
 fn load(
     ifname: &str,
     ips: &[IpAddr],
@@ -100,39 +103,28 @@ fn load(
     tier: Option<&xdp::AnswerTier>,
     pin_dir: &str,
 ) -> Result<XdpProgram, String> {
-    match load_pinned_or_not(ifname, ips, port, rate, tier, pin_dir) {
-        // The tier needs what the rest of the program does not (bounded
-        // loops, global functions with BTF): a kernel that refuses it still
-        // gets the AF_XDP path.
+    let once = |tier: Option<&xdp::AnswerTier>| {
+        if pin_dir.is_empty() {
+            return XdpProgram::load_pinned(ifname, ips, port, rate, None, tier);
+        }
+        match XdpProgram::load_pinned(ifname, ips, port, rate, Some(Path::new(pin_dir)), tier) {
+            Err(e @ (XdpError::NotBpffs { .. } | XdpError::Pin { .. })) => {
+                tracing::warn!("{ifname}: {e}; the XDP program is not pinned: it goes away with this kdns and is not adopted by the next");
+                XdpProgram::load_pinned(ifname, ips, port, rate, None, tier)
+            }
+            r => r,
+        }
+    };
+    match once(tier) {
         Err(e @ XdpError::Load { .. }) if tier.is_some() => {
             tracing::warn!(
                 "{ifname}: this kernel refused the XDP program with the in-kernel answer tier ({e}); loading it without the tier (xdp.answer_tier = false), the workers answer every query"
             );
-            load_pinned_or_not(ifname, ips, port, rate, None, pin_dir)
+            once(None)
         }
         r => r,
     }
     .map_err(|e| format!("{ifname}: {e}"))
-}
-
-fn load_pinned_or_not(
-    ifname: &str,
-    ips: &[IpAddr],
-    port: u16,
-    rate: Option<&xdp::ClientRate>,
-    tier: Option<&xdp::AnswerTier>,
-    pin_dir: &str,
-) -> Result<XdpProgram, XdpError> {
-    if pin_dir.is_empty() {
-        return XdpProgram::load_pinned(ifname, ips, port, rate, None, tier);
-    }
-    match XdpProgram::load_pinned(ifname, ips, port, rate, Some(Path::new(pin_dir)), tier) {
-        Err(e @ (XdpError::NotBpffs { .. } | XdpError::Pin { .. })) => {
-            tracing::warn!("{ifname}: {e}; the XDP program is not pinned: it goes away with this kdns and is not adopted by the next");
-            XdpProgram::load_pinned(ifname, ips, port, rate, None, tier)
-        }
-        r => r,
-    }
 }
 
 /// The started AF_XDP path: what keeps it alive, and its workers.
