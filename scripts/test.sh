@@ -54,6 +54,24 @@ fi
 echo "== cargo test"
 cargo test --workspace --locked
 
+# Nothing the tests started may outlive them: a kdns of this tree still
+# running (a server whose supervisor was killed, a stop that hung) is a
+# leak. Given 15 s to finish stopping, then named, killed and failed on.
+leaked=""
+for _ in $(seq 15); do
+    leaked=$(pgrep -f -- "$PWD/target/debug/kdns" || true)
+    [[ -z $leaked ]] && break
+    sleep 1
+done
+if [[ -n $leaked ]]; then
+    echo "test.sh: FAILED: processes left running by the tests:" >&2
+    # shellcheck disable=SC2086
+    ps -o pid,ppid,etime,args -p $(echo $leaked | tr ' ' ',') >&2 || true
+    # shellcheck disable=SC2086
+    kill -9 $leaked 2>/dev/null || true
+    exit 1
+fi
+
 if ((fuzz_failed)); then
     echo "test.sh: FAILED: fuzzing found crashes:" >&2
     cat kdns-core/fuzz/target/fuzz-failures.txt >&2 || true
