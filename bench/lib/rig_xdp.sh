@@ -218,6 +218,15 @@ napi_srv_pid() {
     [[ -n $i ]] && echo "${XP_NAPI_S[$i]}" || echo ""
 }
 
+# srv_cpu SYSTEM: "process_ns napi_ns core_ticks" now, for a run's CPU
+# accounting: SYSTEM's process (all threads; 0 without one, as xdptx),
+# its pair's server-end NAPI thread and the server core's busy jiffies
+srv_cpu() {
+    local pid=${SYS_PIDS[$1]:-} c=0
+    [[ -n $pid ]] && c=$(cpu_ns "$pid")
+    echo "$c $(tid_cpu_ns "$(napi_srv_pid "$1")") $(core_busy_ticks "$SRV_CORE")"
+}
+
 # rig_reflector: copy the reflector (REFLECTOR_BIN, default
 # target/release/reflector) into the run's dir; sets
 # REFLECTOR. MUST=1: die if it is not built.

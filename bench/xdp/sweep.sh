@@ -68,19 +68,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for q in $RATES; do
         for s in "${ORDER[@]}"; do
             xsys_alive "$s"
-            pid=${SYS_PIDS[$s]:-}
-            np=$(napi_srv_pid "$s")
-            c0=0
-            [[ -n $pid ]] && c0=$(cpu_ns "$pid")
-            n0=0
-            [[ -n $np ]] && n0=$(tid_cpu_ns "$np")
-            k0=$(core_busy_ticks "$SRV_CORE")
+            read -r c0 n0 k0 < <(srv_cpu "$s")
             read -r sent recv < <("gen_$GEN" "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt")
-            c1=0
-            [[ -n $pid ]] && c1=$(cpu_ns "$pid")
-            n1=0
-            [[ -n $np ]] && n1=$(tid_cpu_ns "$np")
-            k1=$(core_busy_ticks "$SRV_CORE")
+            read -r c1 n1 k1 < <(srv_cpu "$s")
             n=$((n + 1))
             awk -v round="$round" -v s="$s" -v q="$q" -v d="$DUR" -v sent="$sent" -v recv="$recv" \
                 -v c=$((c1 - c0)) -v nn=$((n1 - n0)) -v k=$((k1 - k0)) -v tck="$TCK" 'BEGIN {

@@ -112,21 +112,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
         for q in $rates; do
             for s in "${ORDER[@]}"; do
                 xsys_alive "$s"
-                pid=${SYS_PIDS[$s]:-}
-                np=$(napi_srv_pid "$s")
-                c0=0
-                [[ -n $pid ]] && c0=$(cpu_ns "$pid")
-                n0=$(tid_cpu_ns "$np")
-                k0=$(core_busy_ticks "$SRV_CORE")
+                read -r c0 n0 k0 < <(srv_cpu "$s")
                 read -r i0a i0b i0c < <(ifc "$s")
                 is_kdns "$s" && "$KCTL" --socket "$RIG_DIR/$s.sock" stats --json >"$RIG_DIR/s0.json" 2>/dev/null
                 w0=$(date +%s%N)
                 read -r sent recv < <("gen_$g" "${ADDR_OF[$s]}" "$q" "$DUR" "$RIG_DIR/hit.txt")
                 w1=$(date +%s%N)
-                c1=0
-                [[ -n $pid ]] && c1=$(cpu_ns "$pid")
-                n1=$(tid_cpu_ns "$np")
-                k1=$(core_busy_ticks "$SRV_CORE")
+                read -r c1 n1 k1 < <(srv_cpu "$s")
                 read -r i1a i1b i1c < <(ifc "$s")
                 n=$((n + 1))
                 line=$(awk -v round="$round" -v g="$g" -v s="$s" -v q="$q" -v d="$DUR" -v sent="$sent" -v recv="$recv" \
