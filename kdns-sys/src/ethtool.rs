@@ -8,7 +8,9 @@
 //! which only this ioctl returns.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GSSET_INFO: u32 = 0x37;
@@ -49,13 +51,8 @@ fn ethtool(sock: &OwnedFd, ifname: &str, buf: &mut [u64]) -> io::Result<()> {
 /// The driver statistics of `ifname`: (name, value) in the driver's order.
 /// An interface whose driver has none gives an empty list.
 pub fn driver_stats(ifname: &str) -> io::Result<Vec<(String, u64)>> {
-    // SAFETY: plain socket(2); the fd is owned by the OwnedFd at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a new, valid descriptor nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Any socket carries the ioctl; this one is never bound.
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
     // ethtool_sset_info: cmd u32, reserved u32, sset_mask u64, data u32[1].
     let mut info = [0u64; 3];
     info[0] = u64::from(ETHTOOL_GSSET_INFO);
