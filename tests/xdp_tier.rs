@@ -26,20 +26,30 @@ use serde_json::Value;
 const SHORT: &str = "short.static.test.";
 
 fn tier_lab(tier: bool) -> Lab {
-    let lab = tier_lab_bare(tier);
+    tier_lab_from(tier_opts(tier))
+}
+
+/// The lab of `opts` with kdns's XDP program on the client end.
+fn tier_lab_from(opts: LabOpts) -> Lab {
+    let lab = Lab::start(opts);
     pass_all_xdp(&lab.client, &lab.link.client_if);
     lab
 }
 
 /// [`tier_lab`] without the client end's XDP program.
 fn tier_lab_bare(tier: bool) -> Lab {
+    Lab::start(tier_opts(tier))
+}
+
+/// kdns `--io xdp` with the tier on or off, and Unbound's extra records.
+fn tier_opts(tier: bool) -> LabOpts {
     let mut opts = LabOpts::with_args(&["--io", "xdp"]);
     opts.config = Some(format!("[xdp]\nanswer_tier = {tier}\n"));
     // The SOA makes Unbound's NXDOMAIN for static.test cacheable (RFC 2308).
     opts.unbound_extra = format!(
         "    local-data: \"{SHORT} 2 IN A 192.0.2.77\"\n    local-data: \"static.test. 3600 IN SOA ns.static.test. h.static.test. 1 3600 600 86400 60\"\n"
     );
-    Lab::start(opts)
+    opts
 }
 
 /// A query for `name` with RD set and an OPT when `edns` gives (size, DO).
@@ -349,10 +359,9 @@ fn answer_addrs(r: &[u8]) -> Vec<String> {
 fn local_answers_in_the_kernel_follow_every_records_change() {
     require_root_and_tools();
     let _slot = shared_slot();
-    let mut opts = LabOpts::with_args(&["--io", "xdp", "--domain", "kdns"]);
-    opts.config = Some("[xdp]\nanswer_tier = true\n".into());
-    let lab = Lab::start(opts);
-    pass_all_xdp(&lab.client, &lab.link.client_if);
+    let mut opts = tier_opts(true);
+    opts.extra.extend(["--domain".to_string(), "kdns".to_string()]);
+    let lab = tier_lab_from(opts);
     let (sock, to) = client_v4(&lab);
     let run = |args: &[&str]| {
         let r = ctl(&lab.kdns.socket, args);
@@ -406,11 +415,9 @@ fn local_answers_in_the_kernel_follow_every_records_change() {
 fn each_queue_answers_from_its_own_workers_copies() {
     require_root_and_tools();
     let _slot = shared_slot();
-    let mut opts = LabOpts::with_args(&["--io", "xdp"]);
-    opts.config = Some("[xdp]\nanswer_tier = true\n".into());
+    let mut opts = tier_opts(true);
     opts.queues = Some(2);
-    let lab = Lab::start(opts);
-    pass_all_xdp(&lab.client, &lab.link.client_if);
+    let lab = tier_lab_from(opts);
     let to: SocketAddr = format!("{}:53", lab.link.server_v4()).parse().unwrap();
     // Flows from many source ports spread over both queues (veth picks the
     // receive queue from the sender's flow hash); each queue's worker has
