@@ -173,17 +173,20 @@ pub struct IoStats {
     pub upstream_rotations_deferred: AtomicU64,
     /// New source-port sockets that could not be opened (the old one stays).
     pub upstream_socket_errors: AtomicU64,
-    /// Cache entries of this worker copied into the in-kernel tier now.
-    pub tier_entries: AtomicU64,
+    /// Cache entries and local answers of this worker copied into the
+    /// in-kernel tier now.
+    pub tier_entries: Gauge,
     /// Copies made into the in-kernel tier.
     pub tier_promoted: AtomicU64,
-    /// Copies taken out because their cache entry went (evicted, expired,
-    /// replaced, flushed, a records change).
+    /// Copies taken out because their source went (a cache entry evicted,
+    /// expired, replaced or flushed; a records change).
     pub tier_demoted: AtomicU64,
     /// Copies taken out because the kernel no longer answered from them.
     pub tier_cold: AtomicU64,
     /// Serial of the local records snapshot the worker answers from (0:
-    /// none yet); set right after `Engine::set_records`.
+    /// none yet); set at the end of the loop turn that called
+    /// `Engine::set_records`, once the front end is in line with it
+    /// (`FrontEnd::sync`).
     pub records_serial: Gauge,
     /// Scheduling the worker got: 0 not known yet, 1 normal (not asked, or
     /// refused), 1 + p SCHED_FIFO at priority p.
@@ -213,13 +216,6 @@ impl IoStats {
     /// Reads a counter.
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
-    }
-
-    /// Sets a gauge owned by this worker.
-    #[cfg(feature = "xdp")]
-    #[inline]
-    pub fn set(c: &AtomicU64, v: u64) {
-        c.store(v, Ordering::Relaxed);
     }
 }
 

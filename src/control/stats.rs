@@ -117,7 +117,7 @@ fn read(w: &WorkerHandle, in_flight: Option<usize>) -> Counters {
             upstream_rotations: g(&io.upstream_rotations),
             upstream_rotations_deferred: g(&io.upstream_rotations_deferred),
             upstream_socket_errors: g(&io.upstream_socket_errors),
-            tier_entries: g(&io.tier_entries),
+            tier_entries: io.tier_entries.get(),
             tier_promoted: g(&io.tier_promoted),
             tier_demoted: g(&io.tier_demoted),
             tier_cold: g(&io.tier_cold),

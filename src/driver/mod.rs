@@ -278,7 +278,6 @@ impl Core {
         let mut transmits = self.drain_transmits(now, front);
         front.flush(&self.io);
         let serial = self.drain_control(front.in_flight());
-        let now = self.now();
         transmits += usize::from(front.sync(&mut self.engine, now, &self.io));
         // Acknowledged once nothing answers from the older records.
         if let Some(serial) = serial {

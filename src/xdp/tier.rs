@@ -128,12 +128,12 @@ impl Tier {
             self.next_sweep = now + SWEEP_EVERY;
             if self.nothing_sent() {
                 self.turn_off(engine);
-                IoStats::set(&io.tier_entries, 0);
+                io.tier_entries.set(0);
                 return true;
             }
             self.sweep(engine, io);
         }
-        IoStats::set(&io.tier_entries, self.promoted.len() as u64);
+        io.tier_entries.set(self.promoted.len() as u64);
         moved
     }
 
