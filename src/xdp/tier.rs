@@ -176,7 +176,7 @@ impl Tier {
     }
 
     /// Empties this queue's part of the map for good and gives the
-    /// entries back to the cache: every query goes to the worker again.
+    /// entries back to the engine: every query goes to the worker again.
     fn turn_off(&mut self, engine: &mut Engine) {
         self.off = true;
         if let Err(e) = self.map.clear_queue(self.queue) {
@@ -198,7 +198,7 @@ impl Tier {
         self.promoted.retain(|k, last| {
             let hits = match map.hits(queue, k.name(), k.qtype.0, k.qclass.0, k.flags.0) {
                 Ok(Some(h)) => h,
-                // Not in the map (it should be): the cache counts hits again.
+                // Not in the map (it should be): its source counts hits again.
                 _ => {
                     engine.kernel_demote(k);
                     return false;

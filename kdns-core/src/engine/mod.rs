@@ -127,8 +127,9 @@ pub struct EngineConfig {
     /// A cache dump to load before the first query (a warm start), so
     /// that no query meets the cache cold.
     pub warm: Option<WarmStart>,
-    /// The in-kernel answer tier's bookkeeping in the cache (`None`: off).
-    /// Its reply bound is lowered to `udp_size` when that is smaller.
+    /// The in-kernel answer tier's bookkeeping, for cache entries and
+    /// local answers (`None`: off). Its reply bound is lowered to
+    /// `udp_size` when that is smaller.
     pub kernel_tier: Option<KernelTierConfig>,
 }
 

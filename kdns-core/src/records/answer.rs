@@ -104,15 +104,14 @@ impl Snapshot {
             None => return LocalAnswer::NotLocal,
         };
         let full = &buf[..full_len];
-        let varies = Cell::new(false);
         if q.qclass != Class::IN && q.qclass != Class::ANY {
-            return self.write(q, out, Rcode::REFUSED, dom, &varies, |_| Ok(0));
+            return self.write(q, out, Rcode::REFUSED, dom, |_| Ok(0));
         }
         let Some(entry) = self.names.get(full) else {
             if self.ents.contains(full) {
                 // The apex (its SOA when asked) or an empty non-terminal: NODATA.
                 let apex = dom.filter(|&d| *self.domains[d] == *full);
-                return self.write(q, out, Rcode::NOERROR, dom, &varies, |b| match apex {
+                return self.write(q, out, Rcode::NOERROR, dom, |b| match apex {
                     Some(d) if q.qtype == Rtype::SOA || q.qtype == Rtype::ANY => {
                         let _ = b.record_at(Section::Answer, 12, Rtype::SOA, Class::IN, self.soa_ttl, &self.soas[d]);
                         Ok(1)
@@ -120,22 +119,25 @@ impl Snapshot {
                     _ => Ok(0),
                 });
             }
-            return self.write(q, out, Rcode::NXDOMAIN, dom, &varies, |_| Ok(0));
+            return self.write(q, out, Rcode::NXDOMAIN, dom, |_| Ok(0));
         };
-        self.write(q, out, Rcode::NOERROR, dom, &varies, |b| self.fill(q, entry, b, &varies))
+        // Only records can depend on the query (a choice among instances).
+        let varies = Cell::new(false);
+        match self.write(q, out, Rcode::NOERROR, dom, |b| self.fill(q, entry, b, &varies)) {
+            LocalAnswer::Reply(len, rcode, fixed) => LocalAnswer::Reply(len, rcode, fixed && !varies.get()),
+            other => other,
+        }
     }
 
     /// Writes header, question, the records `fill` adds (it returns how
-    /// many and sets `varies` when it chose among instances), the SOA when
-    /// there are none, and the OPT.
-    #[allow(clippy::too_many_arguments)]
+    /// many), the SOA when there are none, and the OPT. The reply is fixed
+    /// unless truncated; the caller knows whether `fill` chose.
     fn write(
         &self,
         q: &LocalQuery<'_>,
         out: &mut [u8],
         rcode: Rcode,
         dom: Option<usize>,
-        varies: &Cell<bool>,
         fill: impl Fn(&mut MessageBuilder<'_>) -> Result<usize, ()>,
     ) -> LocalAnswer {
         let build = |out: &mut [u8], with_records: bool| -> Option<(usize, bool)> {
@@ -171,7 +173,7 @@ impl Snapshot {
             Some((b.finish(), truncated))
         };
         match build(out, true) {
-            Some((len, false)) => LocalAnswer::Reply(len, rcode, !varies.get()),
+            Some((len, false)) => LocalAnswer::Reply(len, rcode, true),
             // Did not fit: an empty reply with TC, so the client asks over TCP.
             _ => match build(out, false) {
                 Some((len, _)) => {
